@@ -1,0 +1,211 @@
+#!/usr/bin/env node
+/** The `agw` command. */
+import { parseArgs } from "node:util";
+import { startControlPlane } from "@agw/control-plane";
+import { createLogger, loadConfigFile, parseHostPort } from "@agw/core";
+import { startDataPlane } from "@agw/data-plane";
+import { addressOf, startDemoUpstream } from "./demo-upstream.ts";
+
+const USAGE: Record<string, string> = {
+  main: `agw — API gateway (control plane + data plane over xDS)
+
+Usage: agw <command> [options]
+
+Commands:
+  run            all-in-one: control plane and data plane on this machine, talking xDS over gRPC
+  control-plane  watch a config file and serve it over xDS
+  data-plane     connect to a control plane and proxy traffic
+  validate       check a config file; exit 0, or 1 listing every error
+  demo-upstream  the small echo server used by the quickstart
+
+Run 'agw <command> --help' for the options of a command.`,
+  run: `Usage: agw run -c FILE [options]
+
+  -c, --config FILE        config.yaml to serve (watched for changes)
+  --xds-listen ADDR:PORT   control plane gRPC (xDS) address (default 127.0.0.1:18000)
+  --admin ADDR:PORT        data plane admin: /ready, /config_dump, ... (default 127.0.0.1:9901)
+  --cp-admin ADDR:PORT     control plane admin: /ready, /dataplanes, /config_dump (default 127.0.0.1:9902)
+  --node-id ID             data plane node id (default: the host name)
+  --demo-upstream ADDR:PORT  also start the built-in demo upstream there`,
+  "control-plane": `Usage: agw control-plane -c FILE [options]
+
+  -c, --config FILE        config.yaml to serve (watched for changes)
+  --xds-listen ADDR:PORT   gRPC (xDS) address (default 127.0.0.1:18000)
+  --admin ADDR:PORT        admin: /ready, /dataplanes, /config_dump (default 127.0.0.1:9902)`,
+  "data-plane": `Usage: agw data-plane --xds ADDR:PORT --node-id ID [options]
+
+  --xds ADDR:PORT          control plane gRPC (xDS) address
+  --node-id ID             this data plane's node id (default: the host name)
+  --admin ADDR:PORT        admin: /ready, /healthz, /config_dump, /server_info (default 127.0.0.1:9901)`,
+  validate: `Usage: agw validate -c FILE
+
+  -c, --config FILE        config.yaml to check; prints every error as FILE:LINE PATH: MESSAGE`,
+  "demo-upstream": `Usage: agw demo-upstream [--listen ADDR:PORT]
+
+  --listen ADDR:PORT       default 127.0.0.1:9080`,
+};
+
+class UsageError extends Error {}
+
+function hostPort(text: string | undefined, fallback: string, flag: string): { host: string; port: number } {
+  const value = text ?? fallback;
+  const hp = value.endsWith(":0")
+    ? { host: value.slice(0, -2).replace(/^\[|\]$/g, ""), port: 0 }
+    : parseHostPort(value);
+  if (!hp) throw new UsageError(`${flag}: expected ADDR:PORT, got "${value}"`);
+  return hp;
+}
+
+function onShutdown(close: () => Promise<void>): void {
+  let closing = false;
+  const stop = () => {
+    if (closing) return;
+    closing = true;
+    close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}
+
+async function validate(file: string): Promise<boolean> {
+  const result = await loadConfigFile(file);
+  if (result.ok) return true;
+  for (const e of result.errors) console.error(String(e));
+  console.error(`${result.errors.length} error${result.errors.length === 1 ? "" : "s"} in ${file}`);
+  return false;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const command = argv[0];
+  if (!command || command === "--help" || command === "-h" || command === "help") {
+    console.log(USAGE.main);
+    return command ? 0 : 1;
+  }
+  if (!(command in USAGE) || command === "main") throw new UsageError(`unknown command "${command}"`);
+  const { values } = parseArgs({
+    args: argv.slice(1),
+    options: {
+      config: { type: "string", short: "c" },
+      "xds-listen": { type: "string" },
+      xds: { type: "string" },
+      admin: { type: "string" },
+      "cp-admin": { type: "string" },
+      "node-id": { type: "string" },
+      "demo-upstream": { type: "string" },
+      listen: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(USAGE[command]);
+    return 0;
+  }
+  const needConfig = () => {
+    if (!values.config) throw new UsageError("-c/--config FILE is required");
+    return values.config;
+  };
+  const nodeId = values["node-id"] ?? (await import("node:os")).hostname();
+
+  switch (command) {
+    case "validate": {
+      const file = needConfig();
+      const ok = await validate(file);
+      if (ok) console.log(`${file}: valid`);
+      return ok ? 0 : 1;
+    }
+    case "demo-upstream": {
+      const at = hostPort(values.listen, "127.0.0.1:9080", "--listen");
+      const server = await startDemoUpstream(at.host, at.port);
+      console.log(`demo upstream listening on http://${addressOf(server)}`);
+      onShutdown(async () => void server.close());
+      return -1;
+    }
+    case "control-plane": {
+      const file = needConfig();
+      const xds = hostPort(values["xds-listen"], "127.0.0.1:18000", "--xds-listen");
+      const cp = await startControlPlane({
+        configFile: file,
+        xdsHost: xds.host,
+        xdsPort: xds.port,
+        admin: hostPort(values.admin, "127.0.0.1:9902", "--admin"),
+      });
+      console.log(
+        `control plane: xDS on ${cp.xds.address.address}:${cp.xds.address.port}, admin http://${cp.admin?.address.address}:${cp.admin?.address.port}/dataplanes`,
+      );
+      onShutdown(() => cp.close());
+      return -1;
+    }
+    case "data-plane": {
+      if (!values.xds) throw new UsageError("--xds ADDR:PORT is required");
+      const dp = await startDataPlane({
+        xds: values.xds,
+        nodeId,
+        admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),
+      });
+      console.log(
+        `data plane ${nodeId}: xDS ${values.xds}, admin http://${dp.admin?.address.address}:${dp.admin?.address.port}/ready`,
+      );
+      onShutdown(() => dp.close());
+      return -1;
+    }
+    case "run": {
+      const file = needConfig();
+      if (!(await validate(file))) return 1;
+      const demoAt = values["demo-upstream"] && hostPort(values["demo-upstream"], "", "--demo-upstream");
+      const demo = demoAt ? await startDemoUpstream(demoAt.host, demoAt.port) : undefined;
+      const xds = hostPort(values["xds-listen"], "127.0.0.1:18000", "--xds-listen");
+      const cp = await startControlPlane({
+        configFile: file,
+        xdsHost: xds.host,
+        xdsPort: xds.port,
+        admin: hostPort(values["cp-admin"], "127.0.0.1:9902", "--cp-admin"),
+        log: createLogger("control-plane"),
+      });
+      const dp = await startDataPlane({
+        xds: `${cp.xds.address.address}:${cp.xds.address.port}`,
+        nodeId,
+        admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),
+      });
+      onShutdown(async () => {
+        await dp.close();
+        await cp.close();
+        demo?.close();
+      });
+      if (!(await dp.ready(10_000))) console.error("data plane has not received a full config after 10 s");
+      const lines = dp.listeners
+        .addresses()
+        .map((l) => `  listener ${l.name}: http://${l.address}:${l.port}/`);
+      console.log(
+        [
+          "AGW is running",
+          ...lines,
+          `  data plane admin: http://${dp.admin?.address.address}:${dp.admin?.address.port}/ready`,
+          `  control plane admin: http://${cp.admin?.address.address}:${cp.admin?.address.port}/dataplanes`,
+          `  xDS: ${cp.xds.address.address}:${cp.xds.address.port}`,
+          ...(demo ? [`  demo upstream: http://${addressOf(demo)}/`] : []),
+          `  config: ${file} (edits apply live)`,
+        ].join("\n"),
+      );
+      return -1;
+    }
+  }
+  return 1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (e: unknown) => {
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      console.error(`agw: ${(e as Error).message}\nRun 'agw --help' for usage.`);
+      process.exit(2);
+    }
+    console.error(`agw: ${(e as Error).stack ?? e}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,69 @@
+/**
+ * Watches config.yaml. The directory is watched rather than the file, so saves that replace the
+ * file (editors writing a temp file and renaming it, Kubernetes ConfigMap symlink swaps) are seen.
+ * Events are debounced, identical content is ignored, and an invalid file is reported and never
+ * replaces the last good config.
+ */
+import { createHash } from "node:crypto";
+import { type FSWatcher, watch } from "node:fs";
+import { basename, dirname, resolve } from "node:path";
+import { type ConfigError, type GatewayConfig, type Logger, loadConfigFile } from "@agw/core";
+
+export interface FileProviderEvents {
+  onConfig(config: GatewayConfig): void;
+  onInvalid(errors: ConfigError[]): void;
+}
+
+const DEBOUNCE_MS = 50;
+
+export class FileProvider {
+  private readonly file: string;
+  private readonly events: FileProviderEvents;
+  private readonly log: Logger;
+  private watcher: FSWatcher | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lastHash = "";
+  private loading: Promise<void> = Promise.resolve();
+
+  constructor(file: string, events: FileProviderEvents, log: Logger) {
+    this.file = resolve(file);
+    this.events = events;
+    this.log = log;
+  }
+
+  /** Loads once, then watches. Resolves after the first load, valid or not. */
+  async start(): Promise<void> {
+    this.watcher = watch(dirname(this.file), { persistent: false }, () => this.schedule());
+    this.watcher.on("error", (err) => this.log.error({ err, file: this.file }, "config watch failed"));
+    await this.reload();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.watcher?.close();
+  }
+
+  private schedule(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.loading = this.loading.then(() => this.reload());
+    }, DEBOUNCE_MS);
+  }
+
+  private async reload(): Promise<void> {
+    const result = await loadConfigFile(this.file);
+    if (!result.ok) {
+      const text = result.errors.map(String).join("\n");
+      const hash = createHash("sha256").update(text).digest("hex");
+      if (hash === this.lastHash) return;
+      this.lastHash = hash;
+      this.events.onInvalid(result.errors);
+      return;
+    }
+    const hash = createHash("sha256").update(JSON.stringify(result.config)).digest("hex");
+    if (hash === this.lastHash) return;
+    this.lastHash = hash;
+    this.log.info({ file: basename(this.file) }, "config loaded");
+    this.events.onConfig(result.config);
+  }
+}

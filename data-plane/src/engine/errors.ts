@@ -1,0 +1,50 @@
+/** Stable wire codes of locally generated responses, sent as `x-agw-error` and in the JSON body. */
+export const AGW_ERRORS = {
+  AGW_ERR_ROUTE_NOT_FOUND: "route_not_found",
+  AGW_ERR_CLUSTER_NOT_FOUND: "cluster_not_found",
+  AGW_ERR_NO_HEALTHY_UPSTREAM: "no_healthy_upstream",
+  AGW_ERR_UPSTREAM_CONNECT_FAILED: "upstream_connect_failed",
+  AGW_ERR_UPSTREAM_CONNECT_TIMEOUT: "upstream_connect_timeout",
+  AGW_ERR_UPSTREAM_TIMEOUT: "upstream_timeout",
+  AGW_ERR_UPSTREAM_RESET: "upstream_reset",
+  AGW_ERR_UPSTREAM_PROTOCOL_ERROR: "upstream_protocol_error",
+  AGW_ERR_BAD_REQUEST: "bad_request",
+  AGW_ERR_REQUEST_HEADER_TOO_LARGE: "request_header_too_large",
+  AGW_ERR_NOT_IMPLEMENTED: "not_implemented",
+  AGW_ERR_HTTP_VERSION_NOT_SUPPORTED: "http_version_not_supported",
+  AGW_ERR_REQUEST_TIMEOUT: "request_timeout",
+} as const;
+
+export type AgwErrorCode = (typeof AGW_ERRORS)[keyof typeof AGW_ERRORS];
+
+/** Wire code for a request rejected by the parser with `status`. */
+export function codeForStatus(status: number): AgwErrorCode {
+  switch (status) {
+    case 408:
+      return AGW_ERRORS.AGW_ERR_REQUEST_TIMEOUT;
+    case 431:
+      return AGW_ERRORS.AGW_ERR_REQUEST_HEADER_TOO_LARGE;
+    case 501:
+      return AGW_ERRORS.AGW_ERR_NOT_IMPLEMENTED;
+    case 505:
+      return AGW_ERRORS.AGW_ERR_HTTP_VERSION_NOT_SUPPORTED;
+    default:
+      return AGW_ERRORS.AGW_ERR_BAD_REQUEST;
+  }
+}
+
+const REASONS: Readonly<Record<number, string>> = {
+  400: "Bad Request",
+  404: "Not Found",
+  408: "Request Timeout",
+  431: "Request Header Fields Too Large",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  505: "HTTP Version Not Supported",
+};
+
+export function reasonPhrase(status: number): string {
+  return REASONS[status] ?? "Error";
+}

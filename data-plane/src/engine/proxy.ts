@@ -1,0 +1,828 @@
+/**
+ * HTTP/1.1 reverse proxy on raw node:net sockets. One ClientConn per downstream connection carries the
+ * state of the request in flight (requests on a connection are handled one at a time, pipelined ones
+ * are buffered). Bodies stream in both directions with backpressure and are never buffered whole.
+ */
+import { randomUUID } from "node:crypto";
+import type net from "node:net";
+import type { ClusterRuntime, CompiledRoute, Endpoint, HeaderOps, RuntimeConfig } from "../runtime/types.ts";
+import { AGW_ERRORS, type AgwErrorCode, codeForStatus, reasonPhrase } from "./errors.ts";
+import {
+  ChunkedDecoder,
+  type HeadError,
+  HeadScanner,
+  parseRequestHead,
+  parseResponseHead,
+  RequestHead,
+  ResponseHead,
+} from "./http1-parser.ts";
+import type { UpstreamConn, UpstreamHandler, UpstreamPool } from "./upstream-pool.ts";
+
+export interface HttpProxyOptions {
+  /** Largest request (and upstream response) head in bytes; larger → 431 (502 upstream). Default 65536. */
+  readonly maxHeadBytes?: number;
+  /** Most header fields in a head; more → 431 (502 upstream). Default 100. */
+  readonly maxHeaders?: number;
+  /** Time allowed to receive a whole request head, from its first byte (or accept). → 408. Default 30000. */
+  readonly headerTimeoutMs?: number;
+  /** Idle time allowed between requests on a keep-alive connection before it is closed. Default 60000. */
+  readonly keepAliveTimeoutMs?: number;
+  /** After a response with `Connection: close`, how long unread request bytes are drained before closing. Default 5000. */
+  readonly lingerTimeoutMs?: number;
+  /** X-Forwarded-Proto value sent upstream. Default "http". */
+  readonly forwardedProto?: string;
+}
+
+export interface HttpProxyInit {
+  readonly listenerName: string;
+  readonly getConfig: () => RuntimeConfig;
+  readonly pool: UpstreamPool;
+  readonly options?: HttpProxyOptions;
+}
+
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-authorization",
+  "proxy-authenticate",
+]);
+
+// ClientConn.phase
+const P_HEAD = 0;
+const P_ACTIVE = 1;
+const P_LINGER = 2;
+const P_CLOSED = 3;
+
+// Request body framing.
+const B_NONE = 0;
+const B_LENGTH = 1;
+const B_CHUNKED = 2;
+
+// Response framing towards the client.
+const M_NONE = 0;
+const M_LENGTH = 1;
+/** Upstream chunked, client HTTP/1.1: validated bytes forwarded as they are. */
+const M_CHUNKED_RAW = 2;
+/** Upstream chunked, client HTTP/1.0: decoded data, close-delimited. */
+const M_CHUNKED_DECODE = 3;
+/** Upstream close-delimited, client HTTP/1.0: forwarded as is, close-delimited. */
+const M_CLOSE_RAW = 4;
+/** Upstream close-delimited, client HTTP/1.1: re-chunked so the client connection stays reusable. */
+const M_CLOSE_CHUNK = 5;
+
+// ClientConn.timerKind
+const T_NONE = 0;
+const T_HEADER = 1;
+const T_KEEPALIVE = 2;
+const T_LINGER = 3;
+
+const CRLF = Buffer.from("\r\n");
+const LAST_CHUNK = Buffer.from("0\r\n\r\n");
+
+export class HttpProxy {
+  readonly listenerName: string;
+  readonly getConfig: () => RuntimeConfig;
+  readonly pool: UpstreamPool;
+  readonly maxHeadBytes: number;
+  readonly maxHeaders: number;
+  readonly headerTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly lingerTimeoutMs: number;
+  readonly forwardedProto: string;
+  /** Set by shutdown(): no more keep-alive. */
+  draining = false;
+  private readonly conns = new Set<ClientConn>();
+
+  constructor(init: HttpProxyInit) {
+    const o = init.options ?? {};
+    this.listenerName = init.listenerName;
+    this.getConfig = init.getConfig;
+    this.pool = init.pool;
+    this.maxHeadBytes = o.maxHeadBytes ?? 65536;
+    this.maxHeaders = o.maxHeaders ?? 100;
+    this.headerTimeoutMs = o.headerTimeoutMs ?? 30000;
+    this.keepAliveTimeoutMs = o.keepAliveTimeoutMs ?? 60000;
+    this.lingerTimeoutMs = o.lingerTimeoutMs ?? 5000;
+    this.forwardedProto = o.forwardedProto ?? "http";
+  }
+
+  /** Takes ownership of an accepted downstream socket. */
+  handleConnection(socket: net.Socket): void {
+    this.conns.add(new ClientConn(this, socket));
+  }
+
+  get connectionCount(): number {
+    return this.conns.size;
+  }
+
+  /** Stops keep-alive: idle connections close now, busy ones after their current response. */
+  shutdown(): void {
+    this.draining = true;
+    for (const c of this.conns) c.closeIfIdle();
+  }
+
+  /** Destroys every downstream connection immediately. */
+  destroyAll(): void {
+    for (const c of this.conns) c.socket.destroy();
+  }
+
+  /** @internal */
+  forget(c: ClientConn): void {
+    this.conns.delete(c);
+  }
+}
+
+function onConnTimer(c: ClientConn): void {
+  c.onTimer();
+}
+
+function onRouteTimer(c: ClientConn): void {
+  c.onRouteTimeout();
+}
+
+function kickPending(c: ClientConn): void {
+  if (c.phase === P_HEAD) c.onHeadBytes(null);
+}
+
+function hasName(list: readonly string[] | null, name: string): boolean {
+  return list?.includes(name) === true;
+}
+
+/** Whether route ops replace or remove `name` (so the original/generated value must not be sent). */
+function opsDrop(ops: HeaderOps, name: string): boolean {
+  const rm = ops.remove;
+  for (let i = 0; i < rm.length; i++) if (rm[i] === name) return true;
+  const set = ops.set;
+  for (let i = 0; i < set.length; i++)
+    if ((set[i] as readonly [string, string])[0].toLowerCase() === name) return true;
+  return false;
+}
+
+function opsAppend(ops: HeaderOps): string {
+  let s = "";
+  for (const [n, v] of ops.set) s += `${n}: ${v}\r\n`;
+  for (const [n, v] of ops.add) s += `${n}: ${v}\r\n`;
+  return s;
+}
+
+function clientAddress(socket: net.Socket): string {
+  const a = socket.remoteAddress ?? "";
+  return a.startsWith("::ffff:") ? a.slice(7) : a;
+}
+
+class ClientConn implements UpstreamHandler {
+  readonly socket: net.Socket;
+  readonly proxy: HttpProxy;
+  readonly clientIp: string;
+  phase = P_HEAD;
+  /** Unparsed downstream bytes: a partial head, or pipelined requests waiting their turn. */
+  buf: Buffer | null = null;
+  readonly scanner = new HeadScanner();
+  timer: NodeJS.Timeout | null = null;
+  timerKind = T_NONE;
+  /** The client half-closed: answer what it already sent, then close. */
+  eof = false;
+
+  // The request in flight. Everything below is reset by finishExchange().
+  head: RequestHead | null = null;
+  requestId = "";
+  keepAlive = true;
+  isHead = false;
+  route: CompiledRoute | null = null;
+  cluster: ClusterRuntime | null = null;
+  endpoint: Endpoint | null = null;
+  upstream: UpstreamConn | null = null;
+  upHead = "";
+  routeTimer: NodeJS.Timeout | null = null;
+  bodyMode = B_NONE;
+  bodyRemaining = 0;
+  reqBodyDone = true;
+  readonly reqDecoder = new ChunkedDecoder();
+  /** Body bytes that arrived with the head: they can be replayed on a retry. */
+  firstBody: Buffer | null = null;
+  /** Nothing but `firstBody` has been written upstream, so a retry can resend the whole request. */
+  replayable = true;
+  retried = false;
+  /** Any byte received from the upstream for this request. */
+  resStarted = false;
+  resHeadSent = false;
+  resBuf: Buffer | null = null;
+  readonly resScanner = new HeadScanner();
+  resMode = M_NONE;
+  resRemaining = 0;
+  readonly resDecoder = new ChunkedDecoder();
+  upKeepAlive = false;
+  /** Upstream sent bytes past the end of its response. */
+  upExtra = false;
+  closeAfter = false;
+
+  constructor(proxy: HttpProxy, socket: net.Socket) {
+    this.proxy = proxy;
+    this.socket = socket;
+    this.clientIp = clientAddress(socket);
+    // A client may half-close after its request; the response must still be sent.
+    socket.allowHalfOpen = true;
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("drain", () => this.onDrain());
+    socket.on("end", () => this.onEnd());
+    socket.on("error", noop);
+    socket.on("close", () => this.onClose());
+    this.armTimer(T_HEADER, proxy.headerTimeoutMs);
+  }
+
+  // ---- downstream events
+
+  onData(chunk: Buffer): void {
+    switch (this.phase) {
+      case P_HEAD:
+        this.onHeadBytes(chunk);
+        break;
+      case P_ACTIVE:
+        if (this.reqBodyDone) this.stash(chunk);
+        else {
+          this.replayable = false;
+          this.onBody(chunk, 0);
+        }
+        break;
+      // P_LINGER / P_CLOSED: discarded
+    }
+  }
+
+  onDrain(): void {
+    const up = this.upstream;
+    if (up?.socket.isPaused()) up.socket.resume();
+  }
+
+  onEnd(): void {
+    this.eof = true;
+    // Requests already complete (in flight or pipelined) are still answered.
+    if (this.phase === P_ACTIVE ? this.reqBodyDone : this.phase === P_HEAD && this.buf !== null) return;
+    this.socket.destroy();
+  }
+
+  onClose(): void {
+    this.phase = P_CLOSED;
+    this.clearTimer();
+    this.clearRouteTimer();
+    const up = this.upstream;
+    if (up !== null) {
+      this.upstream = null;
+      up.destroy();
+    }
+    this.buf = null;
+    this.proxy.forget(this);
+  }
+
+  onTimer(): void {
+    const kind = this.timerKind;
+    this.timer = null;
+    this.timerKind = T_NONE;
+    if (kind === T_HEADER && this.phase === P_HEAD && this.buf !== null) {
+      this.requestId = randomUUID();
+      this.keepAlive = false;
+      this.sendLocal(408, AGW_ERRORS.AGW_ERR_REQUEST_TIMEOUT, "request head not received in time");
+      return;
+    }
+    this.socket.destroy();
+  }
+
+  closeIfIdle(): void {
+    if (this.phase === P_HEAD && this.buf === null) this.socket.destroy();
+  }
+
+  // ---- request head
+
+  onHeadBytes(chunk: Buffer | null): void {
+    const p = this.proxy;
+    let buf: Buffer | null;
+    if (chunk === null) buf = this.buf;
+    else buf = this.buf === null ? chunk : Buffer.concat([this.buf, chunk]);
+    if (buf === null) return;
+    const n = this.scanner.scan(buf, p.maxHeadBytes, p.maxHeaders);
+    if (n === 0) {
+      this.buf = buf;
+      if (this.eof)
+        this.socket.destroy(); // the rest of this head will never come
+      else if (this.timerKind !== T_HEADER) this.armTimer(T_HEADER, p.headerTimeoutMs);
+      return;
+    }
+    this.buf = null;
+    this.clearTimer();
+    if (n < 0) {
+      this.reject(this.scanner.error as HeadError);
+      return;
+    }
+    const head = new RequestHead();
+    const e = parseRequestHead(buf, this.scanner, head);
+    if (e !== null) {
+      this.reject(e);
+      return;
+    }
+    if (n < buf.length) this.buf = buf.subarray(n);
+    this.startRequest(head);
+  }
+
+  reject(e: HeadError): void {
+    this.phase = P_ACTIVE;
+    this.requestId = randomUUID();
+    this.keepAlive = false;
+    this.sendLocal(e.status, codeForStatus(e.status), e.message);
+  }
+
+  startRequest(head: RequestHead): void {
+    const p = this.proxy;
+    this.phase = P_ACTIVE;
+    this.head = head;
+    this.requestId = head.requestId !== "" ? head.requestId : randomUUID();
+    this.keepAlive = head.keepAlive && !p.draining;
+    this.isHead = head.method === "HEAD";
+    if (head.chunked) {
+      this.bodyMode = B_CHUNKED;
+      this.reqBodyDone = false;
+      this.reqDecoder.reset(true);
+    } else if (head.contentLength > 0) {
+      this.bodyMode = B_LENGTH;
+      this.bodyRemaining = head.contentLength;
+      this.reqBodyDone = false;
+    }
+
+    // The only read of the config for this request: everything below uses these references.
+    const config = p.getConfig();
+    const route = config.listeners.get(p.listenerName)?.router?.match(head);
+    if (route === undefined) {
+      this.fail(404, AGW_ERRORS.AGW_ERR_ROUTE_NOT_FOUND, "no route matched the request");
+      return;
+    }
+    this.route = route;
+    const cluster = config.clusters.get(route.pickCluster());
+    if (cluster === undefined) {
+      this.fail(503, AGW_ERRORS.AGW_ERR_CLUSTER_NOT_FOUND, "the route's cluster does not exist");
+      return;
+    }
+    const ep = cluster.pickEndpoint();
+    if (ep === undefined) {
+      this.fail(503, AGW_ERRORS.AGW_ERR_NO_HEALTHY_UPSTREAM, "the cluster has no endpoint");
+      return;
+    }
+    this.cluster = cluster;
+    this.endpoint = ep;
+    this.upHead = this.buildUpstreamHead(head, route.requestHeaders, ep);
+    if (route.timeoutMs > 0) this.routeTimer = setTimeout(onRouteTimer, route.timeoutMs, this);
+    const up = p.pool.acquire(ep, cluster, this);
+    this.upstream = up;
+    if (this.bodyMode === B_NONE) {
+      up.socket.write(this.upHead, "latin1");
+      return;
+    }
+    const body = this.buf;
+    this.buf = null;
+    const used = this.writeRequest(up, body);
+    if (body !== null && used > 0) this.firstBody = body.subarray(0, used);
+  }
+
+  /** Writes the upstream head and `body` (the start of the request body) in one batch; returns body bytes used. */
+  writeRequest(up: UpstreamConn, body: Buffer | null): number {
+    const s = up.socket;
+    if (body === null) {
+      s.write(this.upHead, "latin1");
+      return 0;
+    }
+    // Corked: if the body turns out malformed, destroying the upstream discards the unsent head too.
+    s.cork();
+    s.write(this.upHead, "latin1");
+    const used = this.onBody(body, 0);
+    s.uncork();
+    return used;
+  }
+
+  buildUpstreamHead(h: RequestHead, ops: HeaderOps, ep: Endpoint): string {
+    let s = `${h.method} ${h.originForm} HTTP/1.1\r\n`;
+    let xff = "";
+    let sawHost = false;
+    const names = h.names;
+    const conn = h.connTokens;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i] as string;
+      if (HOP_BY_HOP.has(name) || hasName(conn, name)) continue;
+      switch (name) {
+        case "x-forwarded-for":
+          xff = xff === "" ? (h.values[i] as string) : `${xff}, ${h.values[i]}`;
+          continue;
+        case "x-forwarded-proto":
+        case "x-forwarded-host":
+          continue;
+        case "host":
+          // rawHost may come from an absolute-form target, which overrides the field.
+          if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${h.rawHost}\r\n`;
+          sawHost = true;
+          continue;
+      }
+      if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${h.values[i]}\r\n`;
+    }
+    if (!sawHost && !opsDrop(ops, "host")) s += `host: ${h.rawHost !== "" ? h.rawHost : ep.key}\r\n`;
+    if (!opsDrop(ops, "x-forwarded-for"))
+      s += `x-forwarded-for: ${xff === "" ? this.clientIp : `${xff}, ${this.clientIp}`}\r\n`;
+    if (!opsDrop(ops, "x-forwarded-proto")) s += `x-forwarded-proto: ${this.proxy.forwardedProto}\r\n`;
+    if (h.rawHost !== "" && !opsDrop(ops, "x-forwarded-host")) s += `x-forwarded-host: ${h.rawHost}\r\n`;
+    if (h.requestId === "" && !opsDrop(ops, "x-request-id")) s += `x-request-id: ${this.requestId}\r\n`;
+    s += opsAppend(ops);
+    if (this.bodyMode === B_CHUNKED) s += "transfer-encoding: chunked\r\n";
+    return `${s}\r\n`;
+  }
+
+  // ---- request body
+
+  /** Forwards request body bytes from chunk[off..]; returns how many belonged to the body. */
+  onBody(chunk: Buffer, off: number): number {
+    const up = this.upstream;
+    if (up === null) return 0;
+    const s = up.socket;
+    let ok = true;
+    let used: number;
+    if (this.bodyMode === B_LENGTH) {
+      const avail = chunk.length - off;
+      used = Math.min(avail, this.bodyRemaining);
+      if (used > 0)
+        ok = s.write(off === 0 && used === chunk.length ? chunk : chunk.subarray(off, off + used));
+      this.bodyRemaining -= used;
+      if (this.bodyRemaining === 0) this.reqBodyDone = true;
+    } else {
+      const dec = this.reqDecoder;
+      used = dec.decode(chunk, off);
+      if (used < 0) {
+        this.requestBodyError(dec.error as HeadError);
+        return 0;
+      }
+      if (dec.pieceBytes > 0) {
+        // Re-framed: extensions and trailers are dropped, one chunk per read.
+        s.write(`${dec.pieceBytes.toString(16)}\r\n`, "latin1");
+        const pieces = dec.pieces;
+        for (let i = 0; i < pieces.length; i++) s.write(pieces[i] as Buffer);
+        ok = s.write(CRLF);
+        pieces.length = 0;
+        dec.pieceBytes = 0;
+      }
+      if (dec.done) {
+        ok = s.write(LAST_CHUNK);
+        this.reqBodyDone = true;
+      }
+    }
+    if (this.reqBodyDone) {
+      const rest = off + used;
+      if (rest < chunk.length) this.stash(chunk.subarray(rest));
+    } else if (!ok) {
+      this.socket.pause(); // resumed by the upstream's 'drain'
+    }
+    return used;
+  }
+
+  requestBodyError(e: HeadError): void {
+    this.dropUpstream();
+    if (this.resHeadSent) this.abort();
+    else this.fail(e.status, codeForStatus(e.status), e.message);
+  }
+
+  /** Keeps downstream bytes that follow the current request until it completes. */
+  stash(chunk: Buffer): void {
+    const b = this.buf === null ? chunk : Buffer.concat([this.buf, chunk]);
+    this.buf = b;
+    if (b.length > this.proxy.maxHeadBytes) this.socket.pause();
+  }
+
+  // ---- upstream events
+
+  onUpstreamDrain(_conn: UpstreamConn): void {
+    if (!this.reqBodyDone && this.phase === P_ACTIVE && this.socket.isPaused()) this.socket.resume();
+  }
+
+  onUpstreamData(conn: UpstreamConn, chunk: Buffer): void {
+    if (conn !== this.upstream) return;
+    this.resStarted = true;
+    if (this.resHeadSent) this.onResponseBody(chunk, 0);
+    else this.onResponseHeadBytes(chunk);
+  }
+
+  onUpstreamClose(conn: UpstreamConn): void {
+    if (conn !== this.upstream) return;
+    this.upstream = null;
+    if (this.resHeadSent) {
+      if (conn.eof && (this.resMode === M_CLOSE_RAW || this.resMode === M_CLOSE_CHUNK)) {
+        if (this.resMode === M_CLOSE_CHUNK) this.socket.write(LAST_CHUNK);
+        this.completeResponse();
+      } else {
+        this.abort(); // truncated: the client must not see a complete response
+      }
+      return;
+    }
+    if (conn.reused && !this.resStarted && this.replayable && !this.retried) {
+      this.retry();
+      return;
+    }
+    if (!conn.connected) {
+      if (conn.connectTimedOut) {
+        this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_CONNECT_TIMEOUT, "timed out connecting to the upstream");
+      } else {
+        this.fail(503, AGW_ERRORS.AGW_ERR_UPSTREAM_CONNECT_FAILED, "could not connect to the upstream");
+      }
+      return;
+    }
+    this.fail(502, AGW_ERRORS.AGW_ERR_UPSTREAM_RESET, "upstream closed the connection before responding");
+  }
+
+  /** A reused keep-alive connection died before answering (the upstream closed it while idle): resend once. */
+  retry(): void {
+    this.retried = true;
+    const up = this.proxy.pool.connect(this.endpoint as Endpoint, this.cluster as ClusterRuntime, this);
+    this.upstream = up;
+    this.resScanner.reset();
+    this.resBuf = null;
+    const head = this.head as RequestHead;
+    if (this.bodyMode === B_LENGTH) {
+      this.bodyRemaining = head.contentLength;
+      this.reqBodyDone = false;
+    } else if (this.bodyMode === B_CHUNKED) {
+      this.reqDecoder.reset(true);
+      this.reqBodyDone = false;
+    }
+    this.writeRequest(up, this.firstBody);
+    if (this.bodyMode !== B_NONE && !this.reqBodyDone && this.socket.isPaused()) this.socket.resume();
+  }
+
+  onRouteTimeout(): void {
+    this.routeTimer = null;
+    this.dropUpstream();
+    if (this.resHeadSent) this.abort();
+    else this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_TIMEOUT, "the upstream did not respond in time");
+  }
+
+  // ---- response
+
+  onResponseHeadBytes(chunk: Buffer): void {
+    let buf = this.resBuf === null ? chunk : Buffer.concat([this.resBuf, chunk]);
+    const sc = this.resScanner;
+    const p = this.proxy;
+    for (;;) {
+      const n = sc.scan(buf, p.maxHeadBytes, p.maxHeaders);
+      if (n === 0) {
+        this.resBuf = buf;
+        return;
+      }
+      this.resBuf = null;
+      if (n < 0) {
+        this.upstreamProtocolError();
+        return;
+      }
+      const rh = new ResponseHead();
+      if (parseResponseHead(buf, sc, rh) !== null || rh.status === 101) {
+        this.upstreamProtocolError();
+        return;
+      }
+      if (rh.status >= 200) {
+        this.beginResponse(rh, buf, n);
+        return;
+      }
+      // 1xx (e.g. 100 Continue, 103): relayed to HTTP/1.1 clients, then the final response is awaited.
+      if ((this.head as RequestHead).minor === 1) this.socket.write(buf.subarray(0, n));
+      sc.reset();
+      if (n === buf.length) return;
+      buf = buf.subarray(n);
+    }
+  }
+
+  upstreamProtocolError(): void {
+    this.dropUpstream();
+    this.fail(502, AGW_ERRORS.AGW_ERR_UPSTREAM_PROTOCOL_ERROR, "the upstream sent an invalid response");
+  }
+
+  beginResponse(rh: ResponseHead, buf: Buffer, headLen: number): void {
+    const client11 = (this.head as RequestHead).minor === 1;
+    const status = rh.status;
+    this.upKeepAlive = rh.minor === 1 ? !rh.connClose : rh.connKeepAlive && !rh.connClose;
+    let mode: number;
+    if (this.isHead || status === 204 || status === 304) mode = M_NONE;
+    else if (rh.chunked) mode = client11 ? M_CHUNKED_RAW : M_CHUNKED_DECODE;
+    else if (rh.contentLength >= 0) mode = M_LENGTH;
+    else mode = client11 ? M_CLOSE_CHUNK : M_CLOSE_RAW;
+    if (mode === M_CHUNKED_RAW || mode === M_CHUNKED_DECODE) this.resDecoder.reset(mode === M_CHUNKED_DECODE);
+    if (mode === M_CLOSE_CHUNK || mode === M_CLOSE_RAW) this.upKeepAlive = false;
+    this.resMode = mode;
+    this.resRemaining = rh.contentLength;
+    const close = !this.keepAlive || this.proxy.draining || mode === M_CHUNKED_DECODE || mode === M_CLOSE_RAW;
+    this.closeAfter = close;
+
+    const ops = (this.route as CompiledRoute).responseHeaders;
+    let h = `HTTP/1.1 ${status} ${rh.reason}\r\n`;
+    const names = rh.names;
+    const conn = rh.connTokens;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i] as string;
+      if (HOP_BY_HOP.has(name) || name === "x-request-id" || hasName(conn, name) || opsDrop(ops, name))
+        continue;
+      h += `${rh.rawNames[i]}: ${rh.values[i]}\r\n`;
+    }
+    if (!opsDrop(ops, "x-request-id")) h += `x-request-id: ${this.requestId}\r\n`;
+    h += opsAppend(ops);
+    if (mode === M_CHUNKED_RAW || mode === M_CLOSE_CHUNK) h += "transfer-encoding: chunked\r\n";
+    if (close) h += "connection: close\r\n\r\n";
+    else h += client11 ? "\r\n" : "connection: keep-alive\r\n\r\n";
+
+    this.resHeadSent = true;
+    const out = this.socket;
+    out.cork();
+    out.write(h, "latin1");
+    if (mode === M_NONE) {
+      if (headLen < buf.length) this.upExtra = true;
+      this.completeResponse();
+    } else if (headLen < buf.length) {
+      this.onResponseBody(buf, headLen);
+    }
+    out.uncork();
+  }
+
+  onResponseBody(chunk: Buffer, off: number): void {
+    const out = this.socket;
+    const len = chunk.length;
+    let ok = true;
+    switch (this.resMode) {
+      case M_LENGTH: {
+        const avail = len - off;
+        const n = Math.min(avail, this.resRemaining);
+        if (n > 0) ok = out.write(off === 0 && n === len ? chunk : chunk.subarray(off, off + n));
+        this.resRemaining -= n;
+        if (this.resRemaining === 0) {
+          if (off + n < len) this.upExtra = true;
+          this.completeResponse();
+          return;
+        }
+        break;
+      }
+      case M_CHUNKED_RAW:
+      case M_CHUNKED_DECODE: {
+        const dec = this.resDecoder;
+        const used = dec.decode(chunk, off);
+        if (used < 0) {
+          this.dropUpstream();
+          this.abort();
+          return;
+        }
+        if (this.resMode === M_CHUNKED_RAW) {
+          if (used > 0) ok = out.write(off === 0 && used === len ? chunk : chunk.subarray(off, off + used));
+        } else {
+          const pieces = dec.pieces;
+          for (let i = 0; i < pieces.length; i++) ok = out.write(pieces[i] as Buffer);
+          pieces.length = 0;
+          dec.pieceBytes = 0;
+        }
+        if (dec.done) {
+          if (off + used < len) this.upExtra = true;
+          this.completeResponse();
+          return;
+        }
+        break;
+      }
+      case M_CLOSE_RAW:
+        ok = out.write(off === 0 ? chunk : chunk.subarray(off));
+        break;
+      case M_CLOSE_CHUNK:
+        if (len > off) {
+          out.cork();
+          out.write(`${(len - off).toString(16)}\r\n`, "latin1");
+          out.write(off === 0 ? chunk : chunk.subarray(off));
+          ok = out.write(CRLF);
+          out.uncork();
+        }
+        break;
+    }
+    const up = this.upstream;
+    if (!ok && up !== null) up.socket.pause(); // resumed by the client's 'drain'
+  }
+
+  completeResponse(): void {
+    this.clearRouteTimer();
+    const up = this.upstream;
+    if (up !== null) {
+      this.upstream = null;
+      if (this.upKeepAlive && this.reqBodyDone && !this.upExtra)
+        this.proxy.pool.release(up, this.cluster as ClusterRuntime);
+      else up.destroy();
+    }
+    this.finishExchange(this.closeAfter || !this.reqBodyDone);
+  }
+
+  // ---- local responses and teardown
+
+  /** Answers the current request locally (nothing of the upstream response was forwarded). */
+  fail(status: number, code: AgwErrorCode, message: string): void {
+    this.clearRouteTimer();
+    this.dropUpstream();
+    this.sendLocal(status, code, message);
+  }
+
+  sendLocal(status: number, code: AgwErrorCode, message: string): void {
+    const close = !this.keepAlive || !this.reqBodyDone || this.proxy.draining;
+    const body = JSON.stringify({ error: code, message, request_id: this.requestId });
+    const head = this.head;
+    let h =
+      `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-type: application/json\r\n` +
+      `content-length: ${body.length}\r\nx-agw-error: ${code}\r\nx-request-id: ${this.requestId}\r\n`;
+    if (close) h += "connection: close\r\n";
+    else if (head !== null && head.minor === 0) h += "connection: keep-alive\r\n";
+    this.socket.write(this.isHead ? `${h}\r\n` : `${h}\r\n${body}`, "latin1");
+    this.finishExchange(close);
+  }
+
+  finishExchange(close: boolean): void {
+    this.head = null;
+    this.route = null;
+    this.cluster = null;
+    this.endpoint = null;
+    this.upHead = "";
+    this.bodyMode = B_NONE;
+    this.bodyRemaining = 0;
+    this.reqBodyDone = true;
+    this.firstBody = null;
+    this.replayable = true;
+    this.retried = false;
+    this.resStarted = false;
+    this.resHeadSent = false;
+    this.resBuf = null;
+    this.resScanner.reset();
+    this.resMode = M_NONE;
+    this.resRemaining = 0;
+    this.upKeepAlive = false;
+    this.upExtra = false;
+    this.closeAfter = false;
+    this.isHead = false;
+    if (this.phase === P_CLOSED) return;
+    if (close || !this.keepAlive || this.proxy.draining || (this.eof && this.buf === null)) {
+      this.linger();
+      return;
+    }
+    this.phase = P_HEAD;
+    this.scanner.reset();
+    if (this.buf !== null) {
+      this.armTimer(T_HEADER, this.proxy.headerTimeoutMs);
+      setImmediate(kickPending, this);
+    } else {
+      this.armTimer(T_KEEPALIVE, this.proxy.keepAliveTimeoutMs);
+    }
+    if (this.socket.isPaused()) this.socket.resume();
+  }
+
+  /** Graceful close: FIN after the response, unread client bytes are drained (avoids an RST losing the response). */
+  linger(): void {
+    this.phase = P_LINGER;
+    this.buf = null;
+    this.socket.end();
+    if (this.socket.isPaused()) this.socket.resume();
+    this.armTimer(T_LINGER, this.proxy.lingerTimeoutMs);
+  }
+
+  /** Hard close: the client sees a reset/truncated response. */
+  abort(): void {
+    this.dropUpstream();
+    this.clearRouteTimer();
+    this.socket.destroy();
+  }
+
+  dropUpstream(): void {
+    const up = this.upstream;
+    if (up !== null) {
+      this.upstream = null;
+      up.destroy();
+    }
+  }
+
+  armTimer(kind: number, ms: number): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.timerKind = T_NONE;
+    if (ms > 0) {
+      this.timer = setTimeout(onConnTimer, ms, this);
+      this.timerKind = kind;
+    }
+  }
+
+  clearTimer(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+      this.timerKind = T_NONE;
+    }
+  }
+
+  clearRouteTimer(): void {
+    if (this.routeTimer !== null) {
+      clearTimeout(this.routeTimer);
+      this.routeTimer = null;
+    }
+  }
+}
+
+function noop(): void {}

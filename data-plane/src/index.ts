@@ -1,0 +1,83 @@
+/**
+ * The data plane: xDS client → ConfigStore (validate, build, swap) → listeners → proxy engine,
+ * plus the admin listener (/ready, /healthz, /config_dump, /server_info).
+ */
+import { type AdminServer, createLogger, type Logger, startAdminServer } from "@agw/core";
+import { ConfigStore } from "./config-store.ts";
+import { HttpProxy } from "./engine/proxy.ts";
+import { UpstreamPool } from "./engine/upstream-pool.ts";
+import { ListenerManager } from "./listeners.ts";
+import { XdsClient } from "./xds-client.ts";
+
+export interface DataPlaneOptions {
+  /** "host:port" of the control plane's ADS server. */
+  xds: string;
+  nodeId: string;
+  admin?: { host: string; port: number };
+  log?: Logger;
+}
+
+export interface DataPlane {
+  readonly store: ConfigStore;
+  readonly listeners: ListenerManager;
+  readonly xds: XdsClient;
+  readonly admin: AdminServer | undefined;
+  /** Resolves once the first config has been applied. */
+  ready(timeoutMs: number): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export async function startDataPlane(options: DataPlaneOptions): Promise<DataPlane> {
+  const log = options.log ?? createLogger("data-plane");
+  const startedAt = new Date().toISOString();
+  const pool = new UpstreamPool();
+  let store: ConfigStore | undefined;
+  const listeners = new ListenerManager((listenerName) => {
+    const proxy = new HttpProxy({ listenerName, getConfig: () => (store as ConfigStore).current(), pool });
+    return (socket) => proxy.handleConnection(socket);
+  }, log);
+  store = new ConfigStore(listeners, log);
+  const configStore = store;
+  const xds = new XdsClient({
+    server: options.xds,
+    nodeId: options.nodeId,
+    log,
+    onUpdate: (typeUrl, resources, version) => configStore.apply(typeUrl, resources, version),
+  });
+  const admin = options.admin
+    ? await startAdminServer(options.admin.host, options.admin.port, {
+        "/ready": () =>
+          configStore.ready ? { body: "ready\n" } : { status: 503, body: "waiting for the first config\n" },
+        "/healthz": () => ({ body: "ok\n" }),
+        "/config_dump": () => ({ body: { version: configStore.current().version, resources: configStore.dump() } }),
+        "/server_info": () => ({
+          body: {
+            node_id: options.nodeId,
+            xds_server: options.xds,
+            xds_connected: xds.connected,
+            started_at: startedAt,
+            node_version: process.version,
+            listeners: listeners.addresses(),
+          },
+        }),
+      })
+    : undefined;
+  xds.start();
+  return {
+    store: configStore,
+    listeners,
+    xds,
+    admin,
+    async ready(timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      while (!configStore.ready && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      return configStore.ready;
+    },
+    async close() {
+      await xds.stop();
+      listeners.closeAll();
+      pool.close();
+      await admin?.close();
+    },
+  };
+}

@@ -1,0 +1,100 @@
+/**
+ * Opens and closes the data plane's ports as listener resources come and go. Binding happens before
+ * a config is swapped in (prepare), so a port that cannot be bound rejects the config with the OS
+ * error while the old config keeps serving; listeners that the new config dropped are closed after
+ * the swap (commit). Connections already accepted are not cut: they finish on their own.
+ */
+import net from "node:net";
+import type { Logger } from "@agw/core";
+import { ResourceError } from "./runtime/build.ts";
+import type { ListenerRuntime, RuntimeConfig } from "./runtime/types.ts";
+
+export type ConnectionHandlerFactory = (listenerName: string) => (socket: net.Socket) => void;
+
+interface OpenListener {
+  readonly name: string;
+  readonly address: string;
+  readonly port: number;
+  readonly server: net.Server;
+}
+
+function listen(server: net.Server, address: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once("error", onError);
+    server.listen({ host: address, port, backlog: 511 }, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+}
+
+export class ListenerManager {
+  private readonly open = new Map<string, OpenListener>();
+  private readonly handlerFor: ConnectionHandlerFactory;
+  private readonly log: Logger;
+
+  constructor(handlerFor: ConnectionHandlerFactory, log: Logger) {
+    this.handlerFor = handlerFor;
+    this.log = log;
+  }
+
+  /** Binds what `next` adds or moves; on failure closes what it bound and throws a ResourceError. */
+  async prepare(next: RuntimeConfig): Promise<void> {
+    const bound: OpenListener[] = [];
+    for (const l of next.listeners.values()) {
+      const current = this.open.get(l.name);
+      if (current && current.address === l.address && current.port === l.port) continue;
+      if (current && current.port === l.port) this.close(current);
+      try {
+        bound.push(await this.bind(l));
+      } catch (e) {
+        for (const b of bound) this.close(b);
+        throw new ResourceError(
+          `agw.v1.Listener ${l.name}`,
+          `cannot listen on ${l.address}:${l.port}: ${(e as Error).message}`,
+        );
+      }
+    }
+    for (const b of bound) {
+      const previous = this.open.get(b.name);
+      if (previous) this.close(previous);
+      this.open.set(b.name, b);
+      this.log.info({ listener: b.name, address: b.address, port: b.port }, "listener open");
+    }
+  }
+
+  /** Closes listeners that `current` no longer has. */
+  commit(current: RuntimeConfig): void {
+    for (const [name, l] of this.open) {
+      if (!current.listeners.has(name)) {
+        this.close(l);
+        this.open.delete(name);
+        this.log.info({ listener: name }, "listener closed");
+      }
+    }
+  }
+
+  addresses(): Array<{ name: string; address: string; port: number }> {
+    return [...this.open.values()].map((l) => {
+      const a = l.server.address();
+      return { name: l.name, address: l.address, port: typeof a === "object" && a ? a.port : l.port };
+    });
+  }
+
+  closeAll(): void {
+    for (const l of this.open.values()) this.close(l);
+    this.open.clear();
+  }
+
+  private async bind(l: ListenerRuntime): Promise<OpenListener> {
+    const server = net.createServer({ noDelay: true }, this.handlerFor(l.name));
+    await listen(server, l.address, l.port);
+    server.on("error", (err) => this.log.error({ err, listener: l.name }, "listener error"));
+    return { name: l.name, address: l.address, port: l.port, server };
+  }
+
+  private close(l: OpenListener): void {
+    l.server.close();
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * agw.v1 resources → RuntimeConfig. Runs once per accepted xDS update, never per request; anything
+ * invalid throws a ResourceError naming the resource, which the xDS client turns into a NACK.
+ */
+import { DEFAULTS } from "@agw/core";
+import type { Cluster, ClusterLoadAssignment } from "@agw/core/gen/agw/v1/cluster_pb.js";
+import type { Listener } from "@agw/core/gen/agw/v1/listener_pb.js";
+import type { HeaderOperations, Route, RouteConfig } from "@agw/core/gen/agw/v1/route_pb.js";
+import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
+import { type Candidate, compileCandidate, compileRouter } from "./router.ts";
+import type {
+  ClusterRuntime,
+  CompiledRoute,
+  Endpoint,
+  HeaderOps,
+  ListenerRuntime,
+  RuntimeConfig,
+} from "./types.ts";
+
+export interface ResourceSet {
+  listeners: ReadonlyMap<string, Listener>;
+  routeConfigs: ReadonlyMap<string, RouteConfig>;
+  routes: ReadonlyMap<string, Route>;
+  clusters: ReadonlyMap<string, Cluster>;
+  endpoints: ReadonlyMap<string, ClusterLoadAssignment>;
+}
+
+export class ResourceError extends Error {
+  readonly resource: string;
+  constructor(resource: string, message: string) {
+    super(`${resource}: ${message}`);
+    this.resource = resource;
+  }
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+function ms(d: Duration | undefined, fallback: number): number {
+  return d ? durationMs(d) : fallback;
+}
+
+function headerOps(ops: HeaderOperations | undefined, where: string): HeaderOps {
+  const check = (name: string, value: string) => {
+    if (!TOKEN.test(name)) throw new ResourceError(where, `invalid header name "${name}"`);
+    if (!FIELD_VALUE.test(value)) throw new ResourceError(where, `invalid value for header "${name}"`);
+    return [name.toLowerCase(), value] as const;
+  };
+  return {
+    add: (ops?.add ?? []).map((h) => check(h.name, h.value)),
+    set: (ops?.set ?? []).map((h) => check(h.name, h.value)),
+    remove: (ops?.remove ?? []).map((n) => check(n, "")[0]),
+  };
+}
+
+function compileRoute(route: Route, where: string): CompiledRoute {
+  const action = route.action;
+  const target = action?.target;
+  let pickCluster: () => string;
+  if (target?.case === "cluster") {
+    const name = target.value;
+    pickCluster = () => name;
+  } else if (target?.case === "weightedClusters") {
+    const choices = target.value.clusters.filter((c) => c.weight > 0);
+    const total = choices.reduce((sum, c) => sum + c.weight, 0);
+    if (total === 0) throw new ResourceError(where, "weighted clusters need a positive total weight");
+    pickCluster = () => {
+      let r = Math.random() * total;
+      for (const c of choices) {
+        r -= c.weight;
+        if (r < 0) return c.name;
+      }
+      return choices[choices.length - 1]?.name ?? "";
+    };
+  } else {
+    throw new ResourceError(where, "route has no cluster");
+  }
+  return {
+    name: route.name,
+    pickCluster,
+    timeoutMs: ms(action?.timeout, DEFAULTS.routeTimeoutMs),
+    requestHeaders: headerOps(action?.requestHeaders, where),
+    responseHeaders: headerOps(action?.responseHeaders, where),
+  };
+}
+
+/** Smooth weighted round robin (nginx's): even spread, weights honoured, no bursts. */
+function roundRobin(endpoints: readonly Endpoint[], weights: readonly number[]): () => Endpoint | undefined {
+  if (endpoints.length === 0) return () => undefined;
+  if (weights.every((w) => w === weights[0])) {
+    let next = 0;
+    return () => endpoints[next++ % endpoints.length];
+  }
+  const current = endpoints.map(() => 0);
+  const total = weights.reduce((a, b) => a + b, 0);
+  return () => {
+    let best = 0;
+    for (let i = 0; i < endpoints.length; i++) {
+      current[i] = (current[i] ?? 0) + (weights[i] ?? 1);
+      if ((current[i] ?? 0) > (current[best] ?? 0)) best = i;
+    }
+    current[best] = (current[best] ?? 0) - total;
+    return endpoints[best];
+  };
+}
+
+function buildCluster(cluster: Cluster, assignment: ClusterLoadAssignment | undefined): ClusterRuntime {
+  const where = `agw.v1.ClusterLoadAssignment ${cluster.name}`;
+  const endpoints: Endpoint[] = [];
+  const weights: number[] = [];
+  for (const e of assignment?.endpoints ?? []) {
+    if (!e.address) throw new ResourceError(where, "endpoint without an address");
+    if (e.port < 1 || e.port > 65535) throw new ResourceError(where, `endpoint port ${e.port} out of range`);
+    const host = e.address;
+    endpoints.push({
+      host,
+      port: e.port,
+      key: host.includes(":") ? `[${host}]:${e.port}` : `${host}:${e.port}`,
+    });
+    weights.push(Math.max(1, e.weight));
+  }
+  const c = cluster.connection;
+  return {
+    name: cluster.name,
+    pickEndpoint: roundRobin(endpoints, weights),
+    connectTimeoutMs: ms(c?.connectTimeout, DEFAULTS.connectTimeoutMs),
+    idleTimeoutMs: ms(c?.idleTimeout, DEFAULTS.idleTimeoutMs),
+    maxIdlePerEndpoint: c?.maxIdlePerEndpoint || DEFAULTS.maxIdlePerEndpoint,
+    maxRequestsPerConnection: c?.maxRequestsPerConnection ?? 0,
+  };
+}
+
+export function buildRuntimeConfig(set: ResourceSet, version: string): RuntimeConfig {
+  const clusters = new Map<string, ClusterRuntime>();
+  for (const [name, cluster] of set.clusters)
+    clusters.set(name, buildCluster(cluster, set.endpoints.get(name)));
+
+  const routesByConfig = new Map<string, Candidate[]>();
+  for (const [name, route] of set.routes) {
+    const where = `agw.v1.Route ${name}`;
+    let candidate: Candidate;
+    try {
+      candidate = compileCandidate(route, compileRoute(route, where));
+    } catch (e) {
+      if (e instanceof ResourceError) throw e;
+      throw new ResourceError(where, (e as Error).message);
+    }
+    const list = routesByConfig.get(route.routeConfig) ?? [];
+    list.push(candidate);
+    routesByConfig.set(route.routeConfig, list);
+  }
+
+  const listeners = new Map<string, ListenerRuntime>();
+  const bound = new Map<string, string>();
+  for (const [name, l] of set.listeners) {
+    const where = `agw.v1.Listener ${name}`;
+    if (l.port < 1 || l.port > 65535) throw new ResourceError(where, `port ${l.port} out of range`);
+    const address = l.address || DEFAULTS.listenerAddress;
+    const other = bound.get(`${address}:${l.port}`);
+    if (other)
+      throw new ResourceError(where, `address ${address}:${l.port} is also used by listener ${other}`);
+    bound.set(`${address}:${l.port}`, name);
+    const router = set.routeConfigs.has(l.routeConfig)
+      ? compileRouter(routesByConfig.get(l.routeConfig) ?? [])
+      : undefined;
+    listeners.set(name, { name, address, port: l.port, router });
+  }
+  return { version, listeners, clusters };
+}

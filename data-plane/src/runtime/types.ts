@@ -1,0 +1,75 @@
+/**
+ * The data plane's runtime configuration: built once per xDS update, off the hot path, then never
+ * mutated. The proxy engine reads one RuntimeConfig reference when a request starts and uses only
+ * that reference until the request ends, so a swap can never tear a request between two configs.
+ */
+
+/** What the router needs to know about a request; built by the engine from the parsed head. */
+export interface RequestView {
+  /** Upper-case method token as received. */
+  readonly method: string;
+  /** Host from the Host header (or :authority), lower-cased, without port. */
+  readonly host: string;
+  /** Path part of the request target, without the query string. */
+  readonly path: string;
+  /** Raw query string without the leading "?", "" when absent. */
+  readonly query: string;
+  /** Value of a request header; name must be lower-case; repeated headers joined with ", ". */
+  header(name: string): string | undefined;
+}
+
+export interface HeaderOps {
+  /** Appended after existing values. */
+  readonly add: ReadonlyArray<readonly [name: string, value: string]>;
+  /** Replace every existing value. */
+  readonly set: ReadonlyArray<readonly [name: string, value: string]>;
+  /** Lower-case names removed. */
+  readonly remove: readonly string[];
+}
+
+export interface CompiledRoute {
+  readonly name: string;
+  /** Chooses the cluster for one request (weighted clusters pick at random by weight). */
+  pickCluster(): string;
+  /** Whole-request timeout in milliseconds; 0 means none. */
+  readonly timeoutMs: number;
+  readonly requestHeaders: HeaderOps;
+  readonly responseHeaders: HeaderOps;
+}
+
+export interface Router {
+  match(req: RequestView): CompiledRoute | undefined;
+}
+
+export interface Endpoint {
+  readonly host: string;
+  readonly port: number;
+  /** "host:port", stable across configs: connection pools are keyed by it. */
+  readonly key: string;
+}
+
+export interface ClusterRuntime {
+  readonly name: string;
+  /** Next endpoint by the cluster's load-balancing policy; undefined when it has none. */
+  pickEndpoint(): Endpoint | undefined;
+  readonly connectTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly maxIdlePerEndpoint: number;
+  /** 0 means unlimited. */
+  readonly maxRequestsPerConnection: number;
+}
+
+export interface ListenerRuntime {
+  readonly name: string;
+  readonly address: string;
+  readonly port: number;
+  /** Undefined while the listener's RouteConfig has not arrived: every request gets 404. */
+  readonly router: Router | undefined;
+}
+
+export interface RuntimeConfig {
+  /** Joined per-type versions, for logs and /config_dump. */
+  readonly version: string;
+  readonly listeners: ReadonlyMap<string, ListenerRuntime>;
+  readonly clusters: ReadonlyMap<string, ClusterRuntime>;
+}

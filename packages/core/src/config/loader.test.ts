@@ -1,0 +1,89 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { parseConfig } from "./loader.ts";
+
+const errorsOf = (text: string) => {
+  const r = parseConfig(text, "config.yaml");
+  assert.equal(r.ok, false, "expected the config to be rejected");
+  return r.ok ? [] : r.errors.map(String);
+};
+
+test("a valid config parses", () => {
+  const r = parseConfig(
+    `listeners:
+  - name: main
+    port: 8080
+    routes:
+      - name: api
+        match: { path: { prefix: /api }, methods: [GET], headers: [{ name: x-env, exact: canary }] }
+        clusters: [{ name: a, weight: 9 }, { name: b, weight: 1 }]
+        timeout: 2s
+clusters:
+  - { name: a, endpoints: ["127.0.0.1:9000", "[::1]:9001"] }
+  - { name: b, endpoints: [{ address: localhost, port: 9002, weight: 3 }] }
+`,
+    "config.yaml",
+  );
+  assert.equal(r.ok, true, r.ok ? "" : r.errors.join("\n"));
+});
+
+test("errors name file, line and path, and every error is reported", () => {
+  const errors = errorsOf(`listeners:
+  - name: main
+    port: 8080
+    routes:
+      - name: r1
+        match:
+          path: { regex: "([a-z" }
+        cluster: c
+      - name: r2
+        match:
+          methods: [FETCH]
+        cluster: c
+        colour: blue
+clusters:
+  - name: c
+    connectTimeout: 5 seconds
+    endpoints: ["127.0.0.1:80"]
+`);
+  assert.deepEqual(errors, [
+    "config.yaml:7 listeners[0].routes[0].match.path.regex: invalid regex: Invalid regular expression: /([a-z/: Unterminated character class",
+    'config.yaml:11 listeners[0].routes[1].match.methods[0]: Invalid option: expected one of "GET"|"HEAD"|"POST"|"PUT"|"DELETE"|"PATCH"|"OPTIONS"|"CONNECT"|"TRACE"',
+    'config.yaml:13 listeners[0].routes[1]: Unrecognized key: "colour"',
+    'config.yaml:16 clusters[0].connectTimeout: expected a duration such as "500ms", "2s", "1m"',
+  ]);
+});
+
+test("references, duplicates and endpoints are checked across the document", () => {
+  const errors = errorsOf(`listeners:
+  - name: main
+    port: 8080
+    routes:
+      - { name: r, cluster: missing }
+      - { name: r, clusters: [{ name: c, weight: 0 }] }
+      - { name: both, cluster: c, clusters: [{ name: c, weight: 1 }] }
+  - name: main
+    port: 8080
+clusters:
+  - { name: c, endpoints: ["no-port"] }
+`);
+  assert.deepEqual(errors, [
+    'config.yaml:8 listeners[1].name: duplicate listener name "main" (first at index 0)',
+    'config.yaml:9 listeners[1].port: duplicate listener address "0.0.0.0:8080" (first at index 0)',
+    'config.yaml:6 listeners[0].routes[1].name: duplicate route name "r" (first at index 0)',
+    'config.yaml:5 listeners[0].routes[0].cluster: unknown cluster "missing"',
+    "config.yaml:6 listeners[0].routes[1].clusters: weights must not all be zero",
+    "config.yaml:7 listeners[0].routes[2]: a route needs exactly one of cluster or clusters",
+    'config.yaml:11 clusters[0].endpoints[0]: expected "host:port" or "[ipv6]:port", got "no-port"',
+  ]);
+});
+
+test("YAML syntax errors carry their line", () => {
+  const errors = errorsOf("listeners:\n  - name: a\n    port: [1\n");
+  assert.equal(errors.length > 0, true);
+  assert.match(errors[0] ?? "", /^config\.yaml:\d+: YAML: /);
+});
+
+test("an empty file is a valid config with nothing in it", () => {
+  assert.equal(parseConfig("", "config.yaml").ok, true);
+});

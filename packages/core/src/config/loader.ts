@@ -1,0 +1,94 @@
+/**
+ * Reads config.yaml into a validated GatewayConfig. Every error names file, line and path, e.g.
+ * `config.yaml:14 listeners[0].routes[2].match.path.regex: invalid regex: ...`, and all errors are
+ * collected rather than stopping at the first.
+ */
+import { readFile } from "node:fs/promises";
+import { type Document, isNode, LineCounter, parseDocument } from "yaml";
+import { configSchema, type GatewayConfig } from "./schema.ts";
+import { semanticErrors } from "./semantic.ts";
+
+export type ConfigPath = ReadonlyArray<string | number>;
+
+export class ConfigError {
+  readonly file: string;
+  readonly line: number;
+  readonly path: string;
+  readonly message: string;
+
+  constructor(file: string, line: number, path: ConfigPath, message: string) {
+    this.file = file;
+    this.line = line;
+    this.path = formatPath(path);
+    this.message = message;
+  }
+
+  toString(): string {
+    const where = this.line > 0 ? `${this.file}:${this.line}` : this.file;
+    return this.path ? `${where} ${this.path}: ${this.message}` : `${where}: ${this.message}`;
+  }
+}
+
+export type LoadResult = { ok: true; config: GatewayConfig } | { ok: false; errors: ConfigError[] };
+
+export function formatPath(path: ConfigPath): string {
+  let out = "";
+  for (const part of path) {
+    if (typeof part === "number") out += `[${part}]`;
+    else out += out ? `.${part}` : part;
+  }
+  return out;
+}
+
+/** Line of the deepest node that exists along `path` (the key itself when the value is missing). */
+function lineOf(doc: Document, counter: LineCounter, path: ConfigPath): number {
+  for (let depth = path.length; depth >= 0; depth--) {
+    const node = depth === 0 ? doc.contents : doc.getIn(path.slice(0, depth), true);
+    if (isNode(node) && node.range) return counter.linePos(node.range[0]).line;
+  }
+  return 1;
+}
+
+export function parseConfig(text: string, file: string): LoadResult {
+  const counter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: counter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    return {
+      ok: false,
+      errors: doc.errors.map((e) => {
+        const line = counter.linePos(e.pos[0]).line;
+        return new ConfigError(file, line, [], `YAML: ${e.message.split("\n")[0]}`);
+      }),
+    };
+  }
+  const raw: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    return {
+      ok: false,
+      errors: parsed.error.issues.map((issue) => {
+        const path = issue.path.map((p) => (typeof p === "symbol" ? String(p) : p));
+        const target = issue.code === "unrecognized_keys" && issue.keys[0] ? [...path, issue.keys[0]] : path;
+        return new ConfigError(file, lineOf(doc, counter, target), path, issue.message);
+      }),
+    };
+  }
+  const semantic = semanticErrors(parsed.data);
+  if (semantic.length > 0) {
+    return {
+      ok: false,
+      errors: semantic.map((e) => new ConfigError(file, lineOf(doc, counter, e.path), e.path, e.message)),
+    };
+  }
+  return { ok: true, config: parsed.data };
+}
+
+export async function loadConfigFile(file: string): Promise<LoadResult> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    return { ok: false, errors: [new ConfigError(file, 0, [], (e as Error).message)] };
+  }
+  return parseConfig(text, file);
+}

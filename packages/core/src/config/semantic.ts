@@ -1,0 +1,105 @@
+/** Checks that need the whole document: references, uniqueness, endpoint syntax. */
+import type { ConfigPath } from "./loader.ts";
+import type { GatewayConfig } from "./schema.ts";
+
+export interface SemanticError {
+  path: ConfigPath;
+  message: string;
+}
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** "host:port" or "[v6]:port" → parts; undefined when malformed. */
+export function parseHostPort(text: string): HostPort | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(text);
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return undefined;
+  const host = m[1] ?? m[2];
+  return host ? { host, port } : undefined;
+}
+
+function duplicates<T>(
+  items: readonly T[],
+  key: (item: T) => string,
+  at: (i: number) => ConfigPath,
+  what: string,
+) {
+  const seen = new Map<string, number>();
+  const errors: SemanticError[] = [];
+  items.forEach((item, i) => {
+    const k = key(item);
+    const first = seen.get(k);
+    if (first === undefined) seen.set(k, i);
+    else errors.push({ path: at(i), message: `duplicate ${what} "${k}" (first at index ${first})` });
+  });
+  return errors;
+}
+
+export function semanticErrors(config: GatewayConfig): SemanticError[] {
+  const listeners = config.listeners ?? [];
+  const clusters = config.clusters ?? [];
+  const clusterNames = new Set(clusters.map((c) => c.name));
+  const errors: SemanticError[] = [
+    ...duplicates(
+      listeners,
+      (l) => l.name,
+      (i) => ["listeners", i, "name"],
+      "listener name",
+    ),
+    ...duplicates(
+      listeners,
+      (l) => `${l.address ?? "0.0.0.0"}:${l.port}`,
+      (i) => ["listeners", i, "port"],
+      "listener address",
+    ),
+    ...duplicates(
+      clusters,
+      (c) => c.name,
+      (i) => ["clusters", i, "name"],
+      "cluster name",
+    ),
+  ];
+  listeners.forEach((listener, li) => {
+    const routes = listener.routes ?? [];
+    errors.push(
+      ...duplicates(
+        routes,
+        (r) => r.name,
+        (i) => ["listeners", li, "routes", i, "name"],
+        "route name",
+      ),
+    );
+    routes.forEach((route, ri) => {
+      const at: ConfigPath = ["listeners", li, "routes", ri];
+      if ((route.cluster === undefined) === (route.clusters === undefined)) {
+        errors.push({ path: at, message: "a route needs exactly one of cluster or clusters" });
+      }
+      if (route.cluster !== undefined && !clusterNames.has(route.cluster)) {
+        errors.push({ path: [...at, "cluster"], message: `unknown cluster "${route.cluster}"` });
+      }
+      route.clusters?.forEach((wc, wi) => {
+        if (!clusterNames.has(wc.name)) {
+          errors.push({ path: [...at, "clusters", wi, "name"], message: `unknown cluster "${wc.name}"` });
+        }
+      });
+      if (route.clusters?.every((wc) => wc.weight === 0)) {
+        errors.push({ path: [...at, "clusters"], message: "weights must not all be zero" });
+      }
+    });
+  });
+  clusters.forEach((cluster, ci) => {
+    cluster.endpoints.forEach((endpoint, ei) => {
+      if (typeof endpoint === "string" && !parseHostPort(endpoint)) {
+        errors.push({
+          path: ["clusters", ci, "endpoints", ei],
+          message: `expected "host:port" or "[ipv6]:port", got "${endpoint}"`,
+        });
+      }
+    });
+  });
+  return errors;
+}

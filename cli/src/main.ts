@@ -36,7 +36,9 @@ Run 'agw <command> --help' for the options of a command.`,
 
   --xds ADDR:PORT          control plane gRPC (xDS) address
   --node-id ID             this data plane's node id (default: the host name)
-  --admin ADDR:PORT        admin: /ready, /healthz, /config_dump, /server_info (default 127.0.0.1:9901)`,
+  --admin ADDR:PORT        admin: /ready, /healthz, /config_dump, /server_info (default 127.0.0.1:9901)
+  --bind-address ADDR      bind every listener on ADDR instead of its configured address
+                           (several data planes on one host, e.g. 127.0.0.2 and 127.0.0.3)`,
   validate: `Usage: agw validate -c FILE
 
   -c, --config FILE        config.yaml to check; prints every error as FILE:LINE PATH: MESSAGE`,
@@ -95,6 +97,7 @@ async function main(argv: string[]): Promise<number> {
       "cp-admin": { type: "string" },
       "node-id": { type: "string" },
       "demo-upstream": { type: "string" },
+      "bind-address": { type: "string" },
       listen: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -145,6 +148,7 @@ async function main(argv: string[]): Promise<number> {
         xds: values.xds,
         nodeId,
         admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),
+        ...(values["bind-address"] ? { bindAddress: values["bind-address"] } : {}),
       });
       console.log(
         `data plane ${nodeId}: xDS ${values.xds}, admin http://${dp.admin?.address.address}:${dp.admin?.address.port}/ready`,
@@ -178,7 +182,7 @@ async function main(argv: string[]): Promise<number> {
       if (!(await dp.ready(10_000))) console.error("data plane has not received a full config after 10 s");
       const lines = dp.listeners
         .addresses()
-        .map((l) => `  listener ${l.name}: http://${l.address}:${l.port}/`);
+        .map((l) => `  listener ${l.name} on ${l.address}:${l.port}: curl http://localhost:${l.port}/`);
       console.log(
         [
           "AGW is running",

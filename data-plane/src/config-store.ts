@@ -45,11 +45,13 @@ export class ConfigStore {
   private readonly versions = new Map<TypeUrl, string>();
   private readonly listeners: ListenerManager;
   private readonly log: Logger;
+  private readonly bindAddress: string | undefined;
   private config: RuntimeConfig = EMPTY_CONFIG;
 
-  constructor(listeners: ListenerManager, log: Logger) {
+  constructor(listeners: ListenerManager, log: Logger, bindAddress?: string) {
     this.listeners = listeners;
     this.log = log;
+    this.bindAddress = bindAddress;
   }
 
   /** True once every resource type has been received and applied at least once. */
@@ -78,6 +80,7 @@ export class ConfigStore {
     const nextVersions = new Map(this.versions).set(typeUrl, version);
     const next = buildRuntimeConfig(
       resourceSet(nextResources),
+      this.bindAddress,
       [...nextVersions].map(([t, v]) => `${shortType(t).split(".").pop()}=${v}`).join(","),
     );
     await this.listeners.prepare(next);

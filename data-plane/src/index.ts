@@ -14,6 +14,8 @@ export interface DataPlaneOptions {
   xds: string;
   nodeId: string;
   admin?: { host: string; port: number };
+  /** Binds every listener on this address instead of the configured one. */
+  bindAddress?: string;
   log?: Logger;
 }
 
@@ -36,7 +38,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     const proxy = new HttpProxy({ listenerName, getConfig: () => (store as ConfigStore).current(), pool });
     return (socket) => proxy.handleConnection(socket);
   }, log);
-  store = new ConfigStore(listeners, log);
+  store = new ConfigStore(listeners, log, options.bindAddress);
   const configStore = store;
   const xds = new XdsClient({
     server: options.xds,
@@ -49,7 +51,9 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
         "/ready": () =>
           configStore.ready ? { body: "ready\n" } : { status: 503, body: "waiting for the first config\n" },
         "/healthz": () => ({ body: "ok\n" }),
-        "/config_dump": () => ({ body: { version: configStore.current().version, resources: configStore.dump() } }),
+        "/config_dump": () => ({
+          body: { version: configStore.current().version, resources: configStore.dump() },
+        }),
         "/server_info": () => ({
           body: {
             node_id: options.nodeId,

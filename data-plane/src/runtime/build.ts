@@ -130,7 +130,12 @@ function buildCluster(cluster: Cluster, assignment: ClusterLoadAssignment | unde
   };
 }
 
-export function buildRuntimeConfig(set: ResourceSet, version: string): RuntimeConfig {
+/** `bindAddress`, when given, replaces every listener's address (a data plane bootstrap option). */
+export function buildRuntimeConfig(
+  set: ResourceSet,
+  bindAddress: string | undefined,
+  version: string,
+): RuntimeConfig {
   const clusters = new Map<string, ClusterRuntime>();
   for (const [name, cluster] of set.clusters)
     clusters.set(name, buildCluster(cluster, set.endpoints.get(name)));
@@ -155,7 +160,7 @@ export function buildRuntimeConfig(set: ResourceSet, version: string): RuntimeCo
   for (const [name, l] of set.listeners) {
     const where = `agw.v1.Listener ${name}`;
     if (l.port < 1 || l.port > 65535) throw new ResourceError(where, `port ${l.port} out of range`);
-    const address = l.address || DEFAULTS.listenerAddress;
+    const address = bindAddress ?? (l.address || DEFAULTS.listenerAddress);
     const other = bound.get(`${address}:${l.port}`);
     if (other)
       throw new ResourceError(where, `address ${address}:${l.port} is also used by listener ${other}`);

@@ -23,7 +23,10 @@ function router(routes: Array<[name: string, match: MatchInit]>) {
   );
 }
 
-function req(path: string, init: { host?: string; method?: string; headers?: Record<string, string> } = {}): RequestView {
+function req(
+  path: string,
+  init: { host?: string; method?: string; headers?: Record<string, string> } = {},
+): RequestView {
   const [p, q = ""] = path.split("?");
   return {
     method: init.method ?? "GET",
@@ -70,9 +73,18 @@ test("methods, headers and query narrow a match; more conditions win at equal pa
   const r = router([
     ["plain", { path: prefix("/p") }],
     ["post", { path: prefix("/p"), methods: ["POST"] }],
-    ["canary", { path: prefix("/p"), headers: [{ name: "X-Env", value: { case: "exact", value: "canary" } }] }],
+    [
+      "canary",
+      { path: prefix("/p"), headers: [{ name: "X-Env", value: { case: "exact", value: "canary" } }] },
+    ],
     ["debug", { path: prefix("/p"), query: [{ name: "debug", value: { case: "regex", value: "1|true" } }] }],
-    ["no-auth", { path: prefix("/q"), headers: [{ name: "authorization", value: { case: "present", value: true }, invert: true }] }],
+    [
+      "no-auth",
+      {
+        path: prefix("/q"),
+        headers: [{ name: "authorization", value: { case: "present", value: true }, invert: true }],
+      },
+    ],
   ]);
   assert.equal(r.match(req("/p", { method: "POST" }))?.name, "post");
   assert.equal(r.match(req("/p", { headers: { "x-env": "canary" } }))?.name, "canary");
@@ -83,5 +95,8 @@ test("methods, headers and query narrow a match; more conditions win at equal pa
 });
 
 test("an invalid regex fails compilation with the engine's message", () => {
-  assert.throws(() => router([["bad", { path: { case: "regex", value: "([a-z" } }]]), /Invalid regular expression/);
+  assert.throws(
+    () => router([["bad", { path: { case: "regex", value: "([a-z" } }]]),
+    /Invalid regular expression/,
+  );
 });

@@ -38,6 +38,13 @@ const CODECS: Record<TypeUrl, TypeCodec> = {
   },
 };
 
+export interface ConfigStoreOptions {
+  /** Binds every listener on this address instead of the configured one. */
+  bindAddress?: string | undefined;
+  /** Called after each swap, e.g. to let the connection pool drop endpoints that are gone. */
+  onSwap?: (config: RuntimeConfig) => void;
+}
+
 const EMPTY_CONFIG: RuntimeConfig = { version: "", listeners: new Map(), clusters: new Map() };
 
 export class ConfigStore {
@@ -45,13 +52,13 @@ export class ConfigStore {
   private readonly versions = new Map<TypeUrl, string>();
   private readonly listeners: ListenerManager;
   private readonly log: Logger;
-  private readonly bindAddress: string | undefined;
+  private readonly options: ConfigStoreOptions;
   private config: RuntimeConfig = EMPTY_CONFIG;
 
-  constructor(listeners: ListenerManager, log: Logger, bindAddress?: string) {
+  constructor(listeners: ListenerManager, log: Logger, options: ConfigStoreOptions = {}) {
     this.listeners = listeners;
     this.log = log;
-    this.bindAddress = bindAddress;
+    this.options = options;
   }
 
   /** True once every resource type has been received and applied at least once. */
@@ -80,7 +87,7 @@ export class ConfigStore {
     const nextVersions = new Map(this.versions).set(typeUrl, version);
     const next = buildRuntimeConfig(
       resourceSet(nextResources),
-      this.bindAddress,
+      this.options.bindAddress,
       [...nextVersions].map(([t, v]) => `${shortType(t).split(".").pop()}=${v}`).join(","),
     );
     await this.listeners.prepare(next);
@@ -88,6 +95,7 @@ export class ConfigStore {
     this.resources.set(typeUrl, decoded);
     this.versions.set(typeUrl, version);
     this.listeners.commit(next);
+    this.options.onSwap?.(next);
     this.log.info({ type: shortType(typeUrl), version, resources: decoded.size }, "config applied");
   }
 

@@ -7,6 +7,7 @@ import { ConfigStore } from "./config-store.ts";
 import { HttpProxy } from "./engine/proxy.ts";
 import { UpstreamPool } from "./engine/upstream-pool.ts";
 import { ListenerManager } from "./listeners.ts";
+import type { RuntimeConfig } from "./runtime/types.ts";
 import { XdsClient } from "./xds-client.ts";
 
 export interface DataPlaneOptions {
@@ -17,6 +18,12 @@ export interface DataPlaneOptions {
   /** Binds every listener on this address instead of the configured one. */
   bindAddress?: string;
   log?: Logger;
+}
+
+function endpointKeys(config: RuntimeConfig): Set<string> {
+  const keys = new Set<string>();
+  for (const cluster of config.clusters.values()) for (const e of cluster.endpoints) keys.add(e.key);
+  return keys;
 }
 
 export interface DataPlane {
@@ -38,7 +45,10 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     const proxy = new HttpProxy({ listenerName, getConfig: () => (store as ConfigStore).current(), pool });
     return (socket) => proxy.handleConnection(socket);
   }, log);
-  store = new ConfigStore(listeners, log, options.bindAddress);
+  store = new ConfigStore(listeners, log, {
+    bindAddress: options.bindAddress,
+    onSwap: (config) => pool.retainOnly(endpointKeys(config)),
+  });
   const configStore = store;
   const xds = new XdsClient({
     server: options.xds,

@@ -81,6 +81,12 @@ const T_HEADER = 1;
 const T_KEEPALIVE = 2;
 const T_LINGER = 3;
 
+/**
+ * Methods that may be resent after a reused keep-alive connection dies unanswered (RFC 9110 §9.2.2);
+ * like nginx, a POST is never sent twice: the upstream may have acted on it before closing.
+ */
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
+
 const CRLF = Buffer.from("\r\n");
 const LAST_CHUNK = Buffer.from("0\r\n\r\n");
 
@@ -261,9 +267,11 @@ class ClientConn implements UpstreamHandler {
 
   onEnd(): void {
     this.eof = true;
-    // Requests already complete (in flight or pipelined) are still answered.
-    if (this.phase === P_ACTIVE ? this.reqBodyDone : this.phase === P_HEAD && this.buf !== null) return;
-    this.socket.destroy();
+    // Requests already received in full (in flight or pipelined) are still answered.
+    if (this.phase === P_ACTIVE && this.reqBodyDone) return;
+    if (this.phase === P_HEAD && this.buf !== null)
+      this.onHeadBytes(null); // destroys if the head is partial
+    else this.socket.destroy();
   }
 
   onClose(): void {
@@ -520,7 +528,13 @@ class ClientConn implements UpstreamHandler {
       }
       return;
     }
-    if (conn.reused && !this.resStarted && this.replayable && !this.retried) {
+    if (
+      conn.reused &&
+      !this.resStarted &&
+      this.replayable &&
+      !this.retried &&
+      IDEMPOTENT.has(this.head?.method ?? "")
+    ) {
       this.retry();
       return;
     }

@@ -122,6 +122,7 @@ function buildCluster(cluster: Cluster, assignment: ClusterLoadAssignment | unde
   const c = cluster.connection;
   return {
     name: cluster.name,
+    endpoints,
     pickEndpoint: roundRobin(endpoints, weights),
     connectTimeoutMs: ms(c?.connectTimeout, DEFAULTS.connectTimeoutMs),
     idleTimeoutMs: ms(c?.idleTimeout, DEFAULTS.idleTimeoutMs),

@@ -50,6 +50,7 @@ export interface Endpoint {
 
 export interface ClusterRuntime {
   readonly name: string;
+  readonly endpoints: readonly Endpoint[];
   /** Next endpoint by the cluster's load-balancing policy; undefined when it has none. */
   pickEndpoint(): Endpoint | undefined;
   readonly connectTimeoutMs: number;

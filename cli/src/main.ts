@@ -2,7 +2,8 @@
 /** The `agw` command. */
 import { parseArgs } from "node:util";
 import { startControlPlane } from "@agw/control-plane";
-import { createLogger, loadConfigFile, parseHostPort } from "@agw/core";
+import { loadConfigFile } from "@agw/core/config/loader";
+import { parseHostPort } from "@agw/core/config/semantic";
 import { startDataPlane } from "@agw/data-plane";
 import { addressOf, startDemoUpstream } from "./demo-upstream.ts";
 
@@ -128,6 +129,7 @@ async function main(argv: string[]): Promise<number> {
       return -1;
     }
     case "control-plane": {
+      const { startControlPlane } = await import("@agw/control-plane");
       const file = needConfig();
       const xds = hostPort(values["xds-listen"], "127.0.0.1:18000", "--xds-listen");
       const cp = await startControlPlane({
@@ -143,6 +145,7 @@ async function main(argv: string[]): Promise<number> {
       return -1;
     }
     case "data-plane": {
+      const { startDataPlane } = await import("@agw/data-plane");
       if (!values.xds) throw new UsageError("--xds ADDR:PORT is required");
       const dp = await startDataPlane({
         xds: values.xds,
@@ -157,6 +160,10 @@ async function main(argv: string[]): Promise<number> {
       return -1;
     }
     case "run": {
+      const [{ startControlPlane }, { startDataPlane }] = await Promise.all([
+        import("@agw/control-plane"),
+        import("@agw/data-plane"),
+      ]);
       const file = needConfig();
       if (!(await validate(file))) return 1;
       const demoAt = values["demo-upstream"] && hostPort(values["demo-upstream"], "", "--demo-upstream");
@@ -167,7 +174,6 @@ async function main(argv: string[]): Promise<number> {
         xdsHost: xds.host,
         xdsPort: xds.port,
         admin: hostPort(values["cp-admin"], "127.0.0.1:9902", "--cp-admin"),
-        log: createLogger("control-plane"),
       });
       const dp = await startDataPlane({
         xds: `${cp.xds.address.address}:${cp.xds.address.port}`,

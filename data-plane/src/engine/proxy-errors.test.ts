@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import net from "node:net";
 import { describe, it } from "node:test";
+import { requireOrSkip } from "../../../test/helpers.ts";
 import type { RuntimeConfig } from "../runtime/types.ts";
 import { AGW_ERRORS } from "./errors.ts";
 import {
@@ -152,10 +153,7 @@ describe("upstream failures", () => {
         child.on("error", () => resolve(0));
         child.stdout.once("data", (c: Buffer) => resolve(Number(c.toString().trim())));
       });
-      if (port === 0) {
-        t.skip("python3 not available");
-        return;
-      }
+      if (!requireOrSkip(t, port !== 0, "python3 is needed for a listener that never accepts")) return;
       const fillers = [0, 1, 2, 3].map(() => net.connect(port, "127.0.0.1").on("error", () => {}));
       const cfg = config(
         "v",

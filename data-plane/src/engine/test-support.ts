@@ -2,6 +2,7 @@
 import { spawn } from "node:child_process";
 import http from "node:http";
 import net from "node:net";
+import { freePort } from "../../../test/helpers.ts";
 import type {
   ClusterRuntime,
   CompiledRoute,
@@ -165,13 +166,7 @@ export async function startRawOrigin(onConnection: (s: net.Socket) => void): Pro
 }
 
 /** A port nothing listens on. */
-export async function closedPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+export const closedPort = freePort;
 
 export interface RawResult {
   readonly data: Buffer;

@@ -19,6 +19,7 @@ const steps: Array<[string, string[]]> = [
       "data-plane/src/**/*.test.ts",
       "cli/src/**/*.test.ts",
       "test/**/*.test.ts",
+      "bench/**/*.test.ts",
       ...process.argv.slice(2),
     ],
   ],

@@ -79,7 +79,7 @@ test("NACK: the data plane rejects a bad route with error_detail; the stream and
   const listeners = new ListenerManager(() => (socket) => socket.destroy(), dp.log);
   const store = new ConfigStore(listeners, dp.log);
   const client = new XdsClient({
-    server: `127.0.0.1:${server.address.port}`,
+    servers: [`127.0.0.1:${server.address.port}`],
     nodeId: "dp-1",
     log: dp.log,
     onUpdate: (type, resources, version) => store.apply(type, resources, version),

@@ -1,19 +1,27 @@
 /**
- * Accepted resources per type and the RuntimeConfig built from them. An update for one type is
- * decoded, validated and built into a complete new RuntimeConfig together with the other types'
- * accepted resources; only if every step succeeds does it become current, in one assignment.
+ * Accepted resources per type and the RuntimeConfig built from them. An update for one type (a full
+ * set in SotW, changes and removals in Delta) is decoded, validated and built into a complete new
+ * RuntimeConfig together with the other types' accepted resources; anything invalid throws (NACK)
+ * and changes nothing.
+ *
+ * Warming: a valid update whose config still references something not received yet (a listener's
+ * RouteConfig, a route's cluster, a cluster's ClusterLoadAssignment) is accepted but not activated:
+ * the previous config keeps serving until the missing resources arrive. `warming` names what waits
+ * for what.
  */
 import { type Logger, RESOURCE_TYPES, shortType, TYPE_URL, type TypeUrl } from "@agw/core";
 import { ClusterLoadAssignmentSchema, ClusterSchema } from "@agw/core/gen/agw/v1/cluster_pb.js";
 import { ListenerSchema } from "@agw/core/gen/agw/v1/listener_pb.js";
-import { PluginSchema } from "@agw/core/gen/agw/v1/plugin_pb.js";
+import { type Plugin, PluginSchema } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import { RouteConfigSchema, RouteSchema } from "@agw/core/gen/agw/v1/route_pb.js";
 import { SecretSchema } from "@agw/core/gen/agw/v1/secret_pb.js";
 import { type DescMessage, type JsonValue, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { type Any, anyIs, anyUnpack } from "@bufbuild/protobuf/wkt";
 import type { ListenerManager } from "./listeners.ts";
+import { PluginHost } from "./plugins/index.ts";
 import { buildRuntimeConfig, ResourceError, type ResourceSet } from "./runtime/build.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
+import type { DeltaResource } from "./xds-client.ts";
 
 type Decoded = ReadonlyMap<string, MessageShape<DescMessage>>;
 
@@ -54,47 +62,89 @@ export class ConfigStore {
   private readonly log: Logger;
   private readonly options: ConfigStoreOptions;
   private config: RuntimeConfig = EMPTY_CONFIG;
+  /** Loads Plugin resources (transpile, compile, first instance) before a config may use them. */
+  readonly plugins: PluginHost;
+  private waitingFor: string[] = [];
 
   constructor(listeners: ListenerManager, log: Logger, options: ConfigStoreOptions = {}) {
     this.listeners = listeners;
     this.log = log;
     this.options = options;
+    this.plugins = new PluginHost(log);
   }
 
-  /** True once every resource type has been received and applied at least once. */
+  /** True once every resource type has been received and nothing waits for a missing resource. */
   get ready(): boolean {
-    return this.versions.size === RESOURCE_TYPES.length;
+    return this.versions.size === RESOURCE_TYPES.length && this.waitingFor.length === 0;
   }
 
   /** The hot path's only read of config: one reference, captured per request. */
   readonly current = (): RuntimeConfig => this.config;
 
+  /** State of the world: `anys` is the type's complete resource set. */
   async apply(typeUrl: TypeUrl, anys: Any[], version: string): Promise<void> {
-    const codec = CODECS[typeUrl];
     const decoded = new Map<string, MessageShape<DescMessage>>();
     for (const any of anys) {
-      if (!anyIs(any, codec.schema))
-        throw new ResourceError(shortType(typeUrl), `unexpected resource ${any.typeUrl}`);
-      const message = anyUnpack(any, codec.schema);
-      if (!message) throw new ResourceError(shortType(typeUrl), "undecodable resource");
-      const name = codec.nameOf(message as never);
-      if (!name) throw new ResourceError(shortType(typeUrl), "resource without a name");
+      const [name, message] = decode(typeUrl, any);
       if (decoded.has(name))
         throw new ResourceError(`${shortType(typeUrl)} ${name}`, "duplicate resource name");
       decoded.set(name, message);
     }
+    await this.stage(typeUrl, decoded, version);
+  }
+
+  /** Incremental: `updated` replaces or adds resources by name, `removed` drops them. */
+  async applyDelta(
+    typeUrl: TypeUrl,
+    updated: DeltaResource[],
+    removed: string[],
+    version: string,
+  ): Promise<void> {
+    const decoded = new Map(this.resources.get(typeUrl));
+    for (const name of removed) decoded.delete(name);
+    for (const r of updated) {
+      const [name, message] = decode(typeUrl, r.resource);
+      if (name !== r.name)
+        throw new ResourceError(`${shortType(typeUrl)} ${r.name}`, `resource is named "${name}" inside`);
+      decoded.set(name, message);
+    }
+    await this.stage(typeUrl, decoded, version);
+  }
+
+  /** What is accepted but not active, and what it waits for. */
+  get warming(): string[] {
+    return this.waitingFor;
+  }
+
+  private async stage(typeUrl: TypeUrl, decoded: Decoded, version: string): Promise<void> {
     const nextResources = new Map(this.resources).set(typeUrl, decoded);
     const nextVersions = new Map(this.versions).set(typeUrl, version);
+    const set = resourceSet(nextResources);
+    const plugins = await this.plugins.prepare(typed<Plugin>(nextResources.get(TYPE_URL.plugin)));
+    set.plugins = new Map([...plugins].map(([name, p]) => [name, p.runtime]));
     const next = buildRuntimeConfig(
-      resourceSet(nextResources),
+      set,
       this.options.bindAddress,
       [...nextVersions].map(([t, v]) => `${shortType(t).split(".").pop()}=${v}`).join(","),
     );
+    const missing = missingReferences(set);
+    if (missing.length > 0) {
+      this.resources.set(typeUrl, decoded);
+      this.versions.set(typeUrl, version);
+      this.waitingFor = missing;
+      this.log.info(
+        { type: shortType(typeUrl), version, waiting_for: missing.slice(0, 10), count: missing.length },
+        "config warming: keeping the previous config until referenced resources arrive",
+      );
+      return;
+    }
     await this.listeners.prepare(next);
     this.config = next;
     this.resources.set(typeUrl, decoded);
     this.versions.set(typeUrl, version);
+    this.waitingFor = [];
     this.listeners.commit(next);
+    this.plugins.commit(plugins);
     this.options.onSwap?.(next);
     this.log.info({ type: shortType(typeUrl), version, resources: decoded.size }, "config applied");
   }
@@ -114,6 +164,40 @@ export class ConfigStore {
     }
     return out;
   }
+}
+
+function decode(typeUrl: TypeUrl, any: Any): [string, MessageShape<DescMessage>] {
+  const codec = CODECS[typeUrl];
+  if (!anyIs(any, codec.schema))
+    throw new ResourceError(shortType(typeUrl), `unexpected resource ${any.typeUrl}`);
+  const message = anyUnpack(any, codec.schema);
+  if (!message) throw new ResourceError(shortType(typeUrl), "undecodable resource");
+  const name = codec.nameOf(message as never);
+  if (!name) throw new ResourceError(shortType(typeUrl), "resource without a name");
+  return [name, message];
+}
+
+/** References that do not resolve yet, as "agw.v1.Kind name -> agw.v1.Kind missing". */
+function missingReferences(set: ResourceSet): string[] {
+  const missing: string[] = [];
+  for (const [name, l] of set.listeners)
+    if (l.routeConfig && !set.routeConfigs.has(l.routeConfig))
+      missing.push(`agw.v1.Listener ${name} -> agw.v1.RouteConfig ${l.routeConfig}`);
+  for (const [name, r] of set.routes) {
+    const target = r.action?.target;
+    const clusters =
+      target?.case === "cluster"
+        ? [target.value]
+        : target?.case === "weightedClusters"
+          ? target.value.clusters.map((c) => c.name)
+          : [];
+    for (const cluster of clusters)
+      if (!set.clusters.has(cluster)) missing.push(`agw.v1.Route ${name} -> agw.v1.Cluster ${cluster}`);
+  }
+  for (const name of set.clusters.keys())
+    if (!set.endpoints.has(name))
+      missing.push(`agw.v1.Cluster ${name} -> agw.v1.ClusterLoadAssignment ${name}`);
+  return missing;
 }
 
 function typed<T>(map: Decoded | undefined): ReadonlyMap<string, T> {

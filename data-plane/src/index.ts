@@ -8,11 +8,15 @@ import { HttpProxy } from "./engine/proxy.ts";
 import { UpstreamPool } from "./engine/upstream-pool.ts";
 import { ListenerManager } from "./listeners.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
-import { XdsClient } from "./xds-client.ts";
+import { XdsClient, type XdsTlsOptions } from "./xds-client.ts";
 
 export interface DataPlaneOptions {
-  /** "host:port" of the control plane's ADS server. */
-  xds: string;
+  /** "host:port" of the control plane's ADS server, or of each replica (a DNS name may give several). */
+  xds: string | readonly string[];
+  /** xDS variant; incremental (delta) by default. */
+  xdsProtocol?: "delta" | "sotw";
+  /** mTLS to the control plane; omitted = plaintext. */
+  xdsTls?: XdsTlsOptions | undefined;
   nodeId: string;
   admin?: { host: string; port: number };
   /** Binds every listener on this address instead of the configured one. */
@@ -51,10 +55,14 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
   });
   const configStore = store;
   const xds = new XdsClient({
-    server: options.xds,
+    servers: typeof options.xds === "string" ? [options.xds] : options.xds,
     nodeId: options.nodeId,
     log,
+    protocol: options.xdsProtocol ?? "delta",
+    tls: options.xdsTls,
     onUpdate: (typeUrl, resources, version) => configStore.apply(typeUrl, resources, version),
+    onDeltaUpdate: (typeUrl, updated, removed, version) =>
+      configStore.applyDelta(typeUrl, updated, removed, version),
   });
   const admin = options.admin
     ? await startAdminServer(options.admin.host, options.admin.port, {
@@ -62,13 +70,20 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
           configStore.ready ? { body: "ready\n" } : { status: 503, body: "waiting for the first config\n" },
         "/healthz": () => ({ body: "ok\n" }),
         "/config_dump": () => ({
-          body: { version: configStore.current().version, resources: configStore.dump() },
+          body: {
+            version: configStore.current().version,
+            warming: configStore.warming,
+            resources: configStore.dump(),
+          },
         }),
         "/server_info": () => ({
           body: {
             node_id: options.nodeId,
-            xds_server: options.xds,
+            xds_servers: options.xds,
+            xds_server: xds.server,
             xds_connected: xds.connected,
+            xds_streams: xds.streams,
+            xds_tls: options.xdsTls !== undefined,
             started_at: startedAt,
             node_version: process.version,
             listeners: listeners.addresses(),

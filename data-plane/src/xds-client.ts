@@ -1,42 +1,92 @@
 /**
- * The data plane's ADS client (state of the world). It subscribes to every AGW type, hands each
- * response to `onUpdate`, and ACKs (echoing the version) or NACKs (previous version + error_detail)
- * by whether that throws. It reconnects with exponential backoff and full jitter; while it is
- * disconnected, the data plane keeps serving the last config it accepted.
+ * The data plane's ADS client, incremental (Delta, the default) or state of the world. It subscribes
+ * to every AGW type (wildcard), hands each response to the config store, and ACKs or NACKs (with
+ * error_detail) by whether that throws.
+ *
+ * Control plane replicas: `servers` lists "host:port" entries; a host name that resolves to several
+ * addresses counts as several replicas. Each new stream goes to the next address, so a failed or
+ * closed stream fails over; once every address has failed in a row, retries back off
+ * exponentially with full jitter. While disconnected the data plane keeps serving its last config;
+ * on reconnect it sends what it runs (SotW: version per type; Delta: `initial_resource_versions`),
+ * so only what changed meanwhile is sent again.
  */
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
 import { AsyncQueue, type Logger, RESOURCE_TYPES, shortType, type TypeUrl } from "@agw/core";
 import { AggregatedDiscoveryService } from "@agw/core/gen/envoy/service/discovery/v3/ads_pb.js";
 import {
+  type DeltaDiscoveryRequest,
+  DeltaDiscoveryRequestSchema,
   type DiscoveryRequest,
   DiscoveryRequestSchema,
 } from "@agw/core/gen/envoy/service/discovery/v3/discovery_pb.js";
 import { create } from "@bufbuild/protobuf";
 import type { Any } from "@bufbuild/protobuf/wkt";
-import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { type Client, createClient } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+
+export interface DeltaResource {
+  name: string;
+  version: string;
+  resource: Any;
+}
+
+export interface XdsTlsOptions {
+  /** CA that signed the control plane's certificate. */
+  ca: string | Buffer;
+  /** This data plane's client certificate and key. */
+  cert: string | Buffer;
+  key: string | Buffer;
+}
 
 export interface XdsClientOptions {
-  /** "host:port" of the control plane's ADS server. */
-  server: string;
+  /** "host:port" of each control plane replica (or one DNS name resolving to several). */
+  servers: readonly string[];
   nodeId: string;
   log: Logger;
-  /** Applies one type's full resource set; throwing rejects it (NACK with the error's message). */
-  onUpdate(typeUrl: TypeUrl, resources: Any[], version: string): Promise<void>;
+  /** "delta" (incremental, default when onDeltaUpdate is given) or "sotw". */
+  protocol?: "delta" | "sotw";
+  /** SotW: applies one type's full resource set; throwing rejects it (NACK with the message). */
+  onUpdate?(typeUrl: TypeUrl, resources: Any[], version: string): Promise<void>;
+  /** Delta: applies changed and removed resources of one type; throwing rejects them (NACK). */
+  onDeltaUpdate?(
+    typeUrl: TypeUrl,
+    updated: DeltaResource[],
+    removed: string[],
+    version: string,
+  ): Promise<void>;
+  /** mTLS; omitted = plaintext. */
+  tls?: XdsTlsOptions | undefined;
   backoff?: { initialMs: number; maxMs: number };
 }
 
 /** google.rpc.Code INVALID_ARGUMENT */
 const INVALID_ARGUMENT = 3;
+const READ_MAX_BYTES = 256 * 1024 * 1024;
+
+type AdsClient = Client<typeof AggregatedDiscoveryService>;
 
 export class XdsClient {
   private readonly options: XdsClientOptions;
+  private readonly protocol: "delta" | "sotw";
+  /** SotW: the version accepted per type. */
   private readonly accepted = new Map<string, string>();
+  /** Delta: name → version of every accepted resource, per type. */
+  private readonly acceptedResources = new Map<string, Map<string, string>>();
   private readonly abort = new AbortController();
   private running: Promise<void> | undefined;
   connected = false;
+  /** "host:port" of the control plane the current (or last) stream went to. */
+  server = "";
+  /** Streams opened so far (reconnects + 1). */
+  streams = 0;
 
   constructor(options: XdsClientOptions) {
+    if (options.servers.length === 0) throw new Error("at least one xDS server address is required");
     this.options = options;
+    this.protocol = options.protocol ?? (options.onDeltaUpdate ? "delta" : "sotw");
+    if (this.protocol === "delta" && !options.onDeltaUpdate) throw new Error("delta xDS needs onDeltaUpdate");
+    if (this.protocol === "sotw" && !options.onUpdate) throw new Error("SotW xDS needs onUpdate");
   }
 
   start(): void {
@@ -48,10 +98,109 @@ export class XdsClient {
     await this.running;
   }
 
-  private request(
+  /** Every configured entry expanded to addresses (a DNS name may give several). */
+  private async resolve(): Promise<Array<{ host: string; address: string; port: number }>> {
+    const out: Array<{ host: string; address: string; port: number }> = [];
+    for (const entry of this.options.servers) {
+      const colon = entry.lastIndexOf(":");
+      const host = entry.slice(0, colon).replace(/^\[|\]$/g, "");
+      const port = Number(entry.slice(colon + 1));
+      if (isIP(host)) {
+        out.push({ host, address: host, port });
+        continue;
+      }
+      try {
+        for (const a of await lookup(host, { all: true })) out.push({ host, address: a.address, port });
+      } catch (e) {
+        this.options.log.warn(
+          { server: entry, error: (e as Error).message },
+          "xDS server name did not resolve",
+        );
+      }
+    }
+    return out;
+  }
+
+  private async loop(): Promise<void> {
+    const { log } = this.options;
+    const { initialMs, maxMs } = this.options.backoff ?? { initialMs: 250, maxMs: 15_000 };
+    const signal = this.abort.signal;
+    let failures = 0;
+    let next = 0;
+    while (!signal.aborted) {
+      const targets = await this.resolve();
+      const target = targets[next++ % Math.max(1, targets.length)];
+      let established = false;
+      if (target) {
+        const display = `${target.host === target.address ? target.address : `${target.host}/${target.address}`}:${target.port}`;
+        const hostForUrl = target.address.includes(":") ? `[${target.address}]` : target.address;
+        const tls = this.options.tls;
+        const sessions = new Http2SessionManager(
+          `${tls ? "https" : "http"}://${hostForUrl}:${target.port}`,
+          { pingIntervalMs: 15_000, pingTimeoutMs: 10_000 },
+          tls
+            ? {
+                ca: tls.ca,
+                cert: tls.cert,
+                key: tls.key,
+                ...(isIP(target.host) ? {} : { servername: target.host }),
+              }
+            : {},
+        );
+        const client = createClient(
+          AggregatedDiscoveryService,
+          createGrpcTransport({
+            baseUrl: sessions.authority,
+            sessionManager: sessions,
+            readMaxBytes: READ_MAX_BYTES,
+          }),
+        );
+        this.server = display;
+        this.streams++;
+        const onEstablished = () => {
+          if (!established) log.info({ server: display, protocol: this.protocol }, "xDS stream established");
+          established = true;
+          this.connected = true;
+        };
+        try {
+          if (this.protocol === "delta") await this.deltaStream(client, onEstablished);
+          else await this.sotwStream(client, onEstablished);
+          if (!signal.aborted) log.warn({ server: display }, "xDS stream closed by the control plane");
+        } catch (e) {
+          if (!signal.aborted)
+            log.warn(
+              { server: display, error: (e as Error).message },
+              "xDS stream failed; serving the last config",
+            );
+        } finally {
+          this.connected = false;
+          sessions.abort();
+        }
+      }
+      if (signal.aborted) break;
+      failures = established ? 0 : failures + 1;
+      // Fail over at once while some replica is untried; back off once all of them failed in a row.
+      const round = Math.max(1, targets.length);
+      const delay =
+        failures === 0
+          ? Math.random() * initialMs
+          : failures < round
+            ? 0
+            : Math.random() * Math.min(maxMs, initialMs * 2 ** (failures - round));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        signal.addEventListener("abort", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  private sotwRequest(
     typeUrl: string,
     init: { responseNonce?: string; errorDetail?: { code: number; message: string } },
-  ) {
+  ): DiscoveryRequest {
     return create(DiscoveryRequestSchema, {
       node: { id: this.options.nodeId, userAgentName: "agw" },
       typeUrl,
@@ -60,71 +209,101 @@ export class XdsClient {
     });
   }
 
-  private async loop(): Promise<void> {
-    const { log, server } = this.options;
-    const { initialMs, maxMs } = this.options.backoff ?? { initialMs: 250, maxMs: 15_000 };
-    const signal = this.abort.signal;
-    const transport = createGrpcTransport({
-      baseUrl: `http://${server}`,
-      pingIntervalMs: 15_000,
-      pingTimeoutMs: 10_000,
-    });
-    const client = createClient(AggregatedDiscoveryService, transport);
-    let attempt = 0;
-    while (!signal.aborted) {
-      const outbound = new AsyncQueue<DiscoveryRequest>();
-      for (const typeUrl of RESOURCE_TYPES) outbound.push(this.request(typeUrl, {}));
-      try {
-        for await (const response of client.streamAggregatedResources(outbound, { signal })) {
-          if (!this.connected) log.info({ server }, "xDS stream established");
-          this.connected = true;
-          attempt = 0;
-          const typeUrl = RESOURCE_TYPES.find((t) => t === response.typeUrl);
-          if (!typeUrl) {
-            outbound.push(
-              this.request(response.typeUrl, {
-                responseNonce: response.nonce,
-                errorDetail: { code: INVALID_ARGUMENT, message: `unknown resource type ${response.typeUrl}` },
-              }),
-            );
-            continue;
-          }
-          try {
-            await this.options.onUpdate(typeUrl, response.resources, response.versionInfo);
-            this.accepted.set(typeUrl, response.versionInfo);
-            outbound.push(this.request(typeUrl, { responseNonce: response.nonce }));
-          } catch (e) {
-            const message = (e as Error).message;
-            log.warn(
-              { type: shortType(typeUrl), version: response.versionInfo, error: message },
-              "config rejected (NACK)",
-            );
-            outbound.push(
-              this.request(typeUrl, {
-                responseNonce: response.nonce,
-                errorDetail: { code: INVALID_ARGUMENT, message },
-              }),
-            );
-          }
+  private async sotwStream(client: AdsClient, onEstablished: () => void): Promise<void> {
+    const { log } = this.options;
+    const onUpdate = this.options.onUpdate as NonNullable<XdsClientOptions["onUpdate"]>;
+    const outbound = new AsyncQueue<DiscoveryRequest>();
+    for (const typeUrl of RESOURCE_TYPES) outbound.push(this.sotwRequest(typeUrl, {}));
+    try {
+      for await (const response of client.streamAggregatedResources(outbound, {
+        signal: this.abort.signal,
+      })) {
+        onEstablished();
+        const typeUrl = RESOURCE_TYPES.find((t) => t === response.typeUrl);
+        if (!typeUrl) {
+          outbound.push(
+            this.sotwRequest(response.typeUrl, {
+              responseNonce: response.nonce,
+              errorDetail: { code: INVALID_ARGUMENT, message: `unknown resource type ${response.typeUrl}` },
+            }),
+          );
+          continue;
         }
-        if (!signal.aborted) log.warn({ server }, "xDS stream closed by the control plane");
-      } catch (e) {
-        if (!signal.aborted)
-          log.warn({ server, error: (e as Error).message }, "xDS stream failed; serving the last config");
-      } finally {
-        outbound.close();
-        this.connected = false;
+        try {
+          await onUpdate(typeUrl, response.resources, response.versionInfo);
+          this.accepted.set(typeUrl, response.versionInfo);
+          outbound.push(this.sotwRequest(typeUrl, { responseNonce: response.nonce }));
+        } catch (e) {
+          const message = (e as Error).message;
+          log.warn(
+            { type: shortType(typeUrl), version: response.versionInfo, error: message },
+            "config rejected (NACK)",
+          );
+          outbound.push(
+            this.sotwRequest(typeUrl, {
+              responseNonce: response.nonce,
+              errorDetail: { code: INVALID_ARGUMENT, message },
+            }),
+          );
+        }
       }
-      if (signal.aborted) break;
-      const delay = Math.random() * Math.min(maxMs, initialMs * 2 ** attempt);
-      attempt++;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, delay);
-        signal.addEventListener("abort", () => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+    } finally {
+      outbound.close();
+    }
+  }
+
+  private async deltaStream(client: AdsClient, onEstablished: () => void): Promise<void> {
+    const { log, nodeId } = this.options;
+    const onDeltaUpdate = this.options.onDeltaUpdate as NonNullable<XdsClientOptions["onDeltaUpdate"]>;
+    const outbound = new AsyncQueue<DeltaDiscoveryRequest>();
+    for (const typeUrl of RESOURCE_TYPES)
+      outbound.push(
+        create(DeltaDiscoveryRequestSchema, {
+          node: { id: nodeId, userAgentName: "agw" },
+          typeUrl,
+          initialResourceVersions: Object.fromEntries(this.acceptedResources.get(typeUrl) ?? []),
+        }),
+      );
+    try {
+      for await (const response of client.deltaAggregatedResources(outbound, { signal: this.abort.signal })) {
+        onEstablished();
+        const typeUrl = RESOURCE_TYPES.find((t) => t === response.typeUrl);
+        const reply = (errorDetail?: { code: number; message: string }) =>
+          outbound.push(
+            create(DeltaDiscoveryRequestSchema, {
+              typeUrl: response.typeUrl,
+              responseNonce: response.nonce,
+              ...(errorDetail ? { errorDetail } : {}),
+            }),
+          );
+        if (!typeUrl) {
+          reply({ code: INVALID_ARGUMENT, message: `unknown resource type ${response.typeUrl}` });
+          continue;
+        }
+        const updated: DeltaResource[] = [];
+        for (const r of response.resources)
+          if (r.resource) updated.push({ name: r.name, version: r.version, resource: r.resource });
+        try {
+          await onDeltaUpdate(typeUrl, updated, response.removedResources, response.systemVersionInfo);
+          let versions = this.acceptedResources.get(typeUrl);
+          if (!versions) {
+            versions = new Map();
+            this.acceptedResources.set(typeUrl, versions);
+          }
+          for (const r of updated) versions.set(r.name, r.version);
+          for (const name of response.removedResources) versions.delete(name);
+          reply();
+        } catch (e) {
+          const message = (e as Error).message;
+          log.warn(
+            { type: shortType(typeUrl), version: response.systemVersionInfo, error: message },
+            "config rejected (NACK)",
+          );
+          reply({ code: INVALID_ARGUMENT, message });
+        }
+      }
+    } finally {
+      outbound.close();
     }
   }
 }

@@ -1,146 +1,340 @@
 /**
- * Envoy's aggregated discovery service, state-of-the-world variant, over gRPC (connect-es on
- * node:http2). Per stream and type: a nonce per response, ACK = the data plane echoes the version,
- * NACK = error_detail with the previous version (recorded, never resent until the snapshot changes),
- * stale nonces ignored, and a type is pushed only when its version changed.
+ * Envoy's aggregated discovery service over gRPC (connect-es on node:http2), both variants:
+ *
+ * - State of the world (`StreamAggregatedResources`): per stream and type, a nonce per response,
+ *   ACK = the data plane echoes the version, NACK = error_detail with the previous version
+ *   (recorded, never resent until the snapshot changes), stale nonces ignored, a type pushed only
+ *   when its version changed.
+ * - Incremental (`DeltaAggregatedResources`): per stream and type, the versions the data plane has
+ *   (seeded by `initial_resource_versions` on reconnect); only resources whose content hash differs
+ *   are sent, deletions go out as `removed_resources`; wildcard or explicit subscriptions with
+ *   `resource_names_subscribe` / `resource_names_unsubscribe`.
+ *
+ * Make-before-break: on a change, additions and updates go out in push order (clusters, endpoints,
+ * secrets, plugins before listeners and routes), removals afterwards in reverse order. In SotW a
+ * referenced type that loses resources is first sent as the union of old and new, then shrunk once
+ * the types that referenced the old resources have moved on.
+ *
+ * Streams end gracefully (OK status, then HTTP/2 GOAWAY) at shutdown and after a maximum age, so
+ * data planes reconnect (to another replica, or this one) without losing their config.
  */
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { AsyncQueue, type Logger, RESOURCE_TYPES, shortType, type TypeUrl } from "@agw/core";
+import type { TLSSocket } from "node:tls";
+import { AsyncQueue, type Logger, RESOURCE_TYPES, shortType, TYPE_URL, type TypeUrl } from "@agw/core";
 import { AggregatedDiscoveryService } from "@agw/core/gen/envoy/service/discovery/v3/ads_pb.js";
 import {
+  type DeltaDiscoveryRequest,
+  type DeltaDiscoveryResponse,
+  DeltaDiscoveryResponseSchema,
   type DiscoveryRequest,
   type DiscoveryResponse,
   DiscoveryResponseSchema,
 } from "@agw/core/gen/envoy/service/discovery/v3/discovery_pb.js";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createContextKey,
+  createContextValues,
+  type HandlerContext,
+  type ServiceImpl,
+} from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { SnapshotCache } from "./cache.ts";
-import type { DataPlaneRegistry, DataPlaneState, TypeState } from "./dataplanes.ts";
-import type { Snapshot } from "./resources.ts";
+import { type DataPlaneRegistry, type DataPlaneState, newTypeState, type TypeState } from "./dataplanes.ts";
+import type { TypeSnapshot, VersionedResource } from "./resources.ts";
+import { deltaResponseSize, GRPC_FRAME_BYTES, sotwResponseSize } from "./wire.ts";
 
-/** HTTP/2 keepalive: connect-node's server sends no pings of its own. */
-const PING_INTERVAL_MS = 30_000;
+/** Types other types reference: in SotW their removals wait until the referencing types moved on. */
+const REFERENCED_TYPES: ReadonlySet<TypeUrl> = new Set([
+  TYPE_URL.cluster,
+  TYPE_URL.endpoints,
+  TYPE_URL.secret,
+  TYPE_URL.plugin,
+]);
 
-type StreamEvent = { kind: "request"; request: DiscoveryRequest } | { kind: "snapshot" } | { kind: "end" };
+/** Who is on the other end of a stream: set per HTTP/2 request by the server adapter. */
+interface Peer {
+  address: string;
+  /** The client certificate's subject CN (mTLS only). */
+  identity: string | undefined;
+}
+const PEER = createContextKey<Peer>({ address: "", identity: undefined }, { description: "xDS peer" });
+
+export interface AdsServiceOptions {
+  /** Streams older than this end gracefully (±10% jitter) and the data plane reconnects; 0 = never. */
+  maxStreamAgeMs?: number;
+}
+
+export type AdsService = ServiceImpl<typeof AggregatedDiscoveryService> & {
+  /** Ends every stream gracefully (OK status); new streams are refused from now on. */
+  drain(): void;
+};
+
+type StreamEvent<R> =
+  | { kind: "request"; request: R }
+  | { kind: "snapshot" }
+  | { kind: "end"; reason: string };
+
+/** The plumbing both stream variants share: one event queue fed by requests, snapshots and ends. */
+function openStream<R>(
+  requests: AsyncIterable<R>,
+  ctx: HandlerContext,
+  cache: SnapshotCache,
+  streams: Set<AsyncQueue<StreamEvent<R>>>,
+  options: AdsServiceOptions,
+  log: Logger,
+) {
+  const events = new AsyncQueue<StreamEvent<R>>();
+  streams.add(events as AsyncQueue<StreamEvent<unknown>> as AsyncQueue<StreamEvent<R>>);
+  const unwatch = cache.watch(() => events.push({ kind: "snapshot" }));
+  const maxAge = options.maxStreamAgeMs ?? 0;
+  const ageTimer =
+    maxAge > 0
+      ? setTimeout(
+          () => events.push({ kind: "end", reason: "max stream age" }),
+          maxAge * (0.9 + Math.random() * 0.2),
+        ).unref()
+      : undefined;
+  const pump = (async () => {
+    try {
+      for await (const request of requests) events.push({ kind: "request", request });
+      events.push({ kind: "end", reason: "client closed the stream" });
+    } catch (e) {
+      if (!ctx.signal.aborted) log.debug({ err: e }, "xDS stream read ended");
+      events.push({ kind: "end", reason: "stream error" });
+    }
+  })();
+  return {
+    events,
+    async close() {
+      clearTimeout(ageTimer);
+      unwatch();
+      streams.delete(events as never);
+      events.close();
+      await pump.catch(() => undefined);
+    },
+  };
+}
+
+function register(
+  registry: DataPlaneRegistry,
+  ctx: HandlerContext,
+  nodeId: string,
+  protocol: DataPlaneState["protocol"],
+  log: Logger,
+): DataPlaneState {
+  const peer = ctx.values.get(PEER);
+  let id = nodeId;
+  if (peer.identity !== undefined) {
+    if (id === "") id = peer.identity;
+    else if (id !== peer.identity)
+      throw new ConnectError(
+        `node.id "${id}" does not match the client certificate's identity "${peer.identity}"`,
+        Code.PermissionDenied,
+      );
+  }
+  if (!id) throw new ConnectError("the first request must carry node.id", Code.InvalidArgument);
+  const state = registry.open({ nodeId: id, protocol, peer: peer.address, identity: peer.identity });
+  log.info({ node: id, stream: state.streamId, protocol, peer: peer.address }, "data plane connected");
+  return state;
+}
+
+function typeStateOf(state: DataPlaneState, typeUrl: TypeUrl): TypeState {
+  let typeState = state.types.get(typeUrl);
+  if (!typeState) {
+    typeState = newTypeState();
+    state.types.set(typeUrl, typeState);
+  }
+  return typeState;
+}
+
+function recordNack(
+  log: Logger,
+  state: DataPlaneState,
+  typeUrl: string,
+  typeState: TypeState,
+  version: string,
+  nonce: string,
+  message: string,
+  runningVersion: string,
+): void {
+  typeState.lastNack = { version, nonce, message, at: new Date().toISOString() };
+  typeState.nacks++;
+  log.warn(
+    {
+      node: state.nodeId,
+      type: shortType(typeUrl),
+      rejected_version: version,
+      running_version: runningVersion,
+      error: message,
+    },
+    "data plane rejected config (NACK)",
+  );
+}
+
+function recordAck(
+  log: Logger,
+  state: DataPlaneState,
+  typeUrl: string,
+  typeState: TypeState,
+  version: string,
+) {
+  typeState.ackedVersion = version;
+  typeState.ackedAt = new Date().toISOString();
+  typeState.acks++;
+  log.debug({ node: state.nodeId, type: shortType(typeUrl), version }, "ACK");
+}
+
+function knownType(log: Logger, state: DataPlaneState, typeUrl: string): TypeUrl | undefined {
+  const known = RESOURCE_TYPES.find((t) => t === typeUrl);
+  if (!known) log.warn({ node: state.nodeId, type: typeUrl }, "request for an unknown resource type ignored");
+  return known;
+}
+
+/** Per stream and type in Delta: what the data plane subscribed to and which versions it has. */
+interface DeltaSubscription {
+  wildcard: boolean;
+  names: Set<string>;
+  /** name → version the data plane has (or was last sent). */
+  known: Map<string, string>;
+  /** nonce → system version of responses not yet ACKed or NACKed. */
+  inFlight: Map<string, string>;
+}
+
+function deltaChanges(
+  snap: TypeSnapshot | undefined,
+  sub: DeltaSubscription,
+  justSubscribed: readonly string[],
+): { updated: VersionedResource[]; removed: string[] } {
+  const resources = snap?.resources ?? new Map<string, VersionedResource>();
+  const updated: VersionedResource[] = [];
+  const consider = (r: VersionedResource) => {
+    if (sub.known.get(r.name) !== r.version) updated.push(r);
+  };
+  if (sub.wildcard) for (const r of resources.values()) consider(r);
+  else
+    for (const name of sub.names) {
+      const r = resources.get(name);
+      if (r) consider(r);
+    }
+  const removed: string[] = [];
+  for (const name of sub.known.keys()) if (!resources.has(name)) removed.push(name);
+  // A name subscribed explicitly that does not exist is reported as removed, so the data plane
+  // does not wait for it.
+  for (const name of justSubscribed)
+    if (!resources.has(name) && !sub.known.has(name) && !removed.includes(name)) removed.push(name);
+  return { updated, removed };
+}
 
 export function createAdsService(
   cache: SnapshotCache,
   registry: DataPlaneRegistry,
   log: Logger,
-): ServiceImpl<typeof AggregatedDiscoveryService> {
+  options: AdsServiceOptions = {},
+): AdsService {
+  const streams = new Set<AsyncQueue<StreamEvent<unknown>>>();
+  let draining = false;
+  const refuseWhileDraining = () => {
+    if (draining) throw new ConnectError("control plane shutting down", Code.Unavailable);
+  };
+
   return {
+    drain() {
+      draining = true;
+      for (const events of streams) events.push({ kind: "end", reason: "control plane shutting down" });
+    },
+
     async *streamAggregatedResources(requests: AsyncIterable<DiscoveryRequest>, ctx: HandlerContext) {
-      const events = new AsyncQueue<StreamEvent>();
-      const unwatch = cache.watch(() => events.push({ kind: "snapshot" }));
+      refuseWhileDraining();
+      const stream = openStream(requests, ctx, cache, streams as never, options, log);
       let state: DataPlaneState | undefined;
       let nonce = 0;
-      const pump = (async () => {
-        try {
-          for await (const request of requests) events.push({ kind: "request", request });
-        } catch (e) {
-          if (!ctx.signal.aborted) log.debug({ err: e }, "xDS stream read ended");
-        } finally {
-          events.push({ kind: "end" });
-        }
-      })();
+      /** What each type's last response contained, to detect SotW removals. */
+      const sentResources = new Map<TypeUrl, ReadonlyMap<string, VersionedResource>>();
 
-      const respond = (snapshot: Snapshot, typeUrl: TypeUrl, typeState: TypeState): DiscoveryResponse => {
-        const snap = snapshot.get(typeUrl);
-        const version = snap?.version ?? "";
+      const respond = (
+        typeUrl: TypeUrl,
+        typeState: TypeState,
+        version: string,
+        resources: ReadonlyMap<string, VersionedResource>,
+      ): DiscoveryResponse => {
         typeState.sentVersion = version;
         typeState.sentNonce = String(++nonce);
+        typeState.responses++;
+        typeState.bytes +=
+          GRPC_FRAME_BYTES + sotwResponseSize(version, typeUrl, typeState.sentNonce, resources.values());
+        sentResources.set(typeUrl, resources);
         return create(DiscoveryResponseSchema, {
           versionInfo: version,
           typeUrl,
           nonce: typeState.sentNonce,
-          resources: snap ? [...snap.resources.values()].map((r) => r.resource) : [],
+          resources: [...resources.values()].map((r) => r.resource),
         });
       };
-
       try {
-        for await (const event of events) {
-          if (event.kind === "end") break;
+        for await (const event of stream.events) {
+          if (event.kind === "end") {
+            if (state) log.info({ node: state.nodeId, reason: event.reason }, "closing xDS stream");
+            break;
+          }
           if (event.kind === "snapshot") {
             const snapshot = cache.snapshot;
             if (!state || !snapshot) continue;
+            const shrinkLater: TypeUrl[] = [];
             for (const typeUrl of RESOURCE_TYPES) {
               const typeState = state.types.get(typeUrl);
-              if (
-                typeState &&
-                typeState.sentNonce !== "" &&
-                typeState.sentVersion === snapshot.get(typeUrl)?.version
-              ) {
-                continue;
+              const snap = snapshot.get(typeUrl);
+              if (!typeState || !snap) continue;
+              if (typeState.sentNonce !== "" && typeState.sentVersion === snap.version) continue;
+              const before = sentResources.get(typeUrl);
+              const loses = before && [...before.keys()].some((name) => !snap.resources.has(name));
+              if (REFERENCED_TYPES.has(typeUrl) && loses && before) {
+                const union = new Map([...before, ...snap.resources]);
+                yield respond(typeUrl, typeState, `${snap.version}+previous`, union);
+                shrinkLater.unshift(typeUrl);
+              } else {
+                yield respond(typeUrl, typeState, snap.version, snap.resources);
               }
-              if (typeState) yield respond(snapshot, typeUrl, typeState);
+            }
+            for (const typeUrl of shrinkLater) {
+              const snap = snapshot.get(typeUrl);
+              const typeState = state.types.get(typeUrl);
+              if (snap && typeState) yield respond(typeUrl, typeState, snap.version, snap.resources);
             }
             continue;
           }
           const req = event.request;
-          if (!state) {
-            const nodeId = req.node?.id ?? "";
-            if (!nodeId)
-              throw new ConnectError("the first DiscoveryRequest must carry node.id", Code.InvalidArgument);
-            state = registry.open(nodeId);
-            log.info({ node: nodeId, stream: state.streamId }, "data plane connected");
-          }
-          const typeUrl = RESOURCE_TYPES.find((t) => t === req.typeUrl);
-          if (!typeUrl) {
-            log.warn(
-              { node: state.nodeId, type: req.typeUrl },
-              "request for an unknown resource type ignored",
-            );
-            continue;
-          }
-          let typeState = state.types.get(req.typeUrl);
-          if (!typeState) {
-            typeState = {
-              sentVersion: "",
-              sentNonce: "",
-              ackedVersion: "",
-              ackedAt: undefined,
-              lastNack: undefined,
-            };
-            state.types.set(req.typeUrl, typeState);
-          }
+          state ??= register(registry, ctx, req.node?.id ?? "", "sotw", log);
+          const typeUrl = knownType(log, state, req.typeUrl);
+          if (!typeUrl) continue;
+          const typeState = typeStateOf(state, typeUrl);
           if (req.responseNonce === "") {
             // A new subscription (or a reconnect that carries the version it runs): always answer,
             // even with zero resources, so the data plane knows the type is complete.
             typeState.ackedVersion = req.versionInfo;
-            const snapshot = cache.snapshot;
-            if (snapshot) yield respond(snapshot, typeUrl, typeState);
+            const snap = cache.snapshot?.get(typeUrl);
+            if (cache.snapshot)
+              yield respond(typeUrl, typeState, snap?.version ?? "", snap?.resources ?? new Map());
             continue;
           }
           if (req.responseNonce !== typeState.sentNonce) continue;
-          if (req.errorDetail) {
-            typeState.lastNack = {
-              version: typeState.sentVersion,
-              nonce: req.responseNonce,
-              message: req.errorDetail.message,
-              at: new Date().toISOString(),
-            };
-            log.warn(
-              {
-                node: state.nodeId,
-                type: shortType(req.typeUrl),
-                rejected_version: typeState.sentVersion,
-                running_version: req.versionInfo,
-                error: req.errorDetail.message,
-              },
-              "data plane rejected config (NACK)",
+          if (req.errorDetail)
+            recordNack(
+              log,
+              state,
+              typeUrl,
+              typeState,
+              typeState.sentVersion,
+              req.responseNonce,
+              req.errorDetail.message,
+              req.versionInfo,
             );
-          } else {
-            typeState.ackedVersion = req.versionInfo;
-            typeState.ackedAt = new Date().toISOString();
-            log.debug({ node: state.nodeId, type: shortType(req.typeUrl), version: req.versionInfo }, "ACK");
-          }
+          else recordAck(log, state, typeUrl, typeState, req.versionInfo);
         }
       } finally {
-        unwatch();
-        events.close();
-        await pump.catch(() => undefined);
+        await stream.close();
         if (state) {
           registry.close(state);
           log.info({ node: state.nodeId, stream: state.streamId }, "data plane disconnected");
@@ -148,35 +342,198 @@ export function createAdsService(
       }
     },
 
-    deltaAggregatedResources() {
-      throw new ConnectError(
-        "incremental (delta) xDS is not served yet; use StreamAggregatedResources",
-        Code.Unimplemented,
-      );
+    async *deltaAggregatedResources(requests: AsyncIterable<DeltaDiscoveryRequest>, ctx: HandlerContext) {
+      refuseWhileDraining();
+      const stream = openStream(requests, ctx, cache, streams as never, options, log);
+      let state: DataPlaneState | undefined;
+      let nonce = 0;
+      const subscriptions = new Map<TypeUrl, DeltaSubscription>();
+
+      const respond = (
+        typeUrl: TypeUrl,
+        updated: VersionedResource[],
+        removed: string[],
+      ): DeltaDiscoveryResponse | undefined => {
+        const sub = subscriptions.get(typeUrl);
+        const typeState = state?.types.get(typeUrl);
+        if (!sub || !typeState) return undefined;
+        const version = cache.snapshot?.get(typeUrl)?.version ?? "";
+        const responseNonce = String(++nonce);
+        for (const r of updated) sub.known.set(r.name, r.version);
+        for (const name of removed) sub.known.delete(name);
+        sub.inFlight.set(responseNonce, version);
+        typeState.sentVersion = version;
+        typeState.sentNonce = responseNonce;
+        typeState.responses++;
+        typeState.bytes +=
+          GRPC_FRAME_BYTES + deltaResponseSize(version, typeUrl, responseNonce, updated, removed);
+        return create(DeltaDiscoveryResponseSchema, {
+          systemVersionInfo: version,
+          typeUrl,
+          nonce: responseNonce,
+          resources: updated.map((r) => ({ name: r.name, version: r.version, resource: r.resource })),
+          removedResources: removed,
+        });
+      };
+
+      try {
+        for await (const event of stream.events) {
+          if (event.kind === "end") {
+            if (state) log.info({ node: state.nodeId, reason: event.reason }, "closing xDS stream");
+            break;
+          }
+          const snapshot = cache.snapshot;
+          if (event.kind === "snapshot") {
+            if (!snapshot) continue;
+            // Make-before-break: additions and updates in push order, then removals in reverse.
+            const removals = new Map<TypeUrl, string[]>();
+            for (const typeUrl of RESOURCE_TYPES) {
+              const sub = subscriptions.get(typeUrl);
+              if (!sub) continue;
+              const { updated, removed } = deltaChanges(snapshot.get(typeUrl), sub, []);
+              if (removed.length > 0) removals.set(typeUrl, removed);
+              if (updated.length > 0) {
+                const response = respond(typeUrl, updated, []);
+                if (response) yield response;
+              }
+            }
+            for (const typeUrl of [...RESOURCE_TYPES].reverse()) {
+              const removed = removals.get(typeUrl);
+              const response = removed && respond(typeUrl, [], removed);
+              if (response) yield response;
+            }
+            continue;
+          }
+          const req = event.request;
+          state ??= register(registry, ctx, req.node?.id ?? "", "delta", log);
+          const typeUrl = knownType(log, state, req.typeUrl);
+          if (!typeUrl) continue;
+          const typeState = typeStateOf(state, typeUrl);
+
+          if (req.responseNonce !== "") {
+            const sub = subscriptions.get(typeUrl);
+            const version = sub?.inFlight.get(req.responseNonce);
+            if (sub && version !== undefined) {
+              // Responses are answered in order: everything up to this nonce is settled.
+              for (const n of sub.inFlight.keys()) {
+                sub.inFlight.delete(n);
+                if (n === req.responseNonce) break;
+              }
+              if (req.errorDetail)
+                recordNack(
+                  log,
+                  state,
+                  typeUrl,
+                  typeState,
+                  version,
+                  req.responseNonce,
+                  req.errorDetail.message,
+                  typeState.ackedVersion,
+                );
+              else recordAck(log, state, typeUrl, typeState, version);
+            }
+          }
+
+          let sub = subscriptions.get(typeUrl);
+          const first = !sub;
+          if (!sub) {
+            sub = {
+              // Envoy's legacy wildcard: a first request that names nothing subscribes to everything.
+              wildcard: req.resourceNamesSubscribe.length === 0,
+              names: new Set(),
+              known: new Map(Object.entries(req.initialResourceVersions)),
+              inFlight: new Map(),
+            };
+            subscriptions.set(typeUrl, sub);
+          }
+          const justSubscribed: string[] = [];
+          for (const name of req.resourceNamesSubscribe) {
+            if (name === "*") sub.wildcard = true;
+            else if (!sub.names.has(name)) {
+              sub.names.add(name);
+              justSubscribed.push(name);
+            }
+          }
+          for (const name of req.resourceNamesUnsubscribe) {
+            if (name === "*") sub.wildcard = false;
+            else sub.names.delete(name);
+          }
+          // Forget what the data plane dropped, so a later resubscription sends it again.
+          for (const name of [...sub.known.keys()])
+            if (!sub.wildcard && !sub.names.has(name)) sub.known.delete(name);
+          if (!snapshot) continue;
+          const { updated, removed } = deltaChanges(snapshot.get(typeUrl), sub, justSubscribed);
+          // The first answer for a type is sent even when empty: it tells the data plane the type
+          // is complete (e.g. a reconnect whose versions all still match).
+          if (first || updated.length > 0 || removed.length > 0) {
+            const response = respond(typeUrl, updated, removed);
+            if (response) yield response;
+          }
+        }
+      } finally {
+        await stream.close();
+        if (state) {
+          registry.close(state);
+          log.info({ node: state.nodeId, stream: state.streamId }, "data plane disconnected");
+        }
+      }
     },
   };
 }
 
+export interface AdsTlsOptions {
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** CA that signs the data planes' client certificates; a client without one is refused. */
+  ca: string | Buffer;
+}
+
+export interface AdsServerOptions {
+  /** mTLS; omitted = plaintext HTTP/2. */
+  tls?: AdsTlsOptions | undefined;
+  /** HTTP/2 keepalive: connect-node's server sends no pings of its own. */
+  pingIntervalMs?: number;
+}
+
 export interface AdsServer {
   readonly address: AddressInfo;
+  readonly tls: boolean;
+  /** Graceful: streams end with OK, sessions get GOAWAY; whatever remains after 2 s is cut. */
   close(): Promise<void>;
+}
+
+function peerOf(req: http2.Http2ServerRequest): Peer {
+  const socket = req.stream?.session?.socket as TLSSocket | undefined;
+  const address = socket ? `${socket.remoteAddress}:${socket.remotePort}` : "";
+  const cert = typeof socket?.getPeerCertificate === "function" ? socket.getPeerCertificate() : undefined;
+  const cn = cert?.subject?.CN;
+  return { address, identity: cert && cn ? (Array.isArray(cn) ? cn[0] : cn) : undefined };
 }
 
 export async function startAdsServer(
   host: string,
   port: number,
-  service: ServiceImpl<typeof AggregatedDiscoveryService>,
+  service: ServiceImpl<typeof AggregatedDiscoveryService> & { drain?(): void },
+  options: AdsServerOptions = {},
 ): Promise<AdsServer> {
   const handler = connectNodeAdapter({
     routes: (router) => router.service(AggregatedDiscoveryService, service),
+    contextValues: (req) => createContextValues().set(PEER, peerOf(req as http2.Http2ServerRequest)),
   });
-  const server = http2.createServer(handler);
+  const tls = options.tls;
+  const server = tls
+    ? http2.createSecureServer(
+        { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true },
+        handler,
+      )
+    : http2.createServer(handler);
   const sessions = new Set<http2.ServerHttp2Session>();
+  const pingIntervalMs = options.pingIntervalMs ?? 30_000;
   server.on("session", (session) => {
     sessions.add(session);
     const timer = setInterval(() => {
       if (!session.destroyed) session.ping(() => undefined);
-    }, PING_INTERVAL_MS).unref();
+    }, pingIntervalMs).unref();
     session.once("close", () => {
       clearInterval(timer);
       sessions.delete(session);
@@ -191,10 +548,18 @@ export async function startAdsServer(
   });
   return {
     address: server.address() as AddressInfo,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
+    tls: tls !== undefined,
+    async close() {
+      service.drain?.();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Let the ended streams' trailers reach the data planes before GOAWAY.
+      await new Promise((r) => setImmediate(r));
+      for (const session of sessions) session.close();
+      const deadline = setTimeout(() => {
         for (const session of sessions) session.destroy();
-      }),
+      }, 2_000);
+      await closed;
+      clearTimeout(deadline);
+    },
   };
 }

@@ -1,26 +1,73 @@
 /**
- * Holds the current snapshot and tells streams when it changed. Streams compare per-type versions
- * themselves, so a change to one type pushes only that type.
+ * Holds the current snapshot and tells streams when it changed. Streams compare per-type (SotW) or
+ * per-resource (Delta) versions themselves, so a change to one resource sends only that resource.
+ *
+ * Change storms are throttled: the first change after a quiet period is published at once (no
+ * added latency for a lone edit); further changes within `minIntervalMs` of a publication are
+ * coalesced into one publication when the interval ends. A storm of 1000 endpoint updates in a
+ * second therefore becomes about 1000 / minIntervalMs pushes, each delayed at most minIntervalMs.
  */
 import type { Snapshot } from "./resources.ts";
 
+export interface SnapshotCacheOptions {
+  /** Minimum time between two publications; 0 publishes every change. */
+  minIntervalMs?: number;
+}
+
+export const DEFAULT_MIN_INTERVAL_MS = 100;
+
 export class SnapshotCache {
-  private current: Snapshot | undefined;
+  private published: Snapshot | undefined;
+  private pending: Snapshot | undefined;
+  private lastPublishedAt = Number.NEGATIVE_INFINITY;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly minIntervalMs: number;
   private readonly watchers = new Set<() => void>();
+  /** Snapshots set vs published, for the admin endpoint: shows how much a storm was coalesced. */
+  readonly stats = { set: 0, published: 0 };
+
+  constructor(options: SnapshotCacheOptions = {}) {
+    this.minIntervalMs = options.minIntervalMs ?? DEFAULT_MIN_INTERVAL_MS;
+  }
 
   /** Undefined until the first valid config: streams wait rather than push an empty config. */
   get snapshot(): Snapshot | undefined {
-    return this.current;
+    return this.published;
   }
 
   set(snapshot: Snapshot): void {
-    this.current = snapshot;
-    for (const watcher of this.watchers) watcher();
+    this.stats.set++;
+    this.pending = snapshot;
+    if (this.timer) return;
+    const wait = this.lastPublishedAt + this.minIntervalMs - performance.now();
+    if (wait <= 0) this.publish();
+    else this.timer = setTimeout(() => this.publish(), wait);
   }
 
-  /** Calls `onChange` after every set; returns the unsubscribe function. */
+  /** Publishes a pending snapshot now (shutdown, tests). */
+  flush(): void {
+    if (this.pending) this.publish();
+  }
+
+  close(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Calls `onChange` after every publication; returns the unsubscribe function. */
   watch(onChange: () => void): () => void {
     this.watchers.add(onChange);
     return () => this.watchers.delete(onChange);
+  }
+
+  private publish(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (!this.pending) return;
+    this.published = this.pending;
+    this.pending = undefined;
+    this.lastPublishedAt = performance.now();
+    this.stats.published++;
+    for (const watcher of this.watchers) watcher();
   }
 }

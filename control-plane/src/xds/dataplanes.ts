@@ -8,11 +8,35 @@ export interface TypeState {
   ackedVersion: string;
   ackedAt: string | undefined;
   lastNack: { version: string; nonce: string; message: string; at: string } | undefined;
+  /** Responses and gRPC message bytes sent for this type on this stream; ACKs and NACKs received. */
+  responses: number;
+  bytes: number;
+  acks: number;
+  nacks: number;
+}
+
+export function newTypeState(): TypeState {
+  return {
+    sentVersion: "",
+    sentNonce: "",
+    ackedVersion: "",
+    ackedAt: undefined,
+    lastNack: undefined,
+    responses: 0,
+    bytes: 0,
+    acks: 0,
+    nacks: 0,
+  };
 }
 
 export interface DataPlaneState {
   streamId: number;
   nodeId: string;
+  protocol: "sotw" | "delta";
+  /** Remote address of the stream's connection. */
+  peer: string;
+  /** Identity from the client certificate (mTLS), if any. */
+  identity: string | undefined;
   connectedSince: string;
   types: Map<string, TypeState>;
 }
@@ -21,10 +45,10 @@ export class DataPlaneRegistry {
   private readonly streams = new Map<number, DataPlaneState>();
   private nextId = 1;
 
-  open(nodeId: string): DataPlaneState {
+  open(init: Pick<DataPlaneState, "nodeId" | "protocol" | "peer" | "identity">): DataPlaneState {
     const state: DataPlaneState = {
+      ...init,
       streamId: this.nextId++,
-      nodeId,
       connectedSince: new Date().toISOString(),
       types: new Map(),
     };
@@ -45,6 +69,9 @@ export class DataPlaneRegistry {
     return this.list().map((dp) => ({
       node_id: dp.nodeId,
       stream_id: dp.streamId,
+      protocol: dp.protocol,
+      peer: dp.peer,
+      identity: dp.identity,
       connected_since: dp.connectedSince,
       types: Object.fromEntries(
         [...dp.types].map(([type, t]) => [
@@ -53,7 +80,12 @@ export class DataPlaneRegistry {
             sent_version: t.sentVersion,
             acked_version: t.ackedVersion,
             acked_at: t.ackedAt,
+            in_sync: t.sentNonce !== "" && t.ackedVersion === t.sentVersion,
             last_nack: t.lastNack,
+            responses: t.responses,
+            bytes: t.bytes,
+            acks: t.acks,
+            nacks: t.nacks,
           },
         ]),
       ),

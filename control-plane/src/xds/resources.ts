@@ -14,13 +14,15 @@ import {
 import type { HeaderOps, Ir, IrRoute, ValueMatch } from "@agw/core/ir";
 import { RESOURCE_TYPES, TYPE_URL, type TypeUrl } from "@agw/core/xds/types";
 import { create, type DescMessage, type JsonObject, type MessageShape, toBinary } from "@bufbuild/protobuf";
-import { type Any, anyPack, durationFromMs } from "@bufbuild/protobuf/wkt";
+import { type Any, AnySchema, anyPack, durationFromMs } from "@bufbuild/protobuf/wkt";
 
 export interface VersionedResource {
   name: string;
   /** Content hash of the encoded resource: equal bytes, equal version. */
   version: string;
   resource: Any;
+  /** Encoded size of `resource` (the Any), for wire accounting without encoding twice. */
+  size: number;
 }
 
 export interface TypeSnapshot {
@@ -71,7 +73,8 @@ export function versioned<D extends DescMessage>(
   message: MessageShape<D>,
 ): VersionedResource {
   const bytes = toBinary(schema, message);
-  return { name, version: hash(bytes), resource: anyPack(schema, message) };
+  const resource = anyPack(schema, message);
+  return { name, version: hash(bytes), resource, size: toBinary(AnySchema, resource).length };
 }
 
 export function typeSnapshot(resources: VersionedResource[]): TypeSnapshot {

@@ -27,12 +27,20 @@ Run 'agw <command> --help' for the options of a command.`,
   --admin ADDR:PORT        data plane admin: /ready, /config_dump, ... (default 127.0.0.1:9901)
   --cp-admin ADDR:PORT     control plane admin: /ready, /dataplanes, /config_dump (default 127.0.0.1:9902)
   --node-id ID             data plane node id (default: the host name)
-  --demo-upstream ADDR:PORT  also start the built-in demo upstream there`,
+  --demo-upstream ADDR:PORT  also start the built-in demo upstream there
+  --kube                   also read Services, EndpointSlices, GatewayRoutes and TLS Secrets from
+                           Kubernetes (kubeconfig: KUBECONFIG, ~/.kube/config or in-cluster); -c optional
+  --kubeconfig FILE        as --kube, with this kubeconfig
+  --namespace NS           with --kube: watch one namespace only (default: all)`,
   "control-plane": `Usage: agw control-plane -c FILE [options]
 
   -c, --config FILE        config.yaml to serve (watched for changes)
   --xds-listen ADDR:PORT   gRPC (xDS) address (default 127.0.0.1:18000)
-  --admin ADDR:PORT        admin: /ready, /dataplanes, /config_dump (default 127.0.0.1:9902)`,
+  --admin ADDR:PORT        admin: /ready, /dataplanes, /config_dump (default 127.0.0.1:9902)
+  --kube                   also read Services, EndpointSlices, GatewayRoutes and TLS Secrets from
+                           Kubernetes (kubeconfig: KUBECONFIG, ~/.kube/config or in-cluster); -c optional
+  --kubeconfig FILE        as --kube, with this kubeconfig
+  --namespace NS           with --kube: watch one namespace only (default: all)`,
   "data-plane": `Usage: agw data-plane --xds ADDR:PORT --node-id ID [options]
 
   --xds ADDR:PORT          control plane gRPC (xDS) address
@@ -100,6 +108,9 @@ async function main(argv: string[]): Promise<number> {
       "demo-upstream": { type: "string" },
       "bind-address": { type: "string" },
       listen: { type: "string" },
+      kube: { type: "boolean" },
+      kubeconfig: { type: "string" },
+      namespace: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -112,6 +123,14 @@ async function main(argv: string[]): Promise<number> {
     if (!values.config) throw new UsageError("-c/--config FILE is required");
     return values.config;
   };
+  const kubernetes =
+    values.kube || values.kubeconfig
+      ? {
+          ...(values.kubeconfig ? { kubeconfig: values.kubeconfig } : {}),
+          ...(values.namespace ? { namespace: values.namespace } : {}),
+        }
+      : undefined;
+  const configOrKube = () => (kubernetes && !values.config ? undefined : needConfig());
   const nodeId = values["node-id"] ?? (await import("node:os")).hostname();
 
   switch (command) {
@@ -130,10 +149,11 @@ async function main(argv: string[]): Promise<number> {
     }
     case "control-plane": {
       const { startControlPlane } = await import("@agw/control-plane");
-      const file = needConfig();
+      const file = configOrKube();
       const xds = hostPort(values["xds-listen"], "127.0.0.1:18000", "--xds-listen");
       const cp = await startControlPlane({
-        configFile: file,
+        ...(file ? { configFile: file } : {}),
+        ...(kubernetes ? { kubernetes } : {}),
         xdsHost: xds.host,
         xdsPort: xds.port,
         admin: hostPort(values.admin, "127.0.0.1:9902", "--admin"),
@@ -164,13 +184,14 @@ async function main(argv: string[]): Promise<number> {
         import("@agw/control-plane"),
         import("@agw/data-plane"),
       ]);
-      const file = needConfig();
-      if (!(await validate(file))) return 1;
+      const file = configOrKube();
+      if (file && !(await validate(file))) return 1;
       const demoAt = values["demo-upstream"] && hostPort(values["demo-upstream"], "", "--demo-upstream");
       const demo = demoAt ? await startDemoUpstream(demoAt.host, demoAt.port) : undefined;
       const xds = hostPort(values["xds-listen"], "127.0.0.1:18000", "--xds-listen");
       const cp = await startControlPlane({
-        configFile: file,
+        ...(file ? { configFile: file } : {}),
+        ...(kubernetes ? { kubernetes } : {}),
         xdsHost: xds.host,
         xdsPort: xds.port,
         admin: hostPort(values["cp-admin"], "127.0.0.1:9902", "--cp-admin"),
@@ -197,7 +218,8 @@ async function main(argv: string[]): Promise<number> {
           `  control plane admin: http://${cp.admin?.address.address}:${cp.admin?.address.port}/dataplanes`,
           `  xDS: ${cp.xds.address.address}:${cp.xds.address.port}`,
           ...(demo ? [`  demo upstream: http://${addressOf(demo)}/`] : []),
-          `  config: ${file} (edits apply live)`,
+          ...(file ? [`  config: ${file} (edits apply live)`] : []),
+          ...(kubernetes ? [`  kubernetes: ${kubernetes.namespace ?? "all namespaces"}`] : []),
         ].join("\n"),
       );
       return -1;

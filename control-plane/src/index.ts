@@ -11,6 +11,9 @@ import {
   startAdminServer,
 } from "@agw/core";
 import { FileProvider } from "./providers/file.ts";
+import { mergeIr } from "./providers/kubernetes/merge.ts";
+import { KubernetesProvider, type KubernetesProviderOptions } from "./providers/kubernetes/provider.ts";
+import type { KubeTranslation } from "./providers/kubernetes/translate.ts";
 import { translateConfig } from "./translator.ts";
 import { type AdsServer, createAdsService, startAdsServer } from "./xds/ads-server.ts";
 import { SnapshotCache } from "./xds/cache.ts";
@@ -18,7 +21,10 @@ import { DataPlaneRegistry } from "./xds/dataplanes.ts";
 import { irToSnapshot } from "./xds/resources.ts";
 
 export interface ControlPlaneOptions {
-  configFile: string;
+  /** config.yaml; optional when `kubernetes` is given. */
+  configFile?: string;
+  /** Also read Services, EndpointSlices, GatewayRoutes and TLS Secrets (docs/kubernetes.md). */
+  kubernetes?: Omit<KubernetesProviderOptions, "log" | "onTranslation">;
   xdsHost: string;
   xdsPort: number;
   /** Admin listener; omit to run without one. */
@@ -31,6 +37,7 @@ export interface ControlPlane {
   readonly admin: AdminServer | undefined;
   readonly cache: SnapshotCache;
   readonly dataPlanes: DataPlaneRegistry;
+  readonly kubernetes: KubernetesProvider | undefined;
   close(): Promise<void>;
 }
 
@@ -40,38 +47,65 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const dataPlanes = new DataPlaneRegistry();
   let ir: Ir | undefined;
   let lastErrors: ConfigError[] = [];
+  let fileIr: Ir | undefined;
+  let kubeIr: KubeTranslation | undefined;
 
-  const provider = new FileProvider(
-    options.configFile,
-    {
-      onConfig(config) {
-        ir = translateConfig(config);
-        lastErrors = [];
-        cache.set(irToSnapshot(ir));
-        const versions = Object.fromEntries(
-          [...(cache.snapshot ?? [])].map(([t, s]) => [t.split(".").pop(), s.version]),
-        );
-        log.info({ versions }, "snapshot updated");
-      },
-      onInvalid(errors) {
-        lastErrors = errors;
-        log.error(
-          { errors: errors.map(String) },
-          ir
-            ? "invalid config ignored; still serving the last good config"
-            : "invalid config; waiting for a valid one",
-        );
-      },
-    },
-    log,
-  );
+  // Nothing is served until every configured source has delivered once: a data plane must not
+  // see the file's routes without the cluster's, or the other way round.
+  const publish = () => {
+    if (options.configFile && !fileIr) return;
+    if (options.kubernetes && !kubeIr) return;
+    ir = mergeIr(fileIr, kubeIr);
+    cache.set(irToSnapshot(ir));
+    const versions = Object.fromEntries(
+      [...(cache.snapshot ?? [])].map(([t, s]) => [t.split(".").pop(), s.version]),
+    );
+    log.info({ versions }, "snapshot updated");
+  };
+
+  const kube = options.kubernetes
+    ? new KubernetesProvider({
+        ...options.kubernetes,
+        log,
+        onTranslation(translation) {
+          kubeIr = translation;
+          publish();
+        },
+      })
+    : undefined;
+
+  const configFile = options.configFile;
+  if (!configFile && !kube) throw new Error("a config file or the Kubernetes source is required");
+  const provider = configFile
+    ? new FileProvider(
+        configFile,
+        {
+          onConfig(config) {
+            fileIr = translateConfig(config);
+            lastErrors = [];
+            publish();
+          },
+          onInvalid(errors) {
+            lastErrors = errors;
+            log.error(
+              { errors: errors.map(String) },
+              ir
+                ? "invalid config ignored; still serving the last good config"
+                : "invalid config; waiting for a valid one",
+            );
+          },
+        },
+        log,
+      )
+    : undefined;
 
   const xds = await startAdsServer(
     options.xdsHost,
     options.xdsPort,
     createAdsService(cache, dataPlanes, log),
   );
-  await provider.start();
+  await provider?.start();
+  await kube?.start();
   const admin = options.admin
     ? await startAdminServer(options.admin.host, options.admin.port, {
         "/ready": () =>
@@ -81,6 +115,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           body: {
             ir,
             config_errors: lastErrors.map(String),
+            kubernetes: kube && {
+              identity: kube.identity,
+              leading: kube.leading,
+              secret_errors: kube.translation?.secretErrors,
+              routes: kube.translation?.routes,
+              informers: kube.informerStats(),
+            },
             versions: Object.fromEntries([...(cache.snapshot ?? [])].map(([t, s]) => [t, s.version])),
           },
         }),
@@ -96,8 +137,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     admin,
     cache,
     dataPlanes,
+    kubernetes: kube,
     async close() {
-      provider.stop();
+      provider?.stop();
+      await kube?.stop();
       await Promise.all([xds.close(), admin?.close()]);
     },
   };

@@ -11,6 +11,7 @@ import {
   RouteMatchSchema,
   RouteSchema,
 } from "@agw/core/gen/agw/v1/route_pb.js";
+import { SecretSchema } from "@agw/core/gen/agw/v1/secret_pb.js";
 import type { HeaderOps, Ir, IrRoute, ValueMatch } from "@agw/core/ir";
 import { RESOURCE_TYPES, TYPE_URL, type TypeUrl } from "@agw/core/xds/types";
 import { create, type DescMessage, type JsonObject, type MessageShape, toBinary } from "@bufbuild/protobuf";
@@ -116,6 +117,22 @@ export function irToSnapshot(ir: Ir): Snapshot {
         ClusterLoadAssignmentSchema,
         c.name,
         create(ClusterLoadAssignmentSchema, { clusterName: c.name, endpoints: c.endpoints }),
+      ),
+    );
+  }
+  for (const s of ir.secrets ?? []) {
+    add(
+      TYPE_URL.secret,
+      versioned(
+        SecretSchema,
+        s.name,
+        create(SecretSchema, {
+          name: s.name,
+          kind: {
+            case: "tlsCertificate",
+            value: { certificateChainPem: s.certificateChainPem, privateKeyPem: s.privateKeyPem },
+          },
+        }),
       ),
     );
   }

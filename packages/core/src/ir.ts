@@ -58,9 +58,18 @@ export interface IrCluster {
   endpoints: IrEndpoint[];
 }
 
+/** A certificate and its key, named "namespace/name" when it comes from a Kubernetes Secret. */
+export interface IrSecret {
+  name: string;
+  certificateChainPem: string;
+  privateKeyPem: string;
+}
+
 export interface Ir {
   listeners: IrListener[];
   clusters: IrCluster[];
+  /** Absent when no source supplies secrets. */
+  secrets?: IrSecret[];
 }
 
 export const DEFAULTS = {

@@ -1,0 +1,248 @@
+/**
+ * The Kubernetes source: informers for Services, EndpointSlices, GatewayRoutes and TLS Secrets →
+ * translateKube → an IR fragment for the control plane to merge with config.yaml's. A periodic
+ * relist (resync) catches anything a watch could have missed and, because translation is pure and
+ * sorted, lands on the same snapshot a cold start would. GatewayRoute status is written by the
+ * Lease holder only; every replica translates and serves.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import type { Logger } from "@agw/core";
+import { KubeApiError, KubeClient, loadKubeConfig } from "./client.ts";
+import { Informer } from "./informer.ts";
+import { LeaderElector } from "./leader.ts";
+import { type Condition, type KubeTranslation, type RouteReport, translateKube } from "./translate.ts";
+import { type EndpointSlice, GATEWAY_ROUTE, type GatewayRoute, type Secret, type Service } from "./types.ts";
+
+export interface KubernetesProviderOptions {
+  /** kubeconfig file; omitted: KUBECONFIG, ~/.kube/config, then the in-cluster service account. */
+  kubeconfig?: string;
+  /** Watch one namespace only; omitted: all namespaces. */
+  namespace?: string;
+  /** Full relist period; default 5 minutes. */
+  resyncMs?: number;
+  leaderElection?: {
+    /** Namespace of the Lease; default the watched namespace, else "default". */
+    namespace?: string;
+    /** Lease name; default "agw-control-plane". */
+    name?: string;
+    identity?: string;
+    leaseDurationSeconds?: number;
+    renewMs?: number;
+  };
+  log: Logger;
+  onTranslation: (translation: KubeTranslation) => void;
+}
+
+const DEBOUNCE_MS = 10;
+
+function sameConditions(
+  current: NonNullable<GatewayRoute["status"]>["conditions"],
+  wanted: Condition[],
+  generation: number,
+): boolean {
+  if (!current || current.length !== wanted.length) return false;
+  return wanted.every((w) => {
+    const c = current.find((x) => x.type === w.type);
+    return (
+      c &&
+      c.status === w.status &&
+      c.reason === w.reason &&
+      c.message === w.message &&
+      c.observedGeneration === generation
+    );
+  });
+}
+
+export class KubernetesProvider {
+  readonly client: KubeClient;
+  readonly identity: string;
+  private readonly options: KubernetesProviderOptions;
+  private readonly services: Informer<Service>;
+  private readonly endpointSlices: Informer<EndpointSlice>;
+  private readonly gatewayRoutes: Informer<GatewayRoute>;
+  private readonly secrets: Informer<Secret>;
+  private readonly elector: LeaderElector;
+  private synced = false;
+  private debounce: NodeJS.Timeout | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private lastHash = "";
+  private last: KubeTranslation | undefined;
+  private statusWrites: Promise<void> = Promise.resolve();
+  /** Count of status writes this replica made (tests check that followers make none). */
+  statusWriteCount = 0;
+
+  constructor(options: KubernetesProviderOptions) {
+    this.options = options;
+    this.client = new KubeClient(loadKubeConfig(options.kubeconfig));
+    const ns = options.namespace;
+    const scoped = (prefix: string, plural: string) =>
+      ns ? `${prefix}/namespaces/${encodeURIComponent(ns)}/${plural}` : `${prefix}/${plural}`;
+    const informer = <T extends Service | EndpointSlice | GatewayRoute | Secret>(
+      path: string,
+      fieldSelector?: string,
+    ) =>
+      new Informer<T>({
+        client: this.client,
+        path,
+        ...(fieldSelector ? { fieldSelector } : {}),
+        log: options.log,
+        onChange: () => this.schedule(),
+      });
+    this.services = informer<Service>(scoped("/api/v1", "services"));
+    this.endpointSlices = informer<EndpointSlice>(scoped("/apis/discovery.k8s.io/v1", "endpointslices"));
+    this.gatewayRoutes = informer<GatewayRoute>(
+      scoped(`/apis/${GATEWAY_ROUTE.group}/${GATEWAY_ROUTE.version}`, GATEWAY_ROUTE.plural),
+    );
+    this.secrets = informer<Secret>(scoped("/api/v1", "secrets"), "type=kubernetes.io/tls");
+    const le = options.leaderElection ?? {};
+    this.identity = le.identity ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+    this.elector = new LeaderElector({
+      client: this.client,
+      namespace: le.namespace ?? ns ?? "default",
+      name: le.name ?? "agw-control-plane",
+      identity: this.identity,
+      leaseDurationSeconds: le.leaseDurationSeconds ?? 15,
+      renewMs: le.renewMs ?? 2_000,
+      log: options.log,
+      onChange: (leading) => {
+        if (leading) this.writeStatuses();
+      },
+    });
+  }
+
+  get leading(): boolean {
+    return this.elector.leading;
+  }
+
+  /** The latest translation (undefined until every informer has listed once). */
+  get translation(): KubeTranslation | undefined {
+    return this.last;
+  }
+
+  informerStats() {
+    return Object.fromEntries(
+      [this.services, this.endpointSlices, this.gatewayRoutes, this.secrets].map((i) => [
+        i.path,
+        { ...i.stats },
+      ]),
+    );
+  }
+
+  /** Resolves once every informer has listed; the first translation is delivered before that. */
+  async start(): Promise<void> {
+    await Promise.all(
+      [this.services, this.endpointSlices, this.gatewayRoutes, this.secrets].map((i) => i.start()),
+    );
+    this.synced = true;
+    this.translate();
+    this.elector.start();
+    this.scheduleResync();
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.debounce);
+    clearTimeout(this.resyncTimer);
+    for (const i of [this.services, this.endpointSlices, this.gatewayRoutes, this.secrets]) i.stop();
+    await this.statusWrites;
+    await this.elector.stop();
+  }
+
+  /** Relists every resource now (what the periodic resync does). */
+  async resync(): Promise<void> {
+    await Promise.all(
+      [this.services, this.endpointSlices, this.gatewayRoutes, this.secrets].map((i) =>
+        i
+          .relist()
+          .catch((err) => this.options.log.warn({ err: String(err), path: i.path }, "resync list failed")),
+      ),
+    );
+  }
+
+  private scheduleResync(): void {
+    this.resyncTimer = setTimeout(async () => {
+      await this.resync();
+      this.scheduleResync();
+    }, this.options.resyncMs ?? 300_000);
+    this.resyncTimer.unref();
+  }
+
+  private schedule(): void {
+    if (!this.synced) return;
+    clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => this.translate(), DEBOUNCE_MS);
+  }
+
+  private translate(): void {
+    const translation = translateKube({
+      services: this.services.values(),
+      endpointSlices: this.endpointSlices.values(),
+      gatewayRoutes: this.gatewayRoutes.values(),
+      secrets: this.secrets.values(),
+    });
+    const { routes: _routes, ...served } = translation;
+    const hash = createHash("sha256").update(JSON.stringify(served)).digest("hex");
+    const secretErrorsChanged =
+      JSON.stringify(translation.secretErrors) !== JSON.stringify(this.last?.secretErrors);
+    this.last = translation;
+    if (secretErrorsChanged)
+      for (const e of translation.secretErrors)
+        this.options.log.error({ secret: e }, "TLS Secret not served");
+    if (hash !== this.lastHash) {
+      this.lastHash = hash;
+      this.options.onTranslation(translation);
+    }
+    if (this.leading) this.writeStatuses();
+  }
+
+  private writeStatuses(): void {
+    const reports = this.last?.routes ?? [];
+    this.statusWrites = this.statusWrites.then(async () => {
+      for (const report of reports) {
+        if (!this.leading) return;
+        await this.writeStatus(report).catch((err) => {
+          if (err instanceof KubeApiError && (err.status === 404 || err.status === 409)) return;
+          this.options.log.warn(
+            { err: String(err), route: `${report.namespace}/${report.name}` },
+            "status write failed",
+          );
+        });
+      }
+    });
+  }
+
+  private async writeStatus(report: RouteReport): Promise<void> {
+    const current = this.gatewayRoutes
+      .values()
+      .find((r) => r.metadata?.namespace === report.namespace && r.metadata?.name === report.name);
+    if (!current) return;
+    const generation = current.metadata?.generation ?? report.generation;
+    if (
+      sameConditions(current.status?.conditions, report.conditions, generation) &&
+      current.status?.observedGeneration === generation
+    )
+      return;
+    const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+    const conditions = report.conditions.map((c) => {
+      const before = current.status?.conditions?.find((x) => x.type === c.type);
+      return {
+        ...c,
+        observedGeneration: generation,
+        lastTransitionTime: before && before.status === c.status ? before.lastTransitionTime : now,
+      };
+    });
+    const path = `/apis/${GATEWAY_ROUTE.group}/${GATEWAY_ROUTE.version}/namespaces/${encodeURIComponent(report.namespace)}/${GATEWAY_ROUTE.plural}/${encodeURIComponent(report.name)}/status`;
+    // The resourceVersion makes the write conditional: a route edited meanwhile gets a 409 and
+    // its own MODIFIED event brings a fresh translation.
+    await this.client.request(
+      "PATCH",
+      path,
+      {
+        metadata: { resourceVersion: current.metadata?.resourceVersion },
+        status: { observedGeneration: generation, conditions },
+      },
+      "application/merge-patch+json",
+    );
+    this.statusWriteCount++;
+  }
+}

@@ -1,0 +1,225 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { clusterName, type KubeObjects, translateKube } from "./translate.ts";
+import type { EndpointSlice, GatewayRoute, Secret, Service } from "./types.ts";
+
+const service: Service = {
+  metadata: { name: "web", namespace: "shop" },
+  spec: {
+    ports: [
+      { name: "http", port: 80, targetPort: "web" as never },
+      { name: "admin", port: 9000 },
+    ],
+  },
+};
+
+function slice(
+  name: string,
+  endpoints: Array<{ ip: string; ready?: boolean; serving?: boolean; terminating?: boolean }>,
+  ports: Array<{ name: string; port: number }> = [{ name: "http", port: 8080 }],
+): EndpointSlice {
+  return {
+    metadata: { name, namespace: "shop", labels: { "kubernetes.io/service-name": "web" } },
+    addressType: "IPv4",
+    ports,
+    endpoints: endpoints.map(({ ip, ...conditions }) => ({ addresses: [ip], conditions })),
+  };
+}
+
+function route(name: string, spec: NonNullable<GatewayRoute["spec"]>): GatewayRoute {
+  return { metadata: { name, namespace: "shop", generation: 3 }, spec };
+}
+
+const objects = (o: Partial<KubeObjects>): KubeObjects => ({
+  services: [service],
+  endpointSlices: [],
+  gatewayRoutes: [],
+  secrets: [],
+  ...o,
+});
+
+const basicRoute = route("shop", {
+  listener: { name: "http", port: 8080 },
+  rules: [{ backendRefs: [{ name: "web", port: "http" }] }],
+});
+
+test("every EndpointSlice of a Service is merged; not-ready endpoints are left out; duplicates collapse", () => {
+  const out = translateKube(
+    objects({
+      gatewayRoutes: [basicRoute],
+      endpointSlices: [
+        slice("web-b", [{ ip: "10.0.0.3" }, { ip: "10.0.0.1" }]),
+        slice("web-a", [{ ip: "10.0.0.1" }, { ip: "10.0.0.2", ready: false }]),
+      ],
+    }),
+  );
+  const cluster = out.clusters.find((c) => c.name === clusterName("shop", "web", 80));
+  assert.deepEqual(
+    cluster?.endpoints.map((e) => `${e.address}:${e.port}`),
+    ["10.0.0.1:8080", "10.0.0.3:8080"],
+  );
+});
+
+test("the slice port is found by the Service port's name (a named targetPort resolves per slice)", () => {
+  const out = translateKube(
+    objects({
+      gatewayRoutes: [
+        route("admin", {
+          listener: { name: "http", port: 8080 },
+          rules: [{ backendRefs: [{ name: "web", port: 9000 }] }],
+        }),
+      ],
+      endpointSlices: [
+        slice(
+          "web-a",
+          [{ ip: "10.0.0.1" }],
+          [
+            { name: "http", port: 8080 },
+            { name: "admin", port: 9901 },
+          ],
+        ),
+      ],
+    }),
+  );
+  assert.deepEqual(out.clusters[0]?.endpoints, [{ address: "10.0.0.1", port: 9901, weight: 1 }]);
+});
+
+test("when nothing is ready, serving-but-terminating endpoints carry the traffic", () => {
+  const out = translateKube(
+    objects({
+      gatewayRoutes: [basicRoute],
+      endpointSlices: [
+        slice("web-a", [
+          { ip: "10.0.0.1", ready: false, serving: true, terminating: true },
+          { ip: "10.0.0.2", ready: false, serving: false, terminating: true },
+        ]),
+      ],
+    }),
+  );
+  assert.deepEqual(
+    out.clusters[0]?.endpoints.map((e) => e.address),
+    ["10.0.0.1"],
+  );
+});
+
+test("a missing Service or port is reported (ResolvedRefs False) and gets an empty cluster", () => {
+  const out = translateKube(
+    objects({
+      gatewayRoutes: [
+        route("r", {
+          listener: { name: "http", port: 8080 },
+          rules: [
+            {
+              backendRefs: [
+                { name: "nowhere", port: 80, weight: 1 },
+                { name: "web", port: "grpc", weight: 1 },
+              ],
+            },
+          ],
+        }),
+      ],
+    }),
+  );
+  const report = out.routes[0];
+  const resolved = report?.conditions.find((c) => c.type === "ResolvedRefs");
+  assert.equal(resolved?.status, "False");
+  assert.match(
+    resolved?.message ?? "",
+    /Service shop\/nowhere not found; Service shop\/web has no port grpc/,
+  );
+  assert.equal(report?.conditions.find((c) => c.type === "Accepted")?.status, "True");
+  assert.ok(out.clusters.every((c) => c.endpoints.length === 0));
+});
+
+test("two routes claiming one listener name with different ports: the later one is not accepted", () => {
+  const out = translateKube(
+    objects({
+      gatewayRoutes: [
+        route("b", {
+          listener: { name: "http", port: 9090 },
+          rules: [{ backendRefs: [{ name: "web", port: 80 }] }],
+        }),
+        basicRoute,
+      ],
+    }),
+  );
+  assert.equal(out.listeners.length, 1);
+  assert.equal(out.listeners[0]?.port, 9090);
+  const rejected = out.routes.find((r) => r.name === "shop");
+  assert.equal(rejected?.conditions.find((c) => c.type === "Accepted")?.status, "False");
+  assert.equal(rejected?.generation, 3);
+});
+
+function selfSigned(): { cert: string; key: string } {
+  const dir = mkdtempSync(join(tmpdir(), "agw-tls-"));
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      "k.pem",
+      "-out",
+      "c.pem",
+      "-subj",
+      "/CN=t",
+      "-days",
+      "1",
+    ],
+    { cwd: dir, stdio: "ignore" },
+  );
+  return { cert: readFileSync(join(dir, "c.pem"), "utf8"), key: readFileSync(join(dir, "k.pem"), "utf8") };
+}
+
+const secret = (namespace: string, name: string, cert: string, key: string): Secret => ({
+  metadata: { name, namespace },
+  type: "kubernetes.io/tls",
+  data: { "tls.crt": Buffer.from(cert).toString("base64"), "tls.key": Buffer.from(key).toString("base64") },
+});
+
+test("TLS Secrets are keyed by namespace/name; a bad PEM is reported and not served", () => {
+  const good = selfSigned();
+  const other = selfSigned();
+  const out = translateKube(
+    objects({
+      secrets: [
+        secret("a", "site", good.cert, good.key),
+        secret("b", "site", good.cert, good.key),
+        secret("a", "broken", "not a pem", good.key),
+        secret("a", "mismatch", good.cert, other.key),
+      ],
+    }),
+  );
+  assert.deepEqual(
+    out.secrets.map((s) => s.name),
+    ["a/site", "b/site"],
+  );
+  assert.equal(out.secretErrors.length, 2);
+  assert.match(out.secretErrors[0] ?? "", /^a\/broken: tls.crt is not a PEM certificate/);
+  assert.match(out.secretErrors[1] ?? "", /^a\/mismatch: tls.key does not match/);
+});
+
+test("the same objects in any order translate to the same IR", () => {
+  const slices = [slice("web-a", [{ ip: "10.0.0.1" }]), slice("web-b", [{ ip: "10.0.0.2" }])];
+  const routes = [
+    basicRoute,
+    route("z", {
+      listener: { name: "http", port: 8080 },
+      rules: [{ backendRefs: [{ name: "web", port: 80 }] }],
+    }),
+  ];
+  const a = translateKube(objects({ endpointSlices: slices, gatewayRoutes: routes }));
+  const b = translateKube(
+    objects({ endpointSlices: [...slices].reverse(), gatewayRoutes: [...routes].reverse() }),
+  );
+  assert.deepEqual(a, b);
+});

@@ -1,0 +1,330 @@
+/**
+ * Kubernetes objects (as the informers hold them) → an IR fragment plus what to report: each
+ * GatewayRoute's conditions and each TLS Secret that could not be served. Pure and order-independent
+ * (everything is sorted), so a resync or a cold start over the same objects gives the same IR.
+ */
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { parseDuration } from "@agw/core/config/schema";
+import {
+  DEFAULTS,
+  type HeaderOps,
+  type IrCluster,
+  type IrEndpoint,
+  type IrListener,
+  type IrRoute,
+  type IrSecret,
+  type ValueMatch,
+} from "@agw/core/ir";
+import type {
+  EndpointSlice,
+  GatewayRoute,
+  GatewayRouteHeaderModifier,
+  GatewayRouteValueMatch,
+  Secret,
+  Service,
+} from "./types.ts";
+
+export const SERVICE_NAME_LABEL = "kubernetes.io/service-name";
+
+export interface KubeObjects {
+  services: Iterable<Service>;
+  endpointSlices: Iterable<EndpointSlice>;
+  gatewayRoutes: Iterable<GatewayRoute>;
+  secrets: Iterable<Secret>;
+}
+
+export interface Condition {
+  type: "Accepted" | "ResolvedRefs" | "Programmed";
+  status: "True" | "False";
+  reason: string;
+  message: string;
+}
+
+export interface RouteReport {
+  namespace: string;
+  name: string;
+  generation: number;
+  conditions: Condition[];
+}
+
+export interface KubeTranslation {
+  listeners: IrListener[];
+  clusters: IrCluster[];
+  secrets: IrSecret[];
+  routes: RouteReport[];
+  /** "namespace/name: why" for each TLS Secret left out of the snapshot. */
+  secretErrors: string[];
+}
+
+const key = (namespace: string | undefined, name: string | undefined) => `${namespace ?? ""}/${name ?? ""}`;
+const byKey = <T>(a: [string, T], b: [string, T]) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+
+/** Cluster name for a Service port: unique per namespace, Service and port number. */
+export function clusterName(namespace: string, service: string, port: number): string {
+  return `k8s/${namespace}/${service}/${port}`;
+}
+
+interface ServicePortRef {
+  port: number;
+  name: string | undefined;
+}
+
+/** A backendRef's port (number or name) → the Service port it means. */
+function servicePort(svc: Service, port: number | string): ServicePortRef | undefined {
+  const p = (svc.spec?.ports ?? []).find((sp) =>
+    typeof port === "number" ? sp.port === port : sp.name === port,
+  );
+  return p ? { port: p.port, name: p.name || undefined } : undefined;
+}
+
+/**
+ * Endpoints of one Service port, merged over every EndpointSlice of the Service. The slice port is
+ * matched by the Service port's name (that is how the EndpointSlice controller writes it), which
+ * also resolves a named targetPort to each Pod's number. Ready endpoints are used; when none is
+ * ready, serving-but-terminating ones are (as kube-proxy does), so a rollout never drops to zero.
+ */
+function endpointsFor(slices: EndpointSlice[], port: ServicePortRef): IrEndpoint[] {
+  const ready = new Map<string, IrEndpoint>();
+  const terminating = new Map<string, IrEndpoint>();
+  for (const slice of slices) {
+    if (slice.addressType !== "IPv4" && slice.addressType !== "IPv6") continue;
+    const slicePort = (slice.ports ?? []).find((p) => (p.name || undefined) === port.name);
+    const number = slicePort?.port;
+    if (number === undefined || number === null) continue;
+    for (const ep of slice.endpoints ?? []) {
+      const c = ep.conditions ?? {};
+      const isReady = c.ready !== false;
+      const isServingTerminating = c.ready === false && c.serving === true && c.terminating === true;
+      for (const address of ep.addresses ?? []) {
+        const endpoint = { address, port: number, weight: 1 };
+        const id = `${address}|${number}`;
+        if (isReady) ready.set(id, endpoint);
+        else if (isServingTerminating) terminating.set(id, endpoint);
+      }
+    }
+  }
+  const chosen = ready.size > 0 ? ready : terminating;
+  return [...chosen].sort(byKey).map(([, e]) => e);
+}
+
+function headerOps(m: GatewayRouteHeaderModifier | undefined): HeaderOps {
+  return {
+    add: (m?.add ?? []).map((h) => [h.name.toLowerCase(), h.value]),
+    set: (m?.set ?? []).map((h) => [h.name.toLowerCase(), h.value]),
+    remove: (m?.remove ?? []).map((h) => h.toLowerCase()),
+  };
+}
+
+function valueMatch(m: GatewayRouteValueMatch, lowerName: boolean): ValueMatch {
+  const name = lowerName ? m.name.toLowerCase() : m.name;
+  const invert = m.invert ?? false;
+  switch (m.type ?? "Exact") {
+    case "RegularExpression":
+      return { name, kind: "regex", value: m.value ?? "", invert };
+    case "Present":
+      return { name, kind: "present", value: "", invert };
+    default:
+      return { name, kind: "exact", value: m.value ?? "", invert };
+  }
+}
+
+function checkRegex(source: string, what: string, problems: string[]): void {
+  try {
+    new RegExp(source);
+  } catch (e) {
+    problems.push(`${what}: invalid regular expression: ${(e as Error).message}`);
+  }
+}
+
+/** A TLS Secret → IR, or why it cannot be served. */
+function tlsSecret(secret: Secret): IrSecret | string {
+  const cert = Buffer.from(secret.data?.["tls.crt"] ?? "", "base64").toString("utf8");
+  const keyPem = Buffer.from(secret.data?.["tls.key"] ?? "", "base64").toString("utf8");
+  if (!cert.trim()) return "tls.crt is empty";
+  if (!keyPem.trim()) return "tls.key is empty";
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(cert);
+  } catch (e) {
+    return `tls.crt is not a PEM certificate: ${(e as Error).message}`;
+  }
+  try {
+    if (!x509.checkPrivateKey(createPrivateKey(keyPem)))
+      return "tls.key does not match the certificate in tls.crt";
+  } catch (e) {
+    return `tls.key is not a PEM private key: ${(e as Error).message}`;
+  }
+  return {
+    name: key(secret.metadata?.namespace, secret.metadata?.name),
+    certificateChainPem: cert,
+    privateKeyPem: keyPem,
+  };
+}
+
+export function translateKube(objects: KubeObjects): KubeTranslation {
+  const services = new Map<string, Service>();
+  for (const s of objects.services) services.set(key(s.metadata?.namespace, s.metadata?.name), s);
+  const slicesByService = new Map<string, EndpointSlice[]>();
+  for (const slice of objects.endpointSlices) {
+    const svc = slice.metadata?.labels?.[SERVICE_NAME_LABEL];
+    if (!svc) continue;
+    const k = key(slice.metadata?.namespace, svc);
+    slicesByService.set(k, [...(slicesByService.get(k) ?? []), slice]);
+  }
+  for (const list of slicesByService.values())
+    list.sort((a, b) => (a.metadata?.name ?? "").localeCompare(b.metadata?.name ?? ""));
+
+  const clusters = new Map<string, IrCluster>();
+  const listeners = new Map<string, IrListener & { owner: string }>();
+  const reports: RouteReport[] = [];
+  const routes = [...objects.gatewayRoutes]
+    .map((r) => [key(r.metadata?.namespace, r.metadata?.name), r] as [string, GatewayRoute])
+    .sort(byKey);
+
+  for (const [routeKey, gr] of routes) {
+    const namespace = gr.metadata?.namespace ?? "default";
+    const spec = gr.spec;
+    const problems: string[] = [];
+    const unresolved: string[] = [];
+    const irRoutes: IrRoute[] = [];
+    const wanted = new Map<string, IrCluster>();
+
+    (spec?.rules ?? []).forEach((rule, ruleIndex) => {
+      const weighted: Array<{ name: string; weight: number }> = [];
+      for (const ref of rule.backendRefs ?? []) {
+        const svc = services.get(key(namespace, ref.name));
+        const port = svc ? servicePort(svc, ref.port) : undefined;
+        if (!svc) unresolved.push(`Service ${namespace}/${ref.name} not found`);
+        else if (!port) unresolved.push(`Service ${namespace}/${ref.name} has no port ${ref.port}`);
+        // An unresolved backend still gets a cluster, an empty one: its share of traffic fails
+        // with 503 rather than silently moving to the other backends.
+        const name = port
+          ? clusterName(namespace, ref.name, port.port)
+          : `k8s/${namespace}/${ref.name}/${ref.port}`;
+        weighted.push({ name, weight: ref.weight ?? 1 });
+        if (!wanted.has(name)) {
+          wanted.set(name, {
+            name,
+            lb: "round_robin",
+            connectTimeoutMs: DEFAULTS.connectTimeoutMs,
+            idleTimeoutMs: DEFAULTS.idleTimeoutMs,
+            maxIdlePerEndpoint: DEFAULTS.maxIdlePerEndpoint,
+            maxRequestsPerConnection: 0,
+            endpoints: port ? endpointsFor(slicesByService.get(key(namespace, ref.name)) ?? [], port) : [],
+          });
+        }
+      }
+      const timeoutMs = rule.timeout === undefined ? DEFAULTS.routeTimeoutMs : parseDuration(rule.timeout);
+      if (timeoutMs === undefined)
+        problems.push(`rules[${ruleIndex}].timeout: "${rule.timeout}" is not a duration`);
+      const matches = rule.matches?.length ? rule.matches : [{}];
+      matches.forEach((m, matchIndex) => {
+        const where = `rules[${ruleIndex}].matches[${matchIndex}]`;
+        const pathType = m.path?.type ?? "PathPrefix";
+        const pathValue = m.path?.value ?? "/";
+        if (pathType === "RegularExpression") checkRegex(pathValue, `${where}.path`, problems);
+        for (const [i, h] of (m.headers ?? []).entries())
+          if (h.type === "RegularExpression") checkRegex(h.value ?? "", `${where}.headers[${i}]`, problems);
+        for (const [i, q] of (m.queryParams ?? []).entries())
+          if (q.type === "RegularExpression")
+            checkRegex(q.value ?? "", `${where}.queryParams[${i}]`, problems);
+        irRoutes.push({
+          name: `k8s/${namespace}/${gr.metadata?.name}/${ruleIndex}/${matchIndex}`,
+          order: 0,
+          hosts: spec?.hostnames ?? [],
+          path: {
+            kind: pathType === "Exact" ? "exact" : pathType === "RegularExpression" ? "regex" : "prefix",
+            value: pathValue,
+          },
+          methods: m.method ? [m.method] : [],
+          headers: (m.headers ?? []).map((h) => valueMatch(h, true)),
+          query: (m.queryParams ?? []).map((q) => valueMatch(q, false)),
+          target: weighted.length === 1 && weighted[0] ? { cluster: weighted[0].name } : { weighted },
+          timeoutMs: timeoutMs ?? DEFAULTS.routeTimeoutMs,
+          requestHeaders: headerOps(rule.filters?.requestHeaderModifier),
+          responseHeaders: headerOps(rule.filters?.responseHeaderModifier),
+          plugins: (rule.plugins ?? []).map((p) => ({ name: p.name, config: p.config ?? {} })),
+        });
+      });
+    });
+
+    const listenerSpec = spec?.listener;
+    const listenerName = listenerSpec?.name ?? "";
+    const address = listenerSpec?.address ?? DEFAULTS.listenerAddress;
+    const existing = listeners.get(listenerName);
+    if (!listenerSpec || !listenerName) problems.push("spec.listener is required");
+    else if (existing && (existing.port !== listenerSpec.port || existing.address !== address))
+      problems.push(
+        `listener "${listenerName}" is already ${existing.address}:${existing.port} (GatewayRoute ${existing.owner}); this route asks for ${address}:${listenerSpec.port}`,
+      );
+
+    const accepted = problems.length === 0;
+    if (accepted && listenerSpec) {
+      const listener = existing ?? {
+        name: listenerName,
+        address,
+        port: listenerSpec.port,
+        protocol: "http" as const,
+        routes: [],
+        owner: routeKey,
+      };
+      listener.routes.push(...irRoutes);
+      listeners.set(listenerName, listener);
+      for (const [name, c] of wanted) clusters.set(name, c);
+    }
+    reports.push({
+      namespace,
+      name: gr.metadata?.name ?? "",
+      generation: gr.metadata?.generation ?? 0,
+      conditions: [
+        accepted
+          ? { type: "Accepted", status: "True", reason: "Accepted", message: "Route is valid." }
+          : { type: "Accepted", status: "False", reason: "Invalid", message: problems.join("; ") },
+        unresolved.length === 0
+          ? {
+              type: "ResolvedRefs",
+              status: "True",
+              reason: "ResolvedRefs",
+              message: "All backends resolved.",
+            }
+          : {
+              type: "ResolvedRefs",
+              status: "False",
+              reason: "BackendNotFound",
+              message: unresolved.join("; "),
+            },
+        accepted
+          ? {
+              type: "Programmed",
+              status: "True",
+              reason: "Programmed",
+              message: "Route is in the xDS snapshot.",
+            }
+          : { type: "Programmed", status: "False", reason: "Invalid", message: "Route is not served." },
+      ],
+    });
+  }
+
+  const secrets: IrSecret[] = [];
+  const secretErrors: string[] = [];
+  const tls = [...objects.secrets]
+    .filter((s) => s.type === "kubernetes.io/tls")
+    .map((s) => [key(s.metadata?.namespace, s.metadata?.name), s] as [string, Secret])
+    .sort(byKey);
+  for (const [secretKey, s] of tls) {
+    const result = tlsSecret(s);
+    if (typeof result === "string") secretErrors.push(`${secretKey}: ${result}`);
+    else secrets.push(result);
+  }
+
+  return {
+    listeners: [...listeners.values()].map(({ owner: _owner, ...l }) => ({
+      ...l,
+      routes: l.routes.map((r, i) => ({ ...r, order: i })),
+    })),
+    clusters: [...clusters.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+    secrets,
+    routes: reports,
+    secretErrors,
+  };
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver and etcd from the Go module proxy into a cache outside the repository,
+# keyed by version, so a machine builds them once. Prints the directory holding the binaries.
+#
+# k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces every k8s.io/* staging module
+# with ./staging/... . A wrapper module requires it and replaces each staging module with its
+# published v0.MINOR.PATCH release instead.
+set -euo pipefail
+
+KUBE_VERSION="${AGW_KUBE_VERSION:-v1.37.2}"
+CACHE_ROOT="${AGW_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agw-k8s}"
+OUT="$CACHE_ROOT/$KUBE_VERSION"
+
+if [[ -x "$OUT/kube-apiserver" && -x "$OUT/etcd" ]]; then
+  echo "$OUT"
+  exit 0
+fi
+
+command -v go >/dev/null || { echo "scripts/kube/build.sh: go is not installed" >&2; exit 1; }
+
+STAGING_VERSION="v0.${KUBE_VERSION#v1.}"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+
+KK_GOMOD="$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+[[ -f "$KK_GOMOD" ]] || { echo "scripts/kube/build.sh: cannot fetch k8s.io/kubernetes@$KUBE_VERSION" >&2; exit 1; }
+
+GO_DIRECTIVE="$(grep -m1 -E '^go ' "$KK_GOMOD")"
+{
+  echo "module agw.dev/kube-build"
+  echo
+  echo "$GO_DIRECTIVE"
+  grep -E '^godebug ' "$KK_GOMOD" || true
+  echo
+  echo "require k8s.io/kubernetes $KUBE_VERSION"
+  echo
+  grep -oE '^\s*k8s\.io/[^ ]+ => \./staging/' "$KK_GOMOD" |
+    awk -v v="$STAGING_VERSION" '{ print "replace " $1 " => " $1 " " v }'
+} > go.mod
+cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "go.etcd.io/etcd/server/v3"
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+)
+GO
+
+go mod tidy >&2
+mkdir -p "$OUT.partial"
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$OUT.partial/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$OUT.partial/etcd" go.etcd.io/etcd/server/v3 >&2
+rm -rf "$OUT"
+mv "$OUT.partial" "$OUT"
+echo "$OUT"

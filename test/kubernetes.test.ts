@@ -1,0 +1,521 @@
+/**
+ * The Kubernetes source against a real etcd + kube-apiserver (scripts/kube): Services,
+ * EndpointSlices and GatewayRoutes → control plane → xDS → a data plane that routes real requests
+ * to real upstreams on 127.0.0.x; TLS Secrets in the snapshot; schema and status for bad routes;
+ * an API server restart; status written by the Lease holder only.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { type ControlPlane, startControlPlane } from "@agw/control-plane";
+import { KubeApiError, KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
+import type { GatewayRoute } from "@agw/control-plane/providers/kubernetes/types";
+import { TYPE_URL } from "@agw/core/xds/types";
+import { type DataPlane, startDataPlane } from "@agw/data-plane";
+import { parse } from "yaml";
+import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
+import { createPodNetwork, netnsUnavailableReason, type PodNetwork } from "../scripts/kube/netns.ts";
+import { freePort, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+
+const NS = "agw-test";
+const unavailable = kubeUnavailableReason() ?? netnsUnavailableReason();
+let api: TestApiServer | undefined;
+let client: KubeClient;
+let startError: unknown;
+/** Upstream "Pods": EndpointSlices refuse loopback addresses. */
+let pods: PodNetwork | undefined;
+
+const quiet = { info() {}, warn() {}, error() {}, debug() {}, child: () => quiet } as never;
+
+before(
+  async () => {
+    if (unavailable) return;
+    try {
+      pods = createPodNetwork(6);
+      api = await startTestApiServer();
+    } catch (e) {
+      startError = e;
+      return;
+    }
+    client = new KubeClient(loadKubeConfig(api.kubeconfig));
+    const crd = parse(readFileSync(join(ROOT, "deploy/crds/gateway.agw.dev_gatewayroutes.yaml"), "utf8"));
+    await client.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd);
+    await waitFor(
+      "GatewayRoute CRD established",
+      async () => {
+        const c = await client.request<{ status?: { conditions?: Array<{ type: string; status: string }> } }>(
+          "GET",
+          "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gatewayroutes.gateway.agw.dev",
+        );
+        return (
+          c.status?.conditions?.some((x) => x.type === "Established" && x.status === "True") || undefined
+        );
+      },
+      30_000,
+    );
+    await client.request("POST", "/api/v1/namespaces", { metadata: { name: NS } });
+  },
+  { timeout: 150_000 },
+);
+
+after(async () => {
+  pods?.close();
+  await api?.close();
+});
+
+function ready(t: import("node:test").TestContext): boolean {
+  if (!requireOrSkip(t, !unavailable, `kube-apiserver unavailable: ${unavailable}`)) return false;
+  if (startError) throw new Error(`kube-apiserver could not start: ${(startError as Error).message}`);
+  return true;
+}
+
+const ns = (plural: string, group = "/api/v1") => `${group}/namespaces/${NS}/${plural}`;
+const SLICES = "/apis/discovery.k8s.io/v1";
+const GR = "/apis/gateway.agw.dev/v1alpha1";
+
+function slice(
+  name: string,
+  service: string,
+  port: number,
+  endpoints: Array<{ ip: string; ready?: boolean }>,
+) {
+  return {
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    metadata: { name, namespace: NS, labels: { "kubernetes.io/service-name": service } },
+    addressType: "IPv4",
+    ports: [{ name: "http", port, protocol: "TCP" }],
+    endpoints: endpoints.map((e) => ({ addresses: [e.ip], conditions: { ready: e.ready ?? true } })),
+  };
+}
+
+function gatewayRoute(name: string, listenerPort: number, spec: Record<string, unknown>): GatewayRoute {
+  return {
+    apiVersion: "gateway.agw.dev/v1alpha1",
+    kind: "GatewayRoute",
+    metadata: { name, namespace: NS },
+    spec: { listener: { name: `port-${listenerPort}`, port: listenerPort }, ...spec },
+  } as GatewayRoute;
+}
+
+let nextBindAddress = 1;
+
+/**
+ * A control plane and its data plane. Each data plane binds its own loopback address, so several
+ * replicas serve the same listener ports side by side; `host` is that address.
+ */
+async function startPair(
+  kubeconfig: string,
+  identity: string,
+): Promise<{ cp: ControlPlane; dp: DataPlane; host: string; close: () => Promise<void> }> {
+  const host = `127.0.1.${nextBindAddress++}`;
+  const cp = await startControlPlane({
+    xdsHost: "127.0.0.1",
+    xdsPort: 0,
+    log: quiet,
+    kubernetes: {
+      kubeconfig,
+      namespace: NS,
+      leaderElection: { identity, leaseDurationSeconds: 3, renewMs: 500 },
+    },
+  });
+  const dp = await startDataPlane({
+    xds: `127.0.0.1:${cp.xds.address.port}`,
+    nodeId: identity,
+    bindAddress: host,
+    log: quiet,
+  });
+  let closed = false;
+  return {
+    cp,
+    dp,
+    host,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await dp.close();
+      await cp.close();
+    },
+  };
+}
+
+async function servedBy(url: string): Promise<string> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(3_000) });
+  return `${res.status} ${await res.text()}`;
+}
+
+/** Which upstreams answer over `n` requests. */
+async function spread(url: string, n: number): Promise<Set<string>> {
+  const seen = new Set<string>();
+  for (let i = 0; i < n; i++) seen.add(await servedBy(url));
+  return seen;
+}
+
+/**
+ * Milliseconds from `since` until the gateway's answers satisfy `ok` for `streak` requests in a
+ * row (the time of the first of them): how long routing took to follow a change.
+ */
+async function followTime(
+  url: string,
+  since: number,
+  ok: (body: string) => boolean,
+  streak = 12,
+): Promise<number> {
+  let firstGood = 0;
+  let good = 0;
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    const at = Date.now();
+    if (ok(await servedBy(url))) {
+      if (good++ === 0) firstGood = at;
+      if (good >= streak) return firstGood - since;
+    } else good = 0;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  throw new Error(`routing did not follow within 20 s (${url})`);
+}
+
+function snapshotVersions(cp: ControlPlane): Record<string, string> {
+  return Object.fromEntries([...(cp.cache.snapshot ?? [])].map(([t, s]) => [t, s.version]));
+}
+
+const timings: Record<string, number> = {};
+
+test("Service + two EndpointSlices + GatewayRoute: the data plane routes to every endpoint; named ports resolve", async (t) => {
+  if (!ready(t) || !api || !pods) return;
+  const [ip1 = "", ip2 = "", ip3 = "", ip4 = ""] = pods.addresses;
+  const { port, stop } = await pods.serve([ip1, ip2, ip3, ip4]);
+  t.after(stop);
+  const listenerPort = await freePort();
+  await client.request("POST", ns("services"), {
+    metadata: { name: "echo", namespace: NS },
+    spec: { ports: [{ name: "http", port: 80, targetPort: "web", protocol: "TCP" }] },
+  });
+  await client.request(
+    "POST",
+    ns("endpointslices", SLICES),
+    slice("echo-a", "echo", port, [{ ip: ip1 }, { ip: ip2 }]),
+  );
+  await client.request("POST", ns("endpointslices", SLICES), slice("echo-b", "echo", port, [{ ip: ip3 }]));
+  await client.request(
+    "POST",
+    ns("gatewayroutes", GR),
+    gatewayRoute("echo", listenerPort, {
+      rules: [
+        {
+          matches: [{ path: { type: "PathPrefix", value: "/by-name" } }],
+          backendRefs: [{ name: "echo", port: "http" }],
+        },
+        {
+          matches: [{ path: { type: "PathPrefix", value: "/by-number" } }],
+          backendRefs: [{ name: "echo", port: 80 }],
+        },
+      ],
+    }),
+  );
+
+  const pair = await startPair(api.kubeconfig, "replica-a");
+  t.after(() => pair.close());
+  assert.ok(await pair.dp.ready(15_000), "data plane got a config");
+  const base = `http://${pair.host}:${listenerPort}`;
+  await waitFor("the listener", () => servedBy(`${base}/by-name`).catch(() => undefined), 10_000);
+  assert.deepEqual([...(await spread(`${base}/by-name`, 18))].sort(), [
+    `200 ${ip1}`,
+    `200 ${ip2}`,
+    `200 ${ip3}`,
+  ]);
+  assert.deepEqual([...(await spread(`${base}/by-number`, 18))].sort(), [
+    `200 ${ip1}`,
+    `200 ${ip2}`,
+    `200 ${ip3}`,
+  ]);
+
+  // Added endpoint.
+  let since = Date.now();
+  await client.request("PUT", `${ns("endpointslices", SLICES)}/echo-b`, {
+    ...slice("echo-b", "echo", port, [{ ip: ip3 }, { ip: ip4 }]),
+  });
+  timings.added = await followTime(`${base}/by-name`, since, (b) => b === `200 ${ip4}`, 1);
+  assert.deepEqual([...(await spread(`${base}/by-name`, 24))].sort(), [
+    `200 ${ip1}`,
+    `200 ${ip2}`,
+    `200 ${ip3}`,
+    `200 ${ip4}`,
+  ]);
+
+  // Not ready: the first Pod stays in its slice but must stop getting traffic.
+  since = Date.now();
+  await client.request("PUT", `${ns("endpointslices", SLICES)}/echo-a`, {
+    ...slice("echo-a", "echo", port, [{ ip: ip1, ready: false }, { ip: ip2 }]),
+  });
+  timings.notReady = await followTime(`${base}/by-name`, since, (b) => b !== `200 ${ip1}`);
+
+  // Removed: a whole slice goes.
+  since = Date.now();
+  await client.request("DELETE", `${ns("endpointslices", SLICES)}/echo-b`);
+  timings.removed = await followTime(`${base}/by-name`, since, (b) => b === `200 ${ip2}`);
+  assert.deepEqual([...(await spread(`${base}/by-name`, 12))], [`200 ${ip2}`]);
+  t.diagnostic(`routing followed: ${JSON.stringify(timings)} ms after the API write returned`);
+  for (const [what, ms] of Object.entries(timings)) assert.ok(ms < 10_000, `${what} took ${ms} ms`);
+
+  // Resync relists everything and lands on the snapshot it already had.
+  const beforeResync = snapshotVersions(pair.cp);
+  await pair.cp.kubernetes?.resync();
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(snapshotVersions(pair.cp), beforeResync);
+});
+
+function tlsPair(cn: string): { cert: string; key: string } {
+  const dir = tempDir("agw-tls-");
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      "k.pem",
+      "-out",
+      "c.pem",
+      "-subj",
+      `/CN=${cn}`,
+      "-days",
+      "1",
+    ],
+    { cwd: dir, stdio: "ignore" },
+  );
+  return { cert: readFileSync(join(dir, "c.pem"), "utf8"), key: readFileSync(join(dir, "k.pem"), "utf8") };
+}
+
+function tlsSecret(name: string, cert: string, key: string) {
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    type: "kubernetes.io/tls",
+    metadata: { name, namespace: NS },
+    data: { "tls.crt": Buffer.from(cert).toString("base64"), "tls.key": Buffer.from(key).toString("base64") },
+  };
+}
+
+test("TLS Secrets: the snapshot carries each one by namespace/name, follows rotation, and leaves out a bad PEM", async (t) => {
+  if (!ready(t) || !api) return;
+  const pair = await startPair(api.kubeconfig, "replica-tls");
+  t.after(() => pair.close());
+  const secretsOf = () => pair.cp.cache.snapshot?.get(TYPE_URL.secret)?.resources;
+  const first = tlsPair("one.example");
+  await client.request("POST", ns("secrets"), tlsSecret("site", first.cert, first.key));
+  const v1 = await waitFor("secret in the snapshot", () => secretsOf()?.get(`${NS}/site`)?.version);
+
+  const second = tlsPair("two.example");
+  await client.request("PUT", `${ns("secrets")}/site`, tlsSecret("site", second.cert, second.key));
+  const v2 = await waitFor("rotated secret", () => {
+    const v = secretsOf()?.get(`${NS}/site`)?.version;
+    return v && v !== v1 ? v : undefined;
+  });
+  assert.notEqual(v2, v1);
+  await client.request(
+    "POST",
+    ns("secrets"),
+    tlsSecret("broken", "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n", first.key),
+  );
+  await client.request("POST", ns("secrets"), tlsSecret("mismatched", first.cert, second.key));
+  await waitFor("bad secrets reported", () =>
+    (pair.cp.kubernetes?.translation?.secretErrors.length ?? 0) >= 2 ? true : undefined,
+  );
+  const errors = pair.cp.kubernetes?.translation?.secretErrors ?? [];
+  assert.match(errors.join("\n"), new RegExp(`${NS}/broken: tls.crt is not a PEM certificate`));
+  assert.match(errors.join("\n"), new RegExp(`${NS}/mismatched: tls.key does not match`));
+  assert.deepEqual([...(secretsOf()?.keys() ?? [])], [`${NS}/site`]);
+});
+
+test("an invalid GatewayRoute is rejected by the schema, or served nowhere and reported in status", async (t) => {
+  if (!ready(t) || !api) return;
+  const listenerPort = await freePort();
+  const rejected = await client
+    .request(
+      "POST",
+      ns("gatewayroutes", GR),
+      gatewayRoute("bad-path", listenerPort, {
+        rules: [
+          {
+            matches: [{ path: { type: "PathPrefix", value: "no-slash" } }],
+            backendRefs: [{ name: "echo", port: 80 }],
+          },
+        ],
+      }),
+    )
+    .then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+  assert.ok(rejected instanceof KubeApiError, "the API server refused it");
+  assert.equal(rejected.status, 422);
+  assert.match(rejected.message, /an Exact or PathPrefix path starts with \//);
+  const noBackends = await client
+    .request(
+      "POST",
+      ns("gatewayroutes", GR),
+      gatewayRoute("no-backends", listenerPort, { rules: [{ backendRefs: [] }] }),
+    )
+    .then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+  assert.ok(noBackends instanceof KubeApiError && noBackends.status === 422);
+
+  const pair = await startPair(api.kubeconfig, "replica-status");
+  t.after(() => pair.close());
+  await client.request(
+    "POST",
+    ns("gatewayroutes", GR),
+    gatewayRoute("bad-regex", listenerPort, {
+      rules: [
+        {
+          matches: [{ path: { type: "RegularExpression", value: "/(" } }],
+          backendRefs: [{ name: "echo", port: 80 }],
+        },
+      ],
+    }),
+  );
+  await client.request(
+    "POST",
+    ns("gatewayroutes", GR),
+    gatewayRoute("missing-svc", listenerPort, {
+      rules: [{ backendRefs: [{ name: "nowhere", port: 80 }] }],
+    }),
+  );
+  const conditionsOf = async (name: string) =>
+    (await client.request<GatewayRoute>("GET", `${ns("gatewayroutes", GR)}/${name}`)).status?.conditions ??
+    [];
+  const badRegex = await waitFor("bad-regex status", async () => {
+    const c = await conditionsOf("bad-regex");
+    return c.find((x) => x.type === "Accepted") ? c : undefined;
+  });
+  const accepted = badRegex.find((x) => x.type === "Accepted");
+  assert.equal(accepted?.status, "False");
+  assert.match(accepted?.message ?? "", /invalid regular expression/);
+  assert.equal(badRegex.find((x) => x.type === "Programmed")?.status, "False");
+  const routes = pair.cp.cache.snapshot?.get(TYPE_URL.route)?.resources;
+  assert.ok(
+    ![...(routes?.keys() ?? [])].some((k) => k.includes("/bad-regex/")),
+    "the bad route is not served",
+  );
+
+  const missing = await waitFor("missing-svc status", async () => {
+    const c = await conditionsOf("missing-svc");
+    return c.find((x) => x.type === "ResolvedRefs") ? c : undefined;
+  });
+  assert.equal(missing.find((x) => x.type === "ResolvedRefs")?.status, "False");
+  assert.match(
+    missing.find((x) => x.type === "ResolvedRefs")?.message ?? "",
+    /Service agw-test\/nowhere not found/,
+  );
+  await client.request("DELETE", `${ns("gatewayroutes", GR)}/bad-regex`);
+  await client.request("DELETE", `${ns("gatewayroutes", GR)}/missing-svc`);
+});
+
+test("status is written by the Lease holder only; the other replica takes over when it leaves", async (t) => {
+  if (!ready(t) || !api) return;
+  const a = await startPair(api.kubeconfig, "replica-1");
+  t.after(() => a.close());
+  await waitFor("replica-1 leads", () => (a.cp.kubernetes?.leading ? true : undefined));
+  const b = await startPair(api.kubeconfig, "replica-2");
+  t.after(() => b.close());
+  const listenerPort = await freePort();
+  await client.request(
+    "POST",
+    ns("gatewayroutes", GR),
+    gatewayRoute("leader-check", listenerPort, {
+      rules: [{ backendRefs: [{ name: "echo", port: 80 }] }],
+    }),
+  );
+  const generation1 = await waitFor("status by the leader", async () => {
+    const r = await client.request<GatewayRoute>("GET", `${ns("gatewayroutes", GR)}/leader-check`);
+    return r.status?.observedGeneration;
+  });
+  assert.equal(generation1, 1);
+  // Both replicas serve the route over xDS.
+  for (const p of [a, b])
+    await waitFor(
+      "route in every replica's snapshot",
+      () =>
+        [...(p.cp.cache.snapshot?.get(TYPE_URL.route)?.resources.keys() ?? [])].some((k) =>
+          k.includes("/leader-check/"),
+        ) || undefined,
+    );
+  assert.equal(b.cp.kubernetes?.leading, false);
+  assert.equal(b.cp.kubernetes?.statusWriteCount, 0, "the follower wrote no status");
+
+  await a.close();
+  await waitFor("replica-2 takes over", () => (b.cp.kubernetes?.leading ? true : undefined), 15_000);
+  const current = await client.request<GatewayRoute>("GET", `${ns("gatewayroutes", GR)}/leader-check`);
+  await client.request("PUT", `${ns("gatewayroutes", GR)}/leader-check`, {
+    ...current,
+    spec: { ...current.spec, hostnames: ["leader.example"] },
+  });
+  const generation2 = await waitFor("status by the new leader", async () => {
+    const r = await client.request<GatewayRoute>("GET", `${ns("gatewayroutes", GR)}/leader-check`);
+    return r.status?.observedGeneration === 2 ? 2 : undefined;
+  });
+  assert.equal(generation2, 2);
+  assert.ok((b.cp.kubernetes?.statusWriteCount ?? 0) > 0);
+  await client.request("DELETE", `${ns("gatewayroutes", GR)}/leader-check`);
+});
+
+test("kube-apiserver restarted mid-watch: the controller converges to the cold-start snapshot", async (t) => {
+  if (!ready(t) || !api || !pods) return;
+  const listenerPort = await freePort();
+  const [, , , , ip5 = "", ip6 = ""] = pods.addresses;
+  const { port, stop } = await pods.serve([ip5, ip6]);
+  t.after(stop);
+  await client.request("POST", ns("services"), {
+    metadata: { name: "restart", namespace: NS },
+    spec: { ports: [{ name: "http", port: 8080, targetPort: 8080, protocol: "TCP" }] },
+  });
+  await client.request(
+    "POST",
+    ns("endpointslices", SLICES),
+    slice("restart-a", "restart", port, [{ ip: ip5 }]),
+  );
+  await client.request(
+    "POST",
+    ns("gatewayroutes", GR),
+    gatewayRoute("restart", listenerPort, {
+      rules: [{ backendRefs: [{ name: "restart", port: 8080 }] }],
+    }),
+  );
+  const running = await startPair(api.kubeconfig, "replica-running");
+  t.after(() => running.close());
+  const base = `http://${running.host}:${listenerPort}`;
+  await waitFor("routing before the restart", async () =>
+    (await servedBy(base)) === `200 ${ip5}` ? true : undefined,
+  );
+
+  await api.restart();
+  // Changes after the restart reach the running controller only if its watches came back.
+  await client.request(
+    "PUT",
+    `${ns("endpointslices", SLICES)}/restart-a`,
+    slice("restart-a", "restart", port, [{ ip: ip6 }]),
+  );
+  await waitFor(
+    "routing after the restart",
+    async () => ((await servedBy(base)) === `200 ${ip6}` ? true : undefined),
+    30_000,
+  );
+  // The data plane kept serving during the restart, and still does.
+  const cold = await startPair(api.kubeconfig, "replica-cold");
+  t.after(() => cold.close());
+  await waitFor(
+    "running and cold-start snapshots agree",
+    () =>
+      JSON.stringify(snapshotVersions(running.cp)) === JSON.stringify(snapshotVersions(cold.cp))
+        ? true
+        : undefined,
+    10_000,
+  );
+});

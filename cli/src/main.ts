@@ -5,6 +5,7 @@ import { startControlPlane } from "@agw/control-plane";
 import { loadConfigFile } from "@agw/core/config/loader";
 import { parseHostPort } from "@agw/core/config/semantic";
 import { startDataPlane } from "@agw/data-plane";
+import { certificateCommonName, xdsTransportSecurity } from "@agw/control-plane/xds/transport-security";
 import { addressOf, startDemoUpstream } from "./demo-upstream.ts";
 
 const USAGE: Record<string, string> = {
@@ -24,6 +25,11 @@ Run 'agw <command> --help' for the options of a command.`,
 
   -c, --config FILE        config.yaml to serve (watched for changes)
   --xds-listen ADDR:PORT   control plane gRPC (xDS) address (default 127.0.0.1:18000)
+  --xds-cert/--xds-key/--xds-ca FILE
+                           mTLS for xDS: the control plane's certificate and key, and the CA that
+                           signs data plane certificates (node id = the client certificate's CN).
+                           Required unless --xds-listen is loopback or --xds-plaintext is given
+  --xds-plaintext          allow plaintext xDS on a non-loopback --xds-listen
   --admin ADDR:PORT        data plane admin: /ready, /config_dump, ... (default 127.0.0.1:9901)
   --cp-admin ADDR:PORT     control plane admin: /ready, /dataplanes, /config_dump (default 127.0.0.1:9902)
   --node-id ID             data plane node id (default: the host name)
@@ -36,6 +42,11 @@ Run 'agw <command> --help' for the options of a command.`,
 
   -c, --config FILE        config.yaml to serve (watched for changes)
   --xds-listen ADDR:PORT   gRPC (xDS) address (default 127.0.0.1:18000)
+  --xds-cert/--xds-key/--xds-ca FILE
+                           mTLS for xDS: the control plane's certificate and key, and the CA that
+                           signs data plane certificates (node id = the client certificate's CN).
+                           Required unless --xds-listen is loopback or --xds-plaintext is given
+  --xds-plaintext          allow plaintext xDS on a non-loopback --xds-listen
   --admin ADDR:PORT        admin: /ready, /dataplanes, /config_dump (default 127.0.0.1:9902)
   --kube                   also read Services, EndpointSlices, GatewayRoutes and TLS Secrets from
                            Kubernetes (kubeconfig: KUBECONFIG, ~/.kube/config or in-cluster); -c optional
@@ -43,7 +54,14 @@ Run 'agw <command> --help' for the options of a command.`,
   --namespace NS           with --kube: watch one namespace only (default: all)`,
   "data-plane": `Usage: agw data-plane --xds ADDR:PORT --node-id ID [options]
 
-  --xds ADDR:PORT          control plane gRPC (xDS) address
+  --xds ADDR:PORT          control plane gRPC (xDS) address; repeat (or comma-separate) for replicas,
+                           a DNS name resolving to several addresses counts as several
+  --xds-protocol P         delta (incremental, default) or sotw (state of the world)
+  --xds-cert/--xds-key/--xds-ca FILE
+                           mTLS to the control plane: this data plane's certificate and key, and the
+                           CA of the control plane's certificate. Required unless every --xds
+                           address is loopback or --xds-plaintext is given
+  --xds-plaintext          allow plaintext xDS to a non-loopback control plane
   --node-id ID             this data plane's node id (default: the host name)
   --admin ADDR:PORT        admin: /ready, /healthz, /config_dump, /server_info (default 127.0.0.1:9901)
   --bind-address ADDR      bind every listener on ADDR instead of its configured address
@@ -101,7 +119,12 @@ async function main(argv: string[]): Promise<number> {
     options: {
       config: { type: "string", short: "c" },
       "xds-listen": { type: "string" },
-      xds: { type: "string" },
+      xds: { type: "string", multiple: true },
+      "xds-protocol": { type: "string" },
+      "xds-cert": { type: "string" },
+      "xds-key": { type: "string" },
+      "xds-ca": { type: "string" },
+      "xds-plaintext": { type: "boolean" },
       admin: { type: "string" },
       "cp-admin": { type: "string" },
       "node-id": { type: "string" },
@@ -132,6 +155,18 @@ async function main(argv: string[]): Promise<number> {
       : undefined;
   const configOrKube = () => (kubernetes && !values.config ? undefined : needConfig());
   const nodeId = values["node-id"] ?? (await import("node:os")).hostname();
+  const xdsCertificates = (hosts: string[], role: "control plane" | "data plane") => {
+    try {
+      return xdsTransportSecurity(
+        { cert: values["xds-cert"], key: values["xds-key"], ca: values["xds-ca"] },
+        values["xds-plaintext"] ?? false,
+        hosts,
+        role,
+      );
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  };
 
   switch (command) {
     case "validate": {
@@ -156,6 +191,7 @@ async function main(argv: string[]): Promise<number> {
         ...(kubernetes ? { kubernetes } : {}),
         xdsHost: xds.host,
         xdsPort: xds.port,
+        xdsTls: xdsCertificates([xds.host], "control plane"),
         admin: hostPort(values.admin, "127.0.0.1:9902", "--admin"),
       });
       console.log(
@@ -166,15 +202,22 @@ async function main(argv: string[]): Promise<number> {
     }
     case "data-plane": {
       const { startDataPlane } = await import("@agw/data-plane");
-      if (!values.xds) throw new UsageError("--xds ADDR:PORT is required");
+      const servers = (values.xds ?? []).flatMap((x) => x.split(",")).filter((x) => x !== "");
+      if (servers.length === 0) throw new UsageError("--xds ADDR:PORT is required");
+      const xdsHosts = servers.map((s) => hostPort(s, "", "--xds").host);
+      const xdsProtocol = values["xds-protocol"] ?? "delta";
+      if (xdsProtocol !== "delta" && xdsProtocol !== "sotw")
+        throw new UsageError(`--xds-protocol: expected delta or sotw, got "${xdsProtocol}"`);
       const dp = await startDataPlane({
-        xds: values.xds,
+        xds: servers,
+        xdsProtocol,
+        xdsTls: xdsCertificates(xdsHosts, "data plane"),
         nodeId,
         admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),
         ...(values["bind-address"] ? { bindAddress: values["bind-address"] } : {}),
       });
       console.log(
-        `data plane ${nodeId}: xDS ${values.xds}, admin http://${dp.admin?.address.address}:${dp.admin?.address.port}/ready`,
+        `data plane ${nodeId}: xDS ${servers.join(",")}, admin http://${dp.admin?.address.address}:${dp.admin?.address.port}/ready`,
       );
       onShutdown(() => dp.close());
       return -1;
@@ -194,11 +237,16 @@ async function main(argv: string[]): Promise<number> {
         ...(kubernetes ? { kubernetes } : {}),
         xdsHost: xds.host,
         xdsPort: xds.port,
+        xdsTls: xdsCertificates([xds.host], "control plane"),
         admin: hostPort(values["cp-admin"], "127.0.0.1:9902", "--cp-admin"),
       });
+      // With mTLS the built-in data plane presents the control plane's own certificate, so its
+      // node id is that certificate's CN (which must also name the xDS address it dials).
+      const runTls = xdsCertificates([xds.host], "control plane");
       const dp = await startDataPlane({
         xds: `${cp.xds.address.address}:${cp.xds.address.port}`,
-        nodeId,
+        xdsTls: runTls,
+        nodeId: runTls && !values["node-id"] ? certificateCommonName(runTls.cert) : nodeId,
         admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),
       });
       onShutdown(async () => {

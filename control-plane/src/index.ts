@@ -15,7 +15,7 @@ import { mergeIr } from "./providers/kubernetes/merge.ts";
 import { KubernetesProvider, type KubernetesProviderOptions } from "./providers/kubernetes/provider.ts";
 import type { KubeTranslation } from "./providers/kubernetes/translate.ts";
 import { translateConfig } from "./translator.ts";
-import { type AdsServer, createAdsService, startAdsServer } from "./xds/ads-server.ts";
+import { type AdsServer, type AdsTlsOptions, createAdsService, startAdsServer } from "./xds/ads-server.ts";
 import { SnapshotCache } from "./xds/cache.ts";
 import { DataPlaneRegistry } from "./xds/dataplanes.ts";
 import { irToSnapshot } from "./xds/resources.ts";
@@ -27,6 +27,10 @@ export interface ControlPlaneOptions {
   kubernetes?: Omit<KubernetesProviderOptions, "log" | "onTranslation">;
   xdsHost: string;
   xdsPort: number;
+  /** mTLS for xDS (data planes need a client certificate from `ca`); omitted = plaintext. */
+  xdsTls?: AdsTlsOptions | undefined;
+  /** xDS streams end gracefully after about this long and data planes reconnect (default 30 min). */
+  xdsMaxStreamAgeMs?: number;
   /** Admin listener; omit to run without one. */
   admin?: { host: string; port: number };
   log?: Logger;
@@ -102,7 +106,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const xds = await startAdsServer(
     options.xdsHost,
     options.xdsPort,
-    createAdsService(cache, dataPlanes, log),
+    createAdsService(cache, dataPlanes, log, { maxStreamAgeMs: options.xdsMaxStreamAgeMs ?? 30 * 60_000 }),
+    { tls: options.xdsTls },
   );
   await provider?.start();
   await kube?.start();

@@ -108,12 +108,14 @@ function openStream<R>(
   })();
   return {
     events,
-    async close() {
+    close() {
       clearTimeout(ageTimer);
       unwatch();
       streams.delete(events as never);
       events.close();
-      await pump.catch(() => undefined);
+      // Not awaited: when the server ends the stream (shutdown, max age, a refused node) the
+      // client's side may still be open; the RPC's end releases the reader.
+      pump.catch(() => undefined);
     },
   };
 }
@@ -334,7 +336,7 @@ export function createAdsService(
           else recordAck(log, state, typeUrl, typeState, req.versionInfo);
         }
       } finally {
-        await stream.close();
+        stream.close();
         if (state) {
           registry.close(state);
           log.info({ node: state.nodeId, stream: state.streamId }, "data plane disconnected");
@@ -471,7 +473,7 @@ export function createAdsService(
           }
         }
       } finally {
-        await stream.close();
+        stream.close();
         if (state) {
           registry.close(state);
           log.info({ node: state.nodeId, stream: state.streamId }, "data plane disconnected");

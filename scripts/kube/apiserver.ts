@@ -114,8 +114,15 @@ export interface TestApiServer {
   readonly kubeconfig: string;
   readonly token: string;
   readonly caPem: string;
+  /** Writes a kubeconfig that authenticates with `token` (e.g. a ServiceAccount's). */
+  kubeconfigFor(token: string): string;
   /** Stops kube-apiserver (etcd keeps its data) and starts it again on the same port. */
   restart(): Promise<void>;
+  /**
+   * Compacts etcd's history up to now: a watch resuming from an older resourceVersion then gets
+   * 410 Gone (once the API server's watch cache no longer holds it, e.g. after a restart).
+   */
+  compactEtcd(): Promise<number>;
   stopApiServer(): Promise<void>;
   startApiServer(): Promise<void>;
   logs(): string;
@@ -216,30 +223,49 @@ export async function startTestApiServer(): Promise<TestApiServer> {
     throw e;
   }
 
-  const kubeconfig = join(dir, "kubeconfig.yaml");
-  writeFileSync(
-    kubeconfig,
-    JSON.stringify({
-      apiVersion: "v1",
-      kind: "Config",
-      clusters: [
-        {
-          name: "test",
-          cluster: { server, "certificate-authority-data": Buffer.from(caPem).toString("base64") },
-        },
-      ],
-      users: [{ name: "admin", user: { token } }],
-      contexts: [{ name: "test", context: { cluster: "test", user: "admin" } }],
-      "current-context": "test",
-    }),
-  );
+  let kubeconfigs = 0;
+  const kubeconfigFor = (bearer: string) => {
+    const file = join(dir, `kubeconfig-${kubeconfigs++}.yaml`);
+    writeFileSync(
+      file,
+      JSON.stringify({
+        apiVersion: "v1",
+        kind: "Config",
+        clusters: [
+          {
+            name: "test",
+            cluster: { server, "certificate-authority-data": Buffer.from(caPem).toString("base64") },
+          },
+        ],
+        users: [{ name: "user", user: { token: bearer } }],
+        contexts: [{ name: "test", context: { cluster: "test", user: "user" } }],
+        "current-context": "test",
+      }),
+    );
+    return file;
+  };
+  const kubeconfig = kubeconfigFor(token);
 
   return {
     server,
     kubeconfig,
     token,
     caPem,
+    kubeconfigFor,
     logs,
+    async compactEtcd() {
+      const range = await fetch(`${etcdUrl}/v3/kv/range`, {
+        method: "POST",
+        body: JSON.stringify({ key: Buffer.from("/").toString("base64") }),
+      });
+      const revision = Number(((await range.json()) as { header: { revision: string } }).header.revision);
+      const compacted = await fetch(`${etcdUrl}/v3/kv/compaction`, {
+        method: "POST",
+        body: JSON.stringify({ revision, physical: true }),
+      });
+      if (!compacted.ok) throw new Error(`etcd compaction failed: ${await compacted.text()}`);
+      return revision;
+    },
     stopApiServer,
     startApiServer,
     async restart() {

@@ -19,6 +19,7 @@ Commands:
   data-plane     connect to a control plane and proxy traffic
   validate       check a config file; exit 0, or 1 listing every error
   demo-upstream  the small echo server used by the quickstart
+  ebpf-agent     short-circuit same-node TCP (data plane <-> app) with sockmap eBPF (root)
 
 Run 'agw <command> --help' for the options of a command.`,
   run: `Usage: agw run -c FILE [options]
@@ -69,6 +70,18 @@ Run 'agw <command> --help' for the options of a command.`,
   validate: `Usage: agw validate -c FILE
 
   -c, --config FILE        config.yaml to check; prints every error as FILE:LINE PATH: MESSAGE`,
+  "ebpf-agent": `Usage: agw ebpf-agent [options]
+
+Data a process sends to a peer socket on this node goes straight to the peer's receive queue instead
+of through the TCP/IP stack and lo. Opt-in and scoped to a cgroup v2 directory; connections it does not
+handle stay plain TCP, and when it stops (even killed) everything it attached goes with it.
+
+  --cgroup PATH            cgroup v2 directory whose new sockets are eligible (default: the cgroup2 root)
+  --local-address CIDR     an address of this node (repeatable; default: loopback and every interface address)
+  --port N                 only connections with this local or remote port (repeatable; default: any)
+  --queue-budget BYTES     bytes a peer may leave unread before messages fall back to TCP (default 1048576)
+  --metrics ADDR:PORT      Prometheus /metrics, /ready, /status (default 127.0.0.1:9903)
+  --inert-if-unsupported   when this machine cannot run it, serve metrics (agw_ebpf_attached 0) instead of exiting 1`,
   "demo-upstream": `Usage: agw demo-upstream [--listen ADDR:PORT]
 
   --listen ADDR:PORT       default 127.0.0.1:9080`,
@@ -131,6 +144,12 @@ async function main(argv: string[]): Promise<number> {
       "demo-upstream": { type: "string" },
       "bind-address": { type: "string" },
       listen: { type: "string" },
+      cgroup: { type: "string" },
+      "local-address": { type: "string", multiple: true },
+      port: { type: "string", multiple: true },
+      "queue-budget": { type: "string" },
+      metrics: { type: "string" },
+      "inert-if-unsupported": { type: "boolean" },
       kube: { type: "boolean" },
       kubeconfig: { type: "string" },
       namespace: { type: "string" },
@@ -221,6 +240,19 @@ async function main(argv: string[]): Promise<number> {
       );
       onShutdown(() => dp.close());
       return -1;
+    }
+    case "ebpf-agent": {
+      const { runAgentCommand } = await import("@agw/ebpf-agent/cli");
+      return runAgentCommand({
+        cgroup: values.cgroup,
+        localAddresses: values["local-address"],
+        ports: values.port,
+        queueBudget: values["queue-budget"],
+        metrics: hostPort(values.metrics, "127.0.0.1:9903", "--metrics"),
+        inertIfUnsupported: values["inert-if-unsupported"],
+      }).catch((e: unknown) => {
+        throw e instanceof RangeError ? new UsageError(e.message) : e;
+      });
     }
     case "run": {
       const [{ startControlPlane }, { startDataPlane }] = await Promise.all([

@@ -5,10 +5,11 @@
  * an API server restart; status written by the Lease holder only.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { promisify } from "node:util";
 import { type ControlPlane, startControlPlane } from "@agw/control-plane";
 import { KubeApiError, KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
 import type { GatewayRoute } from "@agw/control-plane/providers/kubernetes/types";
@@ -17,9 +18,10 @@ import { type DataPlane, startDataPlane } from "@agw/data-plane";
 import { parse, parseAllDocuments } from "yaml";
 import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
 import { createPodNetwork, netnsUnavailableReason, type PodNetwork } from "../scripts/kube/netns.ts";
-import { freePort, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import { agw, freePort, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
 
 const NS = "agw-test";
+const run = promisify(execFile);
 const unavailable = kubeUnavailableReason() ?? netnsUnavailableReason();
 let api: TestApiServer | undefined;
 let client: KubeClient;
@@ -543,6 +545,10 @@ function objectPath(o: {
     Role: "roles",
     RoleBinding: "rolebindings",
     CustomResourceDefinition: "customresourcedefinitions",
+    Service: "services",
+    ConfigMap: "configmaps",
+    Deployment: "deployments",
+    DaemonSet: "daemonsets",
   };
   const kind = plural[o.kind];
   if (!kind) throw new Error(`objectPath: add the plural of ${o.kind}`);
@@ -551,17 +557,29 @@ function objectPath(o: {
   return `${group}${namespace}/${kind}/${o.metadata.name}`;
 }
 
+/** Every plain manifest under deploy/ (Helm templates excluded), Namespaces and CRDs first. */
 function manifests(): Array<{ file: string; object: Parameters<typeof objectPath>[0] }> {
-  const files = execFileSync("find", [join(ROOT, "deploy"), "-name", "*.yaml"])
+  const files = execFileSync("find", [
+    join(ROOT, "deploy"),
+    "-name",
+    "*.yaml",
+    "-not",
+    "-path",
+    "*/templates/*",
+  ])
     .toString()
     .trim()
-    .split("\n");
-  return files.flatMap((file) =>
-    parseAllDocuments(readFileSync(file, "utf8"))
-      .map((d) => d.toJS())
-      .filter(Boolean)
-      .map((object) => ({ file, object })),
-  );
+    .split("\n")
+    .sort();
+  const rank = (kind: string) => (kind === "Namespace" ? 0 : kind === "CustomResourceDefinition" ? 1 : 2);
+  return files
+    .flatMap((file) =>
+      parseAllDocuments(readFileSync(file, "utf8"))
+        .map((d) => d.toJS())
+        .filter(Boolean)
+        .map((object) => ({ file, object })),
+    )
+    .sort((a, b) => rank(a.object.kind) - rank(b.object.kind));
 }
 
 test("deploy/ manifests pass a server-side dry run, and the control plane runs with exactly the RBAC they grant", async (t) => {
@@ -575,7 +593,7 @@ test("deploy/ manifests pass a server-side dry run, and the control plane runs w
     );
   const all = manifests();
   assert.ok(all.length >= 7, `found ${all.length} manifests`);
-  // In file order, each dry-run first and then applied, so a Namespace exists before what lives in it.
+  // Each dry-run first and then applied, so a Namespace exists before what lives in it.
   for (const { file, object } of all) {
     await apply(objectPath(object), object, true).catch((e: Error) => {
       throw new Error(`${file}: ${object.kind} ${object.metadata.name}: ${e.message}`);
@@ -615,4 +633,63 @@ test("deploy/ manifests pass a server-side dry run, and the control plane runs w
     `no list or watch was refused: ${JSON.stringify(stats)}`,
   );
   await client.request("DELETE", `${ns("gatewayroutes", GR)}/rbac-check`);
+});
+
+test("agw run --kubeconfig --namespace: the all-in-one command serves a GatewayRoute", async (t) => {
+  if (!ready(t) || !api || !pods) return;
+  const [ip1 = ""] = pods.addresses;
+  const { port, stop } = await pods.serve([ip1]);
+  t.after(stop);
+  const listenerPort = await freePort();
+  await client.request("POST", ns("services"), {
+    metadata: { name: "cli", namespace: NS },
+    spec: { ports: [{ name: "http", port: 80, protocol: "TCP" }] },
+  });
+  await client.request("POST", ns("endpointslices", SLICES), slice("cli-a", "cli", port, [{ ip: ip1 }]));
+  await client.request(
+    "POST",
+    ns("gatewayroutes", GR),
+    gatewayRoute("cli", listenerPort, {
+      hostnames: ["cli.example"],
+      rules: [{ backendRefs: [{ name: "cli", port: 80 }] }],
+    }),
+  );
+  const proc = agw([
+    "run",
+    "--kubeconfig",
+    api.kubeconfig,
+    "--namespace",
+    NS,
+    "--xds-listen",
+    "127.0.0.1:0",
+    "--admin",
+    "127.0.0.1:0",
+    "--cp-admin",
+    "127.0.0.1:0",
+    "--node-id",
+    "cli-test",
+  ]);
+  t.after(() => proc.stop());
+  const body = await waitFor(
+    "the route through agw run",
+    async () => {
+      // fetch() drops a Host header, so the route's hostname is matched with curl.
+      const { stdout } = await run("curl", [
+        "-sS",
+        "-m",
+        "2",
+        "-H",
+        "host: cli.example",
+        `http://127.0.0.1:${listenerPort}/`,
+        "-w",
+        " %{http_code}",
+      ]);
+      return stdout.endsWith(" 200") ? stdout.slice(0, -4) : undefined;
+    },
+    20_000,
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}\n${proc.output()}`);
+  });
+  assert.equal(body, ip1);
+  assert.match(proc.output(), /kubernetes: agw-test/);
 });

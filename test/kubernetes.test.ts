@@ -693,3 +693,47 @@ test("agw run --kubeconfig --namespace: the all-in-one command serves a GatewayR
   assert.equal(body, ip1);
   assert.match(proc.output(), /kubernetes: agw-test/);
 });
+
+test("GatewayRoute CRD removed and installed again: routes go, then come back (the control plane keeps running)", async (t) => {
+  if (!ready(t) || !api) return;
+  const pair = await startPair(api.kubeconfig, "replica-crd");
+  t.after(() => pair.close());
+  const routeNames = () => [...(pair.cp.cache.snapshot?.get(TYPE_URL.route)?.resources.keys() ?? [])];
+  await waitFor("routes before", () => (routeNames().length > 0 ? true : undefined));
+  const crdPath = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gatewayroutes.gateway.agw.dev";
+  await client.request("DELETE", crdPath);
+  await waitFor("routes gone with the CRD", () => (routeNames().length === 0 ? true : undefined), 30_000);
+
+  const crd = parse(readFileSync(join(ROOT, "deploy/crds/gateway.agw.dev_gatewayroutes.yaml"), "utf8"));
+  await waitFor(
+    "CRD deleted",
+    () =>
+      client.request("GET", crdPath).then(
+        () => undefined,
+        (e: unknown) => (e instanceof KubeApiError && e.status === 404) || undefined,
+      ),
+    30_000,
+  );
+  await client.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd);
+  const listenerPort = await freePort();
+  await waitFor(
+    "GatewayRoute served again",
+    () =>
+      client
+        .request(
+          "POST",
+          ns("gatewayroutes", GR),
+          gatewayRoute("after-crd", listenerPort, { rules: [{ backendRefs: [{ name: "echo", port: 80 }] }] }),
+        )
+        .then(
+          () => true,
+          () => undefined,
+        ),
+    30_000,
+  );
+  await waitFor(
+    "the new route in the snapshot",
+    () => (routeNames().some((n) => n.includes("/after-crd/")) ? true : undefined),
+    30_000,
+  );
+});

@@ -38,6 +38,8 @@ export class Informer<T extends KubernetesObject> {
   private retryTimer: NodeJS.Timeout | undefined;
   private backoffMs = BACKOFF_MIN_MS;
   private stopped = false;
+  /** The API server does not serve this resource (a CRD not installed yet): empty, checked again. */
+  private notServed = false;
   /** Counters for the admin API and tests. */
   readonly stats = { lists: 0, watches: 0, bookmarks: 0, gone: 0, errors: 0 };
 
@@ -89,8 +91,24 @@ export class Informer<T extends KubernetesObject> {
       if (this.stopped) return;
       try {
         await this.relist();
+        if (this.notServed) this.options.log.info({ path: this.path }, "resource is served now");
+        this.notServed = false;
         return;
       } catch (err) {
+        if (err instanceof KubeApiError && err.status === 404) {
+          if (!this.notServed)
+            this.options.log.warn(
+              { path: this.path },
+              `not served by the API server (CRD not installed?); treated as empty, checked every ${BACKOFF_MAX_MS / 1000} s`,
+            );
+          this.notServed = true;
+          this.resourceVersion = "";
+          if (this.store.size > 0) {
+            this.store.clear();
+            this.options.onChange();
+          }
+          return;
+        }
         this.stats.errors++;
         this.options.log.warn({ err: String(err), path: this.path }, "list failed; retrying");
         await new Promise((r) => {
@@ -120,6 +138,13 @@ export class Informer<T extends KubernetesObject> {
 
   private watch(): void {
     if (this.stopped) return;
+    if (this.notServed) {
+      this.retryTimer = setTimeout(async () => {
+        await this.relistUntilDone();
+        this.watch();
+      }, BACKOFF_MAX_MS);
+      return;
+    }
     this.stats.watches++;
     let gone = false;
     const query: Record<string, string | number | boolean> = {
@@ -162,6 +187,11 @@ export class Informer<T extends KubernetesObject> {
           this.abort = undefined;
           if (this.stopped) return;
           const status = (err as { statusCode?: number } | null)?.statusCode;
+          if (status === 404) {
+            // The resource went away (its CRD was deleted): the relist finds out and empties the store.
+            this.retry(true);
+            return;
+          }
           if (gone || status === 410 || (err instanceof KubeApiError && err.status === 410)) {
             this.stats.gone++;
             this.options.log.info({ path: this.path }, "watch resourceVersion expired (410); relisting");

@@ -51,7 +51,13 @@ GO
 
 go mod tidy >&2
 mkdir -p "$OUT.partial"
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$OUT.partial/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
+# Without these the server reports v0.0.0-master, and clients that check version skew complain.
+VERSION_PKG=k8s.io/component-base/version
+MINOR="${KUBE_VERSION#v1.}"
+MINOR="${MINOR%%.*}"
+CGO_ENABLED=0 go build -trimpath \
+  -ldflags "-s -w -X $VERSION_PKG.gitVersion=$KUBE_VERSION -X $VERSION_PKG.gitMajor=1 -X $VERSION_PKG.gitMinor=$MINOR" \
+  -o "$OUT.partial/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$OUT.partial/etcd" go.etcd.io/etcd/server/v3 >&2
 rm -rf "$OUT"
 mv "$OUT.partial" "$OUT"

@@ -9,7 +9,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type TestContext, test } from "node:test";
+import { after, type TestContext, test } from "node:test";
 import { promisify } from "node:util";
 import { cgroup2Root, preflight } from "@agw/ebpf-agent";
 import { agw, CLI, freePort, type Proc, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
@@ -39,16 +39,20 @@ function requireKernel(t: TestContext): boolean {
 }
 
 let cgroupCount = 0;
-function makeCgroup(t: TestContext): string {
-  const dir = join(cgroup2Root() ?? "", `agw-test-${process.pid}-${++cgroupCount}`);
-  mkdirSync(dir);
-  t.after(async () => {
-    // its processes are gone by now, but the kernel takes a moment to notice
+const cgroups: string[] = [];
+// after every test's own cleanup (which stops the processes in them): a cgroup with members cannot go
+after(async () => {
+  for (const dir of cgroups)
     await waitFor(`rmdir ${dir}`, () => {
       rmdirSync(dir);
       return true;
     }).catch(() => undefined);
-  });
+});
+
+function makeCgroup(): string {
+  const dir = join(cgroup2Root() ?? "", `agw-test-${process.pid}-${++cgroupCount}`);
+  mkdirSync(dir);
+  cgroups.push(dir);
   return dir;
 }
 
@@ -233,7 +237,7 @@ for (const [family, appHost, gatewayHost] of [
 ] as const) {
   test(`${family}: with the agent, data plane ↔ app bytes skip lo and responses are byte-identical`, async (t) => {
     if (!requireKernel(t)) return;
-    const cgroup = makeCgroup(t);
+    const cgroup = makeCgroup();
 
     const off = await startGatewayAndApp(t, cgroup, appHost, gatewayHost);
     const offCapture = await captureLo(off.appPort);
@@ -314,7 +318,7 @@ readline.createInterface({ input: process.stdin }).once("line", () => receiver.r
 
 test("a receiver that stops reading cannot make the sender queue more than the budget plus TCP's own buffers", async (t) => {
   if (!requireKernel(t)) return;
-  const cgroup = makeCgroup(t);
+  const cgroup = makeCgroup();
   const budget = 256 * 1024;
   const agent = await startAgentProcess(t, cgroup, ["--queue-budget", String(budget)]);
   const pair = spawnIn(cgroup, process.execPath, ["--input-type=module", "-e", STALLED_READER]);
@@ -361,7 +365,7 @@ test("connections to addresses that are not this node's, and from processes outs
   await ip("-n", ns, "addr", "add", `${nsIp}/30`, "dev", `${ns}n`);
   await ip("-n", ns, "link", "set", `${ns}n`, "up");
 
-  const cgroup = makeCgroup(t);
+  const cgroup = makeCgroup();
   const agent = await startAgentProcess(t, cgroup);
   const port = await freePort();
   const remote = spawn(

@@ -8,6 +8,7 @@ import {
   createLogger,
   type Ir,
   type Logger,
+  redactIr,
   startAdminServer,
 } from "@agw/core";
 import { FileProvider } from "./providers/file.ts";
@@ -118,7 +119,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         "/dataplanes": () => ({ body: dataPlanes.toJSON() }),
         "/config_dump": () => ({
           body: {
-            ir,
+            ir: ir && redactIr(ir),
             config_errors: lastErrors.map(String),
             kubernetes: kube && {
               identity: kube.identity,

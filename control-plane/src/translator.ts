@@ -1,7 +1,22 @@
 /** config.yaml (already validated) → IR. */
-import { type GatewayConfig, parseDuration, type RouteConfigEntry } from "@agw/core/config/schema";
+import {
+  type GatewayConfig,
+  type ListenerConfig,
+  type PemSource,
+  parseDuration,
+  type RouteConfigEntry,
+  type SecretConfig,
+} from "@agw/core/config/schema";
 import { parseHostPort } from "@agw/core/config/semantic";
-import { DEFAULTS, type HeaderOps, type Ir, type IrRoute, type ValueMatch } from "@agw/core/ir";
+import {
+  DEFAULTS,
+  type HeaderOps,
+  type Ir,
+  type IrListenerTls,
+  type IrRoute,
+  type IrSecret,
+  type ValueMatch,
+} from "@agw/core/ir";
 
 type HeaderOpsInput = RouteConfigEntry["requestHeaders"];
 type ValueMatchInput = {
@@ -56,15 +71,54 @@ function route(r: RouteConfigEntry, order: number): IrRoute {
   };
 }
 
+function pemOf(source: PemSource | undefined, what: string): string {
+  if (source?.pem === undefined) throw new Error(`${what} passed validation but its PEM was not read`);
+  return source.pem;
+}
+
+function secret(s: SecretConfig): IrSecret {
+  if (s.ca !== undefined)
+    return { name: s.name, certificateChainPem: "", privateKeyPem: "", caPem: pemOf(s.ca, s.name) };
+  return {
+    name: s.name,
+    certificateChainPem: pemOf(s.certificate, s.name),
+    privateKeyPem: pemOf(s.key, s.name),
+  };
+}
+
+function listenerTls(tls: ListenerConfig["tls"]): IrListenerTls | undefined {
+  if (tls === undefined) return undefined;
+  const client = tls.clientCertificate;
+  return {
+    certificates: tls.certificates,
+    minVersion: tls.minVersion ?? "TLSv1.2",
+    ciphers: tls.ciphers ?? "",
+    alpn: tls.alpn ?? ["http/1.1"],
+    ...(client && {
+      clientCertificate: {
+        ca: client.ca,
+        required: client.required ?? true,
+        subjectAltNames: client.subjectAltNames ?? [],
+        commonNames: client.commonNames ?? [],
+      },
+    }),
+  };
+}
+
 export function translateConfig(config: GatewayConfig): Ir {
   return {
-    listeners: (config.listeners ?? []).map((l) => ({
-      name: l.name,
-      address: l.address ?? DEFAULTS.listenerAddress,
-      port: l.port,
-      protocol: "http",
-      routes: (l.routes ?? []).map(route),
-    })),
+    secrets: (config.secrets ?? []).map(secret),
+    listeners: (config.listeners ?? []).map((l) => {
+      const tls = listenerTls(l.tls);
+      return {
+        name: l.name,
+        address: l.address ?? DEFAULTS.listenerAddress,
+        port: l.port,
+        protocol: l.protocol ?? "http",
+        ...(tls && { tls }),
+        routes: (l.routes ?? []).map(route),
+      };
+    }),
     clusters: (config.clusters ?? []).map((c) => ({
       name: c.name,
       lb: c.lb ?? "round_robin",
@@ -77,6 +131,14 @@ export function translateConfig(config: GatewayConfig): Ir {
         const hp = parseHostPort(e);
         if (!hp) throw new Error(`endpoint "${e}" passed validation but does not parse`);
         return { address: hp.host, port: hp.port, weight: 1 };
+      }),
+      ...(c.tls && {
+        tls: {
+          sni: c.tls.sni ?? "",
+          ca: c.tls.ca ?? "",
+          certificate: c.tls.certificate ?? "",
+          alpn: c.tls.alpn ?? ["http/1.1"],
+        },
       }),
     })),
   };

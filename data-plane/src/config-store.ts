@@ -19,6 +19,7 @@ import { type DescMessage, type JsonValue, type MessageShape, toJson } from "@bu
 import { type Any, anyIs, anyUnpack } from "@bufbuild/protobuf/wkt";
 import type { ListenerManager } from "./listeners.ts";
 import { PluginHost } from "./plugins/index.ts";
+import type { TlsManager } from "./tls/manager.ts";
 import { buildRuntimeConfig, ResourceError, type ResourceSet } from "./runtime/build.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
 import type { DeltaResource } from "./xds-client.ts";
@@ -51,6 +52,8 @@ export interface ConfigStoreOptions {
   bindAddress?: string | undefined;
   /** Called after each swap, e.g. to let the connection pool drop endpoints that are gone. */
   onSwap?: (config: RuntimeConfig) => void;
+  /** Secure contexts and session ticket keys, kept across configs. */
+  tls?: TlsManager;
 }
 
 const EMPTY_CONFIG: RuntimeConfig = { version: "", listeners: new Map(), clusters: new Map() };
@@ -120,6 +123,7 @@ export class ConfigStore {
     const nextResources = new Map(this.resources).set(typeUrl, decoded);
     const nextVersions = new Map(this.versions).set(typeUrl, version);
     const set = resourceSet(nextResources);
+    if (this.options.tls) set.tls = this.options.tls;
     const plugins = await this.plugins.prepare(typed<Plugin>(nextResources.get(TYPE_URL.plugin)));
     set.plugins = new Map([...plugins].map(([name, p]) => [name, p.runtime]));
     const next = buildRuntimeConfig(
@@ -211,5 +215,6 @@ function resourceSet(resources: ReadonlyMap<TypeUrl, Decoded>): ResourceSet {
     routes: typed(resources.get(TYPE_URL.route)),
     clusters: typed(resources.get(TYPE_URL.cluster)),
     endpoints: typed(resources.get(TYPE_URL.endpoints)),
+    secrets: typed(resources.get(TYPE_URL.secret)),
   };
 }

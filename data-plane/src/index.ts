@@ -7,6 +7,7 @@ import { ConfigStore } from "./config-store.ts";
 import { HttpProxy } from "./engine/proxy.ts";
 import { UpstreamPool } from "./engine/upstream-pool.ts";
 import { ListenerManager } from "./listeners.ts";
+import { TlsManager } from "./tls/manager.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
 import { XdsClient, type XdsTlsOptions } from "./xds-client.ts";
 
@@ -47,10 +48,12 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
   let store: ConfigStore | undefined;
   const listeners = new ListenerManager((listenerName) => {
     const proxy = new HttpProxy({ listenerName, getConfig: () => (store as ConfigStore).current(), pool });
-    return (socket) => proxy.handleConnection(socket);
+    return (socket, tls) => proxy.handleConnection(socket, tls);
   }, log);
+  const tls = new TlsManager();
   store = new ConfigStore(listeners, log, {
     bindAddress: options.bindAddress,
+    tls,
     onSwap: (config) => pool.retainOnly(endpointKeys(config)),
   });
   const configStore = store;
@@ -105,6 +108,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     async close() {
       await xds.stop();
       listeners.closeAll();
+      tls.close();
       pool.close();
       await admin?.close();
     },

@@ -8,14 +8,23 @@ import net from "node:net";
 import type { Logger } from "@agw/core";
 import { ResourceError } from "./runtime/build.ts";
 import type { ListenerRuntime, RuntimeConfig } from "./runtime/types.ts";
+import type { DownstreamTlsInfo } from "./tls/acceptor.ts";
+import type { ListenerTlsRuntime } from "./tls/manager.ts";
 
-export type ConnectionHandlerFactory = (listenerName: string) => (socket: net.Socket) => void;
+/** A connection after accept (plain) or after its TLS handshake (`tls` set). */
+export type ConnectionHandler = (socket: net.Socket, tls?: DownstreamTlsInfo) => void;
+
+/** Called once per bind; a listener changing protocol is bound anew, so the handler may depend on it. */
+export type ConnectionHandlerFactory = (listenerName: string, listener: ListenerRuntime) => ConnectionHandler;
 
 interface OpenListener {
   readonly name: string;
   readonly address: string;
   readonly port: number;
   readonly server: net.Server;
+  readonly handle: ConnectionHandler;
+  /** The TLS version new connections handshake with; replaced on commit, never rebinding. */
+  tls: ListenerTlsRuntime | undefined;
 }
 
 function listen(server: net.Server, address: string, port: number): Promise<void> {
@@ -44,7 +53,13 @@ export class ListenerManager {
     const bound: OpenListener[] = [];
     for (const l of next.listeners.values()) {
       const current = this.open.get(l.name);
-      if (current && current.address === l.address && current.port === l.port) continue;
+      if (
+        current &&
+        current.address === l.address &&
+        current.port === l.port &&
+        (current.tls === undefined) === (l.tls === undefined)
+      )
+        continue;
       if (current && current.port === l.port) this.close(current);
       try {
         bound.push(await this.bind(l));
@@ -64,10 +79,22 @@ export class ListenerManager {
     }
   }
 
-  /** Closes listeners that `current` no longer has. */
+  /** Closes listeners that `current` no longer has; the others handshake with its TLS settings from now on. */
   commit(current: RuntimeConfig): void {
     for (const [name, l] of this.open) {
-      if (!current.listeners.has(name)) {
+      const next = current.listeners.get(name);
+      if (next?.tls !== undefined && next.tls !== l.tls) {
+        next.tls.acceptor.onSecure = l.handle;
+        l.tls = next.tls;
+        this.log.info(
+          {
+            listener: name,
+            certificates: next.tls.certificates.map((c) => ({ name: c.name, digest: c.digest })),
+          },
+          "listener TLS updated",
+        );
+      }
+      if (!next) {
         this.close(l);
         this.open.delete(name);
         this.log.info({ listener: name }, "listener closed");
@@ -88,10 +115,17 @@ export class ListenerManager {
   }
 
   private async bind(l: ListenerRuntime): Promise<OpenListener> {
-    const server = net.createServer({ noDelay: true }, this.handlerFor(l.name));
+    const handle = this.handlerFor(l.name, l);
+    const server = net.createServer({ noDelay: true }, (socket) => {
+      const tls = open.tls;
+      if (tls === undefined) handle(socket);
+      else tls.acceptor.accept(socket);
+    });
+    const open: OpenListener = { name: l.name, address: l.address, port: l.port, server, handle, tls: l.tls };
+    if (l.tls) l.tls.acceptor.onSecure = handle;
     await listen(server, l.address, l.port);
     server.on("error", (err) => this.log.error({ err, listener: l.name }, "listener error"));
-    return { name: l.name, address: l.address, port: l.port, server };
+    return open;
   }
 
   private close(l: OpenListener): void {

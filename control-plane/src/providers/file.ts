@@ -21,6 +21,8 @@ export class FileProvider {
   private readonly events: FileProviderEvents;
   private readonly log: Logger;
   private watcher: FSWatcher | undefined;
+  /** Directories of the secret files config.yaml names, so a renewed certificate is pushed too. */
+  private readonly secretWatchers = new Map<string, FSWatcher>();
   private timer: NodeJS.Timeout | undefined;
   private lastHash = "";
   private loading: Promise<void> = Promise.resolve();
@@ -41,6 +43,28 @@ export class FileProvider {
   stop(): void {
     clearTimeout(this.timer);
     this.watcher?.close();
+    for (const w of this.secretWatchers.values()) w.close();
+    this.secretWatchers.clear();
+  }
+
+  private watchSecretDirs(files: readonly string[]): void {
+    const dirs = new Set(files.map((f) => dirname(f)));
+    dirs.delete(dirname(this.file));
+    for (const [dir, w] of this.secretWatchers) {
+      if (dirs.has(dir)) continue;
+      w.close();
+      this.secretWatchers.delete(dir);
+    }
+    for (const dir of dirs) {
+      if (this.secretWatchers.has(dir)) continue;
+      try {
+        const w = watch(dir, { persistent: false }, () => this.schedule());
+        w.on("error", (err) => this.log.error({ err, dir }, "secret watch failed"));
+        this.secretWatchers.set(dir, w);
+      } catch (err) {
+        this.log.error({ err, dir }, "secret watch failed");
+      }
+    }
   }
 
   private schedule(): void {
@@ -60,6 +84,7 @@ export class FileProvider {
       this.events.onInvalid(result.errors);
       return;
     }
+    this.watchSecretDirs(result.secretFiles);
     const hash = createHash("sha256").update(JSON.stringify(result.config)).digest("hex");
     if (hash === this.lastHash) return;
     this.lastHash = hash;

@@ -108,6 +108,14 @@ export function irToSnapshot(ir: Ir): Snapshot {
             maxIdlePerEndpoint: c.maxIdlePerEndpoint,
             maxRequestsPerConnection: c.maxRequestsPerConnection,
           },
+          ...(c.tls && {
+            tls: {
+              sni: c.tls.sni,
+              caSecret: c.tls.ca,
+              clientCertificateSecret: c.tls.certificate,
+              alpn: c.tls.alpn,
+            },
+          }),
         }),
       ),
     );
@@ -128,10 +136,13 @@ export function irToSnapshot(ir: Ir): Snapshot {
         s.name,
         create(SecretSchema, {
           name: s.name,
-          kind: {
-            case: "tlsCertificate",
-            value: { certificateChainPem: s.certificateChainPem, privateKeyPem: s.privateKeyPem },
-          },
+          kind:
+            s.caPem !== undefined
+              ? { case: "validationContext", value: { trustedCaPem: s.caPem } }
+              : {
+                  case: "tlsCertificate",
+                  value: { certificateChainPem: s.certificateChainPem, privateKeyPem: s.privateKeyPem },
+                },
         }),
       ),
     );
@@ -146,8 +157,20 @@ export function irToSnapshot(ir: Ir): Snapshot {
           name: l.name,
           address: l.address,
           port: l.port,
-          protocol: Protocol.HTTP,
-          routeConfig: l.name,
+          protocol: l.protocol === "https" ? Protocol.HTTPS : Protocol.HTTP,
+          ...(l.tls && {
+            tls: {
+              certificateSecrets: l.tls.certificates,
+              minVersion: l.tls.minVersion,
+              alpn: l.tls.alpn,
+              cipherSuites: l.tls.ciphers,
+              clientCaSecret: l.tls.clientCertificate?.ca ?? "",
+              requireClientCertificate: l.tls.clientCertificate?.required ?? false,
+              matchClientSubjectAltNames: l.tls.clientCertificate?.subjectAltNames ?? [],
+              matchClientCommonNames: l.tls.clientCertificate?.commonNames ?? [],
+            },
+          }),
+           routeConfig: l.name,
         }),
       ),
     );

@@ -13,6 +13,7 @@ export const AGW_ERRORS = {
   AGW_ERR_NOT_IMPLEMENTED: "not_implemented",
   AGW_ERR_HTTP_VERSION_NOT_SUPPORTED: "http_version_not_supported",
   AGW_ERR_REQUEST_TIMEOUT: "request_timeout",
+  AGW_ERR_UPSTREAM_TLS_FAILED: "upstream_tls_failed",
 } as const;
 
 export type AgwErrorCode = (typeof AGW_ERRORS)[keyof typeof AGW_ERRORS];

@@ -6,6 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type net from "node:net";
 import type { ClusterRuntime, CompiledRoute, Endpoint, HeaderOps, RuntimeConfig } from "../runtime/types.ts";
+import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { AGW_ERRORS, type AgwErrorCode, codeForStatus, reasonPhrase } from "./errors.ts";
 import {
   ChunkedDecoder,
@@ -117,9 +118,9 @@ export class HttpProxy {
     this.forwardedProto = o.forwardedProto ?? "http";
   }
 
-  /** Takes ownership of an accepted downstream socket. */
-  handleConnection(socket: net.Socket): void {
-    this.conns.add(new ClientConn(this, socket));
+  /** Takes ownership of an accepted downstream socket; `tls` when it is a TLS socket past its handshake. */
+  handleConnection(socket: net.Socket, tls?: DownstreamTlsInfo): void {
+    this.conns.add(new ClientConn(this, socket, tls ?? null));
   }
 
   get connectionCount(): number {
@@ -185,6 +186,8 @@ class ClientConn implements UpstreamHandler {
   readonly socket: net.Socket;
   readonly proxy: HttpProxy;
   readonly clientIp: string;
+  /** The connection's TLS facts (SNI, ALPN, verified client certificate); null on plain HTTP. */
+  readonly tls: DownstreamTlsInfo | null;
   phase = P_HEAD;
   /** Unparsed downstream bytes: a partial head, or pipelined requests waiting their turn. */
   buf: Buffer | null = null;
@@ -227,9 +230,10 @@ class ClientConn implements UpstreamHandler {
   upExtra = false;
   closeAfter = false;
 
-  constructor(proxy: HttpProxy, socket: net.Socket) {
+  constructor(proxy: HttpProxy, socket: net.Socket, tls: DownstreamTlsInfo | null) {
     this.proxy = proxy;
     this.socket = socket;
+    this.tls = tls;
     this.clientIp = clientAddress(socket);
     // A client may half-close after its request; the response must still be sent.
     socket.allowHalfOpen = true;
@@ -424,6 +428,7 @@ class ClientConn implements UpstreamHandler {
           continue;
         case "x-forwarded-proto":
         case "x-forwarded-host":
+        case "x-forwarded-client-cert":
           continue;
         case "host":
           // rawHost may come from an absolute-form target, which overrides the field.
@@ -436,8 +441,12 @@ class ClientConn implements UpstreamHandler {
     if (!sawHost && !opsDrop(ops, "host")) s += `host: ${h.rawHost !== "" ? h.rawHost : ep.key}\r\n`;
     if (!opsDrop(ops, "x-forwarded-for"))
       s += `x-forwarded-for: ${xff === "" ? this.clientIp : `${xff}, ${this.clientIp}`}\r\n`;
-    if (!opsDrop(ops, "x-forwarded-proto")) s += `x-forwarded-proto: ${this.proxy.forwardedProto}\r\n`;
+    if (!opsDrop(ops, "x-forwarded-proto"))
+      s += `x-forwarded-proto: ${this.tls !== null ? "https" : this.proxy.forwardedProto}\r\n`;
     if (h.rawHost !== "" && !opsDrop(ops, "x-forwarded-host")) s += `x-forwarded-host: ${h.rawHost}\r\n`;
+    const client = this.tls?.client;
+    if (client !== undefined && !opsDrop(ops, "x-forwarded-client-cert"))
+      s += `x-forwarded-client-cert: ${client.forwardedHeader}\r\n`;
     if (h.requestId === "" && !opsDrop(ops, "x-request-id")) s += `x-request-id: ${this.requestId}\r\n`;
     s += opsAppend(ops);
     if (this.bodyMode === B_CHUNKED) s += "transfer-encoding: chunked\r\n";
@@ -539,7 +548,13 @@ class ClientConn implements UpstreamHandler {
       return;
     }
     if (!conn.connected) {
-      if (conn.connectTimedOut) {
+      if (conn.tlsFailure !== null) {
+        this.fail(
+          502,
+          AGW_ERRORS.AGW_ERR_UPSTREAM_TLS_FAILED,
+          `upstream TLS handshake failed: ${conn.tlsFailure}`,
+        );
+      } else if (conn.connectTimedOut) {
         this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_CONNECT_TIMEOUT, "timed out connecting to the upstream");
       } else {
         this.fail(503, AGW_ERRORS.AGW_ERR_UPSTREAM_CONNECT_FAILED, "could not connect to the upstream");

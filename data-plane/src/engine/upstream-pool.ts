@@ -3,8 +3,10 @@
  * RuntimeConfig so a config swap keeps idle connections to endpoints that still exist; the limits of the
  * cluster that used a connection last apply to it.
  */
-import net from "node:net";
+import net, { isIP } from "node:net";
+import tls from "node:tls";
 import type { ClusterRuntime, Endpoint } from "../runtime/types.ts";
+import type { UpstreamTlsRuntime } from "../tls/manager.ts";
 
 /** Receives the events of the connection it currently owns (set while a request uses it). */
 export interface UpstreamHandler {
@@ -24,6 +26,9 @@ export class UpstreamConn {
   eof = false;
   closed = false;
   error: Error | null = null;
+  /** Why the TLS handshake with the upstream failed (TCP connected, TLS did not). */
+  tlsFailure: string | null = null;
+  private tcpConnected = false;
   /** Requests given this connection so far, the current one included. */
   uses = 1;
   /** The current request got this connection from the idle list (not freshly connected). */
@@ -34,21 +39,39 @@ export class UpstreamConn {
   private readonly pool: UpstreamPool;
   private readonly connectTimeoutMs: number;
 
-  constructor(pool: UpstreamPool, ep: Endpoint, connectTimeoutMs: number, handler: UpstreamHandler) {
+  constructor(
+    pool: UpstreamPool,
+    ep: Endpoint,
+    connectTimeoutMs: number,
+    handler: UpstreamHandler,
+    upstreamTls?: UpstreamTlsRuntime,
+  ) {
     this.pool = pool;
     this.key = ep.key;
     this.handler = handler;
     this.connectTimeoutMs = connectTimeoutMs;
-    const socket = net.connect({ host: ep.host, port: ep.port, noDelay: true });
+    const socket = upstreamTls
+      ? connectTls(ep, upstreamTls)
+      : net.connect({ host: ep.host, port: ep.port, noDelay: true });
     this.socket = socket;
+    // The connect timeout covers the TLS handshake too.
     if (connectTimeoutMs > 0) socket.setTimeout(connectTimeoutMs);
-    socket.on("connect", () => this.onConnect());
+    if (upstreamTls) {
+      socket.on("connect", () => {
+        this.tcpConnected = true;
+      });
+      socket.on("secureConnect", () => this.onConnect());
+    } else {
+      socket.on("connect", () => this.onConnect());
+    }
     socket.on("timeout", () => this.onTimeout());
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("drain", () => this.handler?.onUpstreamDrain(this));
     socket.on("end", () => this.onEnd());
-    socket.on("error", (e: Error) => {
+    socket.on("error", (e: Error & { code?: string }) => {
       this.error = e;
+      if (upstreamTls && this.tcpConnected && !this.connected)
+        this.tlsFailure = e.code ? `${e.message} (${e.code})` : e.message;
     });
     socket.on("close", () => this.onClose());
   }
@@ -137,7 +160,7 @@ export class UpstreamPool {
 
   /** Always a new connection (used to retry after a reused one failed). */
   connect(ep: Endpoint, cluster: ClusterRuntime, handler: UpstreamHandler): UpstreamConn {
-    return new UpstreamConn(this, ep, cluster.connectTimeoutMs, handler);
+    return new UpstreamConn(this, ep, cluster.connectTimeoutMs, handler, cluster.tls);
   }
 
   /** Returns a connection whose exchange completed cleanly; it is closed instead if limits say so. */
@@ -232,4 +255,29 @@ export class UpstreamPool {
 
 function sweep(pool: UpstreamPool): void {
   pool.sweepExpired();
+}
+
+/** A TLS connection to an endpoint: the certificate is always verified (CA, server name, optional SAN list). */
+function connectTls(ep: Endpoint, t: UpstreamTlsRuntime): tls.TLSSocket {
+  const servername = t.sni !== "" ? t.sni : isIP(ep.host) === 0 ? ep.host : undefined;
+  const socket = tls.connect({
+    host: ep.host,
+    port: ep.port,
+    secureContext: t.secureContext,
+    ALPNProtocols: [...t.alpn],
+    rejectUnauthorized: true,
+    ...(servername !== undefined && { servername }),
+    checkServerIdentity: (host, cert) => {
+      const err = tls.checkServerIdentity(servername ?? host, cert);
+      if (err || t.matchSubjectAltNames.length === 0) return err;
+      const sans = (cert.subjectaltname ?? "").split(/,\s*/).map((e) => e.slice(e.indexOf(":") + 1));
+      return sans.some((san) => t.matchSubjectAltNames.includes(san))
+        ? undefined
+        : new Error(
+            `upstream certificate SANs (${sans.join(", ")}) match none of ${t.matchSubjectAltNames.join(", ")}`,
+          );
+    },
+  });
+  socket.setNoDelay(true);
+  return socket;
 }

@@ -4,9 +4,12 @@
  */
 import { DEFAULTS } from "@agw/core";
 import type { Cluster, ClusterLoadAssignment } from "@agw/core/gen/agw/v1/cluster_pb.js";
-import type { Listener } from "@agw/core/gen/agw/v1/listener_pb.js";
+import { type Listener, Protocol } from "@agw/core/gen/agw/v1/listener_pb.js";
 import type { HeaderOperations, Route, RouteConfig } from "@agw/core/gen/agw/v1/route_pb.js";
+import type { Secret } from "@agw/core/gen/agw/v1/secret_pb.js";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
+import { type ListenerTlsRuntime, type TlsBuild, TlsManager } from "../tls/manager.ts";
+import type { SecretMaterial } from "../tls/secrets.ts";
 import { type Candidate, compileCandidate, compileRouter } from "./router.ts";
 import type {
   ClusterRuntime,
@@ -23,6 +26,9 @@ export interface ResourceSet {
   routes: ReadonlyMap<string, Route>;
   clusters: ReadonlyMap<string, Cluster>;
   endpoints: ReadonlyMap<string, ClusterLoadAssignment>;
+  secrets?: ReadonlyMap<string, Secret>;
+  /** Builds and caches secure contexts across configs; a private one when absent. */
+  tls?: TlsManager;
 }
 
 export class ResourceError extends Error {
@@ -104,7 +110,17 @@ function roundRobin(endpoints: readonly Endpoint[], weights: readonly number[]):
   };
 }
 
-function buildCluster(cluster: Cluster, assignment: ClusterLoadAssignment | undefined): ClusterRuntime {
+function buildCluster(
+  cluster: Cluster,
+  assignment: ClusterLoadAssignment | undefined,
+  tls: () => TlsContexts,
+): ClusterRuntime {
+  const spec = cluster.tls;
+  const upstreamTls = spec
+    ? tlsStep(`agw.v1.Cluster ${cluster.name}`, () => tls().build.upstreamTls(spec, tls().secrets))
+    : undefined;
+  // TLS and plaintext connections to one host:port must never share a pool.
+  const keySuffix = upstreamTls ? `+tls:${upstreamTls.digest}` : "";
   const where = `agw.v1.ClusterLoadAssignment ${cluster.name}`;
   const endpoints: Endpoint[] = [];
   const weights: number[] = [];
@@ -115,7 +131,7 @@ function buildCluster(cluster: Cluster, assignment: ClusterLoadAssignment | unde
     endpoints.push({
       host,
       port: e.port,
-      key: host.includes(":") ? `[${host}]:${e.port}` : `${host}:${e.port}`,
+      key: `${host.includes(":") ? `[${host}]:${e.port}` : `${host}:${e.port}`}${keySuffix}`,
     });
     weights.push(Math.max(1, e.weight));
   }
@@ -128,7 +144,37 @@ function buildCluster(cluster: Cluster, assignment: ClusterLoadAssignment | unde
     idleTimeoutMs: ms(c?.idleTimeout, DEFAULTS.idleTimeoutMs),
     maxIdlePerEndpoint: c?.maxIdlePerEndpoint || DEFAULTS.maxIdlePerEndpoint,
     maxRequestsPerConnection: c?.maxRequestsPerConnection ?? 0,
+    ...(upstreamTls && { tls: upstreamTls }),
   };
+}
+
+interface TlsContexts {
+  readonly build: TlsBuild;
+  readonly secrets: ReadonlyMap<string, SecretMaterial>;
+}
+
+let sharedTlsManager: TlsManager | undefined;
+
+/** Every Secret checked (a bad one NACKs even when unused) and a TLS build to make contexts with. */
+function tlsContexts(set: ResourceSet): TlsContexts {
+  sharedTlsManager ??= set.tls === undefined ? new TlsManager() : undefined;
+  const build = (set.tls ?? (sharedTlsManager as TlsManager)).build();
+  const secrets = new Map<string, SecretMaterial>();
+  for (const [name, secret] of set.secrets ?? [])
+    secrets.set(
+      name,
+      tlsStep(`agw.v1.Secret ${name}`, () => build.secret(secret)),
+    );
+  return { build, secrets };
+}
+
+function tlsStep<T>(where: string, step: () => T): T {
+  try {
+    return step();
+  } catch (e) {
+    if (e instanceof ResourceError) throw e;
+    throw new ResourceError(where, (e as Error).message);
+  }
 }
 
 /** `bindAddress`, when given, replaces every listener's address (a data plane bootstrap option). */
@@ -137,9 +183,15 @@ export function buildRuntimeConfig(
   bindAddress: string | undefined,
   version: string,
 ): RuntimeConfig {
+  let contexts: TlsContexts | undefined;
+  const tls = () => {
+    contexts ??= tlsContexts(set);
+    return contexts;
+  };
+  if ((set.secrets?.size ?? 0) > 0) tls();
   const clusters = new Map<string, ClusterRuntime>();
   for (const [name, cluster] of set.clusters)
-    clusters.set(name, buildCluster(cluster, set.endpoints.get(name)));
+    clusters.set(name, buildCluster(cluster, set.endpoints.get(name), tls));
 
   const routesByConfig = new Map<string, Candidate[]>();
   for (const [name, route] of set.routes) {
@@ -169,7 +221,16 @@ export function buildRuntimeConfig(
     const router = set.routeConfigs.has(l.routeConfig)
       ? compileRouter(routesByConfig.get(l.routeConfig) ?? [])
       : undefined;
-    listeners.set(name, { name, address, port: l.port, router });
+    let listenerTls: ListenerTlsRuntime | undefined;
+    if (l.protocol === Protocol.HTTPS) {
+      if (!l.tls) throw new ResourceError(where, "an HTTPS listener needs tls");
+      const spec = l.tls;
+      listenerTls = tlsStep(where, () => tls().build.listenerTls(name, spec, tls().secrets));
+    } else if (l.protocol !== Protocol.HTTP && l.protocol !== Protocol.UNSPECIFIED) {
+      throw new ResourceError(where, `unsupported protocol ${l.protocol}`);
+    }
+    listeners.set(name, { name, address, port: l.port, router, ...(listenerTls && { tls: listenerTls }) });
   }
+  contexts?.build.finish();
   return { version, listeners, clusters };
 }

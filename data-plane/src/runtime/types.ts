@@ -4,6 +4,8 @@
  * that reference until the request ends, so a swap can never tear a request between two configs.
  */
 
+import type { ListenerTlsRuntime, UpstreamTlsRuntime } from "../tls/manager.ts";
+
 /** What the router needs to know about a request; built by the engine from the parsed head. */
 export interface RequestView {
   /** Upper-case method token as received. */
@@ -58,6 +60,8 @@ export interface ClusterRuntime {
   readonly maxIdlePerEndpoint: number;
   /** 0 means unlimited. */
   readonly maxRequestsPerConnection: number;
+  /** Present when the endpoints are reached over TLS. */
+  readonly tls?: UpstreamTlsRuntime;
 }
 
 export interface ListenerRuntime {
@@ -66,6 +70,8 @@ export interface ListenerRuntime {
   readonly port: number;
   /** Undefined while the listener's RouteConfig has not arrived: every request gets 404. */
   readonly router: Router | undefined;
+  /** Present on HTTPS listeners: certificates (SNI), policy, client verification. */
+  readonly tls?: ListenerTlsRuntime;
 }
 
 export interface RuntimeConfig {

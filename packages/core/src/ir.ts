@@ -34,13 +34,40 @@ export interface IrRoute {
   plugins: Array<{ name: string; config: Record<string, unknown> }>;
 }
 
+export interface IrListenerTls {
+  /** Certificate secret names; the first is the default. */
+  certificates: string[];
+  minVersion: "TLSv1.2" | "TLSv1.3";
+  /** OpenSSL cipher list; "" for the defaults. */
+  ciphers: string;
+  alpn: string[];
+  clientCertificate?: {
+    ca: string;
+    required: boolean;
+    subjectAltNames: string[];
+    commonNames: string[];
+  };
+}
+
 export interface IrListener {
   name: string;
   address: string;
   port: number;
-  protocol: "http";
+  protocol: "http" | "https";
+  tls?: IrListenerTls;
   routes: IrRoute[];
 }
+
+export interface IrUpstreamTls {
+  /** "" sends the endpoint host (when it is a name). */
+  sni: string;
+  /** CA secret name; "" for the system store. */
+  ca: string;
+  /** Client certificate secret name; "" for none. */
+  certificate: string;
+  alpn: string[];
+}
+
 
 export interface IrEndpoint {
   address: string;
@@ -56,6 +83,7 @@ export interface IrCluster {
   maxIdlePerEndpoint: number;
   maxRequestsPerConnection: number;
   endpoints: IrEndpoint[];
+  tls?: IrUpstreamTls;
 }
 
 /** A certificate and its key, named "namespace/name" when it comes from a Kubernetes Secret. */
@@ -63,7 +91,24 @@ export interface IrSecret {
   name: string;
   certificateChainPem: string;
   privateKeyPem: string;
+  /** Set instead of the certificate and key (left "") when the secret is a CA bundle for verifying peers. */
+  caPem?: string;
 }
+
+/** The IR with key material replaced, for admin dumps: PEM is never shown. */
+export function redactIr(ir: Ir): Ir {
+  const hide = (pem: string) => (pem === "" ? "" : "[redacted]");
+  return {
+    ...ir,
+    secrets: (ir.secrets ?? []).map((s) => ({
+      ...s,
+      certificateChainPem: hide(s.certificateChainPem),
+      privateKeyPem: hide(s.privateKeyPem),
+      ...(s.caPem === undefined ? {} : { caPem: hide(s.caPem) }),
+    })),
+  };
+}
+
 
 export interface Ir {
   listeners: IrListener[];

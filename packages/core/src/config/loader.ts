@@ -3,7 +3,9 @@
  * `config.yaml:14 listeners[0].routes[2].match.path.regex: invalid regex: ...`, and all errors are
  * collected rather than stopping at the first.
  */
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import { type Document, isNode, LineCounter, parseDocument } from "yaml";
 import { configSchema, type GatewayConfig } from "./schema.ts";
 import { semanticErrors } from "./semantic.ts";
@@ -29,7 +31,12 @@ export class ConfigError {
   }
 }
 
-export type LoadResult = { ok: true; config: GatewayConfig } | { ok: false; errors: ConfigError[] };
+export type LoadResult =
+  | { ok: true; config: GatewayConfig; secretFiles: string[] }
+  | { ok: false; errors: ConfigError[] };
+
+/** Reads a secret's PEM file (absolute path); throws with the OS error. */
+export type PemReader = (path: string) => string;
 
 export function formatPath(path: ConfigPath): string {
   let out = "";
@@ -49,7 +56,11 @@ function lineOf(doc: Document, counter: LineCounter, path: ConfigPath): number {
   return 1;
 }
 
-export function parseConfig(text: string, file: string): LoadResult {
+/**
+ * `readPem`, when given, resolves `{ file }` secret sources (relative to `file`'s directory) into
+ * `pem`; without it they are left unread.
+ */
+export function parseConfig(text: string, file: string, readPem?: PemReader): LoadResult {
   const counter = new LineCounter();
   const doc = parseDocument(text, { lineCounter: counter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -80,7 +91,27 @@ export function parseConfig(text: string, file: string): LoadResult {
       errors: semantic.map((e) => new ConfigError(file, lineOf(doc, counter, e.path), e.path, e.message)),
     };
   }
-  return { ok: true, config: parsed.data };
+  const secretFiles: string[] = [];
+  if (readPem) {
+    const errors: ConfigError[] = [];
+    (parsed.data.secrets ?? []).forEach((secret, i) => {
+      for (const part of ["certificate", "key", "ca"] as const) {
+        const source = secret[part];
+        if (source?.file === undefined) continue;
+        const path = resolve(dirname(file), source.file);
+        try {
+          source.pem = readPem(path);
+          secretFiles.push(path);
+        } catch (e) {
+          const at = ["secrets", i, part, "file"];
+          // The OS error names the path; its message never contains file content.
+          errors.push(new ConfigError(file, lineOf(doc, counter, at), at, (e as Error).message));
+        }
+      }
+    });
+    if (errors.length > 0) return { ok: false, errors };
+  }
+  return { ok: true, config: parsed.data, secretFiles };
 }
 
 export async function loadConfigFile(file: string): Promise<LoadResult> {
@@ -90,5 +121,5 @@ export async function loadConfigFile(file: string): Promise<LoadResult> {
   } catch (e) {
     return { ok: false, errors: [new ConfigError(file, 0, [], (e as Error).message)] };
   }
-  return parseConfig(text, file);
+  return parseConfig(text, file, (path) => readFileSync(path, "utf8"));
 }

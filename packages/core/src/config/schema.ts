@@ -124,13 +124,81 @@ export const routeSchema = z
   })
   .describe("A route. Exactly one of cluster or clusters.");
 
+const pemSource = z
+  .strictObject({
+    file: z.string().min(1).optional().describe("PEM file, relative to config.yaml's directory."),
+    pem: z.string().min(1).optional().describe("Inline PEM."),
+  })
+  .superRefine(exactlyOne(["file", "pem"]))
+  .describe("Exactly one of file or pem. Read by the control plane; data planes hold it in memory only.");
+
+export const secretSchema = z
+  .strictObject({
+    name: resourceName,
+    certificate: pemSource.optional().describe("Certificate chain, leaf first (with key)."),
+    key: pemSource.optional().describe("Private key of the certificate (RSA or ECDSA)."),
+    ca: pemSource.optional().describe("CA bundle used to verify peers."),
+  })
+  .describe("Either certificate and key, or ca.");
+
+const alpnList = z
+  .array(z.enum(["h2", "http/1.1"]))
+  .min(1)
+  .optional()
+  .describe("ALPN protocols in preference order; default [http/1.1].");
+
+const dnsOrSanName = z.string().min(1);
+
+export const listenerTlsSchema = z.strictObject({
+  certificates: z
+    .array(z.string().min(1))
+    .min(1)
+    .describe(
+      "Certificate secrets; each serves the names in its certificate (SNI), the first is the default.",
+    ),
+  minVersion: z.enum(["TLSv1.2", "TLSv1.3"]).optional().describe("Default TLSv1.2."),
+  ciphers: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "OpenSSL cipher list for TLS 1.2, e.g. ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256.",
+    ),
+  alpn: alpnList,
+  clientCertificate: z
+    .strictObject({
+      ca: z.string().min(1).describe("Secret with the CA bundle that signs client certificates."),
+      required: z
+        .boolean()
+        .optional()
+        .describe("Default true; false asks for a certificate but accepts none."),
+      subjectAltNames: z
+        .array(dnsOrSanName)
+        .optional()
+        .describe('Accepted SANs (DNS, URI, email, IP; "*." matches one DNS label); default any.'),
+      commonNames: z.array(z.string().min(1)).optional().describe("Accepted subject CNs; default any."),
+    })
+    .optional()
+    .describe("Downstream mTLS."),
+});
+
 export const listenerSchema = z.strictObject({
   name: resourceName,
   address: z.string().min(1).optional().describe('Address to bind; default "0.0.0.0".'),
   port: z.number().int().min(1).max(65535),
-  protocol: z.enum(["http"]).optional().describe("Only http for now; https arrives with the TLS manager."),
+  protocol: z.enum(["http", "https"]).optional().describe("Default http; https needs tls."),
+  tls: listenerTlsSchema.optional(),
   routes: z.array(routeSchema).optional(),
 });
+
+export const upstreamTlsSchema = z
+  .strictObject({
+    sni: z.string().min(1).optional().describe("Server name sent and verified; default the endpoint host."),
+    ca: z.string().min(1).optional().describe("Secret with the CA bundle; default the system store."),
+    certificate: z.string().min(1).optional().describe("Secret with a client certificate to present."),
+    alpn: alpnList,
+  })
+  .describe("Connect to the endpoints over TLS; the certificate is always verified.");
 
 const endpoint = z.union([
   z.string().describe('"host:port" or "[ipv6]:port"'),
@@ -151,6 +219,7 @@ export const clusterSchema = z.strictObject({
   maxIdlePerEndpoint: z.number().int().min(0).max(100_000).optional().describe("Default 64."),
   maxRequestsPerConnection: z.number().int().min(0).optional().describe("Default 0 (unlimited)."),
   endpoints: z.array(endpoint),
+  tls: upstreamTlsSchema.optional(),
 });
 
 export const configSchema = z
@@ -158,6 +227,10 @@ export const configSchema = z
     $schema: z.string().optional(),
     listeners: z.array(listenerSchema).optional(),
     clusters: z.array(clusterSchema).optional(),
+    secrets: z
+      .array(secretSchema)
+      .optional()
+      .describe("Certificates and CA bundles, named by listeners and clusters."),
   })
   .describe("AGW gateway configuration (config.yaml).");
 
@@ -165,6 +238,8 @@ export type GatewayConfig = z.infer<typeof configSchema>;
 export type ListenerConfig = z.infer<typeof listenerSchema>;
 export type RouteConfigEntry = z.infer<typeof routeSchema>;
 export type ClusterConfig = z.infer<typeof clusterSchema>;
+export type SecretConfig = z.infer<typeof secretSchema>;
+export type PemSource = z.infer<typeof pemSource>;
 
 export function configJsonSchema(): object {
   return z.toJSONSchema(configSchema, { io: "input", unrepresentable: "any" });

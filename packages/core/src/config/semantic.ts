@@ -91,6 +91,7 @@ export function semanticErrors(config: GatewayConfig): SemanticError[] {
       }
     });
   });
+  errors.push(...secretErrors(config));
   clusters.forEach((cluster, ci) => {
     cluster.endpoints.forEach((endpoint, ei) => {
       if (typeof endpoint === "string" && !parseHostPort(endpoint)) {
@@ -100,6 +101,56 @@ export function semanticErrors(config: GatewayConfig): SemanticError[] {
         });
       }
     });
+  });
+  return errors;
+}
+
+/** Secrets are well-formed and every reference names one of the right kind. */
+function secretErrors(config: GatewayConfig): SemanticError[] {
+  const secrets = config.secrets ?? [];
+  const kinds = new Map<string, "certificate" | "ca">();
+  const errors: SemanticError[] = duplicates(
+    secrets,
+    (s) => s.name,
+    (i) => ["secrets", i, "name"],
+    "secret name",
+  );
+  secrets.forEach((s, i) => {
+    const hasPair = s.certificate !== undefined || s.key !== undefined;
+    if (hasPair && s.ca !== undefined) {
+      errors.push({ path: ["secrets", i], message: "a secret holds either certificate and key, or ca" });
+    } else if (hasPair && (s.certificate === undefined || s.key === undefined)) {
+      errors.push({ path: ["secrets", i], message: "certificate and key go together" });
+    } else if (!hasPair && s.ca === undefined) {
+      errors.push({ path: ["secrets", i], message: "a secret needs certificate and key, or ca" });
+    }
+    kinds.set(s.name, s.ca !== undefined ? "ca" : "certificate");
+  });
+  const ref = (name: string, kind: "certificate" | "ca", path: ConfigPath) => {
+    const actual = kinds.get(name);
+    if (actual === undefined) errors.push({ path, message: `unknown secret "${name}"` });
+    else if (actual !== kind)
+      errors.push({
+        path,
+        message: `secret "${name}" holds ${actual === "ca" ? "a CA bundle" : "a certificate"}, expected ${kind === "ca" ? "a CA bundle" : "a certificate and key"}`,
+      });
+  };
+  (config.listeners ?? []).forEach((l, li) => {
+    const at: ConfigPath = ["listeners", li];
+    if ((l.protocol ?? "http") === "https" && l.tls === undefined)
+      errors.push({ path: [...at, "protocol"], message: "an https listener needs tls.certificates" });
+    if ((l.protocol ?? "http") === "http" && l.tls !== undefined)
+      errors.push({ path: [...at, "tls"], message: "tls needs protocol: https" });
+    l.tls?.certificates.forEach((name, ci) => {
+      ref(name, "certificate", [...at, "tls", "certificates", ci]);
+    });
+    const client = l.tls?.clientCertificate;
+    if (client) ref(client.ca, "ca", [...at, "tls", "clientCertificate", "ca"]);
+  });
+  (config.clusters ?? []).forEach((c, ci) => {
+    const at: ConfigPath = ["clusters", ci, "tls"];
+    if (c.tls?.ca !== undefined) ref(c.tls.ca, "ca", [...at, "ca"]);
+    if (c.tls?.certificate !== undefined) ref(c.tls.certificate, "certificate", [...at, "certificate"]);
   });
   return errors;
 }

@@ -1,7 +1,7 @@
 /**
  * The AGW resource types carried over Envoy's aggregated discovery service, packed as `Any`.
  * The order of RESOURCE_TYPES is the push order (make-before-break): what others reference
- * (clusters, endpoints, secrets, plugins) goes before what references it (listeners, routes).
+ * (secrets, clusters, endpoints, plugins) goes before what references it (listeners, routes).
  */
 import type { DescMessage } from "@bufbuild/protobuf";
 import { ClusterLoadAssignmentSchema, ClusterSchema } from "../gen/agw/v1/cluster_pb.js";
@@ -13,9 +13,10 @@ import { SecretSchema } from "../gen/agw/v1/secret_pb.js";
 export const TYPE_PREFIX = "type.googleapis.com/";
 
 export const RESOURCE_SCHEMAS = [
+  // Secrets first: clusters (upstream TLS) and listeners name them, they name nothing.
+  SecretSchema,
   ClusterSchema,
   ClusterLoadAssignmentSchema,
-  SecretSchema,
   PluginSchema,
   ListenerSchema,
   RouteConfigSchema,

@@ -92,9 +92,33 @@ export declare type ListenerTls = Message<"agw.v1.ListenerTls"> & {
   minVersion: string;
 
   /**
+   * Offered in preference order; empty means http/1.1.
+   *
    * @generated from field: repeated string alpn = 5;
    */
   alpn: string[];
+
+  /**
+   * OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are always OpenSSL's defaults); empty means Node's defaults.
+   *
+   * @generated from field: string cipher_suites = 6;
+   */
+  cipherSuites: string;
+
+  /**
+   * The client certificate must carry one of these subject alternative names (DNS, URI, email or IP;
+   * "*." prefixes match one DNS label); empty accepts any name.
+   *
+   * @generated from field: repeated string match_client_subject_alt_names = 7;
+   */
+  matchClientSubjectAltNames: string[];
+
+  /**
+   * The client certificate's subject common name must be one of these; empty accepts any.
+   *
+   * @generated from field: repeated string match_client_common_names = 8;
+   */
+  matchClientCommonNames: string[];
 };
 
 /**

@@ -1,0 +1,128 @@
+/**
+ * Runs the TLS handshakes of one version of a listener's TLS settings. It is a tls.Server that never
+ * listens: the listener's net.Server hands it accepted sockets, so a new certificate version serves
+ * the next handshake at once while connections already established keep the version they started on.
+ */
+import type net from "node:net";
+import tls from "node:tls";
+import { type ListenerTlsRuntime, peerCommonName } from "./manager.ts";
+
+/** What the engine and plugins may know about a downstream TLS connection. */
+export interface DownstreamTlsInfo {
+  /** Server name the client sent (SNI), "" when none. */
+  readonly serverName: string;
+  /** Negotiated application protocol; "http/1.1" when the client offered none. */
+  readonly alpn: string;
+  /** "TLSv1.3", "TLSv1.2". */
+  readonly version: string;
+  readonly cipher: string;
+  /** The verified client certificate (downstream mTLS), undefined when none was presented. */
+  readonly client: ClientIdentity | undefined;
+}
+
+export interface ClientIdentity {
+  /** Subject as "CN=...,O=...". */
+  readonly subject: string;
+  readonly commonName: string;
+  /** Subject alternative names as "DNS:x", "URI:y", "email:z", "IP Address:w". */
+  readonly subjectAltNames: readonly string[];
+  /** SHA-256 fingerprint of the certificate, lower-case hex without colons. */
+  readonly sha256: string;
+  /** The X-Forwarded-Client-Cert value sent upstream (Envoy's format). */
+  readonly forwardedHeader: string;
+}
+
+export type SecureConnectionHandler = (socket: tls.TLSSocket, info: DownstreamTlsInfo) => void;
+
+const REFUSAL_TIMEOUT_MS = 5_000;
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+function identity(cert: tls.PeerCertificate): ClientIdentity {
+  const subject = Object.entries(cert.subject ?? {})
+    .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("+") : v}`)
+    .join(",");
+  const sans = (cert.subjectaltname ?? "").split(/,\s*/).filter((s) => s !== "");
+  const sha256 = (cert.fingerprint256 ?? "").replaceAll(":", "").toLowerCase();
+  let header = `Hash=${sha256};Subject="${subject.replaceAll('"', '\\"')}"`;
+  for (const san of sans) {
+    if (san.startsWith("URI:")) header += `;URI=${san.slice(4)}`;
+    else if (san.startsWith("DNS:")) header += `;DNS=${san.slice(4)}`;
+  }
+  return {
+    subject,
+    commonName: peerCommonName(cert),
+    subjectAltNames: sans,
+    sha256,
+    forwardedHeader: header,
+  };
+}
+
+/**
+ * Answers the first request on a connection whose client certificate the listener's rules refuse,
+ * then closes: the client sees why instead of a bare reset.
+ */
+function refuse(socket: tls.TLSSocket, reason: string): void {
+  const body = JSON.stringify({ error: "client_certificate_rejected", message: reason });
+  const response =
+    "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n" +
+    `content-length: ${Buffer.byteLength(body)}\r\nx-agw-error: client_certificate_rejected\r\n` +
+    `connection: close\r\n\r\n${body}`;
+  const timer = setTimeout(() => socket.destroy(), REFUSAL_TIMEOUT_MS);
+  socket.once("data", () => socket.end(response));
+  socket.once("close", () => clearTimeout(timer));
+}
+
+export class TlsAcceptor {
+  readonly server: tls.Server;
+  readonly runtime: ListenerTlsRuntime;
+  /** Set by the listener currently using this acceptor. */
+  onSecure: SecureConnectionHandler | null = null;
+  /** Handshakes that failed (bad client hello, untrusted client certificate, timeout...). */
+  failedHandshakes = 0;
+
+  constructor(options: tls.TlsOptions, runtime: ListenerTlsRuntime) {
+    this.runtime = runtime;
+    this.server = tls.createServer({ ...options, handshakeTimeout: HANDSHAKE_TIMEOUT_MS });
+    this.server.on("secureConnection", (socket: tls.TLSSocket) => this.secure(socket));
+    this.server.on("tlsClientError", (_err, socket) => {
+      this.failedHandshakes++;
+      socket.destroy();
+    });
+  }
+
+  /** Takes an accepted TCP socket through the handshake. */
+  accept(raw: net.Socket): void {
+    this.server.emit("connection", raw);
+  }
+
+  private secure(socket: tls.TLSSocket): void {
+    socket.on("error", noop);
+    const handler = this.onSecure;
+    if (handler === null) {
+      socket.destroy();
+      return;
+    }
+    const cert = socket.getPeerCertificate();
+    let client: ClientIdentity | undefined;
+    if (cert && Object.keys(cert).length > 0) {
+      const reason = !socket.authorized
+        ? `client certificate not verified: ${String(socket.authorizationError)}`
+        : this.runtime.checkClient(cert);
+      if (reason !== undefined) {
+        refuse(socket, reason);
+        return;
+      }
+      client = identity(cert);
+    }
+    const serverName = (socket as tls.TLSSocket & { servername?: string | false }).servername;
+    handler(socket, {
+      serverName: typeof serverName === "string" ? serverName : "",
+      alpn: typeof socket.alpnProtocol === "string" ? socket.alpnProtocol : "http/1.1",
+      version: socket.getProtocol() ?? "",
+      cipher: socket.getCipher()?.name ?? "",
+      client,
+    });
+  }
+}
+
+function noop(): void {}

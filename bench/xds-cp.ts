@@ -1,0 +1,79 @@
+/**
+ * The control plane side of bench/xds.ts, in its own process so its CPU and RSS are its own: an ADS
+ * server over a snapshot of ROUTES routes. stdin: "change N" rebuilds the snapshot with route N
+ * changed (as a config edit would), "stats" prints CPU and RSS; stdout: JSON lines.
+ */
+import { createInterface } from "node:readline";
+import { createAdsService, startAdsServer } from "@agw/control-plane/xds/ads-server";
+import { SnapshotCache } from "@agw/control-plane/xds/cache";
+import { DataPlaneRegistry } from "@agw/control-plane/xds/dataplanes";
+import { irToSnapshot } from "@agw/control-plane/xds/resources";
+import { createLogger } from "@agw/core";
+import type { Ir, IrRoute } from "@agw/core/ir";
+
+const ROUTES = Number(process.env.ROUTES ?? 10_000);
+const silent = createLogger("bench", { write: () => true } as unknown as NodeJS.WritableStream);
+
+function route(i: number, timeoutMs: number): IrRoute {
+  return {
+    name: `r${i}`,
+    order: i,
+    hosts: [],
+    path: { kind: "prefix", value: `/service-${i}/` },
+    methods: [],
+    headers: [],
+    query: [],
+    target: { cluster: `c${i % 100}` },
+    timeoutMs,
+    requestHeaders: { add: [], set: [], remove: [] },
+    responseHeaders: { add: [], set: [["x-route", `r${i}`]], remove: [] },
+    plugins: [],
+  };
+}
+
+const timeouts = Array.from({ length: ROUTES }, () => 5000);
+const ir = (): Ir => ({
+  listeners: [
+    {
+      name: "web",
+      address: "127.0.0.1",
+      port: 8080,
+      protocol: "http",
+      routes: timeouts.map((t, i) => route(i, t)),
+    },
+  ],
+  clusters: Array.from({ length: 100 }, (_, i) => ({
+    name: `c${i}`,
+    lb: "round_robin" as const,
+    connectTimeoutMs: 1000,
+    idleTimeoutMs: 5000,
+    maxIdlePerEndpoint: 4,
+    maxRequestsPerConnection: 0,
+    endpoints: [{ address: "127.0.0.1", port: 10_000 + i, weight: 1 }],
+  })),
+});
+
+const cache = new SnapshotCache();
+const registry = new DataPlaneRegistry();
+cache.set(irToSnapshot(ir()));
+const server = await startAdsServer("127.0.0.1", 0, createAdsService(cache, registry, silent));
+const say = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
+say({ event: "listening", port: server.address.port });
+createInterface({ input: process.stdin }).on("line", (line) => {
+  const [command, arg] = line.split(" ");
+  if (command === "change") {
+    const i = Number(arg);
+    timeouts[i] = (timeouts[i] ?? 5000) + 1;
+    cache.set(irToSnapshot(ir()));
+    say({ event: "changed" });
+  } else if (command === "stats") {
+    const cpu = process.cpuUsage();
+    say({
+      event: "stats",
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      rssMiB: process.memoryUsage().rss / 2 ** 20,
+    });
+  } else if (command === "quit") {
+    void server.close().then(() => process.exit(0));
+  }
+});

@@ -1,8 +1,13 @@
 /** config.yaml (already validated) → IR. */
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import {
   type GatewayConfig,
   type ListenerConfig,
   type PemSource,
+  type PluginConfig,
   parseDuration,
   type RouteConfigEntry,
   type SecretConfig,
@@ -13,6 +18,7 @@ import {
   type HeaderOps,
   type Ir,
   type IrListenerTls,
+  type IrPlugin,
   type IrRoute,
   type IrSecret,
   type ValueMatch,
@@ -105,8 +111,37 @@ function listenerTls(tls: ListenerConfig["tls"]): IrListenerTls | undefined {
   };
 }
 
+/** Reads the component to fill in its digest; an unreadable file leaves it "" and data planes refuse it. */
+function plugin(p: PluginConfig): IrPlugin {
+  const path = p.source.startsWith("file://") ? fileURLToPath(p.source) : resolve(p.source);
+  let digest = p.digest ?? "";
+  if (digest === "") {
+    try {
+      digest = `sha256:${createHash("sha256").update(readFileSync(path)).digest("hex")}`;
+    } catch {
+      digest = "";
+    }
+  }
+  return {
+    name: p.name,
+    source: pathToFileURL(path).href,
+    digest,
+    config: p.config ?? {},
+    redisUrl: p.redis ?? "",
+    redisTimeoutMs: durationMs(p.redisTimeout, 0),
+    httpAllowHosts: p.httpAllowHosts ?? [],
+    httpTimeoutMs: durationMs(p.httpTimeout, 0),
+    fuel: p.fuel ?? 0,
+    memoryMaxBytes: p.memoryLimit ?? 0,
+    maxInstances: p.maxInstances ?? 0,
+    failOpen: p.failOpen ?? false,
+    failureStatus: p.failureStatus ?? 0,
+  };
+}
+
 export function translateConfig(config: GatewayConfig): Ir {
   return {
+    plugins: (config.plugins ?? []).map(plugin),
     secrets: (config.secrets ?? []).map(secret),
     listeners: (config.listeners ?? []).map((l) => {
       const tls = listenerTls(l.tls);

@@ -19,9 +19,9 @@ import { type DescMessage, type JsonValue, type MessageShape, toJson } from "@bu
 import { type Any, anyIs, anyUnpack } from "@bufbuild/protobuf/wkt";
 import type { ListenerManager } from "./listeners.ts";
 import { PluginHost } from "./plugins/index.ts";
-import type { TlsManager } from "./tls/manager.ts";
 import { buildRuntimeConfig, ResourceError, type ResourceSet } from "./runtime/build.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
+import type { TlsManager } from "./tls/manager.ts";
 import type { DeltaResource } from "./xds-client.ts";
 
 type Decoded = ReadonlyMap<string, MessageShape<DescMessage>>;

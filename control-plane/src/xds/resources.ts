@@ -3,6 +3,7 @@
 import { createHash } from "node:crypto";
 import { ClusterLoadAssignmentSchema, ClusterSchema, LbPolicy } from "@agw/core/gen/agw/v1/cluster_pb.js";
 import { ListenerSchema, Protocol } from "@agw/core/gen/agw/v1/listener_pb.js";
+import { PluginSchema } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import {
   type HeaderOperations,
   HeaderOperationsSchema,
@@ -158,6 +159,7 @@ export function irToSnapshot(ir: Ir): Snapshot {
           address: l.address,
           port: l.port,
           protocol: l.protocol === "https" ? Protocol.HTTPS : Protocol.HTTP,
+          routeConfig: l.name,
           ...(l.tls && {
             tls: {
               certificateSecrets: l.tls.certificates,
@@ -170,7 +172,6 @@ export function irToSnapshot(ir: Ir): Snapshot {
               matchClientCommonNames: l.tls.clientCertificate?.commonNames ?? [],
             },
           }),
-           routeConfig: l.name,
         }),
       ),
     );
@@ -207,6 +208,33 @@ export function irToSnapshot(ir: Ir): Snapshot {
         ),
       );
     }
+  }
+  for (const p of ir.plugins ?? []) {
+    add(
+      TYPE_URL.plugin,
+      versioned(
+        PluginSchema,
+        p.name,
+        create(PluginSchema, {
+          name: p.name,
+          source: p.source,
+          digest: p.digest,
+          config: p.config as JsonObject,
+          capabilities: {
+            redisUrl: p.redisUrl,
+            redisTimeout: durationFromMs(p.redisTimeoutMs),
+            httpAllowHosts: p.httpAllowHosts,
+            httpTimeout: durationFromMs(p.httpTimeoutMs),
+          },
+          limits: {
+            fuel: BigInt(p.fuel),
+            memoryMaxBytes: BigInt(p.memoryMaxBytes),
+            maxInstances: p.maxInstances,
+          },
+          failure: { failOpen: p.failOpen, status: p.failureStatus },
+        }),
+      ),
+    );
   }
   return new Map([...byType].map(([type, list]) => [type, typeSnapshot(list)]));
 }

@@ -14,6 +14,8 @@ export const AGW_ERRORS = {
   AGW_ERR_HTTP_VERSION_NOT_SUPPORTED: "http_version_not_supported",
   AGW_ERR_REQUEST_TIMEOUT: "request_timeout",
   AGW_ERR_UPSTREAM_TLS_FAILED: "upstream_tls_failed",
+  AGW_ERR_PLUGIN_DENIED: "plugin_denied",
+  AGW_ERR_PLUGIN_FAILED: "plugin_failed",
 } as const;
 
 export type AgwErrorCode = (typeof AGW_ERRORS)[keyof typeof AGW_ERRORS];
@@ -36,9 +38,13 @@ export function codeForStatus(status: number): AgwErrorCode {
 
 const REASONS: Readonly<Record<number, string>> = {
   400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
   404: "Not Found",
   408: "Request Timeout",
+  429: "Too Many Requests",
   431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
   501: "Not Implemented",
   502: "Bad Gateway",
   503: "Service Unavailable",

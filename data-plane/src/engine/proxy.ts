@@ -5,6 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type net from "node:net";
+import type { PluginReply } from "../plugins/chain.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint, HeaderOps, RuntimeConfig } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { AGW_ERRORS, type AgwErrorCode, codeForStatus, reasonPhrase } from "./errors.ts";
@@ -87,6 +88,15 @@ const T_LINGER = 3;
  * like nginx, a POST is never sent twice: the upstream may have acted on it before closing.
  */
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
+
+/** A chain's promise can only reject through a host bug; the request then fails closed. */
+const PLUGIN_CRASHED: PluginReply = {
+  status: 500,
+  headers: [],
+  body: new Uint8Array(0),
+  error: "plugin_failed",
+  message: "plugin host error",
+};
 
 const CRLF = Buffer.from("\r\n");
 const LAST_CHUNK = Buffer.from("0\r\n\r\n");
@@ -372,6 +382,61 @@ class ClientConn implements UpstreamHandler {
       return;
     }
     this.route = route;
+    // request_filter phase: the route's plugins see the request before any upstream work.
+    const plugins = route.plugins;
+    if (plugins) {
+      const verdict = plugins.requestFilter(head, this.clientIp, route.name, this.requestId);
+      if (verdict instanceof Promise) {
+        this.socket.pause();
+        verdict.then(
+          (v) => this.afterRequestFilter(head, v, route, config),
+          () => this.afterRequestFilter(head, PLUGIN_CRASHED, route, config),
+        );
+        return;
+      }
+      if (verdict !== undefined) {
+        this.sendPluginReply(verdict);
+        return;
+      }
+    }
+    this.toUpstream(head, route, config);
+  }
+
+  /** A plugin chain that waited (on Redis, on HTTP) has decided; the client may have gone meanwhile. */
+  afterRequestFilter(
+    head: RequestHead,
+    verdict: PluginReply | undefined,
+    route: CompiledRoute,
+    config: RuntimeConfig,
+  ): void {
+    if (this.head !== head || this.phase !== P_ACTIVE) return;
+    if (verdict !== undefined) this.sendPluginReply(verdict);
+    else {
+      this.toUpstream(head, route, config);
+      if (this.socket.isPaused()) this.socket.resume();
+    }
+  }
+
+  sendPluginReply(r: PluginReply): void {
+    if (r.error !== undefined) {
+      this.sendLocal(r.status, r.error, r.message ?? r.error);
+      return;
+    }
+    const close = !this.keepAlive || !this.reqBodyDone || this.proxy.draining;
+    let h = `HTTP/1.1 ${r.status} ${reasonPhrase(r.status)}\r\n`;
+    for (const [n, v] of r.headers) if (n.toLowerCase() !== "content-length") h += `${n}: ${v}\r\n`;
+    h += `content-length: ${r.body.length}\r\nx-request-id: ${this.requestId}\r\n`;
+    if (close) h += "connection: close\r\n";
+    else if (this.head?.minor === 0) h += "connection: keep-alive\r\n";
+    this.socket.cork();
+    this.socket.write(`${h}\r\n`, "latin1");
+    if (!this.isHead && r.body.length > 0) this.socket.write(r.body);
+    this.socket.uncork();
+    this.finishExchange(close);
+  }
+
+  toUpstream(head: RequestHead, route: CompiledRoute, config: RuntimeConfig): void {
+    const p = this.proxy;
     const cluster = config.clusters.get(route.pickCluster());
     if (cluster === undefined) {
       this.fail(503, AGW_ERRORS.AGW_ERR_CLUSTER_NOT_FOUND, "the route's cluster does not exist");

@@ -8,6 +8,8 @@ import { type Listener, Protocol } from "@agw/core/gen/agw/v1/listener_pb.js";
 import type { HeaderOperations, Route, RouteConfig } from "@agw/core/gen/agw/v1/route_pb.js";
 import type { Secret } from "@agw/core/gen/agw/v1/secret_pb.js";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
+import { PluginChain } from "../plugins/chain.ts";
+import type { PluginRuntime } from "../plugins/host.ts";
 import { type ListenerTlsRuntime, type TlsBuild, TlsManager } from "../tls/manager.ts";
 import type { SecretMaterial } from "../tls/secrets.ts";
 import { type Candidate, compileCandidate, compileRouter } from "./router.ts";
@@ -26,6 +28,8 @@ export interface ResourceSet {
   routes: ReadonlyMap<string, Route>;
   clusters: ReadonlyMap<string, Cluster>;
   endpoints: ReadonlyMap<string, ClusterLoadAssignment>;
+  /** Loaded plugins by name (data-plane/src/plugins); routes may name only these. */
+  plugins?: ReadonlyMap<string, PluginRuntime>;
   secrets?: ReadonlyMap<string, Secret>;
   /** Builds and caches secure contexts across configs; a private one when absent. */
   tls?: TlsManager;
@@ -59,7 +63,27 @@ function headerOps(ops: HeaderOperations | undefined, where: string): HeaderOps 
   };
 }
 
-function compileRoute(route: Route, where: string): CompiledRoute {
+function pluginChain(
+  route: Route,
+  plugins: ReadonlyMap<string, PluginRuntime> | undefined,
+  where: string,
+): PluginChain | null {
+  const refs = route.action?.plugins ?? [];
+  if (refs.length === 0) return null;
+  return new PluginChain(
+    refs.map((ref) => {
+      const plugin = plugins?.get(ref.name);
+      if (plugin === undefined) throw new ResourceError(where, `unknown plugin "${ref.name}"`);
+      return { plugin, configJson: JSON.stringify({ ...plugin.spec.config, ...(ref.config ?? {}) }) };
+    }),
+  );
+}
+
+function compileRoute(
+  route: Route,
+  where: string,
+  plugins?: ReadonlyMap<string, PluginRuntime>,
+): CompiledRoute {
   const action = route.action;
   const target = action?.target;
   let pickCluster: () => string;
@@ -87,6 +111,7 @@ function compileRoute(route: Route, where: string): CompiledRoute {
     timeoutMs: ms(action?.timeout, DEFAULTS.routeTimeoutMs),
     requestHeaders: headerOps(action?.requestHeaders, where),
     responseHeaders: headerOps(action?.responseHeaders, where),
+    plugins: pluginChain(route, plugins, where),
   };
 }
 
@@ -198,7 +223,7 @@ export function buildRuntimeConfig(
     const where = `agw.v1.Route ${name}`;
     let candidate: Candidate;
     try {
-      candidate = compileCandidate(route, compileRoute(route, where));
+      candidate = compileCandidate(route, compileRoute(route, where, set.plugins));
     } catch (e) {
       if (e instanceof ResourceError) throw e;
       throw new ResourceError(where, (e as Error).message);

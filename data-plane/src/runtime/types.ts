@@ -4,6 +4,7 @@
  * that reference until the request ends, so a swap can never tear a request between two configs.
  */
 
+import type { PluginChain } from "../plugins/chain.ts";
 import type { ListenerTlsRuntime, UpstreamTlsRuntime } from "../tls/manager.ts";
 
 /** What the router needs to know about a request; built by the engine from the parsed head. */
@@ -37,6 +38,8 @@ export interface CompiledRoute {
   readonly timeoutMs: number;
   readonly requestHeaders: HeaderOps;
   readonly responseHeaders: HeaderOps;
+  /** The route's plugins in order (request_filter phase); null when it has none, so the engine skips the phase. */
+  readonly plugins?: PluginChain | null;
 }
 
 export interface Router {

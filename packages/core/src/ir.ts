@@ -68,7 +68,6 @@ export interface IrUpstreamTls {
   alpn: string[];
 }
 
-
 export interface IrEndpoint {
   address: string;
   port: number;
@@ -109,8 +108,27 @@ export function redactIr(ir: Ir): Ir {
   };
 }
 
+/** A WebAssembly component plugin (docs/plugins.md); durations in ms, 0 = the data plane's default. */
+export interface IrPlugin {
+  name: string;
+  /** Absolute path or file:// URL. */
+  source: string;
+  /** "sha256:<hex>", or "" when the file could not be read (the data plane then refuses the plugin). */
+  digest: string;
+  config: Record<string, unknown>;
+  redisUrl: string;
+  redisTimeoutMs: number;
+  httpAllowHosts: string[];
+  httpTimeoutMs: number;
+  fuel: number;
+  memoryMaxBytes: number;
+  maxInstances: number;
+  failOpen: boolean;
+  failureStatus: number;
+}
 
 export interface Ir {
+  plugins?: IrPlugin[];
   listeners: IrListener[];
   clusters: IrCluster[];
   /** Absent when no source supplies secrets. */

@@ -27,5 +27,6 @@ export function mergeIr(
     listeners: [...listeners.values()],
     clusters: [...(file?.clusters ?? []), ...(kube?.clusters ?? []).filter((c) => !clusterNames.has(c.name))],
     ...(secrets.length ? { secrets } : {}),
+    ...(file?.plugins ? { plugins: file.plugins } : {}),
   };
 }

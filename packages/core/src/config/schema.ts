@@ -222,11 +222,73 @@ export const clusterSchema = z.strictObject({
   tls: upstreamTlsSchema.optional(),
 });
 
+export const pluginSchema = z
+  .strictObject({
+    name: resourceName,
+    source: z
+      .string()
+      .min(1)
+      .describe(
+        "The component: an absolute path or file:// URL (relative paths: the control plane's working directory).",
+      ),
+    digest: z
+      .string()
+      .regex(/^sha256:[0-9a-f]{64}$/, 'expected "sha256:" and 64 lower-case hex digits')
+      .optional()
+      .describe(
+        "sha256 of the component; computed from the file when omitted. Data planes refuse a mismatch.",
+      ),
+    config: z
+      .record(z.string(), z.unknown())
+      .optional()
+      .describe("Passed to the plugin; a route's config is merged over it."),
+    redis: z
+      .string()
+      .regex(/^rediss?:\/\//, "expected a redis:// URL")
+      .optional()
+      .describe("Grants the redis interface."),
+    redisTimeout: duration.optional().describe("Per Redis command; default 250ms."),
+    httpAllowHosts: z
+      .array(z.string().min(1))
+      .optional()
+      .describe("Grants http-request to these hosts (host or host:port)."),
+    httpTimeout: duration.optional().describe("Default 2s."),
+    fuel: z
+      .number()
+      .int()
+      .min(1000)
+      .optional()
+      .describe("Loop iterations one call may run; default 50000000."),
+    memoryLimit: z
+      .number()
+      .int()
+      .min(65536)
+      .optional()
+      .describe("Bytes of linear memory per instance; default 64 MiB."),
+    maxInstances: z
+      .number()
+      .int()
+      .min(1)
+      .max(4096)
+      .optional()
+      .describe("Concurrent calls per data plane; default 32."),
+    failOpen: z.boolean().optional().describe("Let requests through when a call fails; default false."),
+    failureStatus: z
+      .number()
+      .int()
+      .min(400)
+      .max(599)
+      .optional()
+      .describe("Status when failing closed; default 500."),
+  })
+  .describe("A WebAssembly component plugin (docs/plugins.md).");
+
 export const configSchema = z
   .strictObject({
     $schema: z.string().optional(),
     listeners: z.array(listenerSchema).optional(),
     clusters: z.array(clusterSchema).optional(),
+    plugins: z.array(pluginSchema).optional(),
     secrets: z
       .array(secretSchema)
       .optional()
@@ -238,6 +300,7 @@ export type GatewayConfig = z.infer<typeof configSchema>;
 export type ListenerConfig = z.infer<typeof listenerSchema>;
 export type RouteConfigEntry = z.infer<typeof routeSchema>;
 export type ClusterConfig = z.infer<typeof clusterSchema>;
+export type PluginConfig = z.infer<typeof pluginSchema>;
 export type SecretConfig = z.infer<typeof secretSchema>;
 export type PemSource = z.infer<typeof pemSource>;
 

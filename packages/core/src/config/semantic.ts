@@ -43,6 +43,7 @@ export function semanticErrors(config: GatewayConfig): SemanticError[] {
   const listeners = config.listeners ?? [];
   const clusters = config.clusters ?? [];
   const clusterNames = new Set(clusters.map((c) => c.name));
+  const pluginNames = new Set((config.plugins ?? []).map((p) => p.name));
   const errors: SemanticError[] = [
     ...duplicates(
       listeners,
@@ -89,9 +90,21 @@ export function semanticErrors(config: GatewayConfig): SemanticError[] {
       if (route.clusters?.every((wc) => wc.weight === 0)) {
         errors.push({ path: [...at, "clusters"], message: "weights must not all be zero" });
       }
+      route.plugins?.forEach((p, pi) => {
+        if (!pluginNames.has(p.name))
+          errors.push({ path: [...at, "plugins", pi, "name"], message: `unknown plugin "${p.name}"` });
+      });
     });
   });
   errors.push(...secretErrors(config));
+  errors.push(
+    ...duplicates(
+      config.plugins ?? [],
+      (p) => p.name,
+      (i) => ["plugins", i, "name"],
+      "plugin name",
+    ),
+  );
   clusters.forEach((cluster, ci) => {
     cluster.endpoints.forEach((endpoint, ei) => {
       if (typeof endpoint === "string" && !parseHostPort(endpoint)) {

@@ -4,6 +4,7 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
+import type { Duration } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file agw/v1/plugin.proto.
@@ -41,6 +42,25 @@ export declare type Plugin = Message<"agw.v1.Plugin"> & {
    * @generated from field: google.protobuf.Struct config = 4;
    */
   config?: JsonObject | undefined;
+
+  /**
+   * Host interfaces beyond log, config, clock, kv and metrics (which every plugin has).
+   *
+   * @generated from field: agw.v1.PluginCapabilities capabilities = 5;
+   */
+  capabilities?: PluginCapabilities | undefined;
+
+  /**
+   * @generated from field: agw.v1.PluginLimits limits = 6;
+   */
+  limits?: PluginLimits | undefined;
+
+  /**
+   * What a request gets when a call fails (trap, out of fuel, bad action).
+   *
+   * @generated from field: agw.v1.PluginFailurePolicy failure = 7;
+   */
+  failure?: PluginFailurePolicy | undefined;
 };
 
 /**
@@ -48,4 +68,100 @@ export declare type Plugin = Message<"agw.v1.Plugin"> & {
  * Use `create(PluginSchema)` to create a new message.
  */
 export declare const PluginSchema: GenMessage<Plugin>;
+
+/**
+ * @generated from message agw.v1.PluginCapabilities
+ */
+export declare type PluginCapabilities = Message<"agw.v1.PluginCapabilities"> & {
+  /**
+   * Redis the plugin may use, e.g. "redis://127.0.0.1:6379"; empty: not granted.
+   *
+   * @generated from field: string redis_url = 1;
+   */
+  redisUrl: string;
+
+  /**
+   * Per-command timeout; 0: 250ms.
+   *
+   * @generated from field: google.protobuf.Duration redis_timeout = 2;
+   */
+  redisTimeout?: Duration | undefined;
+
+  /**
+   * Hosts ("host" or "host:port") the plugin may reach with http-request; empty: not granted.
+   *
+   * @generated from field: repeated string http_allow_hosts = 3;
+   */
+  httpAllowHosts: string[];
+
+  /**
+   * Default timeout of one outbound request; 0: 2s.
+   *
+   * @generated from field: google.protobuf.Duration http_timeout = 4;
+   */
+  httpTimeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message agw.v1.PluginCapabilities.
+ * Use `create(PluginCapabilitiesSchema)` to create a new message.
+ */
+export declare const PluginCapabilitiesSchema: GenMessage<PluginCapabilities>;
+
+/**
+ * @generated from message agw.v1.PluginLimits
+ */
+export declare type PluginLimits = Message<"agw.v1.PluginLimits"> & {
+  /**
+   * Loop iterations one call may run before it is stopped; 0: 50,000,000.
+   *
+   * @generated from field: uint64 fuel = 1;
+   */
+  fuel: bigint;
+
+  /**
+   * Largest linear memory of an instance; 0: 64 MiB.
+   *
+   * @generated from field: uint64 memory_max_bytes = 2;
+   */
+  memoryMaxBytes: bigint;
+
+  /**
+   * Most instances (concurrent calls) per data plane; 0: 32.
+   *
+   * @generated from field: uint32 max_instances = 3;
+   */
+  maxInstances: number;
+};
+
+/**
+ * Describes the message agw.v1.PluginLimits.
+ * Use `create(PluginLimitsSchema)` to create a new message.
+ */
+export declare const PluginLimitsSchema: GenMessage<PluginLimits>;
+
+/**
+ * @generated from message agw.v1.PluginFailurePolicy
+ */
+export declare type PluginFailurePolicy = Message<"agw.v1.PluginFailurePolicy"> & {
+  /**
+   * Let the request through when a call fails.
+   *
+   * @generated from field: bool fail_open = 1;
+   */
+  failOpen: boolean;
+
+  /**
+   * Status of the failure response when failing closed; 0: 500.
+   *
+   * @generated from field: uint32 status = 2;
+   */
+  status: number;
+};
+
+/**
+ * Describes the message agw.v1.PluginFailurePolicy.
+ * Use `create(PluginFailurePolicySchema)` to create a new message.
+ */
+export declare const PluginFailurePolicySchema: GenMessage<PluginFailurePolicy>;
 

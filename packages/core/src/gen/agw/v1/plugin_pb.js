@@ -3,13 +3,13 @@
 /* eslint-disable */
 
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file agw/v1/plugin.proto.
  */
 export const file_agw_v1_plugin = /*@__PURE__*/
-  fileDesc("ChNhZ3cvdjEvcGx1Z2luLnByb3RvEgZhZ3cudjEiXwoGUGx1Z2luEgwKBG5hbWUYASABKAkSDgoGc291cmNlGAIgASgJEg4KBmRpZ2VzdBgDIAEoCRInCgZjb25maWcYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0YgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("ChNhZ3cvdjEvcGx1Z2luLnByb3RvEgZhZ3cudjEi5QEKBlBsdWdpbhIMCgRuYW1lGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIOCgZkaWdlc3QYAyABKAkSJwoGY29uZmlnGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIwCgxjYXBhYmlsaXRpZXMYBSABKAsyGi5hZ3cudjEuUGx1Z2luQ2FwYWJpbGl0aWVzEiQKBmxpbWl0cxgGIAEoCzIULmFndy52MS5QbHVnaW5MaW1pdHMSLAoHZmFpbHVyZRgHIAEoCzIbLmFndy52MS5QbHVnaW5GYWlsdXJlUG9saWN5IqQBChJQbHVnaW5DYXBhYmlsaXRpZXMSEQoJcmVkaXNfdXJsGAEgASgJEjAKDXJlZGlzX3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQaHR0cF9hbGxvd19ob3N0cxgDIAMoCRIvCgxodHRwX3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTQoMUGx1Z2luTGltaXRzEgwKBGZ1ZWwYASABKAQSGAoQbWVtb3J5X21heF9ieXRlcxgCIAEoBBIVCg1tYXhfaW5zdGFuY2VzGAMgASgNIjgKE1BsdWdpbkZhaWx1cmVQb2xpY3kSEQoJZmFpbF9vcGVuGAEgASgIEg4KBnN0YXR1cxgCIAEoDWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * Describes the message agw.v1.Plugin.
@@ -17,4 +17,25 @@ export const file_agw_v1_plugin = /*@__PURE__*/
  */
 export const PluginSchema = /*@__PURE__*/
   messageDesc(file_agw_v1_plugin, 0);
+
+/**
+ * Describes the message agw.v1.PluginCapabilities.
+ * Use `create(PluginCapabilitiesSchema)` to create a new message.
+ */
+export const PluginCapabilitiesSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_plugin, 1);
+
+/**
+ * Describes the message agw.v1.PluginLimits.
+ * Use `create(PluginLimitsSchema)` to create a new message.
+ */
+export const PluginLimitsSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_plugin, 2);
+
+/**
+ * Describes the message agw.v1.PluginFailurePolicy.
+ * Use `create(PluginFailurePolicySchema)` to create a new message.
+ */
+export const PluginFailurePolicySchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_plugin, 3);
 

@@ -1,0 +1,292 @@
+/**
+ * One loaded plugin (a Plugin resource): its compiled component, the host imports it is granted,
+ * and a pool of instances. jco runs overlapping calls on one instance one after another, so
+ * concurrent requests each take their own instance; a fresh instance costs 0.4 ms (WAT) to 10+ ms
+ * (JS), so instances are reused and never created per request.
+ *
+ * A call that traps, runs out of fuel (an endless loop) or fails in any other way discards its
+ * instance (a trapped instance is unusable) and a replacement is made in the background; the caller
+ * applies the plugin's failure policy. The gateway process is never at risk: the guest runs on the
+ * event loop's thread, but fuel bounds its loops and a memory cap bounds its growth.
+ */
+import type { Logger } from "@agw/core";
+import type { CompiledComponent, GuestInstance, ImportObject } from "./compile.ts";
+import { awaitReady, redisClient } from "./redis.ts";
+
+export interface PluginSpec {
+  readonly name: string;
+  readonly digest: string;
+  /** The plugin resource's config (JSON object). */
+  readonly config: Readonly<Record<string, unknown>>;
+  /** Redis URL the plugin may use; "" = not granted. */
+  readonly redisUrl: string;
+  readonly redisTimeoutMs: number;
+  /** Hosts the plugin may reach with http-request; empty = not granted. */
+  readonly httpAllowHosts: readonly string[];
+  readonly httpTimeoutMs: number;
+  /** Loop iterations one call may run. */
+  readonly fuel: number;
+  readonly memoryMaxBytes: number;
+  readonly maxInstances: number;
+  /** On a failed call: let the request through (true) or answer `failureStatus` (false). */
+  readonly failOpen: boolean;
+  readonly failureStatus: number;
+}
+
+export const PLUGIN_DEFAULTS = {
+  fuel: 50_000_000,
+  memoryMaxBytes: 64 << 20,
+  maxInstances: 32,
+  failureStatus: 500,
+  redisTimeoutMs: 250,
+  httpTimeoutMs: 2000,
+} as const;
+
+export interface PluginStats {
+  calls: number;
+  errors: number;
+  /** Calls stopped because they ran out of fuel. */
+  timeouts: number;
+  /** Instances discarded after a failed call. */
+  discarded: number;
+  instances: number;
+  /** Sum of call durations, seconds (with `calls`, the mean). */
+  seconds: number;
+  counters: Record<string, number>;
+}
+
+/** What one call sees through its imports; set before each call on the instance that runs it. */
+export interface CallState {
+  configJson: string;
+}
+
+export interface PluginInstance {
+  readonly guest: GuestInstance;
+  readonly state: CallState;
+}
+
+/** Thrown (as the `payload` jco lowers into the result's error case) by a redis import. */
+function redisError(
+  tag: "unavailable" | "command",
+  message: string,
+): { payload: { tag: string; val: string } } {
+  return { payload: { tag, val: message } };
+}
+
+interface KvEntry {
+  value: string;
+  expiresAt: number;
+}
+
+const LOG_LEVELS = new Set(["debug", "info", "warn", "error"]);
+
+export class PluginRuntime {
+  readonly spec: PluginSpec;
+  readonly component: CompiledComponent;
+  readonly stats: PluginStats = {
+    calls: 0,
+    errors: 0,
+    timeouts: 0,
+    discarded: 0,
+    instances: 0,
+    seconds: 0,
+    counters: {},
+  };
+  private readonly log: Logger;
+  private readonly idle: PluginInstance[] = [];
+  private readonly waiters: Array<(i: PluginInstance) => void> = [];
+  private readonly kv = new Map<string, KvEntry>();
+  private size = 0;
+  private closed = false;
+  private lastFailureLog = 0;
+
+  constructor(spec: PluginSpec, component: CompiledComponent, log: Logger) {
+    this.spec = spec;
+    this.component = component;
+    this.log = log.child({ plugin: spec.name });
+  }
+
+  /** Makes the first instance (so a broken component fails the config, not a request) and connects Redis. */
+  async start(): Promise<void> {
+    this.idle.push(this.create());
+    if (this.spec.redisUrl !== "")
+      await awaitReady(redisClient(this.spec.redisUrl, this.spec.redisTimeoutMs), 1000);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.idle.length = 0;
+  }
+
+  /** An idle instance now, or a promise of one when every instance is busy and the pool is full. */
+  acquire(): PluginInstance | Promise<PluginInstance> {
+    const i = this.idle.pop();
+    if (i !== undefined) return i;
+    if (this.size < this.spec.maxInstances) return this.create();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  release(i: PluginInstance): void {
+    const w = this.waiters.shift();
+    if (w !== undefined) w(i);
+    else if (!this.closed) this.idle.push(i);
+    else this.size--;
+  }
+
+  /** Drops an instance after a failed call; a replacement is made off the request path. */
+  discard(_i: PluginInstance): void {
+    this.size--;
+    this.stats.discarded++;
+    this.stats.instances = this.size;
+    if (this.closed) return;
+    setImmediate(() => {
+      if (this.closed || (this.idle.length > 0 && this.waiters.length === 0)) return;
+      try {
+        this.release(this.create());
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, "could not replace a plugin instance");
+      }
+    });
+  }
+
+  /** Logs why a call failed; at most one line per second per plugin, so a hostile guest cannot flood the log. */
+  reportFailure(reason: string): void {
+    const now = Date.now();
+    if (now - this.lastFailureLog < 1000) return;
+    this.lastFailureLog = now;
+    this.log.warn({ reason, errors: this.stats.errors, timeouts: this.stats.timeouts }, "plugin call failed");
+  }
+
+  /** Refills the fuel of an instance before a call. */
+  refuel(i: PluginInstance): void {
+    const fuel = i.guest.fuel;
+    for (let k = 0; k < fuel.length; k++) (fuel[k] as WebAssembly.Global).value = this.spec.fuel;
+  }
+
+  /** Whether a failed call stopped because it ran out of fuel. */
+  outOfFuel(i: PluginInstance): boolean {
+    return i.guest.fuel.some((g) => g.value === 0);
+  }
+
+  private create(): PluginInstance {
+    const state: CallState = { configJson: "{}" };
+    const guest = this.component.instantiate(this.imports(state));
+    this.size++;
+    this.stats.instances = this.size;
+    return { guest, state };
+  }
+
+  private imports(state: CallState): ImportObject {
+    const spec = this.spec;
+    const log = this.log;
+    const kv = this.kv;
+    const stats = this.stats;
+    const prefix = `${spec.name}:`;
+    const redis = spec.redisUrl === "" ? undefined : redisClient(spec.redisUrl, spec.redisTimeoutMs);
+    const noRedis = () => {
+      throw redisError("unavailable", `redis is not granted to plugin ${spec.name}`);
+    };
+    const run = async <T>(f: () => Promise<T>): Promise<T> => {
+      if (redis === undefined) return noRedis();
+      if (redis.status !== "ready") throw redisError("unavailable", `redis is ${redis.status}`);
+      try {
+        return await f();
+      } catch (e) {
+        const message = (e as Error).message;
+        // A reply error is the command's fault; anything else is the connection's.
+        throw redisError((e as Error).name === "ReplyError" ? "command" : "unavailable", message);
+      }
+    };
+    return {
+      "agw:plugin/log": {
+        log(level: string, message: string) {
+          log[LOG_LEVELS.has(level) ? (level as "info") : "info"]({ guest: true }, message);
+        },
+      },
+      "agw:plugin/config": { get: () => state.configJson },
+      "agw:plugin/clock": {
+        nowMs: () => BigInt(Date.now()),
+        monotonicNs: () => process.hrtime.bigint(),
+      },
+      "agw:plugin/kv": {
+        get(key: string) {
+          const e = kv.get(key);
+          if (e === undefined) return undefined;
+          if (e.expiresAt !== 0 && e.expiresAt <= Date.now()) {
+            kv.delete(key);
+            return undefined;
+          }
+          return e.value;
+        },
+        set(key: string, value: string, ttlMs: bigint) {
+          kv.set(key, { value, expiresAt: ttlMs === 0n ? 0 : Date.now() + Number(ttlMs) });
+        },
+        remove(key: string) {
+          kv.delete(key);
+        },
+      },
+      "agw:plugin/redis": {
+        get: (key: string) => run(async () => (await redis?.get(prefix + key)) ?? undefined),
+        set: (key: string, value: string, ttlMs: bigint) =>
+          run(async () => {
+            if (ttlMs === 0n) await redis?.set(prefix + key, value);
+            else await redis?.set(prefix + key, value, "PX", Number(ttlMs));
+          }),
+        incr: (key: string) => run(async () => BigInt((await redis?.incr(prefix + key)) ?? 0)),
+        pexpire: (key: string, ttlMs: bigint) =>
+          run(async () => (await redis?.pexpire(prefix + key, Number(ttlMs))) === 1),
+        evalScript: (script: string, keys: string[], args: string[]) =>
+          run(async () => {
+            const reply = await redis?.eval(script, keys.length, ...keys.map((k) => prefix + k), ...args);
+            const list = Array.isArray(reply) ? reply : [reply];
+            return list.map((v) => (v === null || v === undefined ? "" : String(v)));
+          }),
+      },
+      "agw:plugin/http-request": {
+        send: (req: {
+          method: string;
+          url: string;
+          headers: [string, string][];
+          body: Uint8Array;
+          timeoutMs: number;
+        }) => this.httpSend(req),
+      },
+      "agw:plugin/metrics": {
+        counterAdd(name: string, value: bigint) {
+          stats.counters[name] = (stats.counters[name] ?? 0) + Number(value);
+        },
+      },
+    };
+  }
+
+  private async httpSend(req: {
+    method: string;
+    url: string;
+    headers: [string, string][];
+    body: Uint8Array;
+    timeoutMs: number;
+  }): Promise<{ status: number; headers: [string, string][]; body: Uint8Array }> {
+    const spec = this.spec;
+    let url: URL;
+    try {
+      url = new URL(req.url);
+    } catch {
+      throw { payload: `invalid url ${req.url}` };
+    }
+    if (!spec.httpAllowHosts.includes(url.host) && !spec.httpAllowHosts.includes(url.hostname))
+      throw { payload: `host ${url.host} is not allowed for plugin ${spec.name}` };
+    try {
+      const res = await fetch(url, {
+        method: req.method || "GET",
+        headers: req.headers,
+        ...(req.body.length > 0 ? { body: req.body } : {}),
+        signal: AbortSignal.timeout(req.timeoutMs || spec.httpTimeoutMs),
+        redirect: "manual",
+      });
+      const body = new Uint8Array(await res.arrayBuffer());
+      return { status: res.status, headers: [...res.headers], body };
+    } catch (e) {
+      throw { payload: `request to ${url.host} failed: ${(e as Error).message}` };
+    }
+  }
+}

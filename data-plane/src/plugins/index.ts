@@ -1,0 +1,132 @@
+/**
+ * Plugin resources → running plugins. Runs when Plugin resources arrive over xDS, before the config
+ * that uses them is accepted: the component is read from its source, checked against its digest,
+ * transpiled and compiled (cached by digest), and a first instance is made. Any failure throws a
+ * ResourceError, which NACKs the update; the data plane keeps serving its previous config.
+ * A plugin whose resource did not change keeps its runtime (and its warm instances) across updates.
+ */
+import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import type { Logger } from "@agw/core";
+import type { Plugin } from "@agw/core/gen/agw/v1/plugin_pb.js";
+import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
+import { ResourceError } from "../runtime/build.ts";
+import { compileComponent, sha256Digest } from "./compile.ts";
+import { PLUGIN_DEFAULTS, PluginRuntime, type PluginSpec } from "./host.ts";
+
+export type { PluginReply } from "./chain.ts";
+export { PluginChain } from "./chain.ts";
+export { PluginRuntime } from "./host.ts";
+
+const ORDINARY_IMPORTS = new Set([
+  "agw:plugin/log",
+  "agw:plugin/config",
+  "agw:plugin/clock",
+  "agw:plugin/kv",
+  "agw:plugin/metrics",
+  "agw:plugin/redis",
+  "agw:plugin/http-request",
+  "agw:plugin/types",
+]);
+
+function ms(d: Duration | undefined, fallback: number): number {
+  const v = d ? durationMs(d) : 0;
+  return v > 0 ? v : fallback;
+}
+
+export function pluginSpec(p: Plugin): PluginSpec {
+  const caps = p.capabilities;
+  const limits = p.limits;
+  return {
+    name: p.name,
+    digest: p.digest,
+    config: (p.config ?? {}) as Record<string, unknown>,
+    redisUrl: caps?.redisUrl ?? "",
+    redisTimeoutMs: ms(caps?.redisTimeout, PLUGIN_DEFAULTS.redisTimeoutMs),
+    httpAllowHosts: caps?.httpAllowHosts ?? [],
+    httpTimeoutMs: ms(caps?.httpTimeout, PLUGIN_DEFAULTS.httpTimeoutMs),
+    fuel: Number(limits?.fuel || PLUGIN_DEFAULTS.fuel),
+    memoryMaxBytes: Number(limits?.memoryMaxBytes || PLUGIN_DEFAULTS.memoryMaxBytes),
+    maxInstances: limits?.maxInstances || PLUGIN_DEFAULTS.maxInstances,
+    failOpen: p.failure?.failOpen ?? false,
+    failureStatus: p.failure?.status || PLUGIN_DEFAULTS.failureStatus,
+  };
+}
+
+async function readSource(source: string): Promise<Uint8Array> {
+  if (source === "") throw new Error("plugin without a source");
+  const path = source.startsWith("file://") ? fileURLToPath(source) : source;
+  return new Uint8Array(await readFile(path));
+}
+
+export class PluginHost {
+  private readonly log: Logger;
+  private readonly cacheDir: string | undefined;
+  /** Runtimes in use by the current config, by a key of everything that shapes them. */
+  private current = new Map<string, { key: string; runtime: PluginRuntime }>();
+
+  constructor(log: Logger, cacheDir?: string) {
+    this.log = log;
+    this.cacheDir = cacheDir;
+  }
+
+  /** Loads every plugin; throws a ResourceError naming the first that fails. Commit with `commit()`. */
+  async prepare(
+    plugins: ReadonlyMap<string, Plugin>,
+  ): Promise<Map<string, { key: string; runtime: PluginRuntime }>> {
+    const next = new Map<string, { key: string; runtime: PluginRuntime }>();
+    for (const [name, p] of plugins) {
+      const spec = pluginSpec(p);
+      const key = JSON.stringify({ ...spec, source: p.source });
+      const existing = this.current.get(name);
+      if (existing?.key === key) {
+        next.set(name, existing);
+        continue;
+      }
+      try {
+        next.set(name, { key, runtime: await this.load(spec, p.source) });
+      } catch (e) {
+        for (const [n, r] of next) if (this.current.get(n) !== r) r.runtime.close();
+        throw new ResourceError(`agw.v1.Plugin ${name}`, (e as Error).message);
+      }
+    }
+    return next;
+  }
+
+  /** Makes `next` current; runtimes no longer used stop taking calls (calls in flight finish). */
+  commit(next: Map<string, { key: string; runtime: PluginRuntime }>): void {
+    for (const [name, r] of this.current) if (next.get(name) !== r) r.runtime.close();
+    this.current = next;
+  }
+
+  runtimes(): ReadonlyMap<string, PluginRuntime> {
+    return new Map([...this.current].map(([n, r]) => [n, r.runtime]));
+  }
+
+  private async load(spec: PluginSpec, source: string): Promise<PluginRuntime> {
+    const bytes = await readSource(source);
+    const actual = sha256Digest(bytes);
+    if (spec.digest === "") throw new Error(`no digest (could the control plane read ${source}?)`);
+    if (actual !== spec.digest) throw new Error(`digest mismatch: expected ${spec.digest}, got ${actual}`);
+    const started = performance.now();
+    const component = await compileComponent(bytes, {
+      memoryMaxBytes: spec.memoryMaxBytes,
+      ...(this.cacheDir !== undefined && { cacheDir: this.cacheDir }),
+    });
+    const unknown = component.imports.filter((i) => !ORDINARY_IMPORTS.has(i));
+    if (unknown.length > 0)
+      throw new Error(`the component imports what the host does not provide: ${unknown.join(", ")}`);
+    const runtime = new PluginRuntime(spec, component, this.log);
+    await runtime.start();
+    this.log.info(
+      {
+        plugin: spec.name,
+        digest: spec.digest,
+        ms: Math.round(performance.now() - started),
+        imports: component.imports,
+      },
+      "plugin loaded",
+    );
+    return runtime;
+  }
+}

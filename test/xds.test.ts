@@ -152,3 +152,59 @@ test("NACK: the data plane rejects a bad route with error_detail; the stream and
   assert.equal(registry.list()[0]?.streamId, streamId, "same stream");
   assert.notEqual(store.current(), configBefore);
 });
+
+test("replicas: a data plane skips a dead address, fails over when its control plane shuts down, and reconnects after max stream age", async (t) => {
+  const dp = capture();
+  const ir = IR(await freePort());
+  const servers = await Promise.all(
+    [0, 1].map(async () => {
+      const cache = new SnapshotCache();
+      cache.set(irToSnapshot(ir));
+      const registry = new DataPlaneRegistry();
+      const server = await startAdsServer(
+        "127.0.0.1",
+        0,
+        createAdsService(cache, registry, capture().log, { maxStreamAgeMs: 400 }),
+      );
+      return { server, registry };
+    }),
+  );
+  const [a, b] = servers as [(typeof servers)[0], (typeof servers)[0]];
+  const dead = await freePort();
+  const listeners = new ListenerManager(() => (socket) => socket.destroy(), dp.log);
+  const store = new ConfigStore(listeners, dp.log);
+  const client = new XdsClient({
+    servers: [
+      `127.0.0.1:${dead}`,
+      `127.0.0.1:${a.server.address.port}`,
+      `127.0.0.1:${b.server.address.port}`,
+    ],
+    nodeId: "dp-replicas",
+    log: dp.log,
+    onDeltaUpdate: (type, updated, removed, version) => store.applyDelta(type, updated, removed, version),
+  });
+  t.after(async () => {
+    await client.stop();
+    listeners.closeAll();
+    await Promise.all([a.server.close(), b.server.close()]);
+  });
+  client.start();
+  await waitFor("a full config", () => (store.ready ? true : undefined));
+  const config = store.current();
+
+  // Max stream age: streams end gracefully and the data plane comes back, config unchanged.
+  const streamsBefore = client.streams;
+  await waitFor("a reconnect after max stream age", () =>
+    client.streams > streamsBefore + 1 ? true : undefined,
+  );
+  assert.equal(store.current(), config, "nothing re-applied: the reconnect sent initial_resource_versions");
+
+  // Shutting a replica down moves its data plane to the other one.
+  await waitFor("a stream on replica a", () => (a.registry.list().length === 1 ? true : undefined));
+  await a.server.close();
+  await waitFor("the data plane on replica b", () =>
+    b.registry.list().some((d) => d.nodeId === "dp-replicas") && client.connected ? true : undefined,
+  );
+  assert.equal(store.current(), config, "still the same config");
+  assert.ok(dp.lines.some((l) => l.msg === "xDS stream closed by the control plane"));
+});

@@ -103,6 +103,11 @@ export class ConfigStore {
     removed: string[],
     version: string,
   ): Promise<void> {
+    if (updated.length === 0 && removed.length === 0 && this.resources.has(typeUrl)) {
+      // Nothing changed (e.g. the answer to a reconnect whose versions all match): no rebuild.
+      this.versions.set(typeUrl, version);
+      return;
+    }
     const decoded = new Map(this.resources.get(typeUrl));
     for (const name of removed) decoded.delete(name);
     for (const r of updated) {

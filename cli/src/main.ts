@@ -1,11 +1,9 @@
 #!/usr/bin/env node
 /** The `agw` command. */
 import { parseArgs } from "node:util";
-import { startControlPlane } from "@agw/control-plane";
+import { certificateCommonName, xdsTransportSecurity } from "@agw/control-plane/xds/transport-security";
 import { loadConfigFile } from "@agw/core/config/loader";
 import { parseHostPort } from "@agw/core/config/semantic";
-import { startDataPlane } from "@agw/data-plane";
-import { certificateCommonName, xdsTransportSecurity } from "@agw/control-plane/xds/transport-security";
 import { addressOf, startDemoUpstream } from "./demo-upstream.ts";
 
 const USAGE: Record<string, string> = {
@@ -264,17 +262,17 @@ async function main(argv: string[]): Promise<number> {
       const demoAt = values["demo-upstream"] && hostPort(values["demo-upstream"], "", "--demo-upstream");
       const demo = demoAt ? await startDemoUpstream(demoAt.host, demoAt.port) : undefined;
       const xds = hostPort(values["xds-listen"], "127.0.0.1:18000", "--xds-listen");
+      // With mTLS the built-in data plane presents the control plane's own certificate, so its
+      // node id is that certificate's CN (which must also name the xDS address it dials).
+      const runTls = xdsCertificates([xds.host], "control plane");
       const cp = await startControlPlane({
         ...(file ? { configFile: file } : {}),
         ...(kubernetes ? { kubernetes } : {}),
         xdsHost: xds.host,
         xdsPort: xds.port,
-        xdsTls: xdsCertificates([xds.host], "control plane"),
+        xdsTls: runTls,
         admin: hostPort(values["cp-admin"], "127.0.0.1:9902", "--cp-admin"),
       });
-      // With mTLS the built-in data plane presents the control plane's own certificate, so its
-      // node id is that certificate's CN (which must also name the xDS address it dials).
-      const runTls = xdsCertificates([xds.host], "control plane");
       const dp = await startDataPlane({
         xds: `${cp.xds.address.address}:${cp.xds.address.port}`,
         xdsTls: runTls,

@@ -7,8 +7,8 @@ import { ConfigStore } from "./config-store.ts";
 import { HttpProxy } from "./engine/proxy.ts";
 import { UpstreamPool } from "./engine/upstream-pool.ts";
 import { ListenerManager } from "./listeners.ts";
-import { TlsManager } from "./tls/manager.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
+import { TlsManager } from "./tls/manager.ts";
 import { XdsClient, type XdsTlsOptions } from "./xds-client.ts";
 
 export interface DataPlaneOptions {

@@ -10,11 +10,11 @@ import net from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
-import { create } from "@bufbuild/protobuf";
 import { ListenerTlsSchema } from "@agw/core/gen/agw/v1/listener_pb.js";
 import { SecretSchema } from "@agw/core/gen/agw/v1/secret_pb.js";
-import { hasOpenssl, makeCa, makeLeaf } from "../../../test/tls-certs.ts";
+import { create } from "@bufbuild/protobuf";
 import { requireOrSkip, tempDir } from "../../../test/helpers.ts";
+import { hasOpenssl, makeCa, makeLeaf } from "../../../test/tls-certs.ts";
 import type { ListenerTlsRuntime } from "./manager.ts";
 import { TlsManager } from "./manager.ts";
 import type { SecretMaterial } from "./secrets.ts";
@@ -80,7 +80,10 @@ async function connect(port: number, version: string, sessionFile: string, resum
   // closes, so the ticket is in the session file. s_client exits 1 on that close, hence `; true`.
   const { stdout } = await run(
     "sh",
-    ["-c", `printf 'GET / HTTP/1.1\\r\\n\\r\\n' | openssl s_client ${flags.join(" ")} -ign_eof 2>/dev/null; true`],
+    [
+      "-c",
+      `printf 'GET / HTTP/1.1\\r\\n\\r\\n' | openssl s_client ${flags.join(" ")} -ign_eof 2>/dev/null; true`,
+    ],
     { timeout: 10_000 },
   );
   const m = /^(New|Reused), /m.exec(stdout);

@@ -189,6 +189,8 @@ export class RequestHead extends MessageHead implements RequestView {
   originForm = "";
   /** First x-request-id value, "" when absent. */
   requestId = "";
+  /** Upgrade field value ("websocket"), "" when absent; honoured only when Connection names it. */
+  upgrade = "";
   /** Persistent connection after this request (RFC 9112 §9.3). */
   keepAlive = true;
 }
@@ -324,6 +326,9 @@ function parseFields(
         break;
       case "x-request-id":
         if (req !== null && req.requestId === "") req.requestId = value;
+        break;
+      case "upgrade":
+        if (req !== null) req.upgrade = req.upgrade === "" ? value : `${req.upgrade}, ${value}`;
         break;
     }
     head.rawNames.push(rawName);

@@ -59,6 +59,8 @@ const P_HEAD = 0;
 const P_ACTIVE = 1;
 const P_LINGER = 2;
 const P_CLOSED = 3;
+/** After a 101: bytes are spliced between the client and the upstream until either side closes. */
+const P_TUNNEL = 4;
 
 // Request body framing.
 const B_NONE = 0;
@@ -187,6 +189,17 @@ function opsAppend(ops: HeaderOps): string {
   return s;
 }
 
+/**
+ * The protocol a request asks to switch to, or "" when it must be handled as a plain request: the
+ * Upgrade field counts only with "upgrade" in Connection (RFC 9110 §7.8), on HTTP/1.1, without a body.
+ * "h2c" is never tunnelled: the upstream pool speaks HTTP/1.1 to the upstream.
+ */
+function upgradeOf(head: RequestHead, bodyMode: number): string {
+  if (head.upgrade === "" || head.minor !== 1 || bodyMode !== B_NONE || !hasName(head.connTokens, "upgrade"))
+    return "";
+  return /(^|[\s,])h2c($|[\s,])/i.test(head.upgrade) ? "" : head.upgrade;
+}
+
 function clientAddress(socket: net.Socket): string {
   const a = socket.remoteAddress ?? "";
   return a.startsWith("::ffff:") ? a.slice(7) : a;
@@ -212,6 +225,8 @@ class ClientConn implements UpstreamHandler {
   requestId = "";
   keepAlive = true;
   isHead = false;
+  /** The protocol this request asked to switch to (sent upstream), "" for none. */
+  upgrade = "";
   route: CompiledRoute | null = null;
   cluster: ClusterRuntime | null = null;
   endpoint: Endpoint | null = null;
@@ -263,6 +278,11 @@ class ClientConn implements UpstreamHandler {
       case P_HEAD:
         this.onHeadBytes(chunk);
         break;
+      case P_TUNNEL: {
+        const up = this.upstream;
+        if (up !== null && !up.socket.write(chunk)) this.socket.pause(); // resumed by the upstream's 'drain'
+        break;
+      }
       case P_ACTIVE:
         if (this.reqBodyDone) this.stash(chunk);
         else {
@@ -281,6 +301,10 @@ class ClientConn implements UpstreamHandler {
 
   onEnd(): void {
     this.eof = true;
+    if (this.phase === P_TUNNEL) {
+      this.upstream?.socket.end(); // the half-close is passed on
+      return;
+    }
     // Requests already received in full (in flight or pipelined) are still answered.
     if (this.phase === P_ACTIVE && this.reqBodyDone) return;
     if (this.phase === P_HEAD && this.buf !== null)
@@ -373,6 +397,7 @@ class ClientConn implements UpstreamHandler {
       this.bodyRemaining = head.contentLength;
       this.reqBodyDone = false;
     }
+    this.upgrade = upgradeOf(head, this.bodyMode);
 
     // The only read of the config for this request: everything below uses these references.
     const config = p.getConfig();
@@ -515,6 +540,7 @@ class ClientConn implements UpstreamHandler {
     if (h.requestId === "" && !opsDrop(ops, "x-request-id")) s += `x-request-id: ${this.requestId}\r\n`;
     s += opsAppend(ops);
     if (this.bodyMode === B_CHUNKED) s += "transfer-encoding: chunked\r\n";
+    if (this.upgrade !== "") s += `upgrade: ${this.upgrade}\r\nconnection: upgrade\r\n`;
     return `${s}\r\n`;
   }
 
@@ -580,11 +606,19 @@ class ClientConn implements UpstreamHandler {
   // ---- upstream events
 
   onUpstreamDrain(_conn: UpstreamConn): void {
+    if (this.phase === P_TUNNEL) {
+      if (this.socket.isPaused()) this.socket.resume();
+      return;
+    }
     if (!this.reqBodyDone && this.phase === P_ACTIVE && this.socket.isPaused()) this.socket.resume();
   }
 
   onUpstreamData(conn: UpstreamConn, chunk: Buffer): void {
     if (conn !== this.upstream) return;
+    if (this.phase === P_TUNNEL) {
+      if (!this.socket.write(chunk)) conn.socket.pause(); // resumed by the client's 'drain'
+      return;
+    }
     this.resStarted = true;
     if (this.resHeadSent) this.onResponseBody(chunk, 0);
     else this.onResponseHeadBytes(chunk);
@@ -593,6 +627,16 @@ class ClientConn implements UpstreamHandler {
   onUpstreamClose(conn: UpstreamConn): void {
     if (conn !== this.upstream) return;
     this.upstream = null;
+    if (this.phase === P_TUNNEL) {
+      // An orderly FIN from the upstream is passed on after what it sent; a reset cuts the client too.
+      if (conn.eof) {
+        this.socket.end();
+        this.armTimer(T_LINGER, this.proxy.lingerTimeoutMs);
+      } else {
+        this.socket.destroy();
+      }
+      return;
+    }
     if (this.resHeadSent) {
       if (conn.eof && (this.resMode === M_CLOSE_RAW || this.resMode === M_CLOSE_CHUNK)) {
         if (this.resMode === M_CLOSE_CHUNK) this.socket.write(LAST_CHUNK);
@@ -673,8 +717,14 @@ class ClientConn implements UpstreamHandler {
         return;
       }
       const rh = new ResponseHead();
-      if (parseResponseHead(buf, sc, rh) !== null || rh.status === 101) {
+      if (parseResponseHead(buf, sc, rh) !== null) {
         this.upstreamProtocolError();
+        return;
+      }
+      if (rh.status === 101) {
+        // Switching protocols is only valid in answer to an Upgrade we sent, and must name the protocol.
+        if (this.upgrade === "" || rh.header("upgrade") === undefined) this.upstreamProtocolError();
+        else this.beginTunnel(rh, buf, n);
         return;
       }
       if (rh.status >= 200) {
@@ -737,6 +787,46 @@ class ClientConn implements UpstreamHandler {
       this.onResponseBody(buf, headLen);
     }
     out.uncork();
+  }
+
+  /**
+   * The upstream accepted the Upgrade: its 101 goes to the client, then both sockets are spliced. The
+   * tunnel holds no config reference, so config swaps leave it alone; the route timeout stops here.
+   */
+  beginTunnel(rh: ResponseHead, buf: Buffer, headLen: number): void {
+    this.clearRouteTimer();
+    this.clearTimer();
+    const up = this.upstream as UpstreamConn;
+    const ops = (this.route as CompiledRoute).responseHeaders;
+    let h = `HTTP/1.1 101 ${rh.reason}\r\n`;
+    const names = rh.names;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i] as string;
+      if (
+        HOP_BY_HOP.has(name) ||
+        name === "x-request-id" ||
+        hasName(rh.connTokens, name) ||
+        opsDrop(ops, name)
+      )
+        continue;
+      h += `${rh.rawNames[i]}: ${rh.values[i]}\r\n`;
+    }
+    h += `upgrade: ${rh.header("upgrade")}\r\nconnection: upgrade\r\n`;
+    if (!opsDrop(ops, "x-request-id")) h += `x-request-id: ${this.requestId}\r\n`;
+    h += `${opsAppend(ops)}\r\n`;
+    this.phase = P_TUNNEL;
+    this.resHeadSent = true;
+    const out = this.socket;
+    out.cork();
+    out.write(h, "latin1");
+    if (headLen < buf.length) out.write(buf.subarray(headLen));
+    out.uncork();
+    // Bytes the client sent after its Upgrade request belong to the new protocol.
+    const early = this.buf;
+    this.buf = null;
+    if (early !== null) up.socket.write(early);
+    if (this.eof) up.socket.end();
+    if (out.isPaused()) out.resume();
   }
 
   onResponseBody(chunk: Buffer, off: number): void {
@@ -853,6 +943,7 @@ class ClientConn implements UpstreamHandler {
     this.upExtra = false;
     this.closeAfter = false;
     this.isHead = false;
+    this.upgrade = "";
     if (this.phase === P_CLOSED) return;
     if (close || !this.keepAlive || this.proxy.draining || (this.eof && this.buf === null)) {
       this.linger();

@@ -87,3 +87,18 @@ test("YAML syntax errors carry their line", () => {
 test("an empty file is a valid config with nothing in it", () => {
   assert.equal(parseConfig("", "config.yaml").ok, true);
 });
+
+test("a relative plugin source is resolved against the config file's directory", () => {
+  const text = `plugins:
+  - { name: rel, source: plugins/auth.wasm }
+  - { name: abs, source: /opt/agw/abs.wasm }
+  - { name: url, source: "file:///opt/agw/url.wasm" }
+`;
+  const r = parseConfig(text, "/etc/agw/config.yaml");
+  assert.equal(r.ok, true, r.ok ? "" : r.errors.join("\n"));
+  if (!r.ok) return;
+  assert.deepEqual(
+    r.config.plugins?.map((p) => p.source),
+    ["/etc/agw/plugins/auth.wasm", "/opt/agw/abs.wasm", "file:///opt/agw/url.wasm"],
+  );
+});

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { dirname, resolve } from "node:path";
+import { dirname, isAbsolute, resolve } from "node:path";
 import { type Document, isNode, LineCounter, parseDocument } from "yaml";
 import { configSchema, type GatewayConfig } from "./schema.ts";
 import { semanticErrors } from "./semantic.ts";
@@ -90,6 +90,11 @@ export function parseConfig(text: string, file: string, readPem?: PemReader): Lo
       ok: false,
       errors: semantic.map((e) => new ConfigError(file, lineOf(doc, counter, e.path), e.path, e.message)),
     };
+  }
+  // Like secret files, plugin components sit beside config.yaml: relative to it, not to the cwd.
+  for (const plugin of parsed.data.plugins ?? []) {
+    if (!plugin.source.startsWith("file://") && !isAbsolute(plugin.source))
+      plugin.source = resolve(dirname(resolve(file)), plugin.source);
   }
   const secretFiles: string[] = [];
   if (readPem) {

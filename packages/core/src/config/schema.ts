@@ -229,7 +229,7 @@ export const pluginSchema = z
       .string()
       .min(1)
       .describe(
-        "The component: an absolute path or file:// URL (relative paths: the control plane's working directory).",
+        "The component: a path (relative to the directory of config.yaml) or a file:// URL.",
       ),
     digest: z
       .string()

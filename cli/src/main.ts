@@ -5,6 +5,7 @@ import { certificateCommonName, xdsTransportSecurity } from "@agw/control-plane/
 import { loadConfigFile } from "@agw/core/config/loader";
 import { parseHostPort } from "@agw/core/config/semantic";
 import { addressOf, startDemoUpstream } from "./demo-upstream.ts";
+import { PLUGIN_USAGE, PluginUsageError, pluginCommand } from "./plugin.ts";
 
 const USAGE: Record<string, string> = {
   main: `agw — API gateway (control plane + data plane over xDS)
@@ -17,6 +18,7 @@ Commands:
   data-plane     connect to a control plane and proxy traffic
   validate       check a config file; exit 0, or 1 listing every error
   demo-upstream  the small echo server used by the quickstart
+  plugin         scaffold (new) and build (build) a TypeScript plugin
   ebpf-agent     short-circuit same-node TCP (data plane <-> app) with sockmap eBPF (root)
 
 Run 'agw <command> --help' for the options of a command.`,
@@ -80,6 +82,7 @@ handle stay plain TCP, and when it stops (even killed) everything it attached go
   --queue-budget BYTES     bytes a peer may leave unread before messages fall back to TCP (default 1048576)
   --metrics ADDR:PORT      Prometheus /metrics, /ready, /status (default 127.0.0.1:9903)
   --inert-if-unsupported   when this machine cannot run it, serve metrics (agw_ebpf_attached 0) instead of exiting 1`,
+  plugin: PLUGIN_USAGE,
   "demo-upstream": `Usage: agw demo-upstream [--listen ADDR:PORT]
 
   --listen ADDR:PORT       default 127.0.0.1:9080`,
@@ -125,6 +128,10 @@ async function main(argv: string[]): Promise<number> {
     return command ? 0 : 1;
   }
   if (!(command in USAGE) || command === "main") throw new UsageError(`unknown command "${command}"`);
+  if (command === "plugin")
+    return pluginCommand(argv.slice(1)).catch((e: unknown) => {
+      throw e instanceof PluginUsageError ? new UsageError(e.message) : e;
+    });
   const { values } = parseArgs({
     args: argv.slice(1),
     options: {

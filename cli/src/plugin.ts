@@ -1,0 +1,151 @@
+/**
+ * `agw plugin new NAME` scaffolds a TypeScript guest; `agw plugin build DIR` makes its component with
+ * the SDK (plugins/sdk/build.ts: componentize-qjs, then checked against the agw:plugin world).
+ */
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, join, relative, resolve } from "node:path";
+import { parseArgs } from "node:util";
+
+export const PLUGIN_USAGE = `Usage: agw plugin new NAME [--dir DIR]
+       agw plugin build DIR [-o FILE]
+
+  new NAME        write a TypeScript guest to DIR (default ./NAME): plugin.ts and README.md
+  build DIR       build DIR/plugin.ts into a component, DIR/<name of DIR>.wasm unless -o FILE;
+                  it is checked against the agw:plugin world (wit/plugin.wit)`;
+
+const NAME = /^[a-z][a-z0-9-]{0,62}$/;
+
+function template(name: string): string {
+  return `/**
+ * ${name}: an AGW plugin, a WebAssembly component for the agw:plugin world (wit/plugin.wit).
+ * It adds a header, named by its config, to every request it sees. Only erasable TypeScript: types
+ * are stripped before building (no enums, namespaces or parameter properties).
+ */
+import { get as getConfig } from "agw:plugin/config@0.1.0";
+
+type Headers = [string, string][];
+
+interface Request {
+  method: string;
+  host: string;
+  path: string;
+  query: string;
+  clientIp: string;
+  headers: Headers;
+}
+
+interface Config {
+  header?: string;
+}
+
+export function onRequest(request: Request) {
+  const config = JSON.parse(getConfig()) as Config;
+  const header = config.header ?? "x-${name}";
+  return {
+    tag: "mutate",
+    val: { setHeaders: [[header, \`\${request.method} \${request.path}\`]], removeHeaders: [], path: undefined },
+  };
+}
+
+export function onResponse() {
+  return { tag: "continue" };
+}
+`;
+}
+
+function readme(name: string, dir: string): string {
+  return `# ${name}
+
+An AGW plugin written in TypeScript (see docs/plugins.md for the world and the host imports).
+
+\`\`\`sh
+agw plugin build ${dir}          # → ${dir}/${name}.wasm
+\`\`\`
+
+config.yaml (the source is relative to config.yaml's directory):
+
+\`\`\`yaml
+plugins:
+  - name: ${name}
+    source: ${dir}/${name}.wasm
+    config: { header: x-${name} }
+listeners:
+  - name: public
+    port: 8080
+    routes:
+      - { name: all, cluster: app, plugins: [{ name: ${name} }] }
+\`\`\`
+`;
+}
+
+function scaffold(name: string, dir: string): void {
+  if (!NAME.test(name))
+    throw new PluginUsageError(
+      `plugin name "${name}": lower-case letters, digits and "-", starting with a letter`,
+    );
+  if (existsSync(dir) && readdirSync(dir).length > 0)
+    throw new PluginUsageError(`${dir} exists and is not empty`);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "plugin.ts"), template(name));
+  const shown = relative(process.cwd(), dir) || ".";
+  writeFileSync(join(dir, "README.md"), readme(name, shown));
+  console.log(`wrote ${join(shown, "plugin.ts")} and ${join(shown, "README.md")}`);
+  console.log(`next: agw plugin build ${shown}`);
+}
+
+async function build(dir: string, output: string | undefined): Promise<void> {
+  const source = join(dir, "plugin.ts");
+  if (!existsSync(source)) throw new PluginUsageError(`${source} does not exist`);
+  const out = output ?? join(dir, `${basename(resolve(dir))}.wasm`);
+  const started = performance.now();
+  console.log(`building ${source} with componentize-qjs (QuickJS)...`);
+  const { buildJs } = await import("../../plugins/sdk/build.ts");
+  const component = await buildJs(readFileSync(source, "utf8"), true);
+  writeFileSync(out, component);
+  const digest = createHash("sha256").update(component).digest("hex");
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  console.log(
+    `checked against the agw:plugin world; wrote ${out} (${(component.length / 1e6).toFixed(1)} MB, ${seconds} s)`,
+  );
+  console.log(`digest: sha256:${digest}`);
+}
+
+export class PluginUsageError extends Error {}
+
+/** Runs `agw plugin ...`; returns the exit code. */
+export async function pluginCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      dir: { type: "string" },
+      output: { type: "string", short: "o" },
+      help: { type: "boolean", short: "h" },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  const [sub, arg, ...extra] = positionals;
+  if (values.help || sub === undefined) {
+    console.log(PLUGIN_USAGE);
+    return values.help ? 0 : 2;
+  }
+  if (extra.length > 0) throw new PluginUsageError(`unexpected arguments: ${extra.join(" ")}`);
+  if (sub === "new") {
+    if (arg === undefined) throw new PluginUsageError("agw plugin new: NAME is required");
+    scaffold(arg, resolve(values.dir ?? arg));
+    return 0;
+  }
+  if (sub === "build") {
+    if (arg === undefined) throw new PluginUsageError("agw plugin build: DIR is required");
+    try {
+      await build(arg, values.output);
+    } catch (e) {
+      if (e instanceof PluginUsageError) throw e;
+      console.error(`agw plugin build: ${(e as Error).message}`);
+      return 1;
+    }
+    return 0;
+  }
+  throw new PluginUsageError(`unknown plugin command "${sub}" (new, build)`);
+}

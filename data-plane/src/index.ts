@@ -1,12 +1,14 @@
 /**
  * The data plane: xDS client → ConfigStore (validate, build, swap) → listeners → proxy engine,
- * plus the admin listener (/ready, /healthz, /config_dump, /server_info).
+ * plus the admin listener (/ready, /healthz, /config_dump, /clusters, /stats/prometheus, /server_info;
+ * POST /drain) and the observer (metrics, access logs, traces: ./observability).
  */
 import { type AdminServer, createLogger, type Logger, startAdminServer } from "@agw/core";
 import { ConfigStore } from "./config-store.ts";
 import { HttpProxy } from "./engine/proxy.ts";
 import { UpstreamPool } from "./engine/upstream-pool.ts";
 import { ListenerManager } from "./listeners.ts";
+import { GatewayObserver, type ObservabilityOptions } from "./observability/index.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
 import { TlsManager } from "./tls/manager.ts";
 import { XdsClient, type XdsTlsOptions } from "./xds-client.ts";
@@ -20,6 +22,10 @@ export interface DataPlaneOptions {
   xdsTls?: XdsTlsOptions | undefined;
   nodeId: string;
   admin?: { host: string; port: number };
+  /** Lets remote admin clients in with `Authorization: Bearer TOKEN`; without it the admin is local-only. */
+  adminToken?: string | undefined;
+  /** Access log and tracing; metrics are always on. */
+  observability?: ObservabilityOptions;
   /** Binds every listener on this address instead of the configured one. */
   bindAddress?: string;
   log?: Logger;
@@ -36,6 +42,7 @@ export interface DataPlane {
   readonly listeners: ListenerManager;
   readonly xds: XdsClient;
   readonly admin: AdminServer | undefined;
+  readonly observer: GatewayObserver;
   /** Resolves once the first config has been applied. */
   ready(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
@@ -46,8 +53,40 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
   const startedAt = new Date().toISOString();
   const pool = new UpstreamPool();
   let store: ConfigStore | undefined;
+  let xdsClient: XdsClient | undefined;
+  /** Every proxy ever made; a listener keeps one for its life. */
+  const proxies = new Set<HttpProxy>();
+  let draining = false;
+  const observer = new GatewayObserver(
+    {
+      *downstreamConnections() {
+        for (const p of proxies) yield [p.listenerName, p.connectionCount];
+      },
+      upstreamIdleConnections: () => pool.idleConnections,
+      *clusterEndpoints() {
+        for (const c of (store as ConfigStore).current().clusters.values())
+          yield [c.name, c.endpoints.length];
+      },
+      xdsConnected: () => xdsClient?.connected === true,
+      *xdsVersions() {
+        const version = (store as ConfigStore).current().version;
+        for (const pair of version === "" ? [] : version.split(",")) {
+          const at = pair.indexOf("=");
+          yield [pair.slice(0, at), pair.slice(at + 1)];
+        }
+      },
+    },
+    options.observability,
+  );
   const listeners = new ListenerManager((listenerName) => {
-    const proxy = new HttpProxy({ listenerName, getConfig: () => (store as ConfigStore).current(), pool });
+    const proxy = new HttpProxy({
+      listenerName,
+      getConfig: () => (store as ConfigStore).current(),
+      pool,
+      observer,
+    });
+    if (draining) proxy.shutdown();
+    proxies.add(proxy);
     return (socket, tls) => proxy.handleConnection(socket, tls);
   }, log);
   const tls = new TlsManager();
@@ -63,36 +102,80 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     log,
     protocol: options.xdsProtocol ?? "delta",
     tls: options.xdsTls,
-    onUpdate: (typeUrl, resources, version) => configStore.apply(typeUrl, resources, version),
+    onUpdate: (typeUrl, resources, version) =>
+      countUpdate(typeUrl, configStore.apply(typeUrl, resources, version)),
     onDeltaUpdate: (typeUrl, updated, removed, version) =>
-      configStore.applyDelta(typeUrl, updated, removed, version),
+      countUpdate(typeUrl, configStore.applyDelta(typeUrl, updated, removed, version)),
   });
+  xdsClient = xds;
+  const countUpdate = (typeUrl: string, applied: Promise<void>) =>
+    applied.then(
+      () => observer.metrics.xdsUpdates.inc({ type: typeUrl.split(".").pop() ?? typeUrl, result: "ack" }),
+      (e: unknown) => {
+        observer.metrics.xdsUpdates.inc({ type: typeUrl.split(".").pop() ?? typeUrl, result: "nack" });
+        throw e;
+      },
+    );
   const admin = options.admin
-    ? await startAdminServer(options.admin.host, options.admin.port, {
-        "/ready": () =>
-          configStore.ready ? { body: "ready\n" } : { status: 503, body: "waiting for the first config\n" },
-        "/healthz": () => ({ body: "ok\n" }),
-        "/config_dump": () => ({
-          body: {
-            version: configStore.current().version,
-            warming: configStore.warming,
-            resources: configStore.dump(),
+    ? await startAdminServer(
+        options.admin.host,
+        options.admin.port,
+        {
+          "/ready": () =>
+            draining
+              ? { status: 503, body: "draining\n" }
+              : configStore.ready
+                ? { body: "ready\n" }
+                : { status: 503, body: "waiting for the first config\n" },
+          "/healthz": () => ({ body: "ok\n" }),
+          "/config_dump": () => ({
+            body: {
+              version: configStore.current().version,
+              warming: configStore.warming,
+              resources: configStore.dump(),
+            },
+          }),
+          "/clusters": () => ({
+            body: [...configStore.current().clusters.values()].map((c) => ({
+              name: c.name,
+              tls: c.tls !== undefined,
+              // No active health checking or outlier detection yet: every endpoint takes traffic.
+              endpoints: c.endpoints.map((e) => ({ address: e.key, health: "unchecked" })),
+            })),
+          }),
+          "/stats/prometheus": async () => ({
+            body: await observer.metrics.registry.metrics(),
+            contentType: observer.metrics.registry.contentType,
+          }),
+          "/drain": {
+            post: () => {
+              draining = true;
+              for (const p of proxies) p.shutdown();
+              return {
+                body: {
+                  draining: true,
+                  connections: [...proxies].reduce((n, p) => n + p.connectionCount, 0),
+                },
+              };
+            },
           },
-        }),
-        "/server_info": () => ({
-          body: {
-            node_id: options.nodeId,
-            xds_servers: options.xds,
-            xds_server: xds.server,
-            xds_connected: xds.connected,
-            xds_streams: xds.streams,
-            xds_tls: options.xdsTls !== undefined,
-            started_at: startedAt,
-            node_version: process.version,
-            listeners: listeners.addresses(),
-          },
-        }),
-      })
+          "/server_info": () => ({
+            body: {
+              node_id: options.nodeId,
+              xds_servers: options.xds,
+              xds_server: xds.server,
+              xds_connected: xds.connected,
+              xds_streams: xds.streams,
+              xds_tls: options.xdsTls !== undefined,
+              started_at: startedAt,
+              node_version: process.version,
+              listeners: listeners.addresses(),
+              draining,
+            },
+          }),
+        },
+        { token: options.adminToken },
+      )
     : undefined;
   xds.start();
   return {
@@ -100,6 +183,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     listeners,
     xds,
     admin,
+    observer,
     async ready(timeoutMs) {
       const deadline = Date.now() + timeoutMs;
       while (!configStore.ready && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -111,6 +195,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
       tls.close();
       pool.close();
       await admin?.close();
+      await observer.close();
     },
   };
 }

@@ -46,25 +46,31 @@ export async function runAgentCommand(options: AgentCommandOptions): Promise<num
   for (const p of problems) console.error(`agw ebpf-agent: cannot run: ${p}`);
   if (problems.length && !options.inertIfUnsupported) return 1;
 
-  const admin: AdminServer = await startAdminServer(options.metrics.host, options.metrics.port, {
-    "/metrics": () => ({
-      body: `# HELP agw_ebpf_attached 1 when the programs are attached\n# TYPE agw_ebpf_attached gauge\nagw_ebpf_attached ${agent ? 1 : 0}\n${agent?.metrics() ?? ""}`,
-    }),
-    "/ready": () => ({ status: agent ? 200 : 503, body: { attached: Boolean(agent), problems } }),
-    "/status": () => ({
-      body: {
-        attached: Boolean(agent),
-        problems,
-        cgroup: cgroupPath,
-        localAddresses: agent?.localAddresses,
-        ports,
-        queueBudgetBytes,
-        counters: agent
-          ? Object.fromEntries(Object.entries(agent.counters()).map(([k, v]) => [k, Number(v)]))
-          : {},
-      },
-    }),
-  });
+  const admin: AdminServer = await startAdminServer(
+    options.metrics.host,
+    options.metrics.port,
+    {
+      "/metrics": () => ({
+        body: `# HELP agw_ebpf_attached 1 when the programs are attached\n# TYPE agw_ebpf_attached gauge\nagw_ebpf_attached ${agent ? 1 : 0}\n${agent?.metrics() ?? ""}`,
+      }),
+      "/ready": () => ({ status: agent ? 200 : 503, body: { attached: Boolean(agent), problems } }),
+      "/status": () => ({
+        body: {
+          attached: Boolean(agent),
+          problems,
+          cgroup: cgroupPath,
+          localAddresses: agent?.localAddresses,
+          ports,
+          queueBudgetBytes,
+          counters: agent
+            ? Object.fromEntries(Object.entries(agent.counters()).map(([k, v]) => [k, Number(v)]))
+            : {},
+        },
+      }),
+      // Read-only and meant to be scraped from the pod IP (deploy/ebpf-agent/daemonset.yaml).
+    },
+    { allowRemote: true },
+  );
   const metricsAt = `http://${admin.address.address}:${admin.address.port}/metrics`;
   console.log(
     agent

@@ -1,0 +1,88 @@
+/** The data plane's observer: metrics always, access logs and traces when configured. */
+import { AccessLog, type AccessLogOptions } from "./access-log.ts";
+import type { ExchangeObserver, ExchangeView } from "./exchange.ts";
+import { DataPlaneMetrics, type MetricSources } from "./metrics.ts";
+import { type ExchangeSpans, Tracing, type TracingOptions } from "./tracing.ts";
+
+export type { AccessLogOptions } from "./access-log.ts";
+export type { TracingOptions } from "./tracing.ts";
+
+export interface ObservabilityOptions {
+  readonly accessLog?: AccessLogOptions | undefined;
+  readonly tracing?: TracingOptions | undefined;
+}
+
+/** Per downstream connection (requests on one connection are sequential). */
+interface ConnState {
+  upstreamStartedAt: number;
+  spans: ExchangeSpans | null;
+  /** Socket byte counters at the end of the previous exchange. */
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+export class GatewayObserver implements ExchangeObserver {
+  readonly metrics: DataPlaneMetrics;
+  readonly accessLog: AccessLog | null;
+  readonly tracing: Tracing | null;
+  private readonly conns = new WeakMap<ExchangeView, ConnState>();
+
+  constructor(sources: MetricSources, options: ObservabilityOptions = {}) {
+    this.metrics = new DataPlaneMetrics(sources);
+    this.accessLog = options.accessLog ? new AccessLog(options.accessLog) : null;
+    this.tracing = options.tracing ? new Tracing(options.tracing) : null;
+  }
+
+  private state(x: ExchangeView): ConnState {
+    let s = this.conns.get(x);
+    if (s === undefined) {
+      s = { upstreamStartedAt: 0, spans: null, bytesRead: 0, bytesWritten: 0 };
+      this.conns.set(x, s);
+    }
+    return s;
+  }
+
+  upstreamStart(x: ExchangeView): string {
+    const s = this.state(x);
+    s.upstreamStartedAt = performance.now();
+    const tracing = this.tracing;
+    if (tracing === null) return "";
+    const spans = tracing.startServer(x);
+    s.spans = spans;
+    return tracing.startClient(spans, x);
+  }
+
+  exchangeEnd(x: ExchangeView, aborted: boolean): void {
+    const now = performance.now();
+    const s = this.state(x);
+    this.metrics.record(x, aborted, now, s.upstreamStartedAt);
+    let traceId = "";
+    const tracing = this.tracing;
+    if (tracing !== null) {
+      const spans = s.spans ?? tracing.startServer(x);
+      traceId = spans.server.spanContext().traceId;
+      tracing.end(spans, x, aborted);
+      s.spans = null;
+    }
+    const log = this.accessLog;
+    const read = x.socket.bytesRead;
+    const written = x.socket.bytesWritten;
+    if (log?.wants(x)) {
+      log.write(x, {
+        endedAtMs: now,
+        aborted,
+        bytesReceived: read - s.bytesRead,
+        bytesSent: written - s.bytesWritten,
+        traceId,
+      });
+    }
+    s.bytesRead = read;
+    s.bytesWritten = written;
+    s.upstreamStartedAt = 0;
+  }
+
+  async close(): Promise<void> {
+    this.accessLog?.close();
+    await this.tracing?.close();
+  }
+}

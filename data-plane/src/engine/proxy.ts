@@ -5,11 +5,12 @@
  */
 import { randomUUID } from "node:crypto";
 import type net from "node:net";
-import type { ExchangeObserver } from "../observability/exchange.ts";
 import type { PluginReply } from "../plugins/chain.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint, HeaderOps, RuntimeConfig } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { AGW_ERRORS, type AgwErrorCode, codeForStatus, reasonPhrase } from "./errors.ts";
+import { H2_PREFACE, H2Downstream } from "./h2.ts";
+import { clientAddress, HOP_BY_HOP, hasName, opsAppend, opsDrop } from "./headers.ts";
 import {
   ChunkedDecoder,
   type HeadError,
@@ -41,21 +42,7 @@ export interface HttpProxyInit {
   readonly getConfig: () => RuntimeConfig;
   readonly pool: UpstreamPool;
   readonly options?: HttpProxyOptions;
-  /** Metrics, access logs and traces (data-plane/src/observability). */
-  readonly observer?: ExchangeObserver;
 }
-
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "proxy-authorization",
-  "proxy-authenticate",
-]);
 
 // ClientConn.phase
 const P_HEAD = 0;
@@ -116,10 +103,10 @@ export class HttpProxy {
   readonly keepAliveTimeoutMs: number;
   readonly lingerTimeoutMs: number;
   readonly forwardedProto: string;
-  readonly observer: ExchangeObserver | null;
   /** Set by shutdown(): no more keep-alive. */
   draining = false;
   private readonly conns = new Set<ClientConn>();
+  private h2: H2Downstream | null = null;
 
   constructor(init: HttpProxyInit) {
     const o = init.options ?? {};
@@ -132,27 +119,36 @@ export class HttpProxy {
     this.keepAliveTimeoutMs = o.keepAliveTimeoutMs ?? 60000;
     this.lingerTimeoutMs = o.lingerTimeoutMs ?? 5000;
     this.forwardedProto = o.forwardedProto ?? "http";
-    this.observer = init.observer ?? null;
   }
 
   /** Takes ownership of an accepted downstream socket; `tls` when it is a TLS socket past its handshake. */
   handleConnection(socket: net.Socket, tls?: DownstreamTlsInfo): void {
-    this.conns.add(new ClientConn(this, socket, tls ?? null));
+    if (tls?.alpn === "h2") this.http2().accept(socket, tls, null);
+    else this.conns.add(new ClientConn(this, socket, tls ?? null));
   }
 
+  /** The HTTP/2 side, created on the first HTTP/2 connection. */
+  http2(): H2Downstream {
+    this.h2 ??= new H2Downstream(this);
+    return this.h2;
+  }
+
+  /** HTTP/1.1 connections plus HTTP/2 sessions. */
   get connectionCount(): number {
-    return this.conns.size;
+    return this.conns.size + (this.h2?.sessionCount ?? 0);
   }
 
   /** Stops keep-alive: idle connections close now, busy ones after their current response. */
   shutdown(): void {
     this.draining = true;
     for (const c of this.conns) c.closeIfIdle();
+    this.h2?.shutdown();
   }
 
   /** Destroys every downstream connection immediately. */
   destroyAll(): void {
     for (const c of this.conns) c.socket.destroy();
+    this.h2?.destroyAll();
   }
 
   /** @internal */
@@ -173,27 +169,6 @@ function kickPending(c: ClientConn): void {
   if (c.phase === P_HEAD) c.onHeadBytes(null);
 }
 
-function hasName(list: readonly string[] | null, name: string): boolean {
-  return list?.includes(name) === true;
-}
-
-/** Whether route ops replace or remove `name` (so the original/generated value must not be sent). */
-function opsDrop(ops: HeaderOps, name: string): boolean {
-  const rm = ops.remove;
-  for (let i = 0; i < rm.length; i++) if (rm[i] === name) return true;
-  const set = ops.set;
-  for (let i = 0; i < set.length; i++)
-    if ((set[i] as readonly [string, string])[0].toLowerCase() === name) return true;
-  return false;
-}
-
-function opsAppend(ops: HeaderOps): string {
-  let s = "";
-  for (const [n, v] of ops.set) s += `${n}: ${v}\r\n`;
-  for (const [n, v] of ops.add) s += `${n}: ${v}\r\n`;
-  return s;
-}
-
 /**
  * The protocol a request asks to switch to, or "" when it must be handled as a plain request: the
  * Upgrade field counts only with "upgrade" in Connection (RFC 9110 §7.8), on HTTP/1.1, without a body.
@@ -203,11 +178,6 @@ function upgradeOf(head: RequestHead, bodyMode: number): string {
   if (head.upgrade === "" || head.minor !== 1 || bodyMode !== B_NONE || !hasName(head.connTokens, "upgrade"))
     return "";
   return /(^|[\s,])h2c($|[\s,])/i.test(head.upgrade) ? "" : head.upgrade;
-}
-
-function clientAddress(socket: net.Socket): string {
-  const a = socket.remoteAddress ?? "";
-  return a.startsWith("::ffff:") ? a.slice(7) : a;
 }
 
 class ClientConn implements UpstreamHandler {
@@ -224,14 +194,12 @@ class ClientConn implements UpstreamHandler {
   timerKind = T_NONE;
   /** The client half-closed: answer what it already sent, then close. */
   eof = false;
+  /** No request has started on this connection yet (it may still turn out to be h2c). */
+  fresh = true;
 
   // The request in flight. Everything below is reset by finishExchange().
   head: RequestHead | null = null;
   requestId = "";
-  /** performance.now() when the head parsed; status and error code as sent: for the observer. */
-  startedAt = 0;
-  status = 0;
-  errorCode = "";
   keepAlive = true;
   isHead = false;
   /** The protocol this request asked to switch to (sent upstream), "" for none. */
@@ -347,6 +315,28 @@ class ClientConn implements UpstreamHandler {
     this.socket.destroy();
   }
 
+  /**
+   * h2c with prior knowledge: a connection that opens with the HTTP/2 preface goes to the HTTP/2
+   * side with the bytes read so far. Returns false when `buf` is not (the start of) the preface.
+   */
+  toHttp2(buf: Buffer): boolean {
+    const n = Math.min(buf.length, H2_PREFACE.length);
+    if (buf.compare(H2_PREFACE, 0, n, 0, n) !== 0) return false;
+    if (n < H2_PREFACE.length) {
+      this.buf = buf; // the rest of the preface is on its way
+      return true;
+    }
+    const socket = this.socket;
+    this.phase = P_CLOSED;
+    this.buf = null;
+    this.clearTimer();
+    for (const event of ["data", "drain", "end", "close"]) socket.removeAllListeners(event);
+    socket.allowHalfOpen = false;
+    this.proxy.forget(this);
+    this.proxy.http2().accept(socket, this.tls, buf);
+    return true;
+  }
+
   closeIfIdle(): void {
     if (this.phase === P_HEAD && this.buf === null) this.socket.destroy();
   }
@@ -359,6 +349,7 @@ class ClientConn implements UpstreamHandler {
     if (chunk === null) buf = this.buf;
     else buf = this.buf === null ? chunk : Buffer.concat([this.buf, chunk]);
     if (buf === null) return;
+    if (this.fresh && buf[0] === 0x50 /* P */ && this.toHttp2(buf)) return;
     const n = this.scanner.scan(buf, p.maxHeadBytes, p.maxHeaders);
     if (n === 0) {
       this.buf = buf;
@@ -385,6 +376,7 @@ class ClientConn implements UpstreamHandler {
 
   reject(e: HeadError): void {
     this.phase = P_ACTIVE;
+    this.fresh = false;
     this.requestId = randomUUID();
     this.keepAlive = false;
     this.sendLocal(e.status, codeForStatus(e.status), e.message);
@@ -393,8 +385,8 @@ class ClientConn implements UpstreamHandler {
   startRequest(head: RequestHead): void {
     const p = this.proxy;
     this.phase = P_ACTIVE;
+    this.fresh = false;
     this.head = head;
-    this.startedAt = performance.now();
     this.requestId = head.requestId !== "" ? head.requestId : randomUUID();
     this.keepAlive = head.keepAlive && !p.draining;
     this.isHead = head.method === "HEAD";
@@ -458,7 +450,6 @@ class ClientConn implements UpstreamHandler {
       return;
     }
     const close = !this.keepAlive || !this.reqBodyDone || this.proxy.draining;
-    this.status = r.status;
     let h = `HTTP/1.1 ${r.status} ${reasonPhrase(r.status)}\r\n`;
     for (const [n, v] of r.headers) if (n.toLowerCase() !== "content-length") h += `${n}: ${v}\r\n`;
     h += `content-length: ${r.body.length}\r\nx-request-id: ${this.requestId}\r\n`;
@@ -515,7 +506,6 @@ class ClientConn implements UpstreamHandler {
   }
 
   buildUpstreamHead(h: RequestHead, ops: HeaderOps, ep: Endpoint): string {
-    const traceparent = this.proxy.observer?.upstreamStart(this) ?? "";
     let s = `${h.method} ${h.originForm} HTTP/1.1\r\n`;
     let xff = "";
     let sawHost = false;
@@ -532,9 +522,6 @@ class ClientConn implements UpstreamHandler {
         case "x-forwarded-host":
         case "x-forwarded-client-cert":
           continue;
-        case "traceparent":
-          if (traceparent !== "") continue;
-          break;
         case "host":
           // rawHost may come from an absolute-form target, which overrides the field.
           if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${h.rawHost}\r\n`;
@@ -553,7 +540,6 @@ class ClientConn implements UpstreamHandler {
     if (client !== undefined && !opsDrop(ops, "x-forwarded-client-cert"))
       s += `x-forwarded-client-cert: ${client.forwardedHeader}\r\n`;
     if (h.requestId === "" && !opsDrop(ops, "x-request-id")) s += `x-request-id: ${this.requestId}\r\n`;
-    if (traceparent !== "") s += `traceparent: ${traceparent}\r\n`;
     s += opsAppend(ops);
     if (this.bodyMode === B_CHUNKED) s += "transfer-encoding: chunked\r\n";
     if (this.upgrade !== "") s += `upgrade: ${this.upgrade}\r\nconnection: upgrade\r\n`;
@@ -763,7 +749,6 @@ class ClientConn implements UpstreamHandler {
   beginResponse(rh: ResponseHead, buf: Buffer, headLen: number): void {
     const client11 = (this.head as RequestHead).minor === 1;
     const status = rh.status;
-    this.status = status;
     this.upKeepAlive = rh.minor === 1 ? !rh.connClose : rh.connKeepAlive && !rh.connClose;
     let mode: number;
     if (this.isHead || status === 204 || status === 304) mode = M_NONE;
@@ -926,8 +911,6 @@ class ClientConn implements UpstreamHandler {
   }
 
   sendLocal(status: number, code: AgwErrorCode, message: string): void {
-    this.status = status;
-    this.errorCode = code;
     const close = !this.keepAlive || !this.reqBodyDone || this.proxy.draining;
     const body = JSON.stringify({ error: code, message, request_id: this.requestId });
     const head = this.head;
@@ -941,7 +924,6 @@ class ClientConn implements UpstreamHandler {
   }
 
   finishExchange(close: boolean): void {
-    this.reportExchange(false);
     this.head = null;
     this.route = null;
     this.cluster = null;
@@ -991,18 +973,9 @@ class ClientConn implements UpstreamHandler {
 
   /** Hard close: the client sees a reset/truncated response. */
   abort(): void {
-    this.reportExchange(true);
     this.dropUpstream();
     this.clearRouteTimer();
     this.socket.destroy();
-  }
-
-  reportExchange(aborted: boolean): void {
-    if (this.startedAt === 0 && this.status === 0) return;
-    this.proxy.observer?.exchangeEnd(this, aborted);
-    this.startedAt = 0;
-    this.status = 0;
-    this.errorCode = "";
   }
 
   dropUpstream(): void {

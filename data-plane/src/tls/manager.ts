@@ -19,10 +19,13 @@ import {
 } from "./secrets.ts";
 
 /**
- * Application protocols the engine speaks. ALPN only ever selects from these; the HTTP/2 engine adds
- * "h2" here and dispatches on `socket.alpnProtocol` in the listener's connection handler.
+ * Application protocols the engine speaks downstream. ALPN only ever selects from these; the engine
+ * dispatches on the negotiated one (HttpProxy.handleConnection: "h2" goes to engine/h2.ts).
  */
-export const ENGINE_ALPN: readonly string[] = ["http/1.1"];
+export const ENGINE_ALPN: readonly string[] = ["h2", "http/1.1"];
+
+/** Upstream connections come from the HTTP/1.1 pool, so only "http/1.1" is offered to upstreams. */
+export const UPSTREAM_ALPN: readonly string[] = ["http/1.1"];
 
 const DEFAULT_TICKET_ROTATION_MS = 60 * 60 * 1000;
 
@@ -256,7 +259,7 @@ export class TlsBuild {
         );
       cert = s;
     }
-    const alpn = (spec.alpn.length > 0 ? spec.alpn : ["http/1.1"]).filter((p) => ENGINE_ALPN.includes(p));
+    const alpn = (spec.alpn.length > 0 ? spec.alpn : ["http/1.1"]).filter((p) => UPSTREAM_ALPN.includes(p));
     if (alpn.length === 0) throw tlsError(`none of the ALPN protocols ${spec.alpn.join(", ")} is supported`);
     const key = digest("upstream", ca?.digest ?? "system", cert?.digest ?? "");
     const secureContext = this.context(`u:${key}`, "", () => {

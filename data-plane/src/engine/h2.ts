@@ -1,0 +1,714 @@
+/**
+ * HTTP/2 downstream: node:http2 does the framing (HPACK, flow control, stream limits) and every
+ * stream is bridged into the same path as an HTTP/1.1 request: one config read, the router, the
+ * route's plugins, the cluster's endpoint, the shared HTTP/1.1 upstream pool. Connections arrive by
+ * ALPN "h2" on HTTPS listeners or as h2c with prior knowledge (the HTTP/1.1 engine spots the preface).
+ */
+import { randomUUID } from "node:crypto";
+import http2 from "node:http2";
+import type net from "node:net";
+import type { PluginReply } from "../plugins/chain.ts";
+import type { ClusterRuntime, CompiledRoute, Endpoint, RuntimeConfig } from "../runtime/types.ts";
+import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
+import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
+import { clientAddress, HOP_BY_HOP, hasName, opsAppend, opsDrop } from "./headers.ts";
+import { ChunkedDecoder, HeadScanner, parseResponseHead, RequestHead, ResponseHead } from "./http1-parser.ts";
+import type { HttpProxy } from "./proxy.ts";
+import type { UpstreamConn, UpstreamHandler } from "./upstream-pool.ts";
+
+/** The client preface of HTTP/2 (RFC 9113 §3.4); an h2c client with prior knowledge starts with it. */
+export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL } = http2.constants;
+const END_STREAM = 0x1;
+/** Fields that have no meaning in HTTP/2 and must not be sent in it (RFC 9113 §8.2.2). */
+const H2_FORBIDDEN = new Set([...HOP_BY_HOP, "host"]);
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const AUTHORITY = /^[-._~!$&'()*+,;=:[\]%0-9A-Za-z]+$/;
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
+const CRLF = Buffer.from("\r\n");
+const LAST_CHUNK = Buffer.from("0\r\n\r\n");
+
+// Request body framing upstream.
+const B_NONE = 0;
+const B_LENGTH = 1;
+const B_CHUNKED = 2;
+// Response body framing from the upstream.
+const M_NONE = 0;
+const M_LENGTH = 1;
+const M_CHUNKED = 2;
+const M_CLOSE = 3;
+
+/** gRPC status for a gateway error (the gRPC HTTP-to-status mapping, timeouts as DEADLINE_EXCEEDED). */
+function grpcStatusFor(status: number): number {
+  switch (status) {
+    case 400:
+      return 13; // INTERNAL
+    case 401:
+      return 16; // UNAUTHENTICATED
+    case 403:
+      return 7; // PERMISSION_DENIED
+    case 404:
+      return 12; // UNIMPLEMENTED
+    case 408:
+    case 504:
+      return 4; // DEADLINE_EXCEEDED
+    case 429:
+    case 502:
+    case 503:
+      return 14; // UNAVAILABLE
+    default:
+      return 2; // UNKNOWN
+  }
+}
+
+/** grpc-timeout ("1S", "250m", ...) in milliseconds; 0 when absent or malformed. */
+export function grpcTimeoutMs(v: string | undefined): number {
+  const m = v === undefined ? null : /^(\d{1,8})([HMSmun])$/.exec(v);
+  if (m === null) return 0;
+  const n = Number(m[1]);
+  const unit = m[2];
+  const ms =
+    unit === "H"
+      ? n * 3_600_000
+      : unit === "M"
+        ? n * 60_000
+        : unit === "S"
+          ? n * 1000
+          : unit === "m"
+            ? n
+            : unit === "u"
+              ? n / 1000
+              : n / 1_000_000;
+  return Math.max(1, Math.ceil(ms));
+}
+
+function onStreamTimer(x: H2Exchange): void {
+  x.onTimeout();
+}
+
+/** The HTTP/2 side of one HttpProxy (one listener): a never-listening Http2Server fed accepted sockets. */
+export class H2Downstream {
+  readonly proxy: HttpProxy;
+  private readonly server: http2.Http2Server;
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+
+  constructor(proxy: HttpProxy) {
+    this.proxy = proxy;
+    this.server = http2.createServer({
+      maxHeaderListPairs: proxy.maxHeaders + 8,
+      settings: { maxConcurrentStreams: 128, maxHeaderListSize: proxy.maxHeadBytes },
+    });
+    this.server.on("session", (session: http2.ServerHttp2Session) => {
+      this.sessions.add(session);
+      session.on("error", noop);
+      session.once("close", () => this.sessions.delete(session));
+      // An idle session (no frames either way) is closed gracefully, like an idle keep-alive connection.
+      session.setTimeout(proxy.keepAliveTimeoutMs, () => session.close());
+      if (proxy.draining) session.close();
+    });
+    this.server.on(
+      "stream",
+      (
+        stream: http2.ServerHttp2Stream,
+        _headers: http2.IncomingHttpHeaders,
+        flags: number,
+        raw: string[],
+      ) => {
+        const socket = stream.session?.socket as net.Socket | undefined;
+        if (socket === undefined) return;
+        const x = new H2Exchange(this, stream, socket, tlsOf.get(socket) ?? null);
+        x.start(raw, flags);
+      },
+    );
+  }
+
+  /** Takes an accepted socket speaking HTTP/2; `early` is what was already read from it. */
+  accept(socket: net.Socket, tls: DownstreamTlsInfo | null, early: Buffer | null): void {
+    if (tls !== null) tlsOf.set(socket, tls);
+    if (early !== null) {
+      socket.pause(); // no 'data' listener until the session attaches: nothing may flow past it
+      socket.unshift(early);
+    }
+    this.server.emit("connection", socket);
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** GOAWAY to every session: streams in flight finish, no new ones start. */
+  shutdown(): void {
+    for (const s of this.sessions) s.close();
+  }
+
+  destroyAll(): void {
+    for (const s of this.sessions) s.destroy();
+  }
+}
+
+const tlsOf = new WeakMap<net.Socket, DownstreamTlsInfo>();
+
+/** One HTTP/2 stream proxied to an HTTP/1.1 upstream. */
+class H2Exchange implements UpstreamHandler {
+  readonly h2: H2Downstream;
+  readonly stream: http2.ServerHttp2Stream;
+  readonly socket: net.Socket;
+  readonly tls: DownstreamTlsInfo | null;
+  readonly clientIp: string;
+  head: RequestHead | null = null;
+  requestId = "";
+  grpc = false;
+  route: CompiledRoute | null = null;
+  cluster: ClusterRuntime | null = null;
+  endpoint: Endpoint | null = null;
+  upstream: UpstreamConn | null = null;
+  upHead = "";
+  timer: NodeJS.Timeout | null = null;
+  bodyMode = B_NONE;
+  reqBodyDone = true;
+  retried = false;
+  resStarted = false;
+  resHeadSent = false;
+  resBuf: Buffer | null = null;
+  readonly resScanner = new HeadScanner();
+  resMode = M_NONE;
+  resRemaining = 0;
+  readonly resDecoder = new ChunkedDecoder();
+  upKeepAlive = false;
+  upExtra = false;
+  done = false;
+
+  constructor(
+    h2: H2Downstream,
+    stream: http2.ServerHttp2Stream,
+    socket: net.Socket,
+    tls: DownstreamTlsInfo | null,
+  ) {
+    this.h2 = h2;
+    this.stream = stream;
+    this.socket = socket;
+    this.tls = tls;
+    this.clientIp = clientAddress(socket);
+    stream.on("error", noop);
+    stream.on("close", () => this.onStreamClose());
+    stream.on("drain", () => {
+      const up = this.upstream;
+      if (up?.socket.isPaused()) up.socket.resume();
+    });
+  }
+
+  /** Turns the HTTP/2 field list into the engine's request head, then routes it. */
+  start(raw: string[], flags: number): void {
+    const head = new RequestHead();
+    let authority = "";
+    let hostField = "";
+    let path = "";
+    let scheme = "";
+    let cookie = "";
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const name = raw[i] as string;
+      const value = raw[i + 1] as string;
+      if (name.charCodeAt(0) === 58 /* : */) {
+        if (name === ":method") head.method = value;
+        else if (name === ":path") path = value;
+        else if (name === ":authority") authority = value;
+        else if (name === ":scheme") scheme = value;
+        continue;
+      }
+      if (H2_FORBIDDEN.has(name)) {
+        if (name === "host") hostField = value;
+        continue; // "te: trailers" is the only TE HTTP/2 allows; it is hop-by-hop anyway
+      }
+      if (name === "cookie") {
+        // HTTP/2 may split cookies into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
+        cookie = cookie === "" ? value : `${cookie}; ${value}`;
+        continue;
+      }
+      if (name === "content-length") {
+        if (!/^\d{1,15}$/.test(value)) {
+          this.reject("invalid content-length");
+          return;
+        }
+        head.contentLength = Number(value);
+      } else if (name === "x-request-id" && head.requestId === "") head.requestId = value;
+      else if (name === "content-type" && value.startsWith("application/grpc")) this.grpc = true;
+      head.rawNames.push(name);
+      head.names.push(name);
+      head.values.push(value);
+    }
+    if (cookie !== "") {
+      head.rawNames.push("cookie");
+      head.names.push("cookie");
+      head.values.push(cookie);
+    }
+    this.requestId = head.requestId !== "" ? head.requestId : randomUUID();
+    if (head.method === "CONNECT") {
+      this.sendLocal(501, AGW_ERRORS.AGW_ERR_NOT_IMPLEMENTED, "CONNECT is not supported");
+      return;
+    }
+    const rawHost = authority !== "" ? authority : hostField;
+    if (!TOKEN.test(head.method) || scheme === "" || rawHost === "" || !AUTHORITY.test(rawHost)) {
+      this.reject("invalid pseudo-header fields");
+      return;
+    }
+    if (path === "*" && head.method === "OPTIONS") {
+      head.path = "*";
+      head.originForm = "*";
+    } else {
+      if (path.charCodeAt(0) !== 47 || !visibleAscii(path)) {
+        this.reject("invalid :path");
+        return;
+      }
+      const q = path.indexOf("?");
+      head.path = q < 0 ? path : path.slice(0, q);
+      head.query = q < 0 ? "" : path.slice(q + 1);
+      head.originForm = path;
+    }
+    head.target = path;
+    head.rawHost = rawHost;
+    const close = rawHost.charCodeAt(0) === 91 ? rawHost.indexOf("]") + 1 : rawHost.indexOf(":");
+    head.host = (close <= 0 ? rawHost : rawHost.slice(0, close)).toLowerCase();
+    head.minor = 1;
+    this.head = head;
+    if ((flags & END_STREAM) !== 0 || head.contentLength === 0) this.bodyMode = B_NONE;
+    else if (head.contentLength > 0) this.bodyMode = B_LENGTH;
+    else this.bodyMode = B_CHUNKED;
+    this.reqBodyDone = this.bodyMode === B_NONE;
+
+    // The only read of the config for this stream.
+    const config = this.h2.proxy.getConfig();
+    const route = config.listeners.get(this.h2.proxy.listenerName)?.router?.match(head);
+    if (route === undefined) {
+      this.sendLocal(404, AGW_ERRORS.AGW_ERR_ROUTE_NOT_FOUND, "no route matched the request");
+      return;
+    }
+    this.route = route;
+    const plugins = route.plugins;
+    if (plugins) {
+      const verdict = plugins.requestFilter(head, this.clientIp, route.name, this.requestId);
+      if (verdict instanceof Promise) {
+        verdict.then(
+          (v) => this.afterRequestFilter(v, route, config),
+          () =>
+            this.afterRequestFilter(
+              {
+                status: 500,
+                headers: [],
+                body: new Uint8Array(0),
+                error: "plugin_failed",
+                message: "plugin host error",
+              },
+              route,
+              config,
+            ),
+        );
+        return;
+      }
+      if (verdict !== undefined) {
+        this.sendPluginReply(verdict);
+        return;
+      }
+    }
+    this.toUpstream(route, config);
+  }
+
+  reject(message: string): void {
+    this.sendLocal(400, AGW_ERRORS.AGW_ERR_BAD_REQUEST, message);
+  }
+
+  afterRequestFilter(v: PluginReply | undefined, route: CompiledRoute, config: RuntimeConfig): void {
+    if (this.done) return;
+    if (v !== undefined) this.sendPluginReply(v);
+    else this.toUpstream(route, config);
+  }
+
+  sendPluginReply(r: PluginReply): void {
+    if (r.error !== undefined) {
+      this.sendLocal(r.status, r.error as AgwErrorCode, r.message ?? r.error);
+      return;
+    }
+    const headers: http2.OutgoingHttpHeaders = { ":status": r.status };
+    for (const [n, v] of r.headers) {
+      const name = n.toLowerCase();
+      if (name !== "content-length" && !H2_FORBIDDEN.has(name)) addHeader(headers, name, v);
+    }
+    headers["content-length"] = r.body.length;
+    headers["x-request-id"] = this.requestId;
+    this.finishLocal(headers, this.head?.method === "HEAD" ? null : Buffer.from(r.body));
+  }
+
+  toUpstream(route: CompiledRoute, config: RuntimeConfig): void {
+    const cluster = config.clusters.get(route.pickCluster());
+    if (cluster === undefined) {
+      this.sendLocal(503, AGW_ERRORS.AGW_ERR_CLUSTER_NOT_FOUND, "the route's cluster does not exist");
+      return;
+    }
+    const ep = cluster.pickEndpoint();
+    if (ep === undefined) {
+      this.sendLocal(503, AGW_ERRORS.AGW_ERR_NO_HEALTHY_UPSTREAM, "the cluster has no endpoint");
+      return;
+    }
+    this.cluster = cluster;
+    this.endpoint = ep;
+    this.upHead = this.buildUpstreamHead(route, ep);
+    // The route timeout, or the client's grpc-timeout when it is shorter.
+    let timeoutMs = route.timeoutMs;
+    const deadline = this.grpc ? grpcTimeoutMs(this.head?.header("grpc-timeout")) : 0;
+    if (deadline > 0 && (timeoutMs === 0 || deadline < timeoutMs)) timeoutMs = deadline;
+    if (timeoutMs > 0) this.timer = setTimeout(onStreamTimer, timeoutMs, this);
+    const up = this.h2.proxy.pool.acquire(ep, cluster, this);
+    this.upstream = up;
+    up.socket.write(this.upHead, "latin1");
+    if (this.bodyMode !== B_NONE) {
+      const stream = this.stream;
+      stream.on("data", (chunk: Buffer) => this.onRequestData(chunk));
+      stream.on("end", () => this.onRequestEnd());
+    }
+  }
+
+  buildUpstreamHead(route: CompiledRoute, ep: Endpoint): string {
+    const h = this.head as RequestHead;
+    const ops = route.requestHeaders;
+    let s = `${h.method} ${h.originForm} HTTP/1.1\r\n`;
+    let xff = "";
+    const names = h.names;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i] as string;
+      switch (name) {
+        case "x-forwarded-for":
+          xff = xff === "" ? (h.values[i] as string) : `${xff}, ${h.values[i]}`;
+          continue;
+        case "x-forwarded-proto":
+        case "x-forwarded-host":
+        case "x-forwarded-client-cert":
+          continue;
+      }
+      if (!opsDrop(ops, name)) s += `${name}: ${h.values[i]}\r\n`;
+    }
+    if (!opsDrop(ops, "host")) s += `host: ${h.rawHost !== "" ? h.rawHost : ep.key}\r\n`;
+    if (!opsDrop(ops, "x-forwarded-for"))
+      s += `x-forwarded-for: ${xff === "" ? this.clientIp : `${xff}, ${this.clientIp}`}\r\n`;
+    if (!opsDrop(ops, "x-forwarded-proto"))
+      s += `x-forwarded-proto: ${this.tls !== null ? "https" : this.h2.proxy.forwardedProto}\r\n`;
+    if (!opsDrop(ops, "x-forwarded-host")) s += `x-forwarded-host: ${h.rawHost}\r\n`;
+    const client = this.tls?.client;
+    if (client !== undefined && !opsDrop(ops, "x-forwarded-client-cert"))
+      s += `x-forwarded-client-cert: ${client.forwardedHeader}\r\n`;
+    if (h.requestId === "" && !opsDrop(ops, "x-request-id")) s += `x-request-id: ${this.requestId}\r\n`;
+    s += opsAppend(ops);
+    if (this.bodyMode === B_CHUNKED) s += "transfer-encoding: chunked\r\n";
+    return `${s}\r\n`;
+  }
+
+  // ---- request body (HTTP/2 DATA frames → HTTP/1.1 body)
+
+  onRequestData(chunk: Buffer): void {
+    const up = this.upstream;
+    if (up === null || chunk.length === 0) return;
+    const s = up.socket;
+    let ok: boolean;
+    if (this.bodyMode === B_CHUNKED) {
+      s.cork();
+      s.write(`${chunk.length.toString(16)}\r\n`, "latin1");
+      s.write(chunk);
+      ok = s.write(CRLF);
+      s.uncork();
+    } else {
+      ok = s.write(chunk);
+    }
+    if (!ok) this.stream.pause(); // resumed by the upstream's 'drain'
+  }
+
+  onRequestEnd(): void {
+    this.reqBodyDone = true;
+    const up = this.upstream;
+    if (up !== null && this.bodyMode === B_CHUNKED) up.socket.write(LAST_CHUNK);
+    if (this.resMode === M_NONE && this.resHeadSent) this.complete();
+  }
+
+  // ---- upstream events
+
+  onUpstreamDrain(_conn: UpstreamConn): void {
+    if (this.stream.isPaused()) this.stream.resume();
+  }
+
+  onUpstreamData(conn: UpstreamConn, chunk: Buffer): void {
+    if (conn !== this.upstream) return;
+    this.resStarted = true;
+    if (this.resHeadSent) this.onResponseBody(chunk, 0);
+    else this.onResponseHeadBytes(chunk);
+  }
+
+  onUpstreamClose(conn: UpstreamConn): void {
+    if (conn !== this.upstream) return;
+    this.upstream = null;
+    if (this.resHeadSent) {
+      if (conn.eof && this.resMode === M_CLOSE) this.complete();
+      else this.resetStream(); // truncated: the client must not see a complete response
+      return;
+    }
+    const method = this.head?.method ?? "";
+    if (
+      conn.reused &&
+      !this.resStarted &&
+      this.bodyMode === B_NONE &&
+      !this.retried &&
+      IDEMPOTENT.has(method)
+    ) {
+      this.retried = true;
+      const up = this.h2.proxy.pool.connect(this.endpoint as Endpoint, this.cluster as ClusterRuntime, this);
+      this.upstream = up;
+      this.resScanner.reset();
+      this.resBuf = null;
+      up.socket.write(this.upHead, "latin1");
+      return;
+    }
+    if (!conn.connected) {
+      if (conn.tlsFailure !== null)
+        this.fail(
+          502,
+          AGW_ERRORS.AGW_ERR_UPSTREAM_TLS_FAILED,
+          `upstream TLS handshake failed: ${conn.tlsFailure}`,
+        );
+      else if (conn.connectTimedOut)
+        this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_CONNECT_TIMEOUT, "timed out connecting to the upstream");
+      else this.fail(503, AGW_ERRORS.AGW_ERR_UPSTREAM_CONNECT_FAILED, "could not connect to the upstream");
+      return;
+    }
+    this.fail(502, AGW_ERRORS.AGW_ERR_UPSTREAM_RESET, "upstream closed the connection before responding");
+  }
+
+  onTimeout(): void {
+    this.timer = null;
+    if (this.resHeadSent) {
+      this.dropUpstream();
+      this.resetStream();
+    } else {
+      this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_TIMEOUT, "the upstream did not respond in time");
+    }
+  }
+
+  onResponseHeadBytes(chunk: Buffer): void {
+    let buf = this.resBuf === null ? chunk : Buffer.concat([this.resBuf, chunk]);
+    const sc = this.resScanner;
+    const p = this.h2.proxy;
+    for (;;) {
+      const n = sc.scan(buf, p.maxHeadBytes, p.maxHeaders);
+      if (n === 0) {
+        this.resBuf = buf;
+        return;
+      }
+      this.resBuf = null;
+      const rh = new ResponseHead();
+      if (n < 0 || parseResponseHead(buf, sc, rh) !== null || rh.status === 101) {
+        this.fail(502, AGW_ERRORS.AGW_ERR_UPSTREAM_PROTOCOL_ERROR, "the upstream sent an invalid response");
+        return;
+      }
+      if (rh.status >= 200) {
+        this.beginResponse(rh, buf, n);
+        return;
+      }
+      // 1xx informational responses are not relayed over HTTP/2 (node:http2 sends 100 by itself).
+      sc.reset();
+      if (n === buf.length) return;
+      buf = buf.subarray(n);
+    }
+  }
+
+  beginResponse(rh: ResponseHead, buf: Buffer, headLen: number): void {
+    const status = rh.status;
+    this.upKeepAlive = rh.minor === 1 ? !rh.connClose : rh.connKeepAlive && !rh.connClose;
+    let mode: number;
+    if (this.head?.method === "HEAD" || status === 204 || status === 304) mode = M_NONE;
+    else if (rh.chunked) mode = M_CHUNKED;
+    else if (rh.contentLength >= 0) mode = rh.contentLength === 0 ? M_NONE : M_LENGTH;
+    else mode = M_CLOSE;
+    if (mode === M_CHUNKED) this.resDecoder.reset(true);
+    if (mode === M_CLOSE) this.upKeepAlive = false;
+    this.resMode = mode;
+    this.resRemaining = rh.contentLength;
+
+    const ops = (this.route as CompiledRoute).responseHeaders;
+    const headers: http2.OutgoingHttpHeaders = { ":status": status };
+    const names = rh.names;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i] as string;
+      if (
+        H2_FORBIDDEN.has(name) ||
+        name === "x-request-id" ||
+        hasName(rh.connTokens, name) ||
+        opsDrop(ops, name)
+      )
+        continue;
+      addHeader(headers, name, rh.values[i] as string);
+    }
+    if (!opsDrop(ops, "x-request-id")) headers["x-request-id"] = this.requestId;
+    for (const [n, v] of ops.set) headers[n.toLowerCase()] = v;
+    for (const [n, v] of ops.add) addHeader(headers, n.toLowerCase(), v);
+    this.resHeadSent = true;
+    if (this.stream.destroyed) return;
+    this.stream.respond(headers, { endStream: mode === M_NONE });
+    if (mode === M_NONE) {
+      if (headLen < buf.length) this.upExtra = true;
+      this.complete();
+    } else if (headLen < buf.length) {
+      this.onResponseBody(buf, headLen);
+    }
+  }
+
+  onResponseBody(chunk: Buffer, off: number): void {
+    const out = this.stream;
+    const len = chunk.length;
+    let ok = true;
+    switch (this.resMode) {
+      case M_LENGTH: {
+        const n = Math.min(len - off, this.resRemaining);
+        if (n > 0) ok = out.write(off === 0 && n === len ? chunk : chunk.subarray(off, off + n));
+        this.resRemaining -= n;
+        if (this.resRemaining === 0) {
+          if (off + n < len) this.upExtra = true;
+          this.complete();
+          return;
+        }
+        break;
+      }
+      case M_CHUNKED: {
+        const dec = this.resDecoder;
+        const used = dec.decode(chunk, off);
+        if (used < 0) {
+          this.dropUpstream();
+          this.resetStream();
+          return;
+        }
+        const pieces = dec.pieces;
+        for (let i = 0; i < pieces.length; i++) ok = out.write(pieces[i] as Buffer);
+        pieces.length = 0;
+        dec.pieceBytes = 0;
+        if (dec.done) {
+          if (off + used < len) this.upExtra = true;
+          this.complete();
+          return;
+        }
+        break;
+      }
+      case M_CLOSE:
+        ok = out.write(off === 0 ? chunk : chunk.subarray(off));
+        break;
+    }
+    const up = this.upstream;
+    if (!ok && up !== null) up.socket.pause(); // resumed by the stream's 'drain'
+  }
+
+  /** The upstream response is complete: end the stream, return the upstream connection if it is clean. */
+  complete(): void {
+    this.clearTimer();
+    const up = this.upstream;
+    if (up !== null) {
+      this.upstream = null;
+      if (this.upKeepAlive && this.reqBodyDone && !this.upExtra)
+        this.h2.proxy.pool.release(up, this.cluster as ClusterRuntime);
+      else up.destroy();
+    }
+    this.done = true;
+    if (!this.stream.destroyed) {
+      this.stream.end();
+      // The client may still be sending a body the upstream did not wait for.
+      if (!this.reqBodyDone) this.stream.close(NGHTTP2_CANCEL);
+    }
+  }
+
+  // ---- local responses and teardown
+
+  fail(status: number, code: AgwErrorCode, message: string): void {
+    this.dropUpstream();
+    this.sendLocal(status, code, message);
+  }
+
+  /** A gateway error: JSON for HTTP clients, a trailers-only response with grpc-status for gRPC ones. */
+  sendLocal(status: number, code: AgwErrorCode, message: string): void {
+    if (this.grpc) {
+      this.finishLocal(
+        {
+          ":status": 200,
+          "content-type": "application/grpc",
+          "grpc-status": grpcStatusFor(status),
+          "grpc-message": encodeURIComponent(message),
+          "x-agw-error": code,
+          "x-request-id": this.requestId,
+        },
+        null,
+      );
+      return;
+    }
+    const body = Buffer.from(JSON.stringify({ error: code, message, request_id: this.requestId }));
+    this.finishLocal(
+      {
+        ":status": status,
+        "content-type": "application/json",
+        "content-length": body.length,
+        "x-agw-error": code,
+        "x-request-id": this.requestId,
+      },
+      this.head?.method === "HEAD" ? null : body,
+    );
+  }
+
+  finishLocal(headers: http2.OutgoingHttpHeaders, body: Buffer | null): void {
+    this.clearTimer();
+    this.done = true;
+    const stream = this.stream;
+    if (stream.destroyed || stream.headersSent) {
+      this.resetStream();
+      return;
+    }
+    stream.respond(headers, { endStream: body === null });
+    if (body !== null) stream.end(body);
+    if (!this.reqBodyDone) stream.close(NGHTTP2_CANCEL);
+  }
+
+  resetStream(): void {
+    this.done = true;
+    this.clearTimer();
+    if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
+  }
+
+  onStreamClose(): void {
+    this.clearTimer();
+    this.done = true;
+    this.dropUpstream(); // the client went away (RST_STREAM, GOAWAY, socket closed) before the end
+  }
+
+  dropUpstream(): void {
+    const up = this.upstream;
+    if (up !== null) {
+      this.upstream = null;
+      up.destroy();
+    }
+  }
+
+  clearTimer(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+}
+
+/** Whether `v` has only visible ASCII or obs-text (what a request-target may hold). */
+function visibleAscii(v: string): boolean {
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c <= 0x20 || c === 0x7f || c > 0xff) return false;
+  }
+  return true;
+}
+
+function addHeader(headers: http2.OutgoingHttpHeaders, name: string, value: string): void {
+  const cur = headers[name];
+  if (cur === undefined) headers[name] = value;
+  else if (Array.isArray(cur)) cur.push(value);
+  else headers[name] = [String(cur), value];
+}
+
+function noop(): void {}

@@ -7,7 +7,7 @@ import { createInterface } from "node:readline";
 import { createAdsService, startAdsServer } from "@agw/control-plane/xds/ads-server";
 import { SnapshotCache } from "@agw/control-plane/xds/cache";
 import { DataPlaneRegistry } from "@agw/control-plane/xds/dataplanes";
-import { irToSnapshot } from "@agw/control-plane/xds/resources";
+import { SnapshotBuilder } from "@agw/control-plane/xds/resources";
 import { createLogger } from "@agw/core";
 import type { Ir, IrRoute } from "@agw/core/ir";
 
@@ -55,7 +55,8 @@ const ir = (): Ir => ({
 
 const cache = new SnapshotCache();
 const registry = new DataPlaneRegistry();
-cache.set(irToSnapshot(ir()));
+const snapshots = new SnapshotBuilder();
+cache.set(snapshots.build(ir()));
 const server = await startAdsServer("127.0.0.1", 0, createAdsService(cache, registry, silent));
 const say = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
 say({ event: "listening", port: server.address.port });
@@ -64,7 +65,7 @@ createInterface({ input: process.stdin }).on("line", (line) => {
   if (command === "change") {
     const i = Number(arg);
     timeouts[i] = (timeouts[i] ?? 5000) + 1;
-    cache.set(irToSnapshot(ir()));
+    cache.set(snapshots.build(ir()));
     say({ event: "changed" });
   } else if (command === "stats") {
     const cpu = process.cpuUsage();

@@ -19,7 +19,7 @@ import { translateConfig } from "./translator.ts";
 import { type AdsServer, type AdsTlsOptions, createAdsService, startAdsServer } from "./xds/ads-server.ts";
 import { SnapshotCache } from "./xds/cache.ts";
 import { DataPlaneRegistry } from "./xds/dataplanes.ts";
-import { irToSnapshot } from "./xds/resources.ts";
+import { SnapshotBuilder } from "./xds/resources.ts";
 
 export interface ControlPlaneOptions {
   /** config.yaml; optional when `kubernetes` is given. */
@@ -50,6 +50,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const log = options.log ?? createLogger("control-plane");
   const cache = new SnapshotCache();
   const dataPlanes = new DataPlaneRegistry();
+  const snapshots = new SnapshotBuilder();
   let ir: Ir | undefined;
   let lastErrors: ConfigError[] = [];
   let fileIr: Ir | undefined;
@@ -61,7 +62,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     if (options.configFile && !fileIr) return;
     if (options.kubernetes && !kubeIr) return;
     ir = mergeIr(fileIr, kubeIr);
-    cache.set(irToSnapshot(ir));
+    cache.set(snapshots.build(ir));
     const versions = Object.fromEntries(
       [...(cache.snapshot ?? [])].map(([t, s]) => [t.split(".").pop(), s.version]),
     );

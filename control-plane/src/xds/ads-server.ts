@@ -32,6 +32,7 @@ import {
   DiscoveryResponseSchema,
 } from "@agw/core/gen/envoy/service/discovery/v3/discovery_pb.js";
 import { create } from "@bufbuild/protobuf";
+import { WireType } from "@bufbuild/protobuf/wire";
 import {
   Code,
   ConnectError,
@@ -41,10 +42,18 @@ import {
   type ServiceImpl,
 } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import type { SnapshotCache } from "./cache.ts";
+import type { SnapshotCache, TypeChanges } from "./cache.ts";
 import { type DataPlaneRegistry, type DataPlaneState, newTypeState, type TypeState } from "./dataplanes.ts";
 import type { TypeSnapshot, VersionedResource } from "./resources.ts";
 import { deltaResponseSize, GRPC_FRAME_BYTES, sotwResponseSize } from "./wire.ts";
+
+/**
+ * `resources` in DiscoveryResponse and DeltaDiscoveryResponse. Responses carry each resource's
+ * bytes, encoded once per resource (`VersionedResource`), as raw fields: re-encoding 10,000
+ * resources for each of 100 streams is what made initial syncs take seconds.
+ */
+const SOTW_RESOURCES_FIELD = 2;
+const DELTA_RESOURCES_FIELD = 2;
 
 /** Types other types reference: in SotW their removals wait until the referencing types moved on. */
 const REFERENCED_TYPES: ReadonlySet<TypeUrl> = new Set([
@@ -199,21 +208,47 @@ function knownType(log: Logger, state: DataPlaneState, typeUrl: string): TypeUrl
 interface DeltaSubscription {
   wildcard: boolean;
   names: Set<string>;
-  /** name → version the data plane has (or was last sent). */
+  /**
+   * The versions the data plane has (or was last sent): exactly those of `syncedTo` when set, else
+   * `known` (name → version). A wildcard stream in step with the snapshots keeps no map of its own.
+   */
+  syncedTo: TypeSnapshot | undefined;
   known: Map<string, string>;
   /** nonce → system version of responses not yet ACKed or NACKed. */
   inFlight: Map<string, string>;
 }
 
+/** The data plane's versions as a map of this stream's own, built from `syncedTo` on demand. */
+function knownVersions(sub: DeltaSubscription): Map<string, string> {
+  if (sub.syncedTo) {
+    sub.known = new Map([...sub.syncedTo.resources.values()].map((r) => [r.name, r.version]));
+    sub.syncedTo = undefined;
+  }
+  return sub.known;
+}
+
+/**
+ * What to send for one type, recorded as sent. A wildcard stream that had the previous publication
+ * takes the changes computed once for all streams; any other compares resource by resource.
+ */
 function deltaChanges(
   snap: TypeSnapshot | undefined,
   sub: DeltaSubscription,
   justSubscribed: readonly string[],
+  published: TypeChanges | undefined,
 ): { updated: VersionedResource[]; removed: string[] } {
+  if (snap && sub.wildcard && sub.syncedTo && justSubscribed.length === 0) {
+    if (sub.syncedTo === snap) return { updated: [], removed: [] };
+    if (published && published.from === sub.syncedTo && published.to === snap) {
+      sub.syncedTo = snap;
+      return { updated: published.updated, removed: published.removed };
+    }
+  }
+  const known = knownVersions(sub);
   const resources = snap?.resources ?? new Map<string, VersionedResource>();
   const updated: VersionedResource[] = [];
   const consider = (r: VersionedResource) => {
-    if (sub.known.get(r.name) !== r.version) updated.push(r);
+    if (known.get(r.name) !== r.version) updated.push(r);
   };
   if (sub.wildcard) for (const r of resources.values()) consider(r);
   else
@@ -222,11 +257,19 @@ function deltaChanges(
       if (r) consider(r);
     }
   const removed: string[] = [];
-  for (const name of sub.known.keys()) if (!resources.has(name)) removed.push(name);
+  for (const name of known.keys()) if (!resources.has(name)) removed.push(name);
   // A name subscribed explicitly that does not exist is reported as removed, so the data plane
   // does not wait for it.
   for (const name of justSubscribed)
-    if (!resources.has(name) && !sub.known.has(name) && !removed.includes(name)) removed.push(name);
+    if (!resources.has(name) && !known.has(name) && !removed.includes(name)) removed.push(name);
+  if (sub.wildcard && snap) {
+    // After this response the data plane has exactly the snapshot's versions.
+    sub.syncedTo = snap;
+    sub.known = new Map();
+  } else {
+    for (const r of updated) known.set(r.name, r.version);
+    for (const name of removed) known.delete(name);
+  }
   return { updated, removed };
 }
 
@@ -268,12 +311,17 @@ export function createAdsService(
         typeState.bytes +=
           GRPC_FRAME_BYTES + sotwResponseSize(version, typeUrl, typeState.sentNonce, resources.values());
         sentResources.set(typeUrl, resources);
-        return create(DiscoveryResponseSchema, {
+        const response = create(DiscoveryResponseSchema, {
           versionInfo: version,
           typeUrl,
           nonce: typeState.sentNonce,
-          resources: [...resources.values()].map((r) => r.resource),
         });
+        response.$unknown = [...resources.values()].map((r) => ({
+          no: SOTW_RESOURCES_FIELD,
+          wireType: WireType.LengthDelimited,
+          data: r.sotwBytes,
+        }));
+        return response;
       };
       try {
         for await (const event of stream.events) {
@@ -361,21 +409,24 @@ export function createAdsService(
         if (!sub || !typeState) return undefined;
         const version = cache.snapshot?.get(typeUrl)?.version ?? "";
         const responseNonce = String(++nonce);
-        for (const r of updated) sub.known.set(r.name, r.version);
-        for (const name of removed) sub.known.delete(name);
         sub.inFlight.set(responseNonce, version);
         typeState.sentVersion = version;
         typeState.sentNonce = responseNonce;
         typeState.responses++;
         typeState.bytes +=
           GRPC_FRAME_BYTES + deltaResponseSize(version, typeUrl, responseNonce, updated, removed);
-        return create(DeltaDiscoveryResponseSchema, {
+        const response = create(DeltaDiscoveryResponseSchema, {
           systemVersionInfo: version,
           typeUrl,
           nonce: responseNonce,
-          resources: updated.map((r) => ({ name: r.name, version: r.version, resource: r.resource })),
           removedResources: removed,
         });
+        response.$unknown = updated.map((r) => ({
+          no: DELTA_RESOURCES_FIELD,
+          wireType: WireType.LengthDelimited,
+          data: r.deltaBytes,
+        }));
+        return response;
       };
 
       try {
@@ -392,7 +443,12 @@ export function createAdsService(
             for (const typeUrl of RESOURCE_TYPES) {
               const sub = subscriptions.get(typeUrl);
               if (!sub) continue;
-              const { updated, removed } = deltaChanges(snapshot.get(typeUrl), sub, []);
+              const { updated, removed } = deltaChanges(
+                snapshot.get(typeUrl),
+                sub,
+                [],
+                cache.changesOf(typeUrl),
+              );
               if (removed.length > 0) removals.set(typeUrl, removed);
               if (updated.length > 0) {
                 const response = respond(typeUrl, updated, []);
@@ -443,6 +499,7 @@ export function createAdsService(
               // Envoy's legacy wildcard: a first request that names nothing subscribes to everything.
               wildcard: req.resourceNamesSubscribe.length === 0,
               names: new Set(),
+              syncedTo: undefined,
               known: new Map(Object.entries(req.initialResourceVersions)),
               inFlight: new Map(),
             };
@@ -461,10 +518,12 @@ export function createAdsService(
             else sub.names.delete(name);
           }
           // Forget what the data plane dropped, so a later resubscription sends it again.
-          for (const name of [...sub.known.keys()])
-            if (!sub.wildcard && !sub.names.has(name)) sub.known.delete(name);
+          if (!sub.wildcard) {
+            const known = knownVersions(sub);
+            for (const name of [...known.keys()]) if (!sub.names.has(name)) known.delete(name);
+          }
           if (!snapshot) continue;
-          const { updated, removed } = deltaChanges(snapshot.get(typeUrl), sub, justSubscribed);
+          const { updated, removed } = deltaChanges(snapshot.get(typeUrl), sub, justSubscribed, undefined);
           // The first answer for a type is sent even when empty: it tells the data plane the type
           // is complete (e.g. a reconnect whose versions all still match).
           if (first || updated.length > 0 || removed.length > 0) {

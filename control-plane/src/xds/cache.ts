@@ -1,13 +1,34 @@
 /**
  * Holds the current snapshot and tells streams when it changed. Streams compare per-type (SotW) or
- * per-resource (Delta) versions themselves, so a change to one resource sends only that resource.
+ * per-resource (Delta) versions, so a change to one resource sends only that resource. What changed
+ * between two consecutive publications is computed once here, and every Delta stream that had the
+ * previous snapshot applies it as is instead of comparing every resource itself.
  *
  * Change storms are throttled: the first change after a quiet period is published at once (no
  * added latency for a lone edit); further changes within `minIntervalMs` of a publication are
  * coalesced into one publication when the interval ends. A storm of 1000 endpoint updates in a
  * second therefore becomes about 1000 / minIntervalMs pushes, each delayed at most minIntervalMs.
  */
-import type { Snapshot } from "./resources.ts";
+import type { TypeUrl } from "@agw/core";
+import type { Snapshot, TypeSnapshot, VersionedResource } from "./resources.ts";
+
+/** One type's difference between two consecutive publications. */
+export interface TypeChanges {
+  from: TypeSnapshot;
+  to: TypeSnapshot;
+  /** Resources added or whose version changed, in `to`'s (name) order. */
+  updated: VersionedResource[];
+  removed: string[];
+}
+
+function typeChanges(from: TypeSnapshot, to: TypeSnapshot): TypeChanges {
+  const updated: VersionedResource[] = [];
+  for (const r of to.resources.values())
+    if (from.resources.get(r.name)?.version !== r.version) updated.push(r);
+  const removed: string[] = [];
+  for (const name of from.resources.keys()) if (!to.resources.has(name)) removed.push(name);
+  return { from, to, updated, removed };
+}
 
 export interface SnapshotCacheOptions {
   /** Minimum time between two publications; 0 publishes every change. */
@@ -19,6 +40,7 @@ export const DEFAULT_MIN_INTERVAL_MS = 100;
 export class SnapshotCache {
   private published: Snapshot | undefined;
   private pending: Snapshot | undefined;
+  private changes = new Map<TypeUrl, TypeChanges>();
   private lastPublishedAt = Number.NEGATIVE_INFINITY;
   private timer: NodeJS.Timeout | undefined;
   private readonly minIntervalMs: number;
@@ -54,6 +76,11 @@ export class SnapshotCache {
     this.timer = undefined;
   }
 
+  /** What the last publication changed in a type (undefined: the type is new or unchanged). */
+  changesOf(typeUrl: TypeUrl): TypeChanges | undefined {
+    return this.changes.get(typeUrl);
+  }
+
   /** Calls `onChange` after every publication; returns the unsubscribe function. */
   watch(onChange: () => void): () => void {
     this.watchers.add(onChange);
@@ -64,6 +91,12 @@ export class SnapshotCache {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (!this.pending) return;
+    const previous = this.published;
+    this.changes = new Map();
+    for (const [typeUrl, to] of this.pending) {
+      const from = previous?.get(typeUrl);
+      if (from && from !== to) this.changes.set(typeUrl, typeChanges(from, to));
+    }
     this.published = this.pending;
     this.pending = undefined;
     this.lastPublishedAt = performance.now();

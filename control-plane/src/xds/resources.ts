@@ -1,4 +1,12 @@
-/** IR → agw.v1 resources, one resource per listener, route config, route, cluster and endpoint set. */
+/**
+ * IR → agw.v1 resources, one resource per listener, route config, route, cluster and endpoint set.
+ *
+ * A `SnapshotBuilder` keeps the resources of its previous build keyed by the content of the IR
+ * object they came from: an edit to one of 10,000 routes re-encodes and re-hashes one route, and a
+ * type none of whose resources changed keeps its `TypeSnapshot` object, so streams can tell "no
+ * change" by identity. Each resource also carries its bytes as they appear in a discovery response,
+ * encoded once and shared by every stream.
+ */
 
 import { createHash } from "node:crypto";
 import { ClusterLoadAssignmentSchema, ClusterSchema, LbPolicy } from "@agw/core/gen/agw/v1/cluster_pb.js";
@@ -13,9 +21,11 @@ import {
   RouteSchema,
 } from "@agw/core/gen/agw/v1/route_pb.js";
 import { SecretSchema } from "@agw/core/gen/agw/v1/secret_pb.js";
+import { ResourceSchema } from "@agw/core/gen/envoy/service/discovery/v3/discovery_pb.js";
 import type { HeaderOps, Ir, IrRoute, ValueMatch } from "@agw/core/ir";
 import { RESOURCE_TYPES, TYPE_URL, type TypeUrl } from "@agw/core/xds/types";
 import { create, type DescMessage, type JsonObject, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { type Any, AnySchema, anyPack, durationFromMs } from "@bufbuild/protobuf/wkt";
 
 export interface VersionedResource {
@@ -25,6 +35,10 @@ export interface VersionedResource {
   resource: Any;
   /** Encoded size of `resource` (the Any), for wire accounting without encoding twice. */
   size: number;
+  /** The Any, length-prefixed: one entry of a SotW response's `resources`. */
+  sotwBytes: Uint8Array;
+  /** The envoy Resource {name, version, resource}, length-prefixed: one entry of a Delta response's `resources`. */
+  deltaBytes: Uint8Array;
 }
 
 export interface TypeSnapshot {
@@ -76,7 +90,17 @@ export function versioned<D extends DescMessage>(
 ): VersionedResource {
   const bytes = toBinary(schema, message);
   const resource = anyPack(schema, message);
-  return { name, version: hash(bytes), resource, size: toBinary(AnySchema, resource).length };
+  const version = hash(bytes);
+  const anyBytes = toBinary(AnySchema, resource);
+  const deltaResource = toBinary(ResourceSchema, create(ResourceSchema, { name, version, resource }));
+  return {
+    name,
+    version,
+    resource,
+    size: anyBytes.length,
+    sotwBytes: new BinaryWriter().bytes(anyBytes).finish(),
+    deltaBytes: new BinaryWriter().bytes(deltaResource).finish(),
+  };
 }
 
 export function typeSnapshot(resources: VersionedResource[]): TypeSnapshot {
@@ -90,151 +114,195 @@ export function routeResourceName(routeConfig: string, route: string): string {
   return `${routeConfig}/${route}`;
 }
 
+/** Builds a snapshot from scratch (tests, one-off conversions). */
 export function irToSnapshot(ir: Ir): Snapshot {
-  const byType = new Map<TypeUrl, VersionedResource[]>(RESOURCE_TYPES.map((t) => [t, []]));
-  const add = (type: TypeUrl, r: VersionedResource) => byType.get(type)?.push(r);
+  return new SnapshotBuilder().build(ir);
+}
 
-  for (const c of ir.clusters) {
-    add(
-      TYPE_URL.cluster,
-      versioned(
-        ClusterSchema,
-        c.name,
-        create(ClusterSchema, {
-          name: c.name,
-          lbPolicy: LbPolicy.ROUND_ROBIN,
-          connection: {
-            connectTimeout: durationFromMs(c.connectTimeoutMs),
-            idleTimeout: durationFromMs(c.idleTimeoutMs),
-            maxIdlePerEndpoint: c.maxIdlePerEndpoint,
-            maxRequestsPerConnection: c.maxRequestsPerConnection,
-          },
-          ...(c.tls && {
-            tls: {
-              sni: c.tls.sni,
-              caSecret: c.tls.ca,
-              clientCertificateSecret: c.tls.certificate,
-              alpn: c.tls.alpn,
-            },
-          }),
-        }),
-      ),
+interface BuiltResource {
+  /** JSON of the IR the resource was built from: equal content, same resource. */
+  content: string;
+  resource: VersionedResource;
+}
+
+/** IR → Snapshot, reusing the previous build's resources whose IR content did not change. */
+export class SnapshotBuilder {
+  private previous = new Map<string, BuiltResource>();
+  private previousTypes: Snapshot = new Map();
+  /** Resources encoded vs reused by the last build. */
+  readonly lastBuild = { encoded: 0, reused: 0 };
+
+  build(ir: Ir): Snapshot {
+    const next = new Map<string, BuiltResource>();
+    const byType = new Map<TypeUrl, { list: VersionedResource[]; encoded: number }>(
+      RESOURCE_TYPES.map((t) => [t, { list: [], encoded: 0 }]),
     );
-    add(
-      TYPE_URL.endpoints,
-      versioned(
-        ClusterLoadAssignmentSchema,
-        c.name,
-        create(ClusterLoadAssignmentSchema, { clusterName: c.name, endpoints: c.endpoints }),
-      ),
-    );
-  }
-  for (const s of ir.secrets ?? []) {
-    add(
-      TYPE_URL.secret,
-      versioned(
-        SecretSchema,
-        s.name,
-        create(SecretSchema, {
-          name: s.name,
-          kind:
-            s.caPem !== undefined
-              ? { case: "validationContext", value: { trustedCaPem: s.caPem } }
-              : {
-                  case: "tlsCertificate",
-                  value: { certificateChainPem: s.certificateChainPem, privateKeyPem: s.privateKeyPem },
-                },
-        }),
-      ),
-    );
-  }
-  for (const l of ir.listeners) {
-    add(
-      TYPE_URL.listener,
-      versioned(
-        ListenerSchema,
-        l.name,
-        create(ListenerSchema, {
-          name: l.name,
-          address: l.address,
-          port: l.port,
-          protocol: l.protocol === "https" ? Protocol.HTTPS : Protocol.HTTP,
-          routeConfig: l.name,
-          ...(l.tls && {
-            tls: {
-              certificateSecrets: l.tls.certificates,
-              minVersion: l.tls.minVersion,
-              alpn: l.tls.alpn,
-              cipherSuites: l.tls.ciphers,
-              clientCaSecret: l.tls.clientCertificate?.ca ?? "",
-              requireClientCertificate: l.tls.clientCertificate?.required ?? false,
-              matchClientSubjectAltNames: l.tls.clientCertificate?.subjectAltNames ?? [],
-              matchClientCommonNames: l.tls.clientCertificate?.commonNames ?? [],
-            },
-          }),
-        }),
-      ),
-    );
-    add(
-      TYPE_URL.routeConfig,
-      versioned(RouteConfigSchema, l.name, create(RouteConfigSchema, { name: l.name })),
-    );
-    for (const r of l.routes) {
-      const action =
-        "cluster" in r.target
-          ? { case: "cluster" as const, value: r.target.cluster }
-          : { case: "weightedClusters" as const, value: { clusters: r.target.weighted } };
-      add(
-        TYPE_URL.route,
+    this.lastBuild.encoded = 0;
+    this.lastBuild.reused = 0;
+    const add = (type: TypeUrl, name: string, from: unknown, encode: () => VersionedResource) => {
+      const key = `${type} ${name}`;
+      const content = JSON.stringify(from);
+      const old = this.previous.get(key);
+      const entry = byType.get(type);
+      let resource: VersionedResource;
+      if (old && old.content === content) {
+        resource = old.resource;
+        this.lastBuild.reused++;
+      } else {
+        resource = encode();
+        this.lastBuild.encoded++;
+        if (entry) entry.encoded++;
+      }
+      next.set(key, { content, resource });
+      entry?.list.push(resource);
+    };
+
+    for (const c of ir.clusters) {
+      const { endpoints, ...cluster } = c;
+      add(TYPE_URL.cluster, c.name, cluster, () =>
         versioned(
-          RouteSchema,
-          routeResourceName(l.name, r.name),
-          create(RouteSchema, {
-            name: r.name,
-            routeConfig: l.name,
-            order: r.order,
-            match: routeMatch(r),
-            action: {
-              target: action,
-              timeout: durationFromMs(r.timeoutMs),
-              requestHeaders: headerOperations(r.requestHeaders),
-              responseHeaders: headerOperations(r.responseHeaders),
-              plugins: r.plugins.map((p) => ({
-                name: p.name,
-                config: p.config as JsonObject,
-              })),
+          ClusterSchema,
+          c.name,
+          create(ClusterSchema, {
+            name: c.name,
+            lbPolicy: LbPolicy.ROUND_ROBIN,
+            connection: {
+              connectTimeout: durationFromMs(c.connectTimeoutMs),
+              idleTimeout: durationFromMs(c.idleTimeoutMs),
+              maxIdlePerEndpoint: c.maxIdlePerEndpoint,
+              maxRequestsPerConnection: c.maxRequestsPerConnection,
             },
+            ...(c.tls && {
+              tls: {
+                sni: c.tls.sni,
+                caSecret: c.tls.ca,
+                clientCertificateSecret: c.tls.certificate,
+                alpn: c.tls.alpn,
+              },
+            }),
+          }),
+        ),
+      );
+      add(TYPE_URL.endpoints, c.name, endpoints, () =>
+        versioned(
+          ClusterLoadAssignmentSchema,
+          c.name,
+          create(ClusterLoadAssignmentSchema, { clusterName: c.name, endpoints: c.endpoints }),
+        ),
+      );
+    }
+    for (const s of ir.secrets ?? []) {
+      add(TYPE_URL.secret, s.name, s, () =>
+        versioned(
+          SecretSchema,
+          s.name,
+          create(SecretSchema, {
+            name: s.name,
+            kind:
+              s.caPem !== undefined
+                ? { case: "validationContext", value: { trustedCaPem: s.caPem } }
+                : {
+                    case: "tlsCertificate",
+                    value: { certificateChainPem: s.certificateChainPem, privateKeyPem: s.privateKeyPem },
+                  },
           }),
         ),
       );
     }
+    for (const l of ir.listeners) {
+      const { routes, ...listener } = l;
+      add(TYPE_URL.listener, l.name, listener, () =>
+        versioned(
+          ListenerSchema,
+          l.name,
+          create(ListenerSchema, {
+            name: l.name,
+            address: l.address,
+            port: l.port,
+            protocol: l.protocol === "https" ? Protocol.HTTPS : Protocol.HTTP,
+            routeConfig: l.name,
+            ...(l.tls && {
+              tls: {
+                certificateSecrets: l.tls.certificates,
+                minVersion: l.tls.minVersion,
+                alpn: l.tls.alpn,
+                cipherSuites: l.tls.ciphers,
+                clientCaSecret: l.tls.clientCertificate?.ca ?? "",
+                requireClientCertificate: l.tls.clientCertificate?.required ?? false,
+                matchClientSubjectAltNames: l.tls.clientCertificate?.subjectAltNames ?? [],
+                matchClientCommonNames: l.tls.clientCertificate?.commonNames ?? [],
+              },
+            }),
+          }),
+        ),
+      );
+      add(TYPE_URL.routeConfig, l.name, null, () =>
+        versioned(RouteConfigSchema, l.name, create(RouteConfigSchema, { name: l.name })),
+      );
+      for (const r of l.routes) {
+        const name = routeResourceName(l.name, r.name);
+        add(TYPE_URL.route, name, r, () =>
+          versioned(
+            RouteSchema,
+            name,
+            create(RouteSchema, {
+              name: r.name,
+              routeConfig: l.name,
+              order: r.order,
+              match: routeMatch(r),
+              action: {
+                target:
+                  "cluster" in r.target
+                    ? { case: "cluster" as const, value: r.target.cluster }
+                    : { case: "weightedClusters" as const, value: { clusters: r.target.weighted } },
+                timeout: durationFromMs(r.timeoutMs),
+                requestHeaders: headerOperations(r.requestHeaders),
+                responseHeaders: headerOperations(r.responseHeaders),
+                plugins: r.plugins.map((p) => ({
+                  name: p.name,
+                  config: p.config as JsonObject,
+                })),
+              },
+            }),
+          ),
+        );
+      }
+    }
+    for (const p of ir.plugins ?? []) {
+      add(TYPE_URL.plugin, p.name, p, () =>
+        versioned(
+          PluginSchema,
+          p.name,
+          create(PluginSchema, {
+            name: p.name,
+            source: p.source,
+            digest: p.digest,
+            config: p.config as JsonObject,
+            capabilities: {
+              redisUrl: p.redisUrl,
+              redisTimeout: durationFromMs(p.redisTimeoutMs),
+              httpAllowHosts: p.httpAllowHosts,
+              httpTimeout: durationFromMs(p.httpTimeoutMs),
+            },
+            limits: {
+              fuel: BigInt(p.fuel),
+              memoryMaxBytes: BigInt(p.memoryMaxBytes),
+              maxInstances: p.maxInstances,
+            },
+            failure: { failOpen: p.failOpen, status: p.failureStatus },
+          }),
+        ),
+      );
+    }
+    this.previous = next;
+    const snapshot = new Map<TypeUrl, TypeSnapshot>();
+    for (const [type, { list, encoded }] of byType) {
+      // Nothing re-encoded and as many resources as before: the same resources, the same version.
+      const before = this.previousTypes.get(type);
+      const unchanged = before !== undefined && encoded === 0 && list.length === before.resources.size;
+      snapshot.set(type, unchanged ? before : typeSnapshot(list));
+    }
+    this.previousTypes = snapshot;
+    return snapshot;
   }
-  for (const p of ir.plugins ?? []) {
-    add(
-      TYPE_URL.plugin,
-      versioned(
-        PluginSchema,
-        p.name,
-        create(PluginSchema, {
-          name: p.name,
-          source: p.source,
-          digest: p.digest,
-          config: p.config as JsonObject,
-          capabilities: {
-            redisUrl: p.redisUrl,
-            redisTimeout: durationFromMs(p.redisTimeoutMs),
-            httpAllowHosts: p.httpAllowHosts,
-            httpTimeout: durationFromMs(p.httpTimeoutMs),
-          },
-          limits: {
-            fuel: BigInt(p.fuel),
-            memoryMaxBytes: BigInt(p.memoryMaxBytes),
-            maxInstances: p.maxInstances,
-          },
-          failure: { failOpen: p.failOpen, status: p.failureStatus },
-        }),
-      ),
-    );
-  }
-  return new Map([...byType].map(([type, list]) => [type, typeSnapshot(list)]));
 }

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type net from "node:net";
+import type { ExchangeObserver } from "../observability/exchange.ts";
 import type { PluginReply } from "../plugins/chain.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint, HeaderOps, RuntimeConfig } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
@@ -42,6 +43,8 @@ export interface HttpProxyInit {
   readonly getConfig: () => RuntimeConfig;
   readonly pool: UpstreamPool;
   readonly options?: HttpProxyOptions;
+  /** Metrics, access logs and traces (data-plane/src/observability). */
+  readonly observer?: ExchangeObserver;
 }
 
 // ClientConn.phase
@@ -103,6 +106,7 @@ export class HttpProxy {
   readonly keepAliveTimeoutMs: number;
   readonly lingerTimeoutMs: number;
   readonly forwardedProto: string;
+  readonly observer: ExchangeObserver | null;
   /** Set by shutdown(): no more keep-alive. */
   draining = false;
   private readonly conns = new Set<ClientConn>();
@@ -119,6 +123,7 @@ export class HttpProxy {
     this.keepAliveTimeoutMs = o.keepAliveTimeoutMs ?? 60000;
     this.lingerTimeoutMs = o.lingerTimeoutMs ?? 5000;
     this.forwardedProto = o.forwardedProto ?? "http";
+    this.observer = init.observer ?? null;
   }
 
   /** Takes ownership of an accepted downstream socket; `tls` when it is a TLS socket past its handshake. */
@@ -200,6 +205,10 @@ class ClientConn implements UpstreamHandler {
   // The request in flight. Everything below is reset by finishExchange().
   head: RequestHead | null = null;
   requestId = "";
+  /** performance.now() when the head parsed; status and error code as sent: for the observer. */
+  startedAt = 0;
+  status = 0;
+  errorCode = "";
   keepAlive = true;
   isHead = false;
   /** The protocol this request asked to switch to (sent upstream), "" for none. */
@@ -387,6 +396,7 @@ class ClientConn implements UpstreamHandler {
     this.phase = P_ACTIVE;
     this.fresh = false;
     this.head = head;
+    this.startedAt = performance.now();
     this.requestId = head.requestId !== "" ? head.requestId : randomUUID();
     this.keepAlive = head.keepAlive && !p.draining;
     this.isHead = head.method === "HEAD";
@@ -450,6 +460,7 @@ class ClientConn implements UpstreamHandler {
       return;
     }
     const close = !this.keepAlive || !this.reqBodyDone || this.proxy.draining;
+    this.status = r.status;
     let h = `HTTP/1.1 ${r.status} ${reasonPhrase(r.status)}\r\n`;
     for (const [n, v] of r.headers) if (n.toLowerCase() !== "content-length") h += `${n}: ${v}\r\n`;
     h += `content-length: ${r.body.length}\r\nx-request-id: ${this.requestId}\r\n`;
@@ -506,6 +517,7 @@ class ClientConn implements UpstreamHandler {
   }
 
   buildUpstreamHead(h: RequestHead, ops: HeaderOps, ep: Endpoint): string {
+    const traceparent = this.proxy.observer?.upstreamStart(this) ?? "";
     let s = `${h.method} ${h.originForm} HTTP/1.1\r\n`;
     let xff = "";
     let sawHost = false;
@@ -522,6 +534,9 @@ class ClientConn implements UpstreamHandler {
         case "x-forwarded-host":
         case "x-forwarded-client-cert":
           continue;
+        case "traceparent":
+          if (traceparent !== "") continue;
+          break;
         case "host":
           // rawHost may come from an absolute-form target, which overrides the field.
           if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${h.rawHost}\r\n`;
@@ -540,6 +555,7 @@ class ClientConn implements UpstreamHandler {
     if (client !== undefined && !opsDrop(ops, "x-forwarded-client-cert"))
       s += `x-forwarded-client-cert: ${client.forwardedHeader}\r\n`;
     if (h.requestId === "" && !opsDrop(ops, "x-request-id")) s += `x-request-id: ${this.requestId}\r\n`;
+    if (traceparent !== "") s += `traceparent: ${traceparent}\r\n`;
     s += opsAppend(ops);
     if (this.bodyMode === B_CHUNKED) s += "transfer-encoding: chunked\r\n";
     if (this.upgrade !== "") s += `upgrade: ${this.upgrade}\r\nconnection: upgrade\r\n`;
@@ -749,6 +765,7 @@ class ClientConn implements UpstreamHandler {
   beginResponse(rh: ResponseHead, buf: Buffer, headLen: number): void {
     const client11 = (this.head as RequestHead).minor === 1;
     const status = rh.status;
+    this.status = status;
     this.upKeepAlive = rh.minor === 1 ? !rh.connClose : rh.connKeepAlive && !rh.connClose;
     let mode: number;
     if (this.isHead || status === 204 || status === 304) mode = M_NONE;
@@ -911,6 +928,8 @@ class ClientConn implements UpstreamHandler {
   }
 
   sendLocal(status: number, code: AgwErrorCode, message: string): void {
+    this.status = status;
+    this.errorCode = code;
     const close = !this.keepAlive || !this.reqBodyDone || this.proxy.draining;
     const body = JSON.stringify({ error: code, message, request_id: this.requestId });
     const head = this.head;
@@ -924,6 +943,7 @@ class ClientConn implements UpstreamHandler {
   }
 
   finishExchange(close: boolean): void {
+    this.reportExchange(false);
     this.head = null;
     this.route = null;
     this.cluster = null;
@@ -973,9 +993,18 @@ class ClientConn implements UpstreamHandler {
 
   /** Hard close: the client sees a reset/truncated response. */
   abort(): void {
+    this.reportExchange(true);
     this.dropUpstream();
     this.clearRouteTimer();
     this.socket.destroy();
+  }
+
+  reportExchange(aborted: boolean): void {
+    if (this.startedAt === 0 && this.status === 0) return;
+    this.proxy.observer?.exchangeEnd(this, aborted);
+    this.startedAt = 0;
+    this.status = 0;
+    this.errorCode = "";
   }
 
   dropUpstream(): void {

@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import {
+  type ClusterConfig,
   type GatewayConfig,
   type ListenerConfig,
   type PemSource,
@@ -17,8 +18,10 @@ import {
   DEFAULTS,
   type HeaderOps,
   type Ir,
+  type IrClusterPolicies,
   type IrListenerTls,
   type IrPlugin,
+  type IrRetry,
   type IrRoute,
   type IrSecret,
   type ValueMatch,
@@ -74,6 +77,75 @@ function route(r: RouteConfigEntry, order: number): IrRoute {
     requestHeaders: headerOps(r.requestHeaders),
     responseHeaders: headerOps(r.responseHeaders),
     plugins: (r.plugins ?? []).map((pl) => ({ name: pl.name, config: pl.config ?? {} })),
+    ...(r.retry && { retry: retry(r.retry) }),
+  };
+}
+
+function retry(r: NonNullable<RouteConfigEntry["retry"]>): IrRetry {
+  const backoffBaseMs = durationMs(r.backoffBase, 25);
+  return {
+    retries: r.retries ?? 1,
+    retryOn: r.retryOn ?? ["connect-failure", "reset", "gateway-error"],
+    retriableStatusCodes: r.retriableStatusCodes ?? [],
+    perTryTimeoutMs: durationMs(r.perTryTimeout, 0),
+    backoffBaseMs,
+    backoffMaxMs: durationMs(r.backoffMax, backoffBaseMs * 10),
+    retryNonIdempotent: r.retryNonIdempotent ?? false,
+  };
+}
+
+/** The cluster's traffic policies with defaults filled in (Envoy's where it has one). */
+function clusterPolicies(c: ClusterConfig): IrClusterPolicies {
+  const hc = c.healthCheck;
+  const od = c.outlierDetection;
+  const cb = c.circuitBreakers;
+  const sa = c.sessionAffinity;
+  return {
+    hashOn: (c.hashOn ?? []).map((h) =>
+      h.header !== undefined
+        ? { kind: "header", name: h.header.toLowerCase() }
+        : h.cookie !== undefined
+          ? { kind: "cookie", name: h.cookie }
+          : h.queryParameter !== undefined
+            ? { kind: "query", name: h.queryParameter }
+            : { kind: "source_ip", name: "" },
+    ),
+    ringPointsPerWeight: c.ringPointsPerWeight ?? 128,
+    panicThresholdPercent: c.panicThreshold ?? 50,
+    ...(sa && { sessionAffinity: { cookie: sa.cookie, ttlMs: durationMs(sa.ttl, 0), path: sa.path ?? "/" } }),
+    ...(hc && {
+      healthCheck: {
+        type: hc.type ?? "http",
+        path: hc.path ?? "/",
+        host: hc.host ?? "",
+        expectedStatuses: hc.expectedStatuses ?? [200],
+        intervalMs: durationMs(hc.interval, 5000),
+        jitterMs: durationMs(hc.jitter, 0),
+        timeoutMs: durationMs(hc.timeout, 1000),
+        healthyThreshold: hc.healthyThreshold ?? 2,
+        unhealthyThreshold: hc.unhealthyThreshold ?? 3,
+      },
+    }),
+    ...(od && {
+      outlierDetection: {
+        consecutive5xx: od.consecutive5xx ?? 5,
+        consecutiveGatewayErrors: od.consecutiveGatewayErrors ?? 0,
+        baseEjectionMs: durationMs(od.baseEjectionTime, 30_000),
+        maxEjectionMs: durationMs(od.maxEjectionTime, 300_000),
+        maxEjectionPercent: od.maxEjectionPercent ?? 10,
+      },
+    }),
+    circuitBreakers: {
+      maxConnections: cb?.maxConnections ?? 0,
+      maxRequests: cb?.maxRequests ?? 0,
+      maxRetries: cb?.maxRetries ?? 3,
+    },
+    ...(c.retryBudget && {
+      retryBudget: {
+        percent: c.retryBudget.percent ?? 20,
+        minConcurrency: c.retryBudget.minConcurrency ?? 3,
+      },
+    }),
   };
 }
 
@@ -161,6 +233,7 @@ export function translateConfig(config: GatewayConfig): Ir {
       idleTimeoutMs: durationMs(c.idleTimeout, DEFAULTS.idleTimeoutMs),
       maxIdlePerEndpoint: c.maxIdlePerEndpoint ?? DEFAULTS.maxIdlePerEndpoint,
       maxRequestsPerConnection: c.maxRequestsPerConnection ?? 0,
+      ...clusterPolicies(c),
       endpoints: c.endpoints.map((e) => {
         if (typeof e !== "string") return { address: e.address, port: e.port, weight: e.weight ?? 1 };
         const hp = parseHostPort(e);

@@ -17,6 +17,8 @@ import { RouteConfigSchema, RouteSchema } from "@agw/core/gen/agw/v1/route_pb.js
 import { SecretSchema } from "@agw/core/gen/agw/v1/secret_pb.js";
 import { type DescMessage, type JsonValue, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { type Any, anyIs, anyUnpack } from "@bufbuild/protobuf/wkt";
+import { HealthCheckers } from "./cluster/health-check.ts";
+import { ClusterStates } from "./cluster/state.ts";
 import type { ListenerManager } from "./listeners.ts";
 import { PluginHost } from "./plugins/index.ts";
 import { buildRuntimeConfig, ResourceError, type ResourceSet } from "./runtime/build.ts";
@@ -68,6 +70,9 @@ export class ConfigStore {
   /** Loads Plugin resources (transpile, compile, first instance) before a config may use them. */
   readonly plugins: PluginHost;
   private waitingFor: string[] = [];
+  /** Endpoint health, ejections and counters, kept across configs (data-plane/src/cluster). */
+  readonly clusterStates = new ClusterStates();
+  private readonly healthCheckers = new HealthCheckers(this.clusterStates);
 
   constructor(listeners: ListenerManager, log: Logger, options: ConfigStoreOptions = {}) {
     this.listeners = listeners;
@@ -129,6 +134,7 @@ export class ConfigStore {
     const nextVersions = new Map(this.versions).set(typeUrl, version);
     const set = resourceSet(nextResources);
     if (this.options.tls) set.tls = this.options.tls;
+    set.clusterStates = this.clusterStates;
     const plugins = await this.plugins.prepare(typed<Plugin>(nextResources.get(TYPE_URL.plugin)));
     set.plugins = new Map([...plugins].map(([name, p]) => [name, p.runtime]));
     const next = buildRuntimeConfig(
@@ -154,8 +160,15 @@ export class ConfigStore {
     this.waitingFor = [];
     this.listeners.commit(next);
     this.plugins.commit(plugins);
+    this.clusterStates.retain(next.clusters);
+    this.healthCheckers.activate(next.clusters.values());
     this.options.onSwap?.(next);
     this.log.info({ type: shortType(typeUrl), version, resources: decoded.size }, "config applied");
+  }
+
+  /** Stops active health checking. */
+  close(): void {
+    this.healthCheckers.close();
   }
 
   /** Accepted resources as JSON, secrets redacted. */

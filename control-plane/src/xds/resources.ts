@@ -9,7 +9,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { ClusterLoadAssignmentSchema, ClusterSchema, LbPolicy } from "@agw/core/gen/agw/v1/cluster_pb.js";
+import { ClusterLoadAssignmentSchema, ClusterSchema } from "@agw/core/gen/agw/v1/cluster_pb.js";
 import { ListenerSchema, Protocol } from "@agw/core/gen/agw/v1/listener_pb.js";
 import { PluginSchema } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import {
@@ -27,6 +27,7 @@ import { RESOURCE_TYPES, TYPE_URL, type TypeUrl } from "@agw/core/xds/types";
 import { create, type DescMessage, type JsonObject, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { type Any, AnySchema, anyPack, durationFromMs } from "@bufbuild/protobuf/wkt";
+import { clusterPolicyFields, retryPolicy } from "./traffic-resources.ts";
 
 export interface VersionedResource {
   name: string;
@@ -165,7 +166,7 @@ export class SnapshotBuilder {
           c.name,
           create(ClusterSchema, {
             name: c.name,
-            lbPolicy: LbPolicy.ROUND_ROBIN,
+            ...clusterPolicyFields(c),
             connection: {
               connectTimeout: durationFromMs(c.connectTimeoutMs),
               idleTimeout: durationFromMs(c.idleTimeoutMs),
@@ -262,6 +263,7 @@ export class SnapshotBuilder {
                   name: p.name,
                   config: p.config as JsonObject,
                 })),
+                ...(r.retry && { retry: retryPolicy(r.retry) }),
               },
             }),
           ),

@@ -16,6 +16,8 @@ export const AGW_ERRORS = {
   AGW_ERR_UPSTREAM_TLS_FAILED: "upstream_tls_failed",
   AGW_ERR_PLUGIN_DENIED: "plugin_denied",
   AGW_ERR_PLUGIN_FAILED: "plugin_failed",
+  /** A cluster's circuit breaker refused the request (docs/traffic/circuit-breaking.md). */
+  AGW_ERR_OVERFLOW: "overflow",
 } as const;
 
 export type AgwErrorCode = (typeof AGW_ERRORS)[keyof typeof AGW_ERRORS];

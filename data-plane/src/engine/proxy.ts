@@ -6,6 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type net from "node:net";
 import type { ExchangeObserver } from "../observability/exchange.ts";
+import { RequestTraffic } from "../cluster/traffic.ts";
 import type { PluginReply } from "../plugins/chain.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint, HeaderOps, RuntimeConfig } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
@@ -166,6 +167,10 @@ function onConnTimer(c: ClientConn): void {
   c.onTimer();
 }
 
+function retryAttempt(c: ClientConn, head: RequestHead | null): void {
+  c.retryAttempt(head);
+}
+
 function onRouteTimer(c: ClientConn): void {
   c.onRouteTimeout();
 }
@@ -223,6 +228,8 @@ class ClientConn implements UpstreamHandler {
   bodyRemaining = 0;
   reqBodyDone = true;
   readonly reqDecoder = new ChunkedDecoder();
+  /** Circuit breaking, attempt accounting, retries (data-plane/src/cluster/traffic.ts). */
+  readonly traffic = new RequestTraffic(() => this.onPerTryTimeout());
   /** Body bytes that arrived with the head: they can be replayed on a retry. */
   firstBody: Buffer | null = null;
   /** Nothing but `firstBody` has been written upstream, so a retry can resend the whole request. */
@@ -300,6 +307,7 @@ class ClientConn implements UpstreamHandler {
 
   onClose(): void {
     this.phase = P_CLOSED;
+    this.traffic.end();
     this.clearTimer();
     this.clearRouteTimer();
     const up = this.upstream;
@@ -480,13 +488,18 @@ class ClientConn implements UpstreamHandler {
       this.fail(503, AGW_ERRORS.AGW_ERR_CLUSTER_NOT_FOUND, "the route's cluster does not exist");
       return;
     }
-    const ep = cluster.pickEndpoint();
+    if (!this.traffic.begin(cluster, route.retry, head)) {
+      this.fail(503, AGW_ERRORS.AGW_ERR_OVERFLOW, "the cluster's circuit breaker is open");
+      return;
+    }
+    const ep = cluster.pickEndpoint(head, this.clientIp);
     if (ep === undefined) {
       this.fail(503, AGW_ERRORS.AGW_ERR_NO_HEALTHY_UPSTREAM, "the cluster has no endpoint");
       return;
     }
     this.cluster = cluster;
     this.endpoint = ep;
+    this.traffic.attemptStarted(ep);
     this.upHead = this.buildUpstreamHead(head, route.requestHeaders, ep);
     if (route.timeoutMs > 0) this.routeTimer = setTimeout(onRouteTimer, route.timeoutMs, this);
     const up = p.pool.acquire(ep, cluster, this);
@@ -674,6 +687,11 @@ class ClientConn implements UpstreamHandler {
       this.retry();
       return;
     }
+    const failure = !conn.connected ? (conn.connectTimedOut ? "timeout" : "connect_failure") : "reset";
+    if (this.traffic.attemptFailed(failure, this.replayable && this.reqBodyDone)) {
+      this.policyRetry();
+      return;
+    }
     if (!conn.connected) {
       if (conn.tlsFailure !== null) {
         this.fail(
@@ -708,6 +726,34 @@ class ClientConn implements UpstreamHandler {
     }
     this.writeRequest(up, this.firstBody);
     if (this.bodyMode !== B_NONE && !this.reqBodyDone && this.socket.isPaused()) this.socket.resume();
+  }
+
+  /** The retry policy wants another attempt: after its backoff, on another endpoint when there is one. */
+  policyRetry(): void {
+    this.dropUpstream();
+    const delay = this.traffic.backoffMs();
+    if (delay > 0) setTimeout(retryAttempt, delay, this, this.head);
+    else this.retryAttempt(this.head);
+  }
+
+  retryAttempt(head: RequestHead | null): void {
+    if (this.head !== head || this.phase !== P_ACTIVE) return;
+    const ep = this.traffic.nextEndpoint(this.clientIp);
+    if (ep === undefined) {
+      this.fail(503, AGW_ERRORS.AGW_ERR_NO_HEALTHY_UPSTREAM, "the cluster has no endpoint");
+      return;
+    }
+    this.endpoint = ep;
+    this.traffic.attemptStarted(ep);
+    this.resStarted = false;
+    this.retry();
+  }
+
+  onPerTryTimeout(): void {
+    if (this.phase !== P_ACTIVE || this.resHeadSent || this.upstream === null) return;
+    this.dropUpstream();
+    if (this.traffic.attemptFailed("timeout", this.replayable && this.reqBodyDone)) this.policyRetry();
+    else this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_TIMEOUT, "the upstream did not respond in time");
   }
 
   onRouteTimeout(): void {
@@ -763,6 +809,10 @@ class ClientConn implements UpstreamHandler {
   }
 
   beginResponse(rh: ResponseHead, buf: Buffer, headLen: number): void {
+    if (this.traffic.responseStarted(rh.status, this.replayable && this.reqBodyDone)) {
+      this.policyRetry();
+      return;
+    }
     const client11 = (this.head as RequestHead).minor === 1;
     const status = rh.status;
     this.status = status;
@@ -790,7 +840,7 @@ class ClientConn implements UpstreamHandler {
       h += `${rh.rawNames[i]}: ${rh.values[i]}\r\n`;
     }
     if (!opsDrop(ops, "x-request-id")) h += `x-request-id: ${this.requestId}\r\n`;
-    h += opsAppend(ops);
+    h += opsAppend(ops) + this.traffic.responseHeaders();
     if (mode === M_CHUNKED_RAW || mode === M_CLOSE_CHUNK) h += "transfer-encoding: chunked\r\n";
     if (close) h += "connection: close\r\n\r\n";
     else h += client11 ? "\r\n" : "connection: keep-alive\r\n\r\n";
@@ -943,6 +993,7 @@ class ClientConn implements UpstreamHandler {
   }
 
   finishExchange(close: boolean): void {
+    this.traffic.end();
     this.reportExchange(false);
     this.head = null;
     this.route = null;

@@ -8,6 +8,8 @@ import { type Listener, Protocol } from "@agw/core/gen/agw/v1/listener_pb.js";
 import type { HeaderOperations, Route, RouteConfig } from "@agw/core/gen/agw/v1/route_pb.js";
 import type { Secret } from "@agw/core/gen/agw/v1/secret_pb.js";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
+import { clusterPolicies, retrySpec } from "../cluster/build.ts";
+import { ClusterStates } from "../cluster/state.ts";
 import { PluginChain } from "../plugins/chain.ts";
 import type { PluginRuntime } from "../plugins/host.ts";
 import { type ListenerTlsRuntime, type TlsBuild, TlsManager } from "../tls/manager.ts";
@@ -33,6 +35,8 @@ export interface ResourceSet {
   secrets?: ReadonlyMap<string, Secret>;
   /** Builds and caches secure contexts across configs; a private one when absent. */
   tls?: TlsManager;
+  /** Endpoint health and counters kept across configs; a private one when absent. */
+  clusterStates?: ClusterStates;
 }
 
 export class ResourceError extends Error {
@@ -112,26 +116,7 @@ function compileRoute(
     requestHeaders: headerOps(action?.requestHeaders, where),
     responseHeaders: headerOps(action?.responseHeaders, where),
     plugins: pluginChain(route, plugins, where),
-  };
-}
-
-/** Smooth weighted round robin (nginx's): even spread, weights honoured, no bursts. */
-function roundRobin(endpoints: readonly Endpoint[], weights: readonly number[]): () => Endpoint | undefined {
-  if (endpoints.length === 0) return () => undefined;
-  if (weights.every((w) => w === weights[0])) {
-    let next = 0;
-    return () => endpoints[next++ % endpoints.length];
-  }
-  const current = endpoints.map(() => 0);
-  const total = weights.reduce((a, b) => a + b, 0);
-  return () => {
-    let best = 0;
-    for (let i = 0; i < endpoints.length; i++) {
-      current[i] = (current[i] ?? 0) + (weights[i] ?? 1);
-      if ((current[i] ?? 0) > (current[best] ?? 0)) best = i;
-    }
-    current[best] = (current[best] ?? 0) - total;
-    return endpoints[best];
+    retry: action?.retry ? retrySpec(action.retry, where) : null,
   };
 }
 
@@ -139,6 +124,7 @@ function buildCluster(
   cluster: Cluster,
   assignment: ClusterLoadAssignment | undefined,
   tls: () => TlsContexts,
+  states: ClusterStates,
 ): ClusterRuntime {
   const spec = cluster.tls;
   const upstreamTls = spec
@@ -164,7 +150,9 @@ function buildCluster(
   return {
     name: cluster.name,
     endpoints,
-    pickEndpoint: roundRobin(endpoints, weights),
+    ...tlsStep(`agw.v1.Cluster ${cluster.name}`, () =>
+      clusterPolicies(cluster, endpoints, weights, states.get(cluster.name)),
+    ),
     connectTimeoutMs: ms(c?.connectTimeout, DEFAULTS.connectTimeoutMs),
     idleTimeoutMs: ms(c?.idleTimeout, DEFAULTS.idleTimeoutMs),
     maxIdlePerEndpoint: c?.maxIdlePerEndpoint || DEFAULTS.maxIdlePerEndpoint,
@@ -214,9 +202,10 @@ export function buildRuntimeConfig(
     return contexts;
   };
   if ((set.secrets?.size ?? 0) > 0) tls();
+  const clusterStates = set.clusterStates ?? new ClusterStates();
   const clusters = new Map<string, ClusterRuntime>();
   for (const [name, cluster] of set.clusters)
-    clusters.set(name, buildCluster(cluster, set.endpoints.get(name), tls));
+    clusters.set(name, buildCluster(cluster, set.endpoints.get(name), tls, clusterStates));
 
   const routesByConfig = new Map<string, Candidate[]>();
   for (const [name, route] of set.routes) {

@@ -4,6 +4,10 @@
  * that reference until the request ends, so a swap can never tear a request between two configs.
  */
 
+import type { HealthCheckSpec } from "../cluster/health-check.ts";
+import type { AffinitySpec } from "../cluster/load-balancer.ts";
+import type { RetrySpec } from "../cluster/retry.ts";
+import type { ClusterState } from "../cluster/state.ts";
 import type { PluginChain } from "../plugins/chain.ts";
 import type { ListenerTlsRuntime, UpstreamTlsRuntime } from "../tls/manager.ts";
 
@@ -40,6 +44,8 @@ export interface CompiledRoute {
   readonly responseHeaders: HeaderOps;
   /** The route's plugins in order (request_filter phase); null when it has none, so the engine skips the phase. */
   readonly plugins?: PluginChain | null;
+  /** Retry policy (data-plane/src/cluster/retry.ts); null or absent: no retries. */
+  readonly retry?: RetrySpec | null;
 }
 
 export interface Router {
@@ -56,8 +62,16 @@ export interface Endpoint {
 export interface ClusterRuntime {
   readonly name: string;
   readonly endpoints: readonly Endpoint[];
-  /** Next endpoint by the cluster's load-balancing policy; undefined when it has none. */
-  pickEndpoint(): Endpoint | undefined;
+  /**
+   * Next endpoint by the cluster's load-balancing policy, skipping unhealthy endpoints; undefined when
+   * it has none. `req` and `clientIp` feed hash keys and session affinity; `avoid` (the endpoint of a
+   * failed attempt) is not chosen again when another one is usable.
+   */
+  pickEndpoint(req?: RequestView, clientIp?: string, avoid?: Endpoint | null): Endpoint | undefined;
+  /** Health, outlier, circuit-breaker and retry state, kept across configs (data-plane/src/cluster). */
+  readonly state?: ClusterState;
+  readonly healthCheck?: HealthCheckSpec;
+  readonly affinity?: AffinitySpec;
   readonly connectTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly maxIdlePerEndpoint: number;

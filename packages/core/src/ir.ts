@@ -32,6 +32,7 @@ export interface IrRoute {
   requestHeaders: HeaderOps;
   responseHeaders: HeaderOps;
   plugins: Array<{ name: string; config: Record<string, unknown> }>;
+  retry?: IrRetry;
 }
 
 export interface IrListenerTls {
@@ -74,9 +75,53 @@ export interface IrEndpoint {
   weight: number;
 }
 
-export interface IrCluster {
+export interface IrHashSource {
+  kind: "header" | "cookie" | "query" | "source_ip";
+  /** Header (lower-case), cookie or query parameter name; "" for source_ip. */
   name: string;
-  lb: "round_robin";
+}
+
+/** Traffic policies of a cluster (docs/traffic/); absent parts use the data plane's defaults. */
+export interface IrClusterPolicies {
+  hashOn?: IrHashSource[];
+  ringPointsPerWeight?: number;
+  panicThresholdPercent?: number;
+  sessionAffinity?: { cookie: string; ttlMs: number; path: string };
+  healthCheck?: {
+    type: "http" | "tcp";
+    path: string;
+    host: string;
+    expectedStatuses: number[];
+    intervalMs: number;
+    jitterMs: number;
+    timeoutMs: number;
+    healthyThreshold: number;
+    unhealthyThreshold: number;
+  };
+  outlierDetection?: {
+    consecutive5xx: number;
+    consecutiveGatewayErrors: number;
+    baseEjectionMs: number;
+    maxEjectionMs: number;
+    maxEjectionPercent: number;
+  };
+  circuitBreakers?: { maxConnections: number; maxRequests: number; maxRetries: number };
+  retryBudget?: { percent: number; minConcurrency: number };
+}
+
+export interface IrRetry {
+  retries: number;
+  retryOn: string[];
+  retriableStatusCodes: number[];
+  perTryTimeoutMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  retryNonIdempotent: boolean;
+}
+
+export interface IrCluster extends IrClusterPolicies {
+  name: string;
+  lb: "round_robin" | "least_request" | "ring_hash" | "random";
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   maxIdlePerEndpoint: number;

@@ -103,6 +103,42 @@ const resourceName = z
   .string()
   .regex(NAME, "names are 1-63 characters of a-z, 0-9, '.', '_' and '-', starting and ending alphanumeric");
 
+const RETRY_ON = [
+  "connect-failure",
+  "refused-stream",
+  "reset",
+  "5xx",
+  "gateway-error",
+  "retriable-status-codes",
+] as const;
+
+const statusCode = z.number().int().min(100).max(599);
+
+const retrySchema = z
+  .strictObject({
+    retries: z
+      .number()
+      .int()
+      .min(0)
+      .max(10)
+      .optional()
+      .describe("Retries after the first attempt; default 1."),
+    retryOn: z
+      .array(z.enum(RETRY_ON))
+      .min(1)
+      .optional()
+      .describe("Failures that are retried; default [connect-failure, reset, gateway-error]."),
+    retriableStatusCodes: z.array(statusCode).optional().describe("With retryOn retriable-status-codes."),
+    perTryTimeout: duration.optional().describe("Each attempt's time to the response head; default none."),
+    backoffBase: duration.optional().describe("Default 25ms."),
+    backoffMax: duration.optional().describe("Default 10 × backoffBase."),
+    retryNonIdempotent: z
+      .boolean()
+      .optional()
+      .describe("Retry POST, PATCH and other non-idempotent methods too; default false."),
+  })
+  .describe("Retry policy (docs/traffic/retries.md).");
+
 export const routeSchema = z
   .strictObject({
     name: resourceName,
@@ -121,6 +157,7 @@ export const routeSchema = z
     requestHeaders: headerOps.optional(),
     responseHeaders: headerOps.optional(),
     plugins: z.array(pluginRef).optional(),
+    retry: retrySchema.optional(),
   })
   .describe("A route. Exactly one of cluster or clusters.");
 
@@ -209,9 +246,86 @@ const endpoint = z.union([
   }),
 ]);
 
+const hashSource = z
+  .strictObject({
+    header: headerName.optional(),
+    cookie: z.string().min(1).optional(),
+    queryParameter: z.string().min(1).optional(),
+    sourceIp: z.literal(true).optional(),
+  })
+  .superRefine(exactlyOne(["header", "cookie", "queryParameter", "sourceIp"]))
+  .describe("Exactly one of header, cookie, queryParameter or sourceIp: true.");
+
+const percent = z.number().int().min(0).max(100);
+
+const healthCheckSchema = z
+  .strictObject({
+    type: z.enum(["http", "tcp"]).optional().describe("Default http."),
+    path: z.string().startsWith("/", "a path starts with /").optional().describe("HTTP; default /."),
+    host: z.string().min(1).optional().describe("HTTP Host header; default the endpoint address."),
+    expectedStatuses: z.array(statusCode).min(1).optional().describe("HTTP; default [200]."),
+    interval: duration.optional().describe("Default 5s."),
+    jitter: duration.optional().describe("Random extra wait per interval; default 0s."),
+    timeout: duration.optional().describe("Default 1s."),
+    healthyThreshold: z.number().int().min(1).optional().describe("Default 2."),
+    unhealthyThreshold: z.number().int().min(1).optional().describe("Default 3."),
+  })
+  .describe("Active health checking (docs/traffic/health.md).");
+
+const outlierSchema = z
+  .strictObject({
+    consecutive5xx: z.number().int().min(0).optional().describe("Default 5; 0 disables."),
+    consecutiveGatewayErrors: z.number().int().min(0).optional().describe("Default 0 (off)."),
+    baseEjectionTime: duration.optional().describe("Default 30s; multiplied by the times ejected."),
+    maxEjectionTime: duration.optional().describe("Default 300s."),
+    maxEjectionPercent: percent.optional().describe("Default 10; one endpoint may always be ejected."),
+  })
+  .describe("Passive outlier detection (docs/traffic/health.md).");
+
 export const clusterSchema = z.strictObject({
   name: resourceName,
-  lb: z.enum(["round_robin"]).optional().describe("Load-balancing policy; default round_robin."),
+  lb: z
+    .enum(["round_robin", "least_request", "ring_hash", "random"])
+    .optional()
+    .describe("Load-balancing policy; default round_robin (docs/traffic/load-balancing.md)."),
+  hashOn: z.array(hashSource).min(1).optional().describe("ring_hash: hash key sources, first present wins."),
+  ringPointsPerWeight: z
+    .number()
+    .int()
+    .min(1)
+    .max(4096)
+    .optional()
+    .describe("ring_hash: ring points per unit of endpoint weight; default 128."),
+  panicThreshold: percent
+    .optional()
+    .describe("Below this percentage of available endpoints, use all; default 50, 0 disables."),
+  sessionAffinity: z
+    .strictObject({
+      cookie: z.string().regex(TOKEN, "invalid cookie name"),
+      ttl: duration.optional().describe("Cookie Max-Age; default none (session cookie)."),
+      path: z.string().startsWith("/").optional().describe("Default /."),
+    })
+    .optional()
+    .describe("Cookie-based session affinity."),
+  healthCheck: healthCheckSchema.optional(),
+  outlierDetection: outlierSchema.optional(),
+  circuitBreakers: z
+    .strictObject({
+      maxConnections: z.number().int().min(0).optional(),
+      maxRequests: z.number().int().min(0).optional(),
+      maxRetries: z.number().int().min(0).optional().describe("Default 3."),
+    })
+    .optional()
+    .describe(
+      "Per-cluster limits; 0 is unlimited; overflow → 503 overflow (docs/traffic/circuit-breaking.md).",
+    ),
+  retryBudget: z
+    .strictObject({
+      percent: percent.optional().describe("Default 20."),
+      minConcurrency: z.number().int().min(0).optional().describe("Default 3."),
+    })
+    .optional()
+    .describe("Active retries at most this share of active requests."),
   connectTimeout: duration.optional().describe("Default 5s."),
   idleTimeout: duration
     .optional()
@@ -228,9 +342,7 @@ export const pluginSchema = z
     source: z
       .string()
       .min(1)
-      .describe(
-        "The component: a path (relative to the directory of config.yaml) or a file:// URL.",
-      ),
+      .describe("The component: a path (relative to the directory of config.yaml) or a file:// URL."),
     digest: z
       .string()
       .regex(/^sha256:[0-9a-f]{64}$/, 'expected "sha256:" and 64 lower-case hex digits')

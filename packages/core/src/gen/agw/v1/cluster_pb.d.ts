@@ -33,6 +33,8 @@ export declare type Cluster = Message<"agw.v1.Cluster"> & {
   connection?: ConnectionSettings | undefined;
 
   /**
+   * Active health checking; absent means none.
+   *
    * @generated from field: agw.v1.HealthSettings health = 4;
    */
   health?: HealthSettings | undefined;
@@ -41,6 +43,33 @@ export declare type Cluster = Message<"agw.v1.Cluster"> & {
    * @generated from field: agw.v1.UpstreamTls tls = 5;
    */
   tls?: UpstreamTls | undefined;
+
+  /**
+   * Hash keys and ring density of LB_POLICY_RING_HASH, and the panic threshold.
+   *
+   * @generated from field: agw.v1.LoadBalancing load_balancing = 6;
+   */
+  loadBalancing?: LoadBalancing | undefined;
+
+  /**
+   * @generated from field: agw.v1.SessionAffinity session_affinity = 7;
+   */
+  sessionAffinity?: SessionAffinity | undefined;
+
+  /**
+   * @generated from field: agw.v1.OutlierDetection outlier_detection = 8;
+   */
+  outlierDetection?: OutlierDetection | undefined;
+
+  /**
+   * @generated from field: agw.v1.CircuitBreakers circuit_breakers = 9;
+   */
+  circuitBreakers?: CircuitBreakers | undefined;
+
+  /**
+   * @generated from field: agw.v1.RetryBudget retry_budget = 10;
+   */
+  retryBudget?: RetryBudget | undefined;
 };
 
 /**
@@ -48,6 +77,189 @@ export declare type Cluster = Message<"agw.v1.Cluster"> & {
  * Use `create(ClusterSchema)` to create a new message.
  */
 export declare const ClusterSchema: GenMessage<Cluster>;
+
+/**
+ * @generated from message agw.v1.LoadBalancing
+ */
+export declare type LoadBalancing = Message<"agw.v1.LoadBalancing"> & {
+  /**
+   * The first source present in a request gives its hash key; none present picks at random.
+   *
+   * @generated from field: repeated agw.v1.HashSource hash_on = 1;
+   */
+  hashOn: HashSource[];
+
+  /**
+   * @generated from field: uint32 ring_points_per_weight = 2;
+   */
+  ringPointsPerWeight: number;
+
+  /**
+   * Below this share (percent) of available endpoints, all endpoints are used; zero disables.
+   *
+   * @generated from field: uint32 panic_threshold_percent = 3;
+   */
+  panicThresholdPercent: number;
+};
+
+/**
+ * Describes the message agw.v1.LoadBalancing.
+ * Use `create(LoadBalancingSchema)` to create a new message.
+ */
+export declare const LoadBalancingSchema: GenMessage<LoadBalancing>;
+
+/**
+ * @generated from message agw.v1.HashSource
+ */
+export declare type HashSource = Message<"agw.v1.HashSource"> & {
+  /**
+   * @generated from oneof agw.v1.HashSource.source
+   */
+  source: {
+    /**
+     * @generated from field: string header = 1;
+     */
+    value: string;
+    case: "header";
+  } | {
+    /**
+     * @generated from field: string cookie = 2;
+     */
+    value: string;
+    case: "cookie";
+  } | {
+    /**
+     * @generated from field: string query_parameter = 3;
+     */
+    value: string;
+    case: "queryParameter";
+  } | {
+    /**
+     * @generated from field: bool source_ip = 4;
+     */
+    value: boolean;
+    case: "sourceIp";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message agw.v1.HashSource.
+ * Use `create(HashSourceSchema)` to create a new message.
+ */
+export declare const HashSourceSchema: GenMessage<HashSource>;
+
+/**
+ * A cookie naming the endpoint that served a client; set by the data plane when absent or stale.
+ *
+ * @generated from message agw.v1.SessionAffinity
+ */
+export declare type SessionAffinity = Message<"agw.v1.SessionAffinity"> & {
+  /**
+   * @generated from field: string cookie = 1;
+   */
+  cookie: string;
+
+  /**
+   * @generated from field: google.protobuf.Duration ttl = 2;
+   */
+  ttl?: Duration | undefined;
+
+  /**
+   * @generated from field: string path = 3;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message agw.v1.SessionAffinity.
+ * Use `create(SessionAffinitySchema)` to create a new message.
+ */
+export declare const SessionAffinitySchema: GenMessage<SessionAffinity>;
+
+/**
+ * @generated from message agw.v1.OutlierDetection
+ */
+export declare type OutlierDetection = Message<"agw.v1.OutlierDetection"> & {
+  /**
+   * @generated from field: uint32 consecutive_5xx = 1;
+   */
+  consecutive5xx: number;
+
+  /**
+   * @generated from field: uint32 consecutive_gateway_errors = 2;
+   */
+  consecutiveGatewayErrors: number;
+
+  /**
+   * @generated from field: google.protobuf.Duration base_ejection_time = 3;
+   */
+  baseEjectionTime?: Duration | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Duration max_ejection_time = 4;
+   */
+  maxEjectionTime?: Duration | undefined;
+
+  /**
+   * @generated from field: uint32 max_ejection_percent = 5;
+   */
+  maxEjectionPercent: number;
+};
+
+/**
+ * Describes the message agw.v1.OutlierDetection.
+ * Use `create(OutlierDetectionSchema)` to create a new message.
+ */
+export declare const OutlierDetectionSchema: GenMessage<OutlierDetection>;
+
+/**
+ * Zero means unlimited.
+ *
+ * @generated from message agw.v1.CircuitBreakers
+ */
+export declare type CircuitBreakers = Message<"agw.v1.CircuitBreakers"> & {
+  /**
+   * @generated from field: uint32 max_connections = 1;
+   */
+  maxConnections: number;
+
+  /**
+   * @generated from field: uint32 max_requests = 2;
+   */
+  maxRequests: number;
+
+  /**
+   * @generated from field: uint32 max_retries = 3;
+   */
+  maxRetries: number;
+};
+
+/**
+ * Describes the message agw.v1.CircuitBreakers.
+ * Use `create(CircuitBreakersSchema)` to create a new message.
+ */
+export declare const CircuitBreakersSchema: GenMessage<CircuitBreakers>;
+
+/**
+ * @generated from message agw.v1.RetryBudget
+ */
+export declare type RetryBudget = Message<"agw.v1.RetryBudget"> & {
+  /**
+   * @generated from field: uint32 percent = 1;
+   */
+  percent: number;
+
+  /**
+   * @generated from field: uint32 min_concurrency = 2;
+   */
+  minConcurrency: number;
+};
+
+/**
+ * Describes the message agw.v1.RetryBudget.
+ * Use `create(RetryBudgetSchema)` to create a new message.
+ */
+export declare const RetryBudgetSchema: GenMessage<RetryBudget>;
 
 /**
  * @generated from message agw.v1.ConnectionSettings
@@ -126,6 +338,25 @@ export declare type HealthSettings = Message<"agw.v1.HealthSettings"> & {
    * @generated from field: repeated uint32 expected_statuses = 6;
    */
   expectedStatuses: number[];
+
+  /**
+   * TCP connect check instead of HTTP.
+   *
+   * @generated from field: bool tcp = 7;
+   */
+  tcp: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Duration jitter = 8;
+   */
+  jitter?: Duration | undefined;
+
+  /**
+   * Host header of HTTP checks; empty sends the endpoint address.
+   *
+   * @generated from field: string http_host = 9;
+   */
+  httpHost: string;
 };
 
 /**

@@ -9,7 +9,7 @@ import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
  * Describes the file agw/v1/cluster.proto.
  */
 export const file_agw_v1_cluster = /*@__PURE__*/
-  fileDesc("ChRhZ3cvdjEvY2x1c3Rlci5wcm90bxIGYWd3LnYxIrYBCgdDbHVzdGVyEgwKBG5hbWUYASABKAkSIwoJbGJfcG9saWN5GAIgASgOMhAuYWd3LnYxLkxiUG9saWN5Ei4KCmNvbm5lY3Rpb24YAyABKAsyGi5hZ3cudjEuQ29ubmVjdGlvblNldHRpbmdzEiYKBmhlYWx0aBgEIAEoCzIWLmFndy52MS5IZWFsdGhTZXR0aW5ncxIgCgN0bHMYBSABKAsyEy5hZ3cudjEuVXBzdHJlYW1UbHMi4wEKEkNvbm5lY3Rpb25TZXR0aW5ncxIyCg9jb25uZWN0X3RpbWVvdXQYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMaWRsZV90aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiQKHG1heF9jb25uZWN0aW9uc19wZXJfZW5kcG9pbnQYAyABKA0SHQoVbWF4X2lkbGVfcGVyX2VuZHBvaW50GAQgASgNEiMKG21heF9yZXF1ZXN0c19wZXJfY29ubmVjdGlvbhgFIAEoDSLPAQoOSGVhbHRoU2V0dGluZ3MSKwoIaW50ZXJ2YWwYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHdGltZW91dBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIZChFoZWFsdGh5X3RocmVzaG9sZBgDIAEoDRIbChN1bmhlYWx0aHlfdGhyZXNob2xkGAQgASgNEhEKCWh0dHBfcGF0aBgFIAEoCRIZChFleHBlY3RlZF9zdGF0dXNlcxgGIAMoDSJeCgtVcHN0cmVhbVRscxILCgNzbmkYASABKAkSEQoJY2Ffc2VjcmV0GAIgASgJEiEKGWNsaWVudF9jZXJ0aWZpY2F0ZV9zZWNyZXQYAyABKAkSDAoEYWxwbhgEIAMoCSJSChVDbHVzdGVyTG9hZEFzc2lnbm1lbnQSFAoMY2x1c3Rlcl9uYW1lGAEgASgJEiMKCWVuZHBvaW50cxgCIAMoCzIQLmFndy52MS5FbmRwb2ludCI5CghFbmRwb2ludBIPCgdhZGRyZXNzGAEgASgJEgwKBHBvcnQYAiABKA0SDgoGd2VpZ2h0GAMgASgNKowBCghMYlBvbGljeRIZChVMQl9QT0xJQ1lfVU5TUEVDSUZJRUQQABIZChVMQl9QT0xJQ1lfUk9VTkRfUk9CSU4QARIbChdMQl9QT0xJQ1lfTEVBU1RfUkVRVUVTVBACEhcKE0xCX1BPTElDWV9SSU5HX0hBU0gQAxIUChBMQl9QT0xJQ1lfUkFORE9NEARiBnByb3RvMw", [file_google_protobuf_duration]);
+  fileDesc("ChRhZ3cvdjEvY2x1c3Rlci5wcm90bxIGYWd3LnYxIqsDCgdDbHVzdGVyEgwKBG5hbWUYASABKAkSIwoJbGJfcG9saWN5GAIgASgOMhAuYWd3LnYxLkxiUG9saWN5Ei4KCmNvbm5lY3Rpb24YAyABKAsyGi5hZ3cudjEuQ29ubmVjdGlvblNldHRpbmdzEiYKBmhlYWx0aBgEIAEoCzIWLmFndy52MS5IZWFsdGhTZXR0aW5ncxIgCgN0bHMYBSABKAsyEy5hZ3cudjEuVXBzdHJlYW1UbHMSLQoObG9hZF9iYWxhbmNpbmcYBiABKAsyFS5hZ3cudjEuTG9hZEJhbGFuY2luZxIxChBzZXNzaW9uX2FmZmluaXR5GAcgASgLMhcuYWd3LnYxLlNlc3Npb25BZmZpbml0eRIzChFvdXRsaWVyX2RldGVjdGlvbhgIIAEoCzIYLmFndy52MS5PdXRsaWVyRGV0ZWN0aW9uEjEKEGNpcmN1aXRfYnJlYWtlcnMYCSABKAsyFy5hZ3cudjEuQ2lyY3VpdEJyZWFrZXJzEikKDHJldHJ5X2J1ZGdldBgKIAEoCzITLmFndy52MS5SZXRyeUJ1ZGdldCJ1Cg1Mb2FkQmFsYW5jaW5nEiMKB2hhc2hfb24YASADKAsyEi5hZ3cudjEuSGFzaFNvdXJjZRIeChZyaW5nX3BvaW50c19wZXJfd2VpZ2h0GAIgASgNEh8KF3BhbmljX3RocmVzaG9sZF9wZXJjZW50GAMgASgNImoKCkhhc2hTb3VyY2USEAoGaGVhZGVyGAEgASgJSAASEAoGY29va2llGAIgASgJSAASGQoPcXVlcnlfcGFyYW1ldGVyGAMgASgJSAASEwoJc291cmNlX2lwGAQgASgISABCCAoGc291cmNlIlcKD1Nlc3Npb25BZmZpbml0eRIOCgZjb29raWUYASABKAkSJgoDdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgwKBHBhdGgYAyABKAki2gEKEE91dGxpZXJEZXRlY3Rpb24SFwoPY29uc2VjdXRpdmVfNXh4GAEgASgNEiIKGmNvbnNlY3V0aXZlX2dhdGV3YXlfZXJyb3JzGAIgASgNEjUKEmJhc2VfZWplY3Rpb25fdGltZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0ChFtYXhfZWplY3Rpb25fdGltZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIcChRtYXhfZWplY3Rpb25fcGVyY2VudBgFIAEoDSJVCg9DaXJjdWl0QnJlYWtlcnMSFwoPbWF4X2Nvbm5lY3Rpb25zGAEgASgNEhQKDG1heF9yZXF1ZXN0cxgCIAEoDRITCgttYXhfcmV0cmllcxgDIAEoDSI3CgtSZXRyeUJ1ZGdldBIPCgdwZXJjZW50GAEgASgNEhcKD21pbl9jb25jdXJyZW5jeRgCIAEoDSLjAQoSQ29ubmVjdGlvblNldHRpbmdzEjIKD2Nvbm5lY3RfdGltZW91dBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgxpZGxlX3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJAocbWF4X2Nvbm5lY3Rpb25zX3Blcl9lbmRwb2ludBgDIAEoDRIdChVtYXhfaWRsZV9wZXJfZW5kcG9pbnQYBCABKA0SIwobbWF4X3JlcXVlc3RzX3Blcl9jb25uZWN0aW9uGAUgASgNIpoCCg5IZWFsdGhTZXR0aW5ncxIrCghpbnRlcnZhbBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgd0aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhkKEWhlYWx0aHlfdGhyZXNob2xkGAMgASgNEhsKE3VuaGVhbHRoeV90aHJlc2hvbGQYBCABKA0SEQoJaHR0cF9wYXRoGAUgASgJEhkKEWV4cGVjdGVkX3N0YXR1c2VzGAYgAygNEgsKA3RjcBgHIAEoCBIpCgZqaXR0ZXIYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJaHR0cF9ob3N0GAkgASgJIl4KC1Vwc3RyZWFtVGxzEgsKA3NuaRgBIAEoCRIRCgljYV9zZWNyZXQYAiABKAkSIQoZY2xpZW50X2NlcnRpZmljYXRlX3NlY3JldBgDIAEoCRIMCgRhbHBuGAQgAygJIlIKFUNsdXN0ZXJMb2FkQXNzaWdubWVudBIUCgxjbHVzdGVyX25hbWUYASABKAkSIwoJZW5kcG9pbnRzGAIgAygLMhAuYWd3LnYxLkVuZHBvaW50IjkKCEVuZHBvaW50Eg8KB2FkZHJlc3MYASABKAkSDAoEcG9ydBgCIAEoDRIOCgZ3ZWlnaHQYAyABKA0qjAEKCExiUG9saWN5EhkKFUxCX1BPTElDWV9VTlNQRUNJRklFRBAAEhkKFUxCX1BPTElDWV9ST1VORF9ST0JJThABEhsKF0xCX1BPTElDWV9MRUFTVF9SRVFVRVNUEAISFwoTTEJfUE9MSUNZX1JJTkdfSEFTSBADEhQKEExCX1BPTElDWV9SQU5ET00QBGIGcHJvdG8z", [file_google_protobuf_duration]);
 
 /**
  * Describes the message agw.v1.Cluster.
@@ -19,39 +19,81 @@ export const ClusterSchema = /*@__PURE__*/
   messageDesc(file_agw_v1_cluster, 0);
 
 /**
+ * Describes the message agw.v1.LoadBalancing.
+ * Use `create(LoadBalancingSchema)` to create a new message.
+ */
+export const LoadBalancingSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_cluster, 1);
+
+/**
+ * Describes the message agw.v1.HashSource.
+ * Use `create(HashSourceSchema)` to create a new message.
+ */
+export const HashSourceSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_cluster, 2);
+
+/**
+ * Describes the message agw.v1.SessionAffinity.
+ * Use `create(SessionAffinitySchema)` to create a new message.
+ */
+export const SessionAffinitySchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_cluster, 3);
+
+/**
+ * Describes the message agw.v1.OutlierDetection.
+ * Use `create(OutlierDetectionSchema)` to create a new message.
+ */
+export const OutlierDetectionSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_cluster, 4);
+
+/**
+ * Describes the message agw.v1.CircuitBreakers.
+ * Use `create(CircuitBreakersSchema)` to create a new message.
+ */
+export const CircuitBreakersSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_cluster, 5);
+
+/**
+ * Describes the message agw.v1.RetryBudget.
+ * Use `create(RetryBudgetSchema)` to create a new message.
+ */
+export const RetryBudgetSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_cluster, 6);
+
+/**
  * Describes the message agw.v1.ConnectionSettings.
  * Use `create(ConnectionSettingsSchema)` to create a new message.
  */
 export const ConnectionSettingsSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_cluster, 1);
+  messageDesc(file_agw_v1_cluster, 7);
 
 /**
  * Describes the message agw.v1.HealthSettings.
  * Use `create(HealthSettingsSchema)` to create a new message.
  */
 export const HealthSettingsSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_cluster, 2);
+  messageDesc(file_agw_v1_cluster, 8);
 
 /**
  * Describes the message agw.v1.UpstreamTls.
  * Use `create(UpstreamTlsSchema)` to create a new message.
  */
 export const UpstreamTlsSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_cluster, 3);
+  messageDesc(file_agw_v1_cluster, 9);
 
 /**
  * Describes the message agw.v1.ClusterLoadAssignment.
  * Use `create(ClusterLoadAssignmentSchema)` to create a new message.
  */
 export const ClusterLoadAssignmentSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_cluster, 4);
+  messageDesc(file_agw_v1_cluster, 10);
 
 /**
  * Describes the message agw.v1.Endpoint.
  * Use `create(EndpointSchema)` to create a new message.
  */
 export const EndpointSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_cluster, 5);
+  messageDesc(file_agw_v1_cluster, 11);
 
 /**
  * Describes the enum agw.v1.LbPolicy.

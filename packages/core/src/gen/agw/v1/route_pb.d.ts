@@ -263,6 +263,11 @@ export declare type RouteAction = Message<"agw.v1.RouteAction"> & {
    * @generated from field: repeated agw.v1.PluginReference plugins = 6;
    */
   plugins: PluginReference[];
+
+  /**
+   * @generated from field: agw.v1.RetryPolicy retry = 7;
+   */
+  retry?: RetryPolicy | undefined;
 };
 
 /**
@@ -270,6 +275,56 @@ export declare type RouteAction = Message<"agw.v1.RouteAction"> & {
  * Use `create(RouteActionSchema)` to create a new message.
  */
 export declare const RouteActionSchema: GenMessage<RouteAction>;
+
+/**
+ * @generated from message agw.v1.RetryPolicy
+ */
+export declare type RetryPolicy = Message<"agw.v1.RetryPolicy"> & {
+  /**
+   * Retries after the first attempt.
+   *
+   * @generated from field: uint32 retries = 1;
+   */
+  retries: number;
+
+  /**
+   * connect-failure, refused-stream, reset, 5xx, gateway-error, retriable-status-codes.
+   *
+   * @generated from field: repeated string retry_on = 2;
+   */
+  retryOn: string[];
+
+  /**
+   * @generated from field: repeated uint32 retriable_status_codes = 3;
+   */
+  retriableStatusCodes: number[];
+
+  /**
+   * @generated from field: google.protobuf.Duration per_try_timeout = 4;
+   */
+  perTryTimeout?: Duration | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Duration backoff_base = 5;
+   */
+  backoffBase?: Duration | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Duration backoff_max = 6;
+   */
+  backoffMax?: Duration | undefined;
+
+  /**
+   * @generated from field: bool retry_non_idempotent = 7;
+   */
+  retryNonIdempotent: boolean;
+};
+
+/**
+ * Describes the message agw.v1.RetryPolicy.
+ * Use `create(RetryPolicySchema)` to create a new message.
+ */
+export declare const RetryPolicySchema: GenMessage<RetryPolicy>;
 
 /**
  * @generated from message agw.v1.WeightedClusters

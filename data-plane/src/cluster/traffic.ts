@@ -1,0 +1,145 @@
+/**
+ * The policy side of one proxied request, reused by the engine from request to request on a
+ * connection: circuit-breaker admission, attempt accounting (least request, outlier detection), the
+ * retry decision and per-try timeout, and the headers those policies add to the response.
+ */
+import type { ClusterRuntime, Endpoint, RequestView } from "../runtime/types.ts";
+import { affinityCookie, affinityToken, cookieValue } from "./load-balancer.ts";
+import { backoffMs, methodRetriable, outcomeRetriable, type RetrySpec } from "./retry.ts";
+import type { AttemptOutcome, ClusterState, EndpointState } from "./state.ts";
+
+export class RequestTraffic {
+  private readonly onPerTryTimeout: () => void;
+  private state: ClusterState | null = null;
+  private cluster: ClusterRuntime | null = null;
+  private retry: RetrySpec | null = null;
+  private req: RequestView | null = null;
+  private endpoint: Endpoint | null = null;
+  private epState: EndpointState | null = null;
+  private admitted = false;
+  private retrying = false;
+  private timer: NodeJS.Timeout | null = null;
+  /** Attempts started for the current request. */
+  attempts = 0;
+
+  constructor(onPerTryTimeout: () => void) {
+    this.onPerTryTimeout = onPerTryTimeout;
+  }
+
+  /** A request for `cluster`; false when the circuit breaker refuses it (answer 503 overflow). */
+  begin(cluster: ClusterRuntime, retry: RetrySpec | null | undefined, req: RequestView): boolean {
+    this.cluster = cluster;
+    this.retry = retry ?? null;
+    this.req = req;
+    this.attempts = 0;
+    const state = cluster.state ?? null;
+    this.state = state;
+    if (state === null) return true;
+    this.admitted = state.admit();
+    return this.admitted;
+  }
+
+  /** An attempt to `ep` starts (the previous one, if any, is over). */
+  attemptStarted(ep: Endpoint): void {
+    this.releaseAttempt();
+    this.attempts++;
+    this.endpoint = ep;
+    const state = this.state;
+    if (state !== null) {
+      const s = state.endpoints.get(ep.key) ?? null;
+      this.epState = s;
+      if (s !== null) s.active++;
+      state.activeAttempts++;
+    }
+    const perTry = this.retry?.perTryTimeoutMs ?? 0;
+    if (perTry > 0) this.timer = setTimeout(this.onPerTryTimeout, perTry);
+  }
+
+  /** The response head arrived; true when the policy wants another attempt instead of this answer. */
+  responseStarted(status: number, replayable: boolean): boolean {
+    this.clearTimer();
+    return this.ended({ kind: "status", status }, replayable);
+  }
+
+  /** The attempt failed before a response head; true when the policy wants another attempt. */
+  attemptFailed(kind: "connect_failure" | "reset" | "timeout", replayable: boolean): boolean {
+    this.clearTimer();
+    return this.ended({ kind }, replayable);
+  }
+
+  private ended(outcome: AttemptOutcome, replayable: boolean): boolean {
+    const state = this.state;
+    if (state !== null && this.epState !== null) state.record(this.epState, outcome, Date.now());
+    const r = this.retry;
+    if (
+      r === null ||
+      !replayable ||
+      this.attempts > r.retries ||
+      this.req === null ||
+      !methodRetriable(r, this.req.method) ||
+      !outcomeRetriable(r, outcome)
+    )
+      return false;
+    if (state !== null) {
+      if (!state.admitRetry()) return false;
+      state.counters.retries++;
+      if (!this.retrying) state.activeRetries++;
+      this.retrying = true;
+    }
+    return true;
+  }
+
+  /** Wait before the next attempt. */
+  backoffMs(): number {
+    return this.retry === null ? 0 : backoffMs(this.retry, this.attempts);
+  }
+
+  /** The endpoint for the next attempt: another one than the last when the cluster has one. */
+  nextEndpoint(clientIp: string): Endpoint | undefined {
+    return this.cluster?.pickEndpoint(this.req ?? undefined, clientIp, this.endpoint);
+  }
+
+  /** Response header lines the policies add: the attempt count, the affinity cookie. */
+  responseHeaders(): string {
+    let h = this.retry !== null ? `x-agw-attempts: ${this.attempts}\r\n` : "";
+    const affinity = this.cluster?.affinity;
+    const ep = this.endpoint;
+    if (affinity !== undefined && ep !== null) {
+      const token = cookieValue(this.req?.header("cookie"), affinity.cookie);
+      if (token !== affinityToken(ep)) h += `set-cookie: ${affinityCookie(affinity, ep)}\r\n`;
+    }
+    return h;
+  }
+
+  /** The request is over (answered, failed or aborted): releases everything it held. Idempotent. */
+  end(): void {
+    this.releaseAttempt();
+    const state = this.state;
+    if (state !== null) {
+      if (this.admitted) state.activeRequests--;
+      if (this.retrying) state.activeRetries--;
+    }
+    this.admitted = false;
+    this.retrying = false;
+    this.state = null;
+    this.cluster = null;
+    this.retry = null;
+    this.req = null;
+  }
+
+  private releaseAttempt(): void {
+    this.clearTimer();
+    if (this.endpoint === null) return;
+    if (this.epState !== null) this.epState.active--;
+    if (this.state !== null) this.state.activeAttempts--;
+    this.endpoint = null;
+    this.epState = null;
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+}

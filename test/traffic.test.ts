@@ -1,0 +1,351 @@
+/**
+ * Traffic policies end to end in one process: config.yaml text → validation → translator → agw.v1
+ * resources (as pushed over xDS) → the data plane's RuntimeConfig → the proxy engine, against real
+ * upstream HTTP servers on loopback.
+ */
+import assert from "node:assert/strict";
+import http from "node:http";
+import type net from "node:net";
+import { after, describe, it } from "node:test";
+import { translateConfig } from "@agw/control-plane/translator";
+import { irToSnapshot } from "@agw/control-plane/xds/resources";
+import { parseConfig } from "@agw/core/config/loader";
+import { ClusterLoadAssignmentSchema, ClusterSchema } from "@agw/core/gen/agw/v1/cluster_pb.js";
+import { ListenerSchema } from "@agw/core/gen/agw/v1/listener_pb.js";
+import { RouteConfigSchema, RouteSchema } from "@agw/core/gen/agw/v1/route_pb.js";
+import { TYPE_URL, type TypeUrl } from "@agw/core/xds/types";
+import { HealthCheckers } from "@agw/data-plane/cluster/health-check";
+import { ClusterStates } from "@agw/data-plane/cluster/state";
+import { LISTENER, startProxy } from "@agw/data-plane/engine/test-support";
+import { buildRuntimeConfig, type ResourceSet } from "@agw/data-plane/runtime/build";
+import type { RuntimeConfig } from "@agw/data-plane/runtime/types";
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
+import { anyUnpack } from "@bufbuild/protobuf/wkt";
+import { waitFor } from "./helpers.ts";
+
+const T = { timeout: 30000 };
+
+/** The data plane's view of a config.yaml: the same path as a push, minus the gRPC stream. */
+function runtimeFrom(yaml: string, states: ClusterStates, version = "v1"): RuntimeConfig {
+  const loaded = parseConfig(yaml, "test.yaml");
+  if (!loaded.ok) throw new Error(JSON.stringify(loaded.errors));
+  const snapshot = irToSnapshot(translateConfig(loaded.config));
+  const unpack = <D extends DescMessage>(type: TypeUrl, schema: D) => {
+    const out = new Map<string, MessageShape<D>>();
+    for (const [name, r] of snapshot.get(type)?.resources ?? []) {
+      const m = anyUnpack(r.resource, schema);
+      if (m) out.set(name, m as MessageShape<D>);
+    }
+    return out;
+  };
+  const set: ResourceSet = {
+    listeners: unpack(TYPE_URL.listener, ListenerSchema),
+    routeConfigs: unpack(TYPE_URL.routeConfig, RouteConfigSchema),
+    routes: unpack(TYPE_URL.route, RouteSchema),
+    clusters: unpack(TYPE_URL.cluster, ClusterSchema),
+    endpoints: unpack(TYPE_URL.endpoints, ClusterLoadAssignmentSchema),
+    clusterStates: states,
+  };
+  const built = buildRuntimeConfig(set, "127.0.0.1", version);
+  // Tests address the listener by test-support's fixed name.
+  const listener = [...built.listeners.values()][0];
+  assert.ok(listener);
+  return { ...built, listeners: new Map([[LISTENER, { ...listener, name: LISTENER }]]) };
+}
+
+interface Upstream {
+  readonly name: string;
+  port: number;
+  hits: number;
+  /** Answer with this status next (then reset to 200), or a delay before answering. */
+  failNext: number;
+  delayMs: number;
+  healthy: boolean;
+  server: http.Server;
+  close(): Promise<void>;
+  start(port?: number): Promise<void>;
+}
+
+async function upstream(name: string): Promise<Upstream> {
+  const u: Upstream = {
+    name,
+    port: 0,
+    hits: 0,
+    failNext: 0,
+    delayMs: 0,
+    healthy: true,
+    server: http.createServer(),
+    async close() {
+      u.server.closeAllConnections();
+      await new Promise<void>((r) => u.server.close(() => r()));
+    },
+    async start(port = 0) {
+      u.server = http.createServer({ keepAliveTimeout: 30000 }, (req, res) => {
+        if (req.url === "/healthz") {
+          res.statusCode = u.healthy ? 200 : 503;
+          res.end();
+          return;
+        }
+        u.hits++;
+        const answer = () => {
+          if (u.failNext !== 0) {
+            res.statusCode = u.failNext;
+            u.failNext = 0;
+          }
+          res.setHeader("x-upstream", name);
+          res.end(name);
+        };
+        if (u.delayMs > 0) setTimeout(answer, u.delayMs);
+        else answer();
+      });
+      await new Promise<void>((r) => u.server.listen(port, "127.0.0.1", r));
+      u.port = (u.server.address() as net.AddressInfo).port;
+    },
+  };
+  await u.start();
+  return u;
+}
+
+function yaml(cluster: string, endpoints: Upstream[], route = ""): string {
+  return `listeners:
+  - name: l
+    port: 8080
+    routes:
+      - name: r
+        cluster: c
+${route}
+clusters:
+  - name: c
+${cluster}
+    endpoints: [${endpoints.map((e) => `"127.0.0.1:${e.port}"`).join(", ")}]
+`;
+}
+
+async function fetchVia(port: number, path = "/", headers: Record<string, string> = {}) {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { headers });
+  return { status: res.status, headers: res.headers, body: await res.text() };
+}
+
+async function countBy(port: number, n: number, headers?: (i: number) => Record<string, string>) {
+  const counts = new Map<string, number>();
+  for (let i = 0; i < n; i++) {
+    const r = await fetchVia(port, "/", headers?.(i));
+    counts.set(r.body, (counts.get(r.body) ?? 0) + 1);
+  }
+  return counts;
+}
+
+describe("traffic policies through the proxy", () => {
+  const closers: Array<() => Promise<void>> = [];
+  after(async () => {
+    for (const c of closers) await c();
+  });
+
+  async function setup(n: number, cluster: string, route = "") {
+    const ups: Upstream[] = [];
+    for (let i = 0; i < n; i++) {
+      const u = await upstream(`u${i}`);
+      ups.push(u);
+      closers.push(() => u.close());
+    }
+    const states = new ClusterStates();
+    let cfg = runtimeFrom(yaml(cluster, ups, route), states);
+    const proxy = await startProxy(() => cfg);
+    closers.push(() => proxy.close());
+    return {
+      ups,
+      states,
+      port: proxy.port,
+      push(text: string) {
+        cfg = runtimeFrom(text, states, "v2");
+        return cfg;
+      },
+      get config() {
+        return cfg;
+      },
+    };
+  }
+
+  it("weighted round robin follows the weights exactly", T, async () => {
+    const ups: Upstream[] = [];
+    for (let i = 0; i < 3; i++) ups.push(await upstream(`u${i}`));
+    for (const u of ups) closers.push(() => u.close());
+    const text = `listeners:
+  - name: l
+    port: 8080
+    routes: [{ name: r, cluster: c }]
+clusters:
+  - name: c
+    endpoints:
+${ups.map((u, i) => `      - { address: 127.0.0.1, port: ${u.port}, weight: ${i + 1} }`).join("\n")}
+`;
+    const cfg = runtimeFrom(text, new ClusterStates());
+    const proxy = await startProxy(() => cfg);
+    closers.push(() => proxy.close());
+    const counts = await countBy(proxy.port, 600);
+    assert.deepEqual([counts.get("u0"), counts.get("u1"), counts.get("u2")], [100, 200, 300]);
+  });
+
+  it("least request (P2C) sends most traffic away from a slow endpoint", T, async () => {
+    const s = await setup(3, "    lb: least_request");
+    const slow = s.ups[0] as Upstream;
+    slow.delayMs = 200;
+    // 30 concurrent clients for 1.5 s: the slow endpoint holds requests in flight, so P2C avoids it.
+    const deadline = Date.now() + 1500;
+    await Promise.all(
+      Array.from({ length: 30 }, async () => {
+        while (Date.now() < deadline) await fetchVia(s.port);
+      }),
+    );
+    const total = s.ups.reduce((a, u) => a + u.hits, 0);
+    const share = slow.hits / total;
+    // Round robin would give it a third; P2C leaves it well below.
+    assert.ok(share < 0.2, `slow endpoint got ${(share * 100).toFixed(1)}% of ${total}`);
+  });
+
+  it(
+    "ring hash on a header: sticky, stable across a config push, ~1/N keys move when one is added",
+    T,
+    async () => {
+      const s = await setup(4, "    lb: ring_hash\n    hashOn: [{ header: x-user }]");
+      const keys = Array.from({ length: 400 }, (_, i) => `user-${i}`);
+      const before = new Map<string, string>();
+      for (const k of keys) before.set(k, (await fetchVia(s.port, "/", { "x-user": k })).body);
+      // Spread: every endpoint gets a fair share (expected 100 each).
+      const per = new Map<string, number>();
+      for (const v of before.values()) per.set(v, (per.get(v) ?? 0) + 1);
+      for (const u of s.ups) {
+        const n = per.get(u.name) ?? 0;
+        assert.ok(n > 50 && n < 160, `${u.name} got ${n} of 400 keys`);
+      }
+      // Same keys again after an identical push: nothing moves.
+      s.push(yaml("    lb: ring_hash\n    hashOn: [{ header: x-user }]", s.ups));
+      for (const k of keys.slice(0, 100))
+        assert.equal((await fetchVia(s.port, "/", { "x-user": k })).body, before.get(k));
+      // A fifth endpoint: about 1/5 of the keys move, all of them to the new endpoint.
+      const extra = await upstream("u4");
+      closers.push(() => extra.close());
+      s.push(yaml("    lb: ring_hash\n    hashOn: [{ header: x-user }]", [...s.ups, extra]));
+      let moved = 0;
+      for (const k of keys) {
+        const now = (await fetchVia(s.port, "/", { "x-user": k })).body;
+        if (now !== before.get(k)) {
+          moved++;
+          assert.equal(now, "u4", `key ${k} moved between old endpoints`);
+        }
+      }
+      assert.ok(moved > 400 * 0.1 && moved < 400 * 0.32, `${moved} of 400 keys moved (expected ~80)`);
+    },
+  );
+
+  it("cookie session affinity: the cookie set on the first answer pins later requests", T, async () => {
+    const s = await setup(3, "    sessionAffinity: { cookie: agw-sticky, ttl: 1h }");
+    const first = await fetchVia(s.port);
+    const cookie = first.headers.get("set-cookie") ?? "";
+    assert.match(cookie, /^agw-sticky=[0-9a-z]+; Path=\/; Max-Age=3600; HttpOnly$/);
+    const value = cookie.split(";")[0] as string;
+    for (let i = 0; i < 20; i++) {
+      const r = await fetchVia(s.port, "/", { cookie: value });
+      assert.equal(r.body, first.body);
+      assert.equal(r.headers.get("set-cookie"), null);
+    }
+  });
+
+  it("a flaky upstream failing the first attempt: the client sees success and 2 attempts", T, async () => {
+    const s = await setup(1, "", "        retry: { retries: 2, retryOn: [5xx], backoffBase: 1ms }");
+    const u = s.ups[0] as Upstream;
+    u.failNext = 503;
+    const r = await fetchVia(s.port);
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get("x-agw-attempts"), "2");
+    assert.equal(u.hits, 2);
+    // POST is not retried unless configured.
+    u.failNext = 503;
+    const post = await fetch(`http://127.0.0.1:${s.port}/`, { method: "POST", body: "x" });
+    assert.equal(post.status, 503);
+    assert.equal(post.headers.get("x-agw-attempts"), "1");
+  });
+
+  it("a dead endpoint is retried on another one (connect failure)", T, async () => {
+    const s = await setup(2, "", "        retry: { retries: 1, backoffBase: 1ms }");
+    await (s.ups[0] as Upstream).close();
+    for (let i = 0; i < 6; i++) {
+      const r = await fetchVia(s.port);
+      assert.equal(r.status, 200);
+      assert.equal(r.body, "u1");
+    }
+  });
+
+  it("circuit breaker overflow is answered 503 overflow and counted", T, async () => {
+    const s = await setup(1, "    circuitBreakers: { maxRequests: 2 }");
+    (s.ups[0] as Upstream).delayMs = 300;
+    const results = await Promise.all(Array.from({ length: 5 }, () => fetchVia(s.port)));
+    const overflow = results.filter((r) => r.status === 503);
+    assert.equal(results.filter((r) => r.status === 200).length, 2);
+    assert.equal(overflow.length, 3);
+    for (const r of overflow) assert.equal(r.headers.get("x-agw-error"), "overflow");
+    assert.equal(s.states.find("c")?.counters.overflows, 3);
+    // Released once the requests finish.
+    assert.equal((await fetchVia(s.port)).status, 200);
+  });
+
+  it(
+    "outlier detection ejects an endpoint that keeps failing and re-admits it after the ejection time",
+    T,
+    async () => {
+      const s = await setup(
+        3,
+        "    outlierDetection: { consecutive5xx: 3, baseEjectionTime: 500ms, maxEjectionPercent: 34 }",
+      );
+      const bad = s.ups[0] as Upstream;
+      bad.server.removeAllListeners("request");
+      bad.server.on("request", (_req, res) => {
+        bad.hits++;
+        res.statusCode = 500;
+        res.end("u0");
+      });
+      await countBy(s.port, 30);
+      const hitsAtEjection = bad.hits;
+      assert.equal(hitsAtEjection, 3, "three 5xx in a row eject it");
+      const during = await countBy(s.port, 30);
+      assert.equal(during.get("u0"), undefined);
+      const ejected = s.states.find("c")?.endpoints.get(`127.0.0.1:${bad.port}`);
+      await waitFor(
+        "the ejection to end",
+        () => (ejected && Date.now() >= ejected.ejectedUntil ? true : undefined),
+        5000,
+      );
+      await countBy(s.port, 6);
+      assert.ok(bad.hits > hitsAtEjection, "re-admitted after the ejection time");
+    },
+  );
+
+  it(
+    "active HTTP checks: a killed endpoint leaves the rotation and comes back after recovery; state survives pushes",
+    T,
+    async () => {
+      const cluster =
+        "    healthCheck: { path: /healthz, interval: 100ms, timeout: 200ms, healthyThreshold: 2, unhealthyThreshold: 2 }";
+      const s = await setup(3, cluster);
+      const checkers = new HealthCheckers(s.states);
+      closers.push(async () => checkers.close());
+      checkers.activate(s.config.clusters.values());
+      const victim = s.ups[1] as Upstream;
+      const port = victim.port;
+      const key = `127.0.0.1:${port}`;
+      const state = () => s.states.find("c")?.endpoints.get(key);
+      await victim.close();
+      await waitFor("the check to fail", () => (state()?.checkHealthy === false ? true : undefined), 5000);
+      const during = await countBy(s.port, 30);
+      assert.equal(during.get("u1"), undefined);
+      assert.equal(during.get("u0"), 15);
+      // A push of the same config keeps the verdict (no flap back to healthy).
+      checkers.activate(s.push(yaml(cluster, s.ups)).clusters.values());
+      assert.equal(state()?.checkHealthy, false);
+      await victim.start(port);
+      await waitFor("the check to pass", () => (state()?.checkHealthy === true ? true : undefined), 5000);
+      const after = await countBy(s.port, 30);
+      assert.equal(after.get("u1"), 10);
+    },
+  );
+});

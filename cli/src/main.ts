@@ -38,7 +38,16 @@ Run 'agw <command> --help' for the options of a command.`,
   --kube                   also read Services, EndpointSlices, GatewayRoutes and TLS Secrets from
                            Kubernetes (kubeconfig: KUBECONFIG, ~/.kube/config or in-cluster); -c optional
   --kubeconfig FILE        as --kube, with this kubeconfig
-  --namespace NS           with --kube: watch one namespace only (default: all)`,
+  --namespace NS           with --kube: watch one namespace only (default: all)
+  --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
+                           ?token=); without it the admin answers loopback clients only
+                           (also AGW_ADMIN_TOKEN)
+  --access-log FILE        JSON access log lines to FILE (or stdout)
+  --access-log-fields LIST comma-separated fields (default all; docs/operability.md)
+  --access-log-sample R    fraction of requests logged, 0..1 (default 1)
+  --access-log-off ROUTES  comma-separated route names never logged
+  --otlp-endpoint URL      export traces over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces
+  --trace-sample R         fraction of new traces sampled, 0..1 (default 1)`,
   "control-plane": `Usage: agw control-plane -c FILE [options]
 
   -c, --config FILE        config.yaml to serve (watched for changes)
@@ -52,7 +61,10 @@ Run 'agw <command> --help' for the options of a command.`,
   --kube                   also read Services, EndpointSlices, GatewayRoutes and TLS Secrets from
                            Kubernetes (kubeconfig: KUBECONFIG, ~/.kube/config or in-cluster); -c optional
   --kubeconfig FILE        as --kube, with this kubeconfig
-  --namespace NS           with --kube: watch one namespace only (default: all)`,
+  --namespace NS           with --kube: watch one namespace only (default: all)
+  --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
+                           ?token=); without it the admin answers loopback clients only
+                           (also AGW_ADMIN_TOKEN)`,
   "data-plane": `Usage: agw data-plane --xds ADDR:PORT --node-id ID [options]
 
   --xds ADDR:PORT          control plane gRPC (xDS) address; repeat (or comma-separate) for replicas,
@@ -66,7 +78,16 @@ Run 'agw <command> --help' for the options of a command.`,
   --node-id ID             this data plane's node id (default: the host name)
   --admin ADDR:PORT        admin: /ready, /healthz, /config_dump, /server_info (default 127.0.0.1:9901)
   --bind-address ADDR      bind every listener on ADDR instead of its configured address
-                           (several data planes on one host, e.g. 127.0.0.2 and 127.0.0.3)`,
+                           (several data planes on one host, e.g. 127.0.0.2 and 127.0.0.3)
+  --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
+                           ?token=); without it the admin answers loopback clients only
+                           (also AGW_ADMIN_TOKEN)
+  --access-log FILE        JSON access log lines to FILE (or stdout)
+  --access-log-fields LIST comma-separated fields (default all; docs/operability.md)
+  --access-log-sample R    fraction of requests logged, 0..1 (default 1)
+  --access-log-off ROUTES  comma-separated route names never logged
+  --otlp-endpoint URL      export traces over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces
+  --trace-sample R         fraction of new traces sampled, 0..1 (default 1)`,
   validate: `Usage: agw validate -c FILE
 
   -c, --config FILE        config.yaml to check; prints every error as FILE:LINE PATH: MESSAGE`,
@@ -158,6 +179,13 @@ async function main(argv: string[]): Promise<number> {
       kube: { type: "boolean" },
       kubeconfig: { type: "string" },
       namespace: { type: "string" },
+      "admin-token": { type: "string" },
+      "access-log": { type: "string" },
+      "access-log-fields": { type: "string" },
+      "access-log-sample": { type: "string" },
+      "access-log-off": { type: "string" },
+      "otlp-endpoint": { type: "string" },
+      "trace-sample": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -166,6 +194,34 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE[command]);
     return 0;
   }
+  const adminToken = values["admin-token"] ?? process.env.AGW_ADMIN_TOKEN;
+  const list = (text: string | undefined) =>
+    text
+      ?.split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+  const fraction = (text: string | undefined, flag: string) => {
+    if (text === undefined) return undefined;
+    const n = Number(text);
+    if (!(n >= 0 && n <= 1)) throw new UsageError(`${flag}: expected a number within 0..1, got "${text}"`);
+    return n;
+  };
+  const observability = {
+    accessLog: values["access-log"]
+      ? {
+          path: values["access-log"],
+          ...(values["access-log-fields"] ? { fields: list(values["access-log-fields"]) ?? [] } : {}),
+          sampleRate: fraction(values["access-log-sample"], "--access-log-sample") ?? 1,
+          disabledRoutes: list(values["access-log-off"]) ?? [],
+        }
+      : undefined,
+    tracing: values["otlp-endpoint"]
+      ? {
+          otlpEndpoint: values["otlp-endpoint"],
+          sampleRate: fraction(values["trace-sample"], "--trace-sample") ?? 1,
+        }
+      : undefined,
+  };
   const needConfig = () => {
     if (!values.config) throw new UsageError("-c/--config FILE is required");
     return values.config;
@@ -217,6 +273,7 @@ async function main(argv: string[]): Promise<number> {
         xdsPort: xds.port,
         xdsTls: xdsCertificates([xds.host], "control plane"),
         admin: hostPort(values.admin, "127.0.0.1:9902", "--admin"),
+        adminToken,
       });
       console.log(
         `control plane: xDS on ${cp.xds.address.address}:${cp.xds.address.port}, admin http://${cp.admin?.address.address}:${cp.admin?.address.port}/dataplanes`,
@@ -238,6 +295,8 @@ async function main(argv: string[]): Promise<number> {
         xdsTls: xdsCertificates(xdsHosts, "data plane"),
         nodeId,
         admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),
+        adminToken,
+        observability,
         ...(values["bind-address"] ? { bindAddress: values["bind-address"] } : {}),
       });
       console.log(
@@ -279,13 +338,18 @@ async function main(argv: string[]): Promise<number> {
         xdsPort: xds.port,
         xdsTls: runTls,
         admin: hostPort(values["cp-admin"], "127.0.0.1:9902", "--cp-admin"),
+        adminToken,
+        dataPlaneStats: async () => (await dataPlane).observer.metrics.registry.metrics(),
       });
-      const dp = await startDataPlane({
+      const dataPlane = startDataPlane({
         xds: `${cp.xds.address.address}:${cp.xds.address.port}`,
         xdsTls: runTls,
         nodeId: runTls && !values["node-id"] ? certificateCommonName(runTls.cert) : nodeId,
         admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),
+        adminToken,
+        observability,
       });
+      const dp = await dataPlane;
       onShutdown(async () => {
         await dp.close();
         await cp.close();

@@ -11,6 +11,7 @@ import {
   redactIr,
   startAdminServer,
 } from "@agw/core";
+import { ControlPlaneObservability } from "./dashboard/index.ts";
 import { FileProvider } from "./providers/file.ts";
 import { mergeIr } from "./providers/kubernetes/merge.ts";
 import { KubernetesProvider, type KubernetesProviderOptions } from "./providers/kubernetes/provider.ts";
@@ -34,6 +35,10 @@ export interface ControlPlaneOptions {
   xdsMaxStreamAgeMs?: number;
   /** Admin listener; omit to run without one. */
   admin?: { host: string; port: number };
+  /** Lets remote admin and dashboard clients in with the token; without it the admin is local-only. */
+  adminToken?: string | undefined;
+  /** Data plane Prometheus text for the dashboard's live request rates (agw run: the local data plane). */
+  dataPlaneStats?: () => Promise<string>;
   log?: Logger;
 }
 
@@ -52,6 +57,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const dataPlanes = new DataPlaneRegistry();
   const snapshots = new SnapshotBuilder();
   let ir: Ir | undefined;
+  const observability = new ControlPlaneObservability({
+    cache,
+    dataPlanes,
+    ir: () => ir,
+    configErrors: () => lastErrors,
+    dataPlaneStats: options.dataPlaneStats,
+  });
   let lastErrors: ConfigError[] = [];
   let fileIr: Ir | undefined;
   let kubeIr: KubeTranslation | undefined;
@@ -62,7 +74,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     if (options.configFile && !fileIr) return;
     if (options.kubernetes && !kubeIr) return;
     ir = mergeIr(fileIr, kubeIr);
-    cache.set(snapshots.build(ir));
+    const snapshot = snapshots.build(ir);
+    cache.set(snapshot);
+    observability.published(snapshot);
     const versions = Object.fromEntries(
       [...(cache.snapshot ?? [])].map(([t, s]) => [t.split(".").pop(), s.version]),
     );
@@ -114,25 +128,31 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   await provider?.start();
   await kube?.start();
   const admin = options.admin
-    ? await startAdminServer(options.admin.host, options.admin.port, {
-        "/ready": () =>
-          cache.snapshot ? { body: "ready\n" } : { status: 503, body: "no valid config yet\n" },
-        "/dataplanes": () => ({ body: dataPlanes.toJSON() }),
-        "/config_dump": () => ({
-          body: {
-            ir: ir && redactIr(ir),
-            config_errors: lastErrors.map(String),
-            kubernetes: kube && {
-              identity: kube.identity,
-              leading: kube.leading,
-              secret_errors: kube.translation?.secretErrors,
-              routes: kube.translation?.routes,
-              informers: kube.informerStats(),
+    ? await startAdminServer(
+        options.admin.host,
+        options.admin.port,
+        {
+          "/ready": () =>
+            cache.snapshot ? { body: "ready\n" } : { status: 503, body: "no valid config yet\n" },
+          "/dataplanes": () => ({ body: dataPlanes.toJSON() }),
+          ...observability.routes(),
+          "/config_dump": () => ({
+            body: {
+              ir: ir && redactIr(ir),
+              config_errors: lastErrors.map(String),
+              kubernetes: kube && {
+                identity: kube.identity,
+                leading: kube.leading,
+                secret_errors: kube.translation?.secretErrors,
+                routes: kube.translation?.routes,
+                informers: kube.informerStats(),
+              },
+              versions: Object.fromEntries([...(cache.snapshot ?? [])].map(([t, s]) => [t, s.version])),
             },
-            versions: Object.fromEntries([...(cache.snapshot ?? [])].map(([t, s]) => [t, s.version])),
-          },
-        }),
-      })
+          }),
+        },
+        { token: options.adminToken },
+      )
     : undefined;
   log.info(
     { xds: `${xds.address.address}:${xds.address.port}`, admin: admin?.address },

@@ -5,8 +5,8 @@
  */
 import { randomUUID } from "node:crypto";
 import type net from "node:net";
-import type { ExchangeObserver } from "../observability/exchange.ts";
 import { RequestTraffic } from "../cluster/traffic.ts";
+import type { ExchangeObserver } from "../observability/exchange.ts";
 import type { PluginReply } from "../plugins/chain.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint, HeaderOps, RuntimeConfig } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";

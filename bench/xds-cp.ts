@@ -59,7 +59,11 @@ const snapshots = new SnapshotBuilder();
 cache.set(snapshots.build(ir()));
 const server = await startAdsServer("127.0.0.1", 0, createAdsService(cache, registry, silent));
 const say = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
-say({ event: "listening", port: server.address.port });
+const cpuMs = () => {
+  const cpu = process.cpuUsage();
+  return (cpu.user + cpu.system) / 1000;
+};
+say({ event: "listening", port: server.address.port, cpuMs: cpuMs() });
 createInterface({ input: process.stdin }).on("line", (line) => {
   const [command, arg] = line.split(" ");
   if (command === "change") {
@@ -68,10 +72,9 @@ createInterface({ input: process.stdin }).on("line", (line) => {
     cache.set(snapshots.build(ir()));
     say({ event: "changed" });
   } else if (command === "stats") {
-    const cpu = process.cpuUsage();
     say({
       event: "stats",
-      cpuMs: (cpu.user + cpu.system) / 1000,
+      cpuMs: cpuMs(),
       rssMiB: process.memoryUsage().rss / 2 ** 20,
     });
   } else if (command === "quit") {

@@ -579,6 +579,10 @@ export async function startAdsServer(
 ): Promise<AdsServer> {
   const handler = connectNodeAdapter({
     routes: (router) => router.service(AggregatedDiscoveryService, service),
+    // No response compression (connect-node gzips by default whenever the client accepts it): an
+    // initial sync of 10,000 routes to 100 data planes spent ~40% of the control plane's CPU in
+    // gzip (bench/RESULTS.md), and changes are far below the 1 KiB compression threshold anyway.
+    acceptCompression: [],
     contextValues: (req) => createContextValues().set(PEER, peerOf(req as http2.Http2ServerRequest)),
   });
   const tls = options.tls;

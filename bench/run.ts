@@ -3,7 +3,7 @@
 //
 // Origin and wrk share CPU0; each contender runs alone on CPU1 (idle ones just sit there).
 // Contenders alternate, their order rotated every round, and figures are medians over rounds;
-// "× nginx" is the median of per-round ratios, the figure that survives a shared, drifting machine.
+// "× nginx" (or × --baseline) is the median of per-round ratios, the figure that survives a shared, drifting machine.
 // Benchmarks report; they never assert on timings.
 
 import { execFileSync } from "node:child_process";
@@ -46,8 +46,15 @@ import {
 } from "./lib.ts";
 import type { WrkResult } from "./wrk.ts";
 
-const CONTENDERS = ["nginx", "haproxy", "agw"] as const;
+// agw-bare and agw-log measure what observing requests costs: agw keeps per-request metrics (its
+// default), agw-bare keeps none (--no-request-metrics), agw-log adds a JSON access log to a file.
+const CONTENDERS = ["nginx", "haproxy", "agw", "agw-bare", "agw-log"] as const;
 type ContenderName = (typeof CONTENDERS)[number];
+const AGW_FLAGS: Partial<Record<ContenderName, (tmp: string) => string[]>> = {
+  agw: () => [],
+  "agw-bare": () => ["--no-request-metrics"],
+  "agw-log": (tmp) => ["--access-log", path.join(tmp, "access.log")],
+};
 
 const USAGE = `usage: node bench/run.ts [options]
   --rounds N               rounds, order rotated each round (default 3; use 5 for headline figures)
@@ -56,7 +63,9 @@ const USAGE = `usage: node bench/run.ts [options]
   --latency-connections L  comma list of extra low-concurrency runs (default 1,8; "" for none)
   --latency-duration S     seconds per latency run (default 5)
   --warmup S               unrecorded warm-up per contender before round 1 (default 3)
-  --only LIST              contenders, comma list of ${CONTENDERS.join(",")} (default all)
+  --only LIST              contenders, comma list of ${CONTENDERS.join(",")}
+                           (default nginx,haproxy,agw)
+  --baseline NAME          the contender the "×" column divides by (default nginx)
   --retries N              re-runs of a run disturbed by CPU use not ours (default 2)
   --disturbed PCT          a run is disturbed when busy CPU not ours exceeds PCT% of a core (default 25)
   --calm-wait S            before each run, wait up to S seconds for a calm second (default 60)
@@ -73,6 +82,7 @@ interface Options {
   latencyDuration: number;
   warmup: number;
   only: ContenderName[];
+  baseline: ContenderName;
   retries: number;
   disturbedPct: number;
   calmWait: number;
@@ -87,7 +97,8 @@ const FLAGS = {
   "latency-connections": { type: "string", default: "1,8" },
   "latency-duration": { type: "string", default: "5" },
   warmup: { type: "string", default: "3" },
-  only: { type: "string", default: CONTENDERS.join(",") },
+  only: { type: "string", default: "nginx,haproxy,agw" },
+  baseline: { type: "string", default: "nginx" },
   retries: { type: "string", default: "2" },
   disturbed: { type: "string", default: "25" },
   "calm-wait": { type: "string", default: "60" },
@@ -120,6 +131,7 @@ function parseOptions(argv: string[]): Options {
     }
   }
   if (only.length === 0) fail("--only: no contender given");
+  if (!only.includes(values.baseline)) fail(`--baseline: "${values.baseline}" is not among --only`);
   return {
     rounds: int("rounds", values.rounds, 1),
     duration: int("duration", values.duration, 1),
@@ -131,6 +143,7 @@ function parseOptions(argv: string[]): Options {
     latencyDuration: int("latency-duration", values["latency-duration"], 1),
     warmup: int("warmup", values.warmup, 0),
     only: only as ContenderName[],
+    baseline: values.baseline as ContenderName,
     retries: int("retries", values.retries, 0),
     disturbedPct: int("disturbed", values.disturbed, 0),
     calmWait: int("calm-wait", values["calm-wait"], 0),
@@ -280,7 +293,9 @@ interface Summary {
   connections: number;
   rounds: number;
   rps: number;
-  ratioToNginx: number;
+  ratioToBaseline: number;
+  /** Median of per-round ratios of CPU-µs/req to the baseline's. */
+  cpuRatioToBaseline: number;
   p50Us: number;
   p99Us: number;
   cpuUsPerReq: number;
@@ -296,16 +311,26 @@ interface Summary {
   socketErrors: number;
 }
 
-function summarize(runs: Run[], names: ContenderName[], levels: number[], disturbedPct: number): Summary[] {
+function summarize(
+  runs: Run[],
+  names: ContenderName[],
+  baseline: ContenderName,
+  levels: number[],
+  disturbedPct: number,
+): Summary[] {
   const out: Summary[] = [];
   for (const connections of levels) {
     for (const name of names) {
       const mine = runs.filter((r) => r.contender === name && r.connections === connections);
+      const baseOf = (r: Run) =>
+        runs.find((n) => n.contender === baseline && n.connections === connections && n.round === r.round);
       const ratios = mine.flatMap((r) => {
-        const base = runs.find(
-          (n) => n.contender === "nginx" && n.connections === connections && n.round === r.round,
-        );
+        const base = baseOf(r);
         return base ? [r.wrk.rps / base.wrk.rps] : [];
+      });
+      const cpuRatios = mine.flatMap((r) => {
+        const base = baseOf(r);
+        return base ? [r.cpuUsPerReq / base.cpuUsPerReq] : [];
       });
       const dp = mine.flatMap((r) => (r.dataPlaneCpuUsPerReq === undefined ? [] : [r.dataPlaneCpuUsPerReq]));
       out.push({
@@ -313,7 +338,8 @@ function summarize(runs: Run[], names: ContenderName[], levels: number[], distur
         connections,
         rounds: mine.length,
         rps: median(mine.map((r) => r.wrk.rps)),
-        ratioToNginx: median(ratios),
+        ratioToBaseline: median(ratios),
+        cpuRatioToBaseline: median(cpuRatios),
         p50Us: median(mine.map((r) => r.wrk.p50Us)),
         p99Us: median(mine.map((r) => r.wrk.p99Us)),
         cpuUsPerReq: median(mine.map((r) => r.cpuUsPerReq)),
@@ -332,14 +358,15 @@ function summarize(runs: Run[], names: ContenderName[], levels: number[], distur
   return out;
 }
 
-function table(rows: Summary[]): string {
+function table(rows: Summary[], baseline: ContenderName): string {
   const head = [
     "contender",
     "req/s",
-    "× nginx",
+    `× ${baseline}`,
     "p50",
     "p99",
     "CPU-µs/req",
+    `CPU × ${baseline}`,
     "RSS MiB",
     "PSS MiB",
     "CPU1 busy",
@@ -350,12 +377,13 @@ function table(rows: Summary[]): string {
   const lines = rows.map((s) => [
     s.contender,
     fmtRps(s.rps),
-    fmt(s.ratioToNginx, 2),
+    fmt(s.ratioToBaseline, 2),
     fmtUs(s.p50Us),
     fmtUs(s.p99Us),
     s.dataPlaneCpuUsPerReq === undefined
       ? fmt(s.cpuUsPerReq)
       : `${fmt(s.cpuUsPerReq)} (data plane ${fmt(s.dataPlaneCpuUsPerReq)})`,
+    fmt(s.cpuRatioToBaseline, 3),
     fmt(s.rssMiB),
     fmt(s.pssMiB),
     `${fmt(s.proxyCpuBusyPct)}%`,
@@ -389,18 +417,19 @@ async function startContender(env: Env, name: ContenderName, originPort: number)
     const conf = file("haproxy.cfg", haproxyConf(port, originPort));
     proc = start(env, name, PROXY_CPU, [env.tools.haproxy, "-db", "-f", conf]);
   } else {
-    // Every listener on a free port, so nothing collides with a running AGW or another bench.
+    // Every listener on a free port, so nothing collides with a running AGW or another bench. Each
+    // variant reads its own config file: the control plane watches it and applies edits live.
     const flags = ["--admin", "--xds-listen", "--cp-admin"];
     const argv = [process.execPath, path.join(REPO, "cli/src/main.ts"), "run"];
-    argv.push("-c", file("agw.yaml", agwConf(port, originPort)));
+    argv.push("-c", file(`${name}.yaml`, agwConf(port, originPort)), ...(AGW_FLAGS[name]?.(env.tmp) ?? []));
     for (const flag of flags) argv.push(flag, `127.0.0.1:${await freePort()}`);
     proc = start(env, name, PROXY_CPU, argv);
   }
-  await waitProxying(proc, `http://127.0.0.1:${port}/`, name === "agw" ? 60_000 : 15_000);
+  await waitProxying(proc, `http://127.0.0.1:${port}/`, name.startsWith("agw") ? 60_000 : 15_000);
   const tree = [proc.pid, ...descendants(readProcs(), proc.pid)];
   // AGW may run its control plane and data plane as separate processes: the data plane is the one
   // holding the listening socket. Its CPU is reported apart when it is not the whole tree.
-  const dataPlanePid = name === "agw" && tree.length > 1 ? listenerOwner(port, tree) : undefined;
+  const dataPlanePid = name.startsWith("agw") && tree.length > 1 ? listenerOwner(port, tree) : undefined;
   const note = dataPlanePid === undefined ? "" : ` (data plane ${dataPlanePid})`;
   console.log(`${name} on 127.0.0.1:${port}, pids ${tree.join(", ")}${note}`);
   return { name, proc, port, dataPlanePid };
@@ -492,7 +521,7 @@ async function main(opts: Options, env: Env, command: string): Promise<number> {
   }
   machine.loadavgAfter = loadavg();
 
-  const summary = summarize(runs, opts.only, levels, opts.disturbedPct);
+  const summary = summarize(runs, opts.only, opts.baseline, levels, opts.disturbedPct);
   console.log(`\n# ${command}`);
   console.log(`${machine.date}; ${machine.nproc} CPUs (${machine.cpu}); ${machine.kernel}`);
   console.log(`load average before: ${machine.loadavgBefore}; after: ${machine.loadavgAfter}`);
@@ -500,7 +529,12 @@ async function main(opts: Options, env: Env, command: string): Promise<number> {
   for (const connections of levels) {
     const seconds = connections === opts.connections ? opts.duration : opts.latencyDuration;
     console.log(`\nwrk -t1 -c${connections} -d${seconds}s --latency; medians of ${opts.rounds} rounds\n`);
-    console.log(table(summary.filter((s) => s.connections === connections)));
+    console.log(
+      table(
+        summary.filter((s) => s.connections === connections),
+        opts.baseline,
+      ),
+    );
   }
   console.log(
     "\nCPU-µs/req: CPU time (utime+stime) of all the contender's processes / completed requests." +

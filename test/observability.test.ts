@@ -10,7 +10,7 @@ import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { type ControlPlane, startControlPlane } from "@agw/control-plane";
-import { type DataPlane, startDataPlane } from "@agw/data-plane";
+import { type DataPlane, type DataPlaneOptions, startDataPlane } from "@agw/data-plane";
 import { freePort, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
@@ -69,7 +69,8 @@ interface Gateway {
   close(): Promise<void>;
 }
 
-async function startGateway(): Promise<Gateway> {
+/** `observability` replaces the default: an access log (route "quiet" off) and tracing to the receiver. */
+async function startGateway(observability?: DataPlaneOptions["observability"]): Promise<Gateway> {
   const dir = tempDir("agw-obs-");
   const received: Received[] = [];
   const upstream = http.createServer((req, res) => {
@@ -138,7 +139,7 @@ clusters:
     xds: `127.0.0.1:${cp.xds.address.port}`,
     nodeId: "obs-dp",
     admin: { host: "127.0.0.1", port: 0 },
-    observability: {
+    observability: observability ?? {
       accessLog: { path: accessLogFile, disabledRoutes: ["quiet"] },
       tracing: { otlpEndpoint: `http://127.0.0.1:${otlpPort}/v1/traces`, exportDelayMs: 100 },
     },
@@ -282,6 +283,17 @@ test("known traffic shows as exact counts, access log lines and linked spans", a
   assert.equal(notFound[0]?.response_flags, "route_not_found");
   assert.equal(notFound[0]?.route, null);
   assert.equal(lines.filter((l) => l.status === 503 && l.response_flags === null).length, 3);
+});
+
+test("with request metrics off, requests are served and not counted; the gauges stay", async (t) => {
+  if (!requireOrSkip(t, hasOpenssl(), "openssl is needed to make the TLS secret")) return;
+  const gw = await startGateway({ requestMetrics: false });
+  t.after(() => gw.close());
+  for (let i = 0; i < 3; i++) assert.equal((await request(gw.port, "/ok")).status, 200);
+  const stats = (await request(gw.dpAdmin, "/stats/prometheus")).body;
+  assert.doesNotMatch(stats, /^agw_downstream_requests_total\{/m);
+  assert.doesNotMatch(stats, /^agw_upstream_request_duration_seconds_count\{/m);
+  assert.equal(sample(stats, "agw_cluster_endpoints", { cluster: "up" }), 1);
 });
 
 test("admin: GET reads, POST changes state, no private key in /config_dump", async (t) => {

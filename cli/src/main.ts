@@ -46,6 +46,7 @@ Run 'agw <command> --help' for the options of a command.`,
   --access-log-fields LIST comma-separated fields (default all; docs/operability.md)
   --access-log-sample R    fraction of requests logged, 0..1 (default 1)
   --access-log-off ROUTES  comma-separated route names never logged
+  --no-request-metrics     keep no per-request metrics (counts, latencies); to measure what they cost
   --otlp-endpoint URL      export traces over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces
   --trace-sample R         fraction of new traces sampled, 0..1 (default 1)`,
   "control-plane": `Usage: agw control-plane -c FILE [options]
@@ -86,6 +87,7 @@ Run 'agw <command> --help' for the options of a command.`,
   --access-log-fields LIST comma-separated fields (default all; docs/operability.md)
   --access-log-sample R    fraction of requests logged, 0..1 (default 1)
   --access-log-off ROUTES  comma-separated route names never logged
+  --no-request-metrics     keep no per-request metrics (counts, latencies); to measure what they cost
   --otlp-endpoint URL      export traces over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces
   --trace-sample R         fraction of new traces sampled, 0..1 (default 1)`,
   validate: `Usage: agw validate -c FILE
@@ -184,6 +186,7 @@ async function main(argv: string[]): Promise<number> {
       "access-log-fields": { type: "string" },
       "access-log-sample": { type: "string" },
       "access-log-off": { type: "string" },
+      "no-request-metrics": { type: "boolean" },
       "otlp-endpoint": { type: "string" },
       "trace-sample": { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -207,6 +210,7 @@ async function main(argv: string[]): Promise<number> {
     return n;
   };
   const observability = {
+    requestMetrics: !values["no-request-metrics"],
     accessLog: values["access-log"]
       ? {
           path: values["access-log"],

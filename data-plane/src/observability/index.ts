@@ -10,6 +10,11 @@ export type { TracingOptions } from "./tracing.ts";
 export interface ObservabilityOptions {
   readonly accessLog?: AccessLogOptions | undefined;
   readonly tracing?: TracingOptions | undefined;
+  /**
+   * Per-request metrics (counts, latency histograms); default true. Off, and with no access log or
+   * tracing, the engine is given no observer at all: the baseline for measuring what observing costs.
+   */
+  readonly requestMetrics?: boolean | undefined;
 }
 
 /** Per downstream connection (requests on one connection are sequential). */
@@ -25,12 +30,19 @@ export class GatewayObserver implements ExchangeObserver {
   readonly metrics: DataPlaneMetrics;
   readonly accessLog: AccessLog | null;
   readonly tracing: Tracing | null;
+  readonly requestMetrics: boolean;
   private readonly conns = new WeakMap<ExchangeView, ConnState>();
 
   constructor(sources: MetricSources, options: ObservabilityOptions = {}) {
     this.metrics = new DataPlaneMetrics(sources);
     this.accessLog = options.accessLog ? new AccessLog(options.accessLog) : null;
     this.tracing = options.tracing ? new Tracing(options.tracing) : null;
+    this.requestMetrics = options.requestMetrics ?? true;
+  }
+
+  /** Whether the engine needs to call this observer at all. */
+  get observesRequests(): boolean {
+    return this.requestMetrics || this.accessLog !== null || this.tracing !== null;
   }
 
   private state(x: ExchangeView): ConnState {
@@ -55,7 +67,7 @@ export class GatewayObserver implements ExchangeObserver {
   exchangeEnd(x: ExchangeView, aborted: boolean): void {
     const now = performance.now();
     const s = this.state(x);
-    this.metrics.record(x, aborted, now, s.upstreamStartedAt);
+    if (this.requestMetrics) this.metrics.record(x, aborted, now, s.upstreamStartedAt);
     let traceId = "";
     const tracing = this.tracing;
     if (tracing !== null) {

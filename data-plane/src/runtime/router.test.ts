@@ -100,3 +100,70 @@ test("an invalid regex fails compilation with the engine's message", () => {
     /Invalid regular expression/,
   );
 });
+
+test("prefixes: a trailing slash, empty segments, many routes sharing segments", () => {
+  const r = router([
+    ["root", { path: prefix("/") }],
+    ["api-slash", { path: prefix("/api/") }],
+    ["api", { path: prefix("/api") }],
+    ["double", { path: prefix("/a//b") }],
+    ["v1", { path: prefix("/api/v1") }],
+    ["v1-users", { path: prefix("/api/v1/users") }],
+  ]);
+  assert.equal(r.match(req("/api"))?.name, "api", "/api/ needs something after /api");
+  assert.equal(r.match(req("/api/"))?.name, "api-slash");
+  assert.equal(r.match(req("/api/x"))?.name, "api-slash", "the longer prefix wins");
+  assert.equal(r.match(req("/api/v1"))?.name, "v1");
+  assert.equal(r.match(req("/api/v1/"))?.name, "v1");
+  assert.equal(r.match(req("/api/v1/users/7"))?.name, "v1-users");
+  assert.equal(r.match(req("/api/v1/usersx"))?.name, "v1");
+  assert.equal(r.match(req("/a//b/c"))?.name, "double");
+  assert.equal(r.match(req("/a/b"))?.name, "root");
+});
+
+test("the compiled router agrees with a linear scan over routes in precedence order", () => {
+  const segments = ["a", "b", "api", "v1", ""];
+  let seed = 7;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  const randomPath = () => {
+    let p = "";
+    const depth = 1 + rand(4);
+    for (let i = 0; i < depth; i++) p += `/${segments[rand(segments.length)]}`;
+    return rand(3) === 0 ? `${p}/` : p;
+  };
+  const routes: Array<[string, MatchInit]> = [];
+  for (let i = 0; i < 60; i++) {
+    const kind = rand(3);
+    const p = randomPath();
+    const methods = rand(4) === 0 ? ["POST"] : [];
+    routes.push([
+      `r${i}`,
+      kind === 0 ? { path: { case: "exact", value: p }, methods } : { path: prefix(p), methods },
+    ]);
+  }
+  const r = router(routes);
+  const segmentMatch = (p: string, path: string) =>
+    path.startsWith(p) && (path.length === p.length || p.endsWith("/") || path.charCodeAt(p.length) === 47);
+  const linear = (path: string, method: string) => {
+    const ok = (m: MatchInit) => (m?.methods?.length ?? 0) === 0 || m?.methods?.includes(method);
+    const rank = (m: MatchInit) => ((m?.methods?.length ?? 0) > 0 ? 0 : 1);
+    const byRank = (a: [string, MatchInit], b: [string, MatchInit]) => rank(a[1]) - rank(b[1]);
+    const exact = routes.filter(([, m]) => m?.path?.case === "exact" && m.path.value === path && ok(m));
+    if (exact.length > 0) return exact.sort(byRank)[0]?.[0];
+    const prefixes = routes.filter(
+      ([, m]) => m?.path?.case === "prefix" && segmentMatch(m.path.value ?? "", path) && ok(m),
+    );
+    prefixes.sort(
+      (a, b) => String(b[1]?.path?.value).length - String(a[1]?.path?.value).length || byRank(a, b),
+    );
+    return prefixes[0]?.[0];
+  };
+  for (let i = 0; i < 2000; i++) {
+    const path = randomPath();
+    const method = rand(2) === 0 ? "GET" : "POST";
+    assert.equal(r.match(req(path, { method }))?.name, linear(path, method), `${method} ${path}`);
+  }
+});

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import http from "node:http";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
@@ -736,4 +737,163 @@ test("GatewayRoute CRD removed and installed again: routes go, then come back (t
     () => (routeNames().some((n) => n.includes("/after-crd/")) ? true : undefined),
     30_000,
   );
+});
+
+test("Gateway API: HTTPRoutes on an agw Gateway are routed like GatewayRoutes; an unsupported filter is reported, not served", async (t) => {
+  if (!ready(t) || !api || !pods) return;
+  // Upstream CRDs from the Go module proxy (cached outside the repository), not committed copies.
+  const crds = execFileSync("bash", [join(ROOT, "scripts/kube/gateway-api-crds.sh")], {
+    encoding: "utf8",
+  }).trim();
+  for (const plural of ["gatewayclasses", "gateways", "httproutes"]) {
+    const crd = parse(readFileSync(join(crds, `gateway.networking.k8s.io_${plural}.yaml`), "utf8"));
+    await client.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd);
+    await waitFor(
+      `${plural} CRD established`,
+      async () => {
+        const c = await client.request<{ status?: { conditions?: Array<{ type: string; status: string }> } }>(
+          "GET",
+          `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${plural}.gateway.networking.k8s.io`,
+        );
+        return (
+          c.status?.conditions?.some((x) => x.type === "Established" && x.status === "True") || undefined
+        );
+      },
+      30_000,
+    );
+  }
+  const GW = "/apis/gateway.networking.k8s.io/v1";
+  const [, , , , ip5 = "", ip6 = ""] = pods.addresses;
+  const { port, stop } = await pods.serve([ip5, ip6]);
+  t.after(stop);
+  const listenerPort = await freePort();
+  await client.request("POST", ns("services"), {
+    metadata: { name: "gw-echo", namespace: NS },
+    spec: { ports: [{ name: "http", port: 80, targetPort: "web", protocol: "TCP" }] },
+  });
+  await client.request(
+    "POST",
+    ns("endpointslices", SLICES),
+    slice("gw-echo-a", "gw-echo", port, [{ ip: ip5 }]),
+  );
+  await client.request(
+    "POST",
+    ns("endpointslices", SLICES),
+    slice("gw-echo-b", "gw-echo", port, [{ ip: ip6 }]),
+  );
+  const v1 = "gateway.networking.k8s.io/v1";
+  await client.request("POST", `${GW}/gatewayclasses`, {
+    apiVersion: v1,
+    kind: "GatewayClass",
+    metadata: { name: "agw" },
+    spec: { controllerName: "agw.dev/gateway-controller" },
+  });
+  await client.request("POST", ns("gateways", GW), {
+    apiVersion: v1,
+    kind: "Gateway",
+    metadata: { name: "edge", namespace: NS },
+    spec: { gatewayClassName: "agw", listeners: [{ name: "web", port: listenerPort, protocol: "HTTP" }] },
+  });
+  await client.request("POST", ns("httproutes", GW), {
+    apiVersion: v1,
+    kind: "HTTPRoute",
+    metadata: { name: "shop", namespace: NS },
+    spec: {
+      parentRefs: [{ name: "edge", sectionName: "web" }],
+      hostnames: ["shop.example"],
+      rules: [
+        {
+          matches: [
+            { path: { type: "PathPrefix", value: "/shop" }, headers: [{ name: "x-tier", value: "gold" }] },
+          ],
+          filters: [
+            {
+              type: "ResponseHeaderModifier",
+              responseHeaderModifier: { set: [{ name: "x-served-by", value: "agw" }] },
+            },
+          ],
+          backendRefs: [{ name: "gw-echo", port: 80 }],
+        },
+      ],
+    },
+  });
+  await client.request("POST", ns("httproutes", GW), {
+    apiVersion: v1,
+    kind: "HTTPRoute",
+    metadata: { name: "rewrite", namespace: NS },
+    spec: {
+      parentRefs: [{ name: "edge" }],
+      rules: [
+        {
+          matches: [{ path: { type: "PathPrefix", value: "/rewrite" } }],
+          filters: [
+            {
+              type: "URLRewrite",
+              urlRewrite: { path: { type: "ReplacePrefixMatch", replacePrefixMatch: "/" } },
+            },
+          ],
+          backendRefs: [{ name: "gw-echo", port: 80 }],
+        },
+      ],
+    },
+  });
+
+  const pair = await startPair(api.kubeconfig, "replica-gateway-api");
+  t.after(() => pair.close());
+  assert.ok(await pair.dp.ready(15_000), "data plane got a config");
+  const url = `http://${pair.host}:${listenerPort}/shop/cart`;
+  // node:http rather than fetch: fetch does not let a request choose its Host header.
+  const get = (headers: Record<string, string>) =>
+    new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+      const req = http.get(url, { headers: { host: "shop.example", ...headers }, timeout: 3_000 }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (d: string) => {
+          body += d;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        res.on("error", reject);
+      });
+      req.on("timeout", () => req.destroy(new Error("timed out")));
+      req.on("error", reject);
+    });
+  let last = "";
+  await waitFor(
+    "the HTTPRoute served",
+    () =>
+      get({ "x-tier": "gold" }).then(
+        (r) => {
+          last = `${r.status} ${r.headers["x-agw-error"]}`;
+          return r.status === 200 ? r : undefined;
+        },
+        (e: Error) => {
+          last = e.message;
+        },
+      ),
+    15_000,
+  ).catch((e: Error) => {
+    const k = pair.cp.kubernetes;
+    throw new Error(
+      `${e.message} (last answer: ${last}); routes: ${JSON.stringify(k?.translation?.routes)}; informers: ${JSON.stringify(k?.informerStats())}`,
+    );
+  });
+  const seen = new Set<string>();
+  for (let i = 0; i < 12; i++) {
+    const res = await get({ "x-tier": "gold" });
+    assert.equal(res.headers["x-served-by"], "agw");
+    seen.add(`${res.status} ${res.body}`);
+  }
+  assert.deepEqual([...seen].sort(), [`200 ${ip5}`, `200 ${ip6}`]);
+  assert.equal((await get({ "x-tier": "silver" })).status, 404, "the header match applies");
+
+  const report = pair.cp.kubernetes?.translation?.routes.find(
+    (r) => r.kind === "HTTPRoute" && r.name === "rewrite",
+  );
+  const accepted = report?.conditions.find((c) => c.type === "Accepted");
+  assert.equal(accepted?.status, "False");
+  assert.match(accepted?.message ?? "", /URLRewrite is not supported/);
+  const rewrite = await fetch(`http://${pair.host}:${listenerPort}/rewrite`, {
+    signal: AbortSignal.timeout(3_000),
+  });
+  assert.equal(rewrite.status, 404, "a route that is not Accepted is not served");
 });

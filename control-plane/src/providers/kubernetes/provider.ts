@@ -12,7 +12,16 @@ import { KubeApiError, KubeClient, loadKubeConfig } from "./client.ts";
 import { Informer } from "./informer.ts";
 import { LeaderElector } from "./leader.ts";
 import { type Condition, type KubeTranslation, type RouteReport, translateKube } from "./translate.ts";
-import { type EndpointSlice, GATEWAY_ROUTE, type GatewayRoute, type Secret, type Service } from "./types.ts";
+import {
+  type EndpointSlice,
+  GATEWAY_API,
+  GATEWAY_ROUTE,
+  type Gateway,
+  type GatewayRoute,
+  type HttpRoute,
+  type Secret,
+  type Service,
+} from "./types.ts";
 
 export interface KubernetesProviderOptions {
   /** kubeconfig file; omitted: KUBECONFIG, ~/.kube/config, then the in-cluster service account. */
@@ -62,6 +71,8 @@ export class KubernetesProvider {
   private readonly endpointSlices: Informer<EndpointSlice>;
   private readonly gatewayRoutes: Informer<GatewayRoute>;
   private readonly secrets: Informer<Secret>;
+  private readonly gateways: Informer<Gateway>;
+  private readonly httpRoutes: Informer<HttpRoute>;
   private readonly elector: LeaderElector;
   private synced = false;
   private debounce: NodeJS.Timeout | undefined;
@@ -78,7 +89,7 @@ export class KubernetesProvider {
     const ns = options.namespace;
     const scoped = (prefix: string, plural: string) =>
       ns ? `${prefix}/namespaces/${encodeURIComponent(ns)}/${plural}` : `${prefix}/${plural}`;
-    const informer = <T extends Service | EndpointSlice | GatewayRoute | Secret>(
+    const informer = <T extends Service | EndpointSlice | GatewayRoute | Secret | Gateway | HttpRoute>(
       path: string,
       fieldSelector?: string,
     ) =>
@@ -95,6 +106,10 @@ export class KubernetesProvider {
       scoped(`/apis/${GATEWAY_ROUTE.group}/${GATEWAY_ROUTE.version}`, GATEWAY_ROUTE.plural),
     );
     this.secrets = informer<Secret>(scoped("/api/v1", "secrets"), "type=kubernetes.io/tls");
+    // Served only when the Gateway API CRDs are installed; until then these stay empty.
+    const gatewayApi = `/apis/${GATEWAY_API.group}/${GATEWAY_API.version}`;
+    this.gateways = informer<Gateway>(scoped(gatewayApi, "gateways"));
+    this.httpRoutes = informer<HttpRoute>(scoped(gatewayApi, "httproutes"));
     const le = options.leaderElection ?? {};
     this.identity = le.identity ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
     this.elector = new LeaderElector({
@@ -111,6 +126,17 @@ export class KubernetesProvider {
     });
   }
 
+  private informers() {
+    return [
+      this.services,
+      this.endpointSlices,
+      this.gatewayRoutes,
+      this.secrets,
+      this.gateways,
+      this.httpRoutes,
+    ];
+  }
+
   get leading(): boolean {
     return this.elector.leading;
   }
@@ -121,19 +147,12 @@ export class KubernetesProvider {
   }
 
   informerStats() {
-    return Object.fromEntries(
-      [this.services, this.endpointSlices, this.gatewayRoutes, this.secrets].map((i) => [
-        i.path,
-        { ...i.stats },
-      ]),
-    );
+    return Object.fromEntries(this.informers().map((i) => [i.path, { ...i.stats }]));
   }
 
   /** Resolves once every informer has listed; the first translation is delivered before that. */
   async start(): Promise<void> {
-    await Promise.all(
-      [this.services, this.endpointSlices, this.gatewayRoutes, this.secrets].map((i) => i.start()),
-    );
+    await Promise.all(this.informers().map((i) => i.start()));
     this.synced = true;
     this.translate();
     this.elector.start();
@@ -143,7 +162,7 @@ export class KubernetesProvider {
   async stop(): Promise<void> {
     clearTimeout(this.debounce);
     clearTimeout(this.resyncTimer);
-    for (const i of [this.services, this.endpointSlices, this.gatewayRoutes, this.secrets]) i.stop();
+    for (const i of this.informers()) i.stop();
     await this.statusWrites;
     await this.elector.stop();
   }
@@ -151,7 +170,7 @@ export class KubernetesProvider {
   /** Relists every resource now (what the periodic resync does). */
   async resync(): Promise<void> {
     await Promise.all(
-      [this.services, this.endpointSlices, this.gatewayRoutes, this.secrets].map((i) =>
+      this.informers().map((i) =>
         i
           .relist()
           .catch((err) => this.options.log.warn({ err: String(err), path: i.path }, "resync list failed")),
@@ -179,6 +198,8 @@ export class KubernetesProvider {
       endpointSlices: this.endpointSlices.values(),
       gatewayRoutes: this.gatewayRoutes.values(),
       secrets: this.secrets.values(),
+      gateways: this.gateways.values(),
+      httpRoutes: this.httpRoutes.values(),
     });
     const { routes: _routes, ...served } = translation;
     const hash = createHash("sha256").update(JSON.stringify(served)).digest("hex");
@@ -196,7 +217,8 @@ export class KubernetesProvider {
   }
 
   private writeStatuses(): void {
-    const reports = this.last?.routes ?? [];
+    // HTTPRoute status (per parent) is not written yet: GatewayRoutes only.
+    const reports = (this.last?.routes ?? []).filter((r) => r.kind === "GatewayRoute");
     this.statusWrites = this.statusWrites.then(async () => {
       for (const report of reports) {
         if (!this.leading) return;

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { clusterName, type KubeObjects, translateKube } from "./translate.ts";
-import type { EndpointSlice, GatewayRoute, Secret, Service } from "./types.ts";
+import type { EndpointSlice, Gateway, GatewayRoute, HttpRoute, Secret, Service } from "./types.ts";
 
 const service: Service = {
   metadata: { name: "web", namespace: "shop" },
@@ -222,4 +222,45 @@ test("the same objects in any order translate to the same IR", () => {
     objects({ endpointSlices: [...slices].reverse(), gatewayRoutes: [...routes].reverse() }),
   );
   assert.deepEqual(a, b);
+});
+
+test("HTTPRoutes attach to the HTTP listeners of agw Gateways only; a listener's hostname applies to a route without its own", () => {
+  const gateway = (name: string, gatewayClassName: string): Gateway => ({
+    metadata: { name, namespace: "shop" },
+    spec: {
+      gatewayClassName,
+      listeners: [
+        { name: "web", port: 8080, protocol: "HTTP", hostname: "shop.example" },
+        { name: "admin", port: 9090, protocol: "HTTP" },
+        { name: "secure", port: 8443, protocol: "HTTPS" },
+      ],
+    },
+  });
+  const httpRoute = (name: string, parentRefs: NonNullable<HttpRoute["spec"]>["parentRefs"]): HttpRoute => ({
+    metadata: { name, namespace: "shop", generation: 2 },
+    spec: { parentRefs, rules: [{ backendRefs: [{ name: "web", port: 80 }] }] },
+  });
+  const out = translateKube(
+    objects({
+      gateways: [gateway("edge", "agw"), gateway("other", "someone-else")],
+      httpRoutes: [
+        httpRoute("on-web", [{ name: "edge", sectionName: "web" }]),
+        httpRoute("on-all", [{ name: "edge" }]),
+        httpRoute("foreign", [{ name: "other" }]),
+      ],
+    }),
+  );
+  const listeners = Object.fromEntries(
+    out.listeners.map((l) => [`${l.name}:${l.port}`, l.routes.map((r) => `${r.name} ${r.hosts.join(",")}`)]),
+  );
+  assert.deepEqual(listeners, {
+    "gateway/shop/edge/8080:8080": [
+      "k8s/shop/httproute/on-all/8080/0/0 shop.example",
+      "k8s/shop/httproute/on-web/8080/0/0 shop.example",
+    ],
+    "gateway/shop/edge/9090:9090": ["k8s/shop/httproute/on-all/9090/0/0 "],
+  });
+  const foreign = out.routes.find((r) => r.name === "foreign");
+  assert.equal(foreign?.kind, "HTTPRoute");
+  assert.equal(foreign?.conditions.find((c) => c.type === "Accepted")?.status, "False");
 });

@@ -15,13 +15,18 @@ import {
   type IrSecret,
   type ValueMatch,
 } from "@agw/core/ir";
-import type {
-  EndpointSlice,
-  GatewayRoute,
-  GatewayRouteHeaderModifier,
-  GatewayRouteValueMatch,
-  Secret,
-  Service,
+import {
+  type EndpointSlice,
+  GATEWAY_API,
+  GATEWAY_CLASS_NAME,
+  type Gateway,
+  type GatewayRoute,
+  type GatewayRouteHeaderModifier,
+  type GatewayRouteRule,
+  type GatewayRouteValueMatch,
+  type HttpRoute,
+  type Secret,
+  type Service,
 } from "./types.ts";
 
 export const SERVICE_NAME_LABEL = "kubernetes.io/service-name";
@@ -31,6 +36,9 @@ export interface KubeObjects {
   endpointSlices: Iterable<EndpointSlice>;
   gatewayRoutes: Iterable<GatewayRoute>;
   secrets: Iterable<Secret>;
+  /** Gateway API objects; empty when its CRDs are not installed. */
+  gateways?: Iterable<Gateway>;
+  httpRoutes?: Iterable<HttpRoute>;
 }
 
 export interface Condition {
@@ -41,6 +49,7 @@ export interface Condition {
 }
 
 export interface RouteReport {
+  kind: "GatewayRoute" | "HTTPRoute";
   namespace: string;
   name: string;
   generation: number;
@@ -161,6 +170,105 @@ function tlsSecret(secret: Secret): IrSecret | string {
   };
 }
 
+/** One route object as the translation loop sees it: a GatewayRoute, or an HTTPRoute on one listener. */
+interface RouteSource {
+  key: string;
+  kind: RouteReport["kind"];
+  namespace: string;
+  name: string;
+  generation: number;
+  /** Prefix of the IR route names: unique per route object (and parent listener). */
+  routePrefix: string;
+  spec: GatewayRoute["spec"];
+  /** Problems found while converting an HTTPRoute: they make it not Accepted. */
+  problems: string[];
+  unresolved: string[];
+}
+
+/**
+ * An HTTPRoute → one GatewayRoute-shaped source per AGW listener it attaches to. A parentRef
+ * names a Gateway of class "agw" in the route's namespace (listeners' allowedRoutes default);
+ * `sectionName` / `port` narrow it to listeners; HTTP listeners of one Gateway that share a port
+ * are one AGW listener, `gateway/NAMESPACE/GATEWAY/PORT`.
+ */
+function httpRouteSources(route: HttpRoute, gateways: Map<string, Gateway>): RouteSource[] {
+  const namespace = route.metadata?.namespace ?? "default";
+  const name = route.metadata?.name ?? "";
+  const spec = route.spec;
+  const problems: string[] = [];
+  const unresolved: string[] = [];
+  const rules: GatewayRouteRule[] = (spec?.rules ?? []).map((rule, ruleIndex) => {
+    const converted: GatewayRouteRule = {};
+    if (rule.matches) converted.matches = rule.matches;
+    for (const f of rule.filters ?? []) {
+      converted.filters ??= {};
+      if (f.type === "RequestHeaderModifier" && f.requestHeaderModifier)
+        converted.filters.requestHeaderModifier = f.requestHeaderModifier;
+      else if (f.type === "ResponseHeaderModifier" && f.responseHeaderModifier)
+        converted.filters.responseHeaderModifier = f.responseHeaderModifier;
+      else problems.push(`rules[${ruleIndex}].filters: ${f.type} is not supported`);
+    }
+    converted.backendRefs = [];
+    for (const ref of rule.backendRefs ?? []) {
+      if ((ref.group ?? "") !== "" || (ref.kind ?? "Service") !== "Service")
+        unresolved.push(`backendRef ${ref.group ?? ""}/${ref.kind}/${ref.name}: only Services are supported`);
+      else if ((ref.namespace ?? namespace) !== namespace)
+        unresolved.push(`backendRef ${ref.namespace}/${ref.name}: other namespaces are not supported`);
+      else if (ref.port === undefined)
+        problems.push(`rules[${ruleIndex}]: backendRef ${ref.name} needs a port`);
+      else converted.backendRefs.push({ name: ref.name, port: ref.port, weight: ref.weight ?? 1 });
+    }
+    if (rule.timeouts?.request) converted.timeout = rule.timeouts.request;
+    return converted;
+  });
+
+  const listeners = new Map<string, { name: string; port: number; hostnames: string[] }>();
+  for (const parent of spec?.parentRefs ?? []) {
+    if ((parent.group ?? GATEWAY_API.group) !== GATEWAY_API.group || (parent.kind ?? "Gateway") !== "Gateway")
+      continue;
+    if ((parent.namespace ?? namespace) !== namespace) continue;
+    const gateway = gateways.get(key(namespace, parent.name));
+    if (gateway?.spec?.gatewayClassName !== GATEWAY_CLASS_NAME) continue;
+    for (const l of gateway.spec.listeners ?? []) {
+      if (l.protocol !== "HTTP") continue;
+      if (parent.sectionName !== undefined && parent.sectionName !== l.name) continue;
+      if (parent.port !== undefined && parent.port !== l.port) continue;
+      const listenerName = `gateway/${namespace}/${parent.name}/${l.port}`;
+      const hostnames = spec?.hostnames?.length ? spec.hostnames : l.hostname ? [l.hostname] : [];
+      const existing = listeners.get(listenerName);
+      if (existing) existing.hostnames = [...new Set([...existing.hostnames, ...hostnames])];
+      else listeners.set(listenerName, { name: listenerName, port: l.port, hostnames });
+    }
+  }
+  const base = {
+    kind: "HTTPRoute" as const,
+    namespace,
+    name,
+    generation: route.metadata?.generation ?? 0,
+    problems,
+    unresolved,
+  };
+  if (listeners.size === 0)
+    return [
+      {
+        ...base,
+        key: `${key(namespace, name)}#`,
+        routePrefix: `k8s/${namespace}/httproute/${name}`,
+        spec: { rules },
+        problems: [
+          ...problems,
+          `no HTTP listener of a Gateway of class "${GATEWAY_CLASS_NAME}" in namespace ${namespace} matches spec.parentRefs`,
+        ],
+      },
+    ];
+  return [...listeners.values()].map((l) => ({
+    ...base,
+    key: `${key(namespace, name)}#${l.name}`,
+    routePrefix: `k8s/${namespace}/httproute/${name}/${l.port}`,
+    spec: { listener: { name: l.name, port: l.port }, hostnames: l.hostnames, rules },
+  }));
+}
+
 export function translateKube(objects: KubeObjects): KubeTranslation {
   const services = new Map<string, Service>();
   for (const s of objects.services) services.set(key(s.metadata?.namespace, s.metadata?.name), s);
@@ -177,15 +285,40 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
   const clusters = new Map<string, IrCluster>();
   const listeners = new Map<string, IrListener & { owner: string }>();
   const reports: RouteReport[] = [];
-  const routes = [...objects.gatewayRoutes]
-    .map((r) => [key(r.metadata?.namespace, r.metadata?.name), r] as [string, GatewayRoute])
-    .sort(byKey);
+  const gateways = new Map<string, Gateway>();
+  for (const g of objects.gateways ?? []) gateways.set(key(g.metadata?.namespace, g.metadata?.name), g);
+  const sources: RouteSource[] = [
+    ...[...objects.gatewayRoutes].map((gr) => ({
+      key: key(gr.metadata?.namespace, gr.metadata?.name),
+      kind: "GatewayRoute" as const,
+      namespace: gr.metadata?.namespace ?? "default",
+      name: gr.metadata?.name ?? "",
+      generation: gr.metadata?.generation ?? 0,
+      routePrefix: `k8s/${gr.metadata?.namespace ?? "default"}/${gr.metadata?.name}`,
+      spec: gr.spec,
+      problems: [],
+      unresolved: [],
+    })),
+    // HTTPRoutes after GatewayRoutes: a listener name conflict is reported on the HTTPRoute.
+    ...[...(objects.httpRoutes ?? [])]
+      .sort((a, b) =>
+        byKey(
+          [key(a.metadata?.namespace, a.metadata?.name), a],
+          [key(b.metadata?.namespace, b.metadata?.name), b],
+        ),
+      )
+      .flatMap((r) => httpRouteSources(r, gateways)),
+  ];
+  sources.sort((a, b) =>
+    a.kind === b.kind ? byKey([a.key, a], [b.key, b]) : a.kind === "GatewayRoute" ? -1 : 1,
+  );
 
-  for (const [routeKey, gr] of routes) {
-    const namespace = gr.metadata?.namespace ?? "default";
-    const spec = gr.spec;
-    const problems: string[] = [];
-    const unresolved: string[] = [];
+  for (const source of sources) {
+    const routeKey = source.key;
+    const namespace = source.namespace;
+    const spec = source.spec;
+    const problems: string[] = [...source.problems];
+    const unresolved: string[] = [...source.unresolved];
     const irRoutes: IrRoute[] = [];
     const wanted = new Map<string, IrCluster>();
 
@@ -229,7 +362,7 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
           if (q.type === "RegularExpression")
             checkRegex(q.value ?? "", `${where}.queryParams[${i}]`, problems);
         irRoutes.push({
-          name: `k8s/${namespace}/${gr.metadata?.name}/${ruleIndex}/${matchIndex}`,
+          name: `${source.routePrefix}/${ruleIndex}/${matchIndex}`,
           order: 0,
           hosts: spec?.hostnames ?? [],
           path: {
@@ -273,9 +406,10 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
       for (const [name, c] of wanted) clusters.set(name, c);
     }
     reports.push({
+      kind: source.kind,
       namespace,
-      name: gr.metadata?.name ?? "",
-      generation: gr.metadata?.generation ?? 0,
+      name: source.name,
+      generation: source.generation,
       conditions: [
         accepted
           ? { type: "Accepted", status: "True", reason: "Accepted", message: "Route is valid." }

@@ -59,3 +59,66 @@ export interface GatewayRoute extends KubernetesObject {
     }>;
   };
 }
+
+/** Gateway API (gateway.networking.k8s.io/v1): the Gateways and HTTPRoutes the provider reads. */
+export const GATEWAY_API = { group: "gateway.networking.k8s.io", version: "v1" } as const;
+
+/** Gateways of this class are AGW's: their HTTP listeners become AGW listeners. */
+export const GATEWAY_CLASS_NAME = "agw";
+
+export interface Gateway extends KubernetesObject {
+  spec?: {
+    gatewayClassName?: string;
+    listeners?: Array<{ name: string; port: number; protocol: string; hostname?: string }>;
+  };
+}
+
+export interface HttpRouteValueMatch {
+  type?: "Exact" | "RegularExpression";
+  name: string;
+  value: string;
+}
+
+export interface HttpRouteHeaderFilter {
+  add?: Array<{ name: string; value: string }>;
+  set?: Array<{ name: string; value: string }>;
+  remove?: string[];
+}
+
+export interface HttpRouteRule {
+  matches?: Array<{
+    path?: { type?: "Exact" | "PathPrefix" | "RegularExpression"; value?: string };
+    method?: string;
+    headers?: HttpRouteValueMatch[];
+    queryParams?: HttpRouteValueMatch[];
+  }>;
+  filters?: Array<{
+    type: string;
+    requestHeaderModifier?: HttpRouteHeaderFilter;
+    responseHeaderModifier?: HttpRouteHeaderFilter;
+  }>;
+  backendRefs?: Array<{
+    group?: string;
+    kind?: string;
+    name: string;
+    namespace?: string;
+    port?: number;
+    weight?: number;
+  }>;
+  timeouts?: { request?: string; backendRequest?: string };
+}
+
+export interface HttpRoute extends KubernetesObject {
+  spec?: {
+    parentRefs?: Array<{
+      group?: string;
+      kind?: string;
+      namespace?: string;
+      name: string;
+      sectionName?: string;
+      port?: number;
+    }>;
+    hostnames?: string[];
+    rules?: HttpRouteRule[];
+  };
+}

@@ -236,7 +236,10 @@ test("HTTPRoutes attach to the HTTP listeners of agw Gateways only; a listener's
       ],
     },
   });
-  const httpRoute = (name: string, parentRefs: NonNullable<HttpRoute["spec"]>["parentRefs"]): HttpRoute => ({
+  const httpRoute = (
+    name: string,
+    parentRefs: NonNullable<NonNullable<HttpRoute["spec"]>["parentRefs"]>,
+  ): HttpRoute => ({
     metadata: { name, namespace: "shop", generation: 2 },
     spec: { parentRefs, rules: [{ backendRefs: [{ name: "web", port: 80 }] }] },
   });

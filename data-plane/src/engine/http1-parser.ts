@@ -269,6 +269,7 @@ function parseFields(
   req: RequestHead | null,
 ): HeadError | null {
   let teValue: string | null = null;
+  let sawHost = false;
   for (let k = 2; k < bounds.length; k += 2) {
     const s = bounds[k] as number;
     const e = bounds[k + 1] as number;
@@ -319,7 +320,9 @@ function parseFields(
         break;
       case "host":
         if (req !== null) {
-          if (req.rawHost !== "") return HEAD_ERRORS.hostDuplicate;
+          // Counted by field, not by value: an empty Host followed by another is still two Hosts.
+          if (sawHost) return HEAD_ERRORS.hostDuplicate;
+          sawHost = true;
           if (!validHost(value)) return HEAD_ERRORS.host;
           req.rawHost = value;
         }

@@ -8,7 +8,7 @@ import { ConfigStore } from "./config-store.ts";
 import { HttpProxy } from "./engine/proxy.ts";
 import { UpstreamPool } from "./engine/upstream-pool.ts";
 import { ListenerManager } from "./listeners.ts";
-import { GatewayObserver, type ObservabilityOptions } from "./observability/index.ts";
+import { clustersView, GatewayObserver, type ObservabilityOptions } from "./observability/index.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
 import { TlsManager } from "./tls/manager.ts";
 import { XdsClient, type XdsTlsOptions } from "./xds-client.ts";
@@ -68,6 +68,10 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
           yield [c.name, c.endpoints.length];
       },
       xdsConnected: () => xdsClient?.connected === true,
+      clusters: () => (store as ConfigStore).current().clusters.values(),
+      *plugins() {
+        for (const [name, runtime] of (store as ConfigStore).plugins.runtimes()) yield [name, runtime.stats];
+      },
       *xdsVersions() {
         const version = (store as ConfigStore).current().version;
         for (const pair of version === "" ? [] : version.split(",")) {
@@ -135,14 +139,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
               resources: configStore.dump(),
             },
           }),
-          "/clusters": () => ({
-            body: [...configStore.current().clusters.values()].map((c) => ({
-              name: c.name,
-              tls: c.tls !== undefined,
-              // No active health checking or outlier detection yet: every endpoint takes traffic.
-              endpoints: c.endpoints.map((e) => ({ address: e.key, health: "unchecked" })),
-            })),
-          }),
+          "/clusters": () => ({ body: clustersView(configStore.current()) }),
           "/stats/prometheus": async () => ({
             body: await observer.metrics.registry.metrics(),
             contentType: observer.metrics.registry.contentType,

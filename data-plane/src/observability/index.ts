@@ -1,11 +1,27 @@
 /** The data plane's observer: metrics always, access logs and traces when configured. */
+
+import type { RuntimeConfig } from "../runtime/types.ts";
 import { AccessLog, type AccessLogOptions } from "./access-log.ts";
 import type { ExchangeObserver, ExchangeView } from "./exchange.ts";
-import { DataPlaneMetrics, type MetricSources } from "./metrics.ts";
+import { DataPlaneMetrics, endpointHealth, type MetricSources } from "./metrics.ts";
 import { type ExchangeSpans, Tracing, type TracingOptions } from "./tracing.ts";
 
 export type { AccessLogOptions } from "./access-log.ts";
 export type { TracingOptions } from "./tracing.ts";
+
+/** The admin's /clusters: each cluster's endpoints with their health, and its traffic-policy counters. */
+export function clustersView(config: RuntimeConfig): unknown[] {
+  const now = Date.now();
+  return [...config.clusters.values()].map((c) => ({
+    name: c.name,
+    tls: c.tls !== undefined,
+    ...(c.state !== undefined && {
+      active_requests: c.state.activeRequests,
+      counters: { ...c.state.counters },
+    }),
+    endpoints: c.endpoints.map((e) => ({ address: e.key, health: endpointHealth(c, e, now) })),
+  }));
+}
 
 export interface ObservabilityOptions {
   readonly accessLog?: AccessLogOptions | undefined;

@@ -4,7 +4,8 @@
  * first request, and a request then costs a WeakMap and a Map lookup plus the increments.
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { CompiledRoute } from "../runtime/types.ts";
+import { PLUGIN_CALL_BUCKETS, type PluginStats } from "../plugins/host.ts";
+import type { ClusterRuntime, CompiledRoute, Endpoint } from "../runtime/types.ts";
 import type { ExchangeView } from "./exchange.ts";
 
 /** Latency buckets in seconds: 0.5 ms … 30 s. */
@@ -46,6 +47,90 @@ class RouteSeries {
   }
 }
 
+export type EndpointHealth = "unchecked" | "healthy" | "unhealthy" | "ejected";
+
+/**
+ * An endpoint's health as the load balancer sees it: ejected by outlier detection, failing active
+ * checks, healthy, or unchecked (the cluster has neither active checks nor outlier detection).
+ */
+export function endpointHealth(
+  cluster: ClusterRuntime,
+  endpoint: Endpoint,
+  now = Date.now(),
+): EndpointHealth {
+  const state = cluster.state?.endpoints.get(endpoint.key);
+  if (state === undefined) return "unchecked";
+  if (state.ejected(now)) return "ejected";
+  if (!state.checkHealthy) return "unhealthy";
+  return cluster.healthCheck !== undefined || cluster.state?.outlier != null ? "healthy" : "unchecked";
+}
+
+/**
+ * Plugin call latency, from the bucket counts each plugin runtime keeps (PluginStats.durations), read
+ * at scrape time: the call path only increments an array slot. prom-client reads a histogram through
+ * get() (JSON, worker aggregation) and getForPromString() (text); both answer from the counts.
+ */
+class PluginCallHistogram extends Histogram<"plugin" | "le"> {
+  private readonly plugins: () => Iterable<[plugin: string, stats: PluginStats]>;
+  /** Unregistered and never observed: gives the name, help, type and aggregator of the output. */
+  private readonly empty: Histogram<"plugin">;
+
+  constructor(registry: Registry, plugins: () => Iterable<[string, PluginStats]>) {
+    const config = {
+      name: "agw_plugin_call_duration_seconds",
+      help: "Plugin call duration, per plugin",
+      labelNames: ["plugin"] as const,
+      buckets: PLUGIN_CALL_BUCKETS,
+    };
+    super({ ...config, registers: [registry] });
+    this.empty = new Histogram({ ...config, registers: [] });
+    this.plugins = plugins;
+  }
+
+  override async get(): ReturnType<Histogram<"plugin" | "le">["get"]> {
+    const base = await this.empty.get();
+    const name = base.name;
+    const values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> = [];
+    for (const [plugin, stats] of this.plugins()) {
+      let cumulative = 0;
+      PLUGIN_CALL_BUCKETS.forEach((le, i) => {
+        cumulative += stats.durations[i] ?? 0;
+        values.push({ metricName: `${name}_bucket`, labels: { le, plugin }, value: cumulative });
+      });
+      values.push(
+        { metricName: `${name}_bucket`, labels: { le: "+Inf", plugin }, value: stats.calls },
+        { metricName: `${name}_sum`, labels: { plugin }, value: stats.seconds },
+        { metricName: `${name}_count`, labels: { plugin }, value: stats.calls },
+      );
+    }
+    return { ...base, values };
+  }
+
+  getForPromString(): ReturnType<Histogram<"plugin" | "le">["get"]> {
+    return this.get();
+  }
+}
+
+/** A counter whose totals are kept elsewhere (plain fields on the hot path) and read at scrape time. */
+function countedElsewhere<L extends string>(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  read: () => Iterable<[labels: Record<L, string>, total: number]>,
+): void {
+  new Counter({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [labels, total] of read()) this.inc(labels as Partial<Record<L, string>>, total);
+    },
+  });
+}
+
 export interface MetricSources {
   /** Open downstream connections per listener. */
   downstreamConnections(): Iterable<[listener: string, count: number]>;
@@ -55,6 +140,10 @@ export interface MetricSources {
   xdsConnected(): boolean;
   /** Accepted version per resource type. */
   xdsVersions(): Iterable<[type: string, version: string]>;
+  /** Clusters of the active config, with their traffic-policy state. */
+  clusters?(): Iterable<ClusterRuntime>;
+  /** Plugins of the active config and their call counts. */
+  plugins?(): Iterable<[plugin: string, stats: PluginStats]>;
 }
 
 export class DataPlaneMetrics {
@@ -123,6 +212,8 @@ export class DataPlaneMetrics {
         for (const [cluster, n] of sources.clusterEndpoints()) this.set({ cluster }, n);
       },
     });
+    this.registerTrafficPolicies(sources);
+    this.registerPlugins(sources);
     new Gauge({
       name: "agw_xds_connected",
       help: "1 while the xDS stream to a control plane is up",
@@ -141,6 +232,110 @@ export class DataPlaneMetrics {
         for (const [type, version] of sources.xdsVersions()) this.set({ type, version }, 1);
       },
     });
+  }
+
+  private registerTrafficPolicies(sources: MetricSources): void {
+    const registry = this.registry;
+    const clusters = sources.clusters;
+    if (clusters === undefined) return;
+    const byCluster = (count: (c: NonNullable<ClusterRuntime["state"]>) => number) =>
+      function* (): Generator<[{ cluster: string }, number]> {
+        for (const c of clusters()) if (c.state !== undefined) yield [{ cluster: c.name }, count(c.state)];
+      };
+    countedElsewhere(
+      registry,
+      "agw_upstream_retries_total",
+      "Retry attempts started, per cluster",
+      ["cluster"],
+      byCluster((s) => s.counters.retries),
+    );
+    countedElsewhere(
+      registry,
+      "agw_upstream_retries_refused_total",
+      "Retries not started: the retry budget or the max-retries circuit breaker refused them",
+      ["cluster"],
+      byCluster((s) => s.counters.retriesRefused),
+    );
+    countedElsewhere(
+      registry,
+      "agw_circuit_breaker_overflows_total",
+      "Requests answered 503 overflow by the cluster's circuit breaker",
+      ["cluster"],
+      byCluster((s) => s.counters.overflows),
+    );
+    countedElsewhere(
+      registry,
+      "agw_outlier_ejections_total",
+      "Endpoints ejected by outlier detection, per cluster",
+      ["cluster"],
+      byCluster((s) => s.counters.ejections),
+    );
+    new Gauge({
+      name: "agw_upstream_requests_active",
+      help: "Requests admitted by the cluster's circuit breaker and not finished",
+      labelNames: ["cluster"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const c of clusters())
+          if (c.state !== undefined) this.set({ cluster: c.name }, c.state.activeRequests);
+      },
+    });
+    new Gauge({
+      name: "agw_endpoint_health",
+      help: "1 for the endpoint's health (unchecked, healthy, unhealthy: failing active checks, ejected: by outlier detection)",
+      labelNames: ["cluster", "endpoint", "health"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        const now = Date.now();
+        for (const c of clusters())
+          for (const e of c.endpoints)
+            this.set({ cluster: c.name, endpoint: e.key, health: endpointHealth(c, e, now) }, 1);
+      },
+    });
+  }
+
+  private registerPlugins(sources: MetricSources): void {
+    const plugins = sources.plugins;
+    if (plugins === undefined) return;
+    const registry = this.registry;
+    const perPlugin = (count: (s: PluginStats) => number) =>
+      function* (): Generator<[{ plugin: string }, number]> {
+        for (const [plugin, stats] of plugins()) yield [{ plugin }, count(stats)];
+      };
+    countedElsewhere(
+      registry,
+      "agw_plugin_calls_total",
+      "Plugin calls, per plugin",
+      ["plugin"],
+      perPlugin((s) => s.calls),
+    );
+    countedElsewhere(
+      registry,
+      "agw_plugin_errors_total",
+      "Plugin calls that failed (trap, invalid answer, out of fuel), per plugin",
+      ["plugin"],
+      perPlugin((s) => s.errors),
+    );
+    countedElsewhere(
+      registry,
+      "agw_plugin_timeouts_total",
+      "Plugin calls stopped because they ran out of fuel, per plugin",
+      ["plugin"],
+      perPlugin((s) => s.timeouts),
+    );
+    new Gauge({
+      name: "agw_plugin_instances",
+      help: "Live instances of each plugin",
+      labelNames: ["plugin"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [plugin, stats] of plugins()) this.set({ plugin }, stats.instances);
+      },
+    });
+    new PluginCallHistogram(registry, plugins);
   }
 
   /** The hot path: counts one finished exchange. */

@@ -4,7 +4,7 @@
  * Synchronous guests finish within the call (no promise, no extra tick); a guest that waits on an
  * async import (Redis, http-request) makes the chain return a promise.
  */
-import type { PluginInstance, PluginRuntime } from "./host.ts";
+import { countCall, type PluginInstance, type PluginRuntime } from "./host.ts";
 
 /** The request as the engine has parsed it; the chain edits it in place. */
 export interface FilterableRequest {
@@ -209,8 +209,7 @@ export class PluginChain {
   ): FilterResult | typeof CONTINUE {
     plugin.release(inst);
     const s = plugin.stats;
-    s.calls++;
-    s.seconds += (performance.now() - started) / 1000;
+    countCall(s, (performance.now() - started) / 1000);
     try {
       switch (action.tag) {
         case "continue":
@@ -243,9 +242,8 @@ export class PluginChain {
 
   private onFailure(plugin: PluginRuntime, inst: PluginInstance, e: unknown, started: number): FilterResult {
     const s = plugin.stats;
-    s.calls++;
+    countCall(s, (performance.now() - started) / 1000);
     s.errors++;
-    s.seconds += (performance.now() - started) / 1000;
     const timedOut = plugin.outOfFuel(inst);
     if (timedOut) s.timeouts++;
     plugin.discard(inst);

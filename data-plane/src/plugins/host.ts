@@ -42,6 +42,11 @@ export const PLUGIN_DEFAULTS = {
   httpTimeoutMs: 2000,
 } as const;
 
+/** Upper bounds (seconds) of the call latency buckets kept per plugin: 50 µs … 1 s. */
+export const PLUGIN_CALL_BUCKETS = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1,
+];
+
 export interface PluginStats {
   calls: number;
   errors: number;
@@ -52,10 +57,21 @@ export interface PluginStats {
   instances: number;
   /** Sum of call durations, seconds (with `calls`, the mean). */
   seconds: number;
+  /** Calls per PLUGIN_CALL_BUCKETS bucket (not cumulative); the last entry counts slower calls. */
+  readonly durations: number[];
   counters: Record<string, number>;
 }
 
 /** What one call sees through its imports; set before each call on the instance that runs it. */
+/** Counts one finished call, its duration, and its latency bucket. */
+export function countCall(stats: PluginStats, seconds: number): void {
+  stats.calls++;
+  stats.seconds += seconds;
+  let i = 0;
+  while (i < PLUGIN_CALL_BUCKETS.length && seconds > (PLUGIN_CALL_BUCKETS[i] as number)) i++;
+  (stats.durations[i] as number)++;
+}
+
 export interface CallState {
   configJson: string;
 }
@@ -90,6 +106,7 @@ export class PluginRuntime {
     discarded: 0,
     instances: 0,
     seconds: 0,
+    durations: new Array<number>(PLUGIN_CALL_BUCKETS.length + 1).fill(0),
     counters: {},
   };
   private readonly log: Logger;

@@ -33,6 +33,17 @@ export function requestTotals(text: string): { requests: number; errors: number 
   return { requests, errors };
 }
 
+/** Endpoint health from a data plane's `agw_endpoint_health` samples, keyed "cluster endpoint". */
+export function endpointHealthFrom(text: string): Map<string, string> {
+  const health = new Map<string, string>();
+  const sample = /^agw_endpoint_health\{cluster="([^"]*)",endpoint="([^"]*)",health="([a-z]+)"\} 1$/;
+  for (const line of text.split("\n")) {
+    const m = sample.exec(line);
+    if (m) health.set(`${m[1]} ${m[2]}`, m[3] as string);
+  }
+  return health;
+}
+
 export class ControlPlaneObservability {
   readonly registry = new Registry();
   private readonly sources: DashboardSources;
@@ -145,7 +156,12 @@ export class ControlPlaneObservability {
     this.observeAcks();
     const ir = this.sources.ir();
     let traffic: { requests: number; errors: number } | null = null;
-    if (this.sources.dataPlaneStats) traffic = requestTotals(await this.sources.dataPlaneStats());
+    let health = new Map<string, string>();
+    if (this.sources.dataPlaneStats) {
+      const stats = await this.sources.dataPlaneStats();
+      traffic = requestTotals(stats);
+      health = endpointHealthFrom(stats);
+    }
     return {
       at: Date.now(),
       routes: (ir?.listeners ?? []).flatMap((l) =>
@@ -165,8 +181,11 @@ export class ControlPlaneObservability {
       clusters: (ir?.clusters ?? []).map((c) => ({
         name: c.name,
         lb: c.lb,
-        // No active health checking yet: endpoints are as configured.
-        endpoints: c.endpoints.map((e) => ({ address: `${e.address}:${e.port}`, health: "unchecked" })),
+        // Health as the local data plane sees it; "unknown" without one (a separately deployed data plane).
+        endpoints: c.endpoints.map((e) => {
+          const address = `${e.address}:${e.port}`;
+          return { address, health: health.get(`${c.name} ${address}`) ?? "unknown" };
+        }),
       })),
       snapshot: Object.fromEntries(
         [...(this.sources.cache.snapshot ?? [])].map(([t, s]) => [shortType(t), s.version]),

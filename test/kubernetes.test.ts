@@ -20,6 +20,7 @@ import { parse, parseAllDocuments } from "yaml";
 import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
 import { createPodNetwork, netnsUnavailableReason, type PodNetwork } from "../scripts/kube/netns.ts";
 import { agw, freePort, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 const NS = "agw-test";
 const run = promisify(execFile);
@@ -896,4 +897,72 @@ test("Gateway API: HTTPRoutes on an agw Gateway are routed like GatewayRoutes; a
     signal: AbortSignal.timeout(3_000),
   });
   assert.equal(rewrite.status, 404, "a route that is not Accepted is not served");
+});
+
+test("xDS mTLS from a Kubernetes Secret: data planes of its CA get config; a rotated Secret swaps the CA for new connections", async (t) => {
+  if (!ready(t) || !api) return;
+  if (!requireOrSkip(t, hasOpenssl(), "openssl is not installed (needed to make test certificates)")) return;
+  const dir = tempDir("agw-kube-xds-tls-");
+  const issue = (caName: string) => {
+    const ca = makeCa(dir, caName);
+    const server = makeLeaf(dir, ca, { cn: "control-plane", sans: ["IP:127.0.0.1"], file: `${caName}-cp` });
+    const edge = { cn: `edge-${caName}`, ...makeLeaf(dir, ca, { cn: `edge-${caName}`, clientAuth: true }) };
+    const secret = {
+      apiVersion: "v1",
+      kind: "Secret",
+      type: "kubernetes.io/tls",
+      metadata: { name: "agw-xds", namespace: NS },
+      data: Object.fromEntries(
+        [
+          ["tls.crt", server.certPem],
+          ["tls.key", server.keyPem],
+          ["ca.crt", ca.pem],
+        ].map(([k, v]) => [k, Buffer.from(v as string).toString("base64")]),
+      ),
+    };
+    return { ca, edge, secret };
+  };
+  const first = issue("xds-ca-1");
+  const second = issue("xds-ca-2");
+  await client.request("POST", ns("secrets"), first.secret);
+
+  const cp = await startControlPlane({
+    xdsHost: "127.0.0.1",
+    xdsPort: 0,
+    log: quiet,
+    kubernetes: { kubeconfig: api.kubeconfig, namespace: NS, leaderElection: { identity: "xds-tls" } },
+    xdsTlsSecret: { namespace: NS, name: "agw-xds" },
+  });
+  t.after(() => cp.close());
+  assert.equal(cp.xds.tls, true);
+  const dataPlane = async (issued: ReturnType<typeof issue>, bindAddress: string) => {
+    const dp = await startDataPlane({
+      xds: `127.0.0.1:${cp.xds.address.port}`,
+      nodeId: issued.edge.cn,
+      bindAddress,
+      log: quiet,
+      xdsTls: { cert: issued.edge.certPem, key: issued.edge.keyPem, ca: issued.ca.pem },
+    });
+    t.after(() => dp.close());
+    return dp;
+  };
+  const connected = () => cp.dataPlanes.list().map((d) => d.identity);
+
+  assert.ok(
+    await (await dataPlane(first, "127.0.2.1")).ready(15_000),
+    "a data plane of the Secret's CA gets config",
+  );
+  assert.deepEqual(connected(), ["edge-xds-ca-1"]);
+
+  await client.request("PUT", `${ns("secrets")}/agw-xds`, second.secret);
+  const next = await dataPlane(second, "127.0.2.2");
+  assert.ok(await next.ready(15_000), "after rotation, a data plane of the new CA gets config");
+  const stale = await dataPlane(first, "127.0.2.3");
+  await new Promise((r) => setTimeout(r, 1_500));
+  assert.deepEqual(
+    connected().sort(),
+    ["edge-xds-ca-1", "edge-xds-ca-2"],
+    "the old CA's new data plane is refused; the stream opened before the rotation stays",
+  );
+  assert.equal(await stale.ready(100), false);
 });

@@ -58,6 +58,8 @@ Run 'agw <command> --help' for the options of a command.`,
                            signs data plane certificates (node id = the client certificate's CN).
                            Required unless --xds-listen is loopback or --xds-plaintext is given
   --xds-plaintext          allow plaintext xDS on a non-loopback --xds-listen
+  --xds-tls-secret NS/NAME mTLS for xDS from a Kubernetes Secret (tls.crt, tls.key, ca.crt = the CA of
+                           data plane certificates), watched for rotation; needs --kube/--kubeconfig
   --admin ADDR:PORT        admin: /ready, /dataplanes, /config_dump (default 127.0.0.1:9902)
   --kube                   also read Services, EndpointSlices, GatewayRoutes and TLS Secrets from
                            Kubernetes (kubeconfig: KUBECONFIG, ~/.kube/config or in-cluster); -c optional
@@ -166,6 +168,7 @@ async function main(argv: string[]): Promise<number> {
       "xds-key": { type: "string" },
       "xds-ca": { type: "string" },
       "xds-plaintext": { type: "boolean" },
+      "xds-tls-secret": { type: "string" },
       admin: { type: "string" },
       "cp-admin": { type: "string" },
       "node-id": { type: "string" },
@@ -252,6 +255,22 @@ async function main(argv: string[]): Promise<number> {
     }
   };
 
+  const xdsTlsSecret = async () => {
+    const ref = values["xds-tls-secret"];
+    if (ref === undefined) return undefined;
+    if (!kubernetes) throw new UsageError("--xds-tls-secret needs --kube or --kubeconfig");
+    if (values["xds-cert"] || values["xds-key"] || values["xds-ca"] || values["xds-plaintext"])
+      throw new UsageError(
+        "--xds-tls-secret cannot be combined with --xds-cert/--xds-key/--xds-ca/--xds-plaintext",
+      );
+    const { parseSecretRef } = await import("@agw/control-plane/xds/tls-secret");
+    try {
+      return parseSecretRef(ref);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  };
+
   switch (command) {
     case "validate": {
       const file = needConfig();
@@ -270,12 +289,15 @@ async function main(argv: string[]): Promise<number> {
       const { startControlPlane } = await import("@agw/control-plane");
       const file = configOrKube();
       const xds = hostPort(values["xds-listen"], "127.0.0.1:18000", "--xds-listen");
+      const tlsSecret = await xdsTlsSecret();
       const cp = await startControlPlane({
         ...(file ? { configFile: file } : {}),
         ...(kubernetes ? { kubernetes } : {}),
         xdsHost: xds.host,
         xdsPort: xds.port,
-        xdsTls: xdsCertificates([xds.host], "control plane"),
+        ...(tlsSecret
+          ? { xdsTlsSecret: tlsSecret }
+          : { xdsTls: xdsCertificates([xds.host], "control plane") }),
         admin: hostPort(values.admin, "127.0.0.1:9902", "--admin"),
         adminToken,
       });

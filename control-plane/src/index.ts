@@ -21,6 +21,7 @@ import { type AdsServer, type AdsTlsOptions, createAdsService, startAdsServer } 
 import { SnapshotCache } from "./xds/cache.ts";
 import { DataPlaneRegistry } from "./xds/dataplanes.ts";
 import { SnapshotBuilder } from "./xds/resources.ts";
+import { watchXdsTlsSecret, type XdsTlsSecretRef } from "./xds/tls-secret.ts";
 
 export interface ControlPlaneOptions {
   /** config.yaml; optional when `kubernetes` is given. */
@@ -31,6 +32,8 @@ export interface ControlPlaneOptions {
   xdsPort: number;
   /** mTLS for xDS (data planes need a client certificate from `ca`); omitted = plaintext. */
   xdsTls?: AdsTlsOptions | undefined;
+  /** mTLS material from a Kubernetes Secret (tls.crt, tls.key, ca.crt), watched for rotation; needs `kubernetes`. */
+  xdsTlsSecret?: XdsTlsSecretRef | undefined;
   /** xDS streams end gracefully after about this long and data planes reconnect (default 30 min). */
   xdsMaxStreamAgeMs?: number;
   /** Admin listener; omit to run without one. */
@@ -119,12 +122,31 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       )
     : undefined;
 
+  let rotateXdsTls: ((tls: AdsTlsOptions) => void) | undefined;
+  const secretRef = options.xdsTlsSecret;
+  if (secretRef && !kube) throw new Error("an xDS TLS Secret needs the Kubernetes source");
+  const tlsSecret =
+    secretRef && kube
+      ? watchXdsTlsSecret({
+          client: kube.client,
+          ref: secretRef,
+          log,
+          onRotate: (tls) => rotateXdsTls?.(tls),
+        })
+      : undefined;
+  const xdsTls = tlsSecret
+    ? await tlsSecret.first(30_000).catch((e: unknown) => {
+        tlsSecret.stop();
+        throw e;
+      })
+    : options.xdsTls;
   const xds = await startAdsServer(
     options.xdsHost,
     options.xdsPort,
     createAdsService(cache, dataPlanes, log, { maxStreamAgeMs: options.xdsMaxStreamAgeMs ?? 30 * 60_000 }),
-    { tls: options.xdsTls },
+    { tls: xdsTls },
   );
+  rotateXdsTls = (tls) => xds.setTls(tls);
   await provider?.start();
   await kube?.start();
   const admin = options.admin
@@ -167,6 +189,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     kubernetes: kube,
     async close() {
       provider?.stop();
+      tlsSecret?.stop();
       await kube?.stop();
       await Promise.all([xds.close(), admin?.close()]);
     },

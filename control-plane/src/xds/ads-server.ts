@@ -559,6 +559,8 @@ export interface AdsServerOptions {
 export interface AdsServer {
   readonly address: AddressInfo;
   readonly tls: boolean;
+  /** New certificate, key and client CA for connections from now on (rotation); mTLS servers only. */
+  setTls(tls: AdsTlsOptions): void;
   /** Graceful: streams end with OK, sessions get GOAWAY; whatever remains after 2 s is cut. */
   close(): Promise<void>;
 }
@@ -614,6 +616,10 @@ export async function startAdsServer(
   return {
     address: server.address() as AddressInfo,
     tls: tls !== undefined,
+    setTls(next) {
+      if (!tls) throw new Error("this xDS server is plaintext: it has no certificates to replace");
+      (server as http2.Http2SecureServer).setSecureContext({ cert: next.cert, key: next.key, ca: next.ca });
+    },
     async close() {
       service.drain?.();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -847,6 +847,19 @@ class ClientConn implements UpstreamHandler {
 
     this.resHeadSent = true;
     const out = this.socket;
+    const bodyEnd = headLen + this.resRemaining;
+    if (mode === M_LENGTH && bodyEnd <= buf.length) {
+      // The whole response is at hand: one buffer, one write. A corked head + body pair goes through
+      // writev, which a --cpu-prof of agw under wrk -c64 showed as the largest single self-time entry.
+      const whole = Buffer.allocUnsafe(h.length + this.resRemaining);
+      whole.write(h, 0, "latin1");
+      buf.copy(whole, h.length, headLen, bodyEnd);
+      this.resRemaining = 0;
+      if (bodyEnd < buf.length) this.upExtra = true;
+      out.write(whole);
+      this.completeResponse();
+      return;
+    }
     out.cork();
     out.write(h, "latin1");
     if (mode === M_NONE) {

@@ -7,6 +7,8 @@ set -euo pipefail
 # v1.7 and later need a newer Go than these machines have to unpack the module.
 GATEWAY_API_VERSION="${AGW_GATEWAY_API_VERSION:-v1.6.0}"
 
+# Tests call this without Go's directory on PATH (CI adds it only for its build steps).
+command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "scripts/kube/gateway-api-crds.sh: go is not installed" >&2; exit 1; }
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

@@ -6,6 +6,7 @@
  * Lease holder only; every replica translates and serves.
  */
 import { createHash, randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import type { Logger } from "@agw/core";
 import { KubeApiError, KubeClient, loadKubeConfig } from "./client.ts";
@@ -63,6 +64,20 @@ function sameConditions(
   });
 }
 
+/**
+ * The namespace this process runs in, in a Pod: where its Lease goes when no namespace is watched
+ * (deploy/ grants leases in the control plane's own namespace only).
+ */
+function podNamespace(): string | undefined {
+  try {
+    return (
+      readFileSync("/var/run/secrets/kubernetes.io/serviceaccount/namespace", "utf8").trim() || undefined
+    );
+  } catch {
+    return undefined;
+  }
+}
+
 export class KubernetesProvider {
   readonly client: KubeClient;
   readonly identity: string;
@@ -114,7 +129,7 @@ export class KubernetesProvider {
     this.identity = le.identity ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
     this.elector = new LeaderElector({
       client: this.client,
-      namespace: le.namespace ?? ns ?? "default",
+      namespace: le.namespace ?? ns ?? podNamespace() ?? "default",
       name: le.name ?? "agw-control-plane",
       identity: this.identity,
       leaseDurationSeconds: le.leaseDurationSeconds ?? 15,

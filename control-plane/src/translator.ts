@@ -78,7 +78,53 @@ function route(r: RouteConfigEntry, order: number): IrRoute {
     responseHeaders: headerOps(r.responseHeaders),
     plugins: (r.plugins ?? []).map((pl) => ({ name: pl.name, config: pl.config ?? {} })),
     ...(r.retry && { retry: retry(r.retry) }),
+    ...routeTraffic(r),
   };
+}
+
+/** Rewrites, redirects, direct responses, CORS and mirroring with defaults filled in (docs/traffic/). */
+function routeTraffic(r: RouteConfigEntry): Partial<IrRoute> {
+  const out: Partial<IrRoute> = {};
+  const rw = r.rewrite;
+  if (rw)
+    out.rewrite = {
+      pathPrefix: rw.pathPrefix ?? "",
+      ...(rw.pathRegex && { pathRegex: { ...rw.pathRegex } }),
+      host: rw.host ?? "",
+      autoHost: rw.autoHost ?? false,
+    };
+  const rd = r.redirect;
+  if (rd)
+    out.redirect = {
+      scheme: rd.scheme ?? "",
+      host: rd.host ?? "",
+      port: rd.port ?? 0,
+      path: rd.path ?? "",
+      pathPrefix: rd.pathPrefix ?? "",
+      stripQuery: rd.stripQuery ?? false,
+      status: rd.status ?? 301,
+    };
+  const dr = r.directResponse;
+  if (dr)
+    out.directResponse = {
+      status: dr.status,
+      body: dr.body ?? "",
+      contentType: dr.contentType ?? (dr.body ? "text/plain; charset=utf-8" : ""),
+    };
+  const c = r.cors;
+  if (c)
+    out.cors = {
+      allowOrigins: c.allowOrigins,
+      allowMethods: c.allowMethods ?? ["GET", "HEAD", "POST"],
+      allowHeaders: (c.allowHeaders ?? []).map((h) => h.toLowerCase()),
+      exposeHeaders: (c.exposeHeaders ?? []).map((h) => h.toLowerCase()),
+      allowCredentials: c.allowCredentials ?? false,
+      maxAgeMs: durationMs(c.maxAge, 0),
+    };
+  const m = r.mirror;
+  if (m)
+    out.mirror = { cluster: m.cluster, percent: m.percent ?? 100, maxBodyBytes: m.maxBodyBytes ?? 65536 };
+  return out;
 }
 
 function retry(r: NonNullable<RouteConfigEntry["retry"]>): IrRetry {

@@ -27,7 +27,7 @@ import { RESOURCE_TYPES, TYPE_URL, type TypeUrl } from "@agw/core/xds/types";
 import { create, type DescMessage, type JsonObject, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { type Any, AnySchema, anyPack, durationFromMs } from "@bufbuild/protobuf/wkt";
-import { clusterPolicyFields, retryPolicy } from "./traffic-resources.ts";
+import { clusterPolicyFields, retryPolicy, routeTarget, routeTrafficFields } from "./traffic-resources.ts";
 
 export interface VersionedResource {
   name: string;
@@ -252,10 +252,7 @@ export class SnapshotBuilder {
               order: r.order,
               match: routeMatch(r),
               action: {
-                target:
-                  "cluster" in r.target
-                    ? { case: "cluster" as const, value: r.target.cluster }
-                    : { case: "weightedClusters" as const, value: { clusters: r.target.weighted } },
+                target: routeTarget(r),
                 timeout: durationFromMs(r.timeoutMs),
                 requestHeaders: headerOperations(r.requestHeaders),
                 responseHeaders: headerOperations(r.responseHeaders),
@@ -264,6 +261,7 @@ export class SnapshotBuilder {
                   config: p.config as JsonObject,
                 })),
                 ...(r.retry && { retry: retryPolicy(r.retry) }),
+                ...routeTrafficFields(r),
               },
             }),
           ),

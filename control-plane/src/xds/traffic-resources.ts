@@ -1,7 +1,7 @@
 /** IR traffic policies → the agw.v1 Cluster and RouteAction fields that carry them (docs/traffic/). */
 import { type ClusterSchema, LbPolicy } from "@agw/core/gen/agw/v1/cluster_pb.js";
-import type { RetryPolicySchema } from "@agw/core/gen/agw/v1/route_pb.js";
-import type { IrCluster, IrRetry } from "@agw/core/ir";
+import type { RetryPolicySchema, RouteActionSchema } from "@agw/core/gen/agw/v1/route_pb.js";
+import type { IrCluster, IrRetry, IrRoute } from "@agw/core/ir";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 
@@ -80,5 +80,65 @@ export function retryPolicy(r: IrRetry): MessageInitShape<typeof RetryPolicySche
     backoffBase: durationFromMs(r.backoffBaseMs),
     backoffMax: durationFromMs(r.backoffMaxMs),
     retryNonIdempotent: r.retryNonIdempotent,
+  };
+}
+
+type ActionInit = MessageInitShape<typeof RouteActionSchema>;
+
+/** The route's target: a redirect or direct response replaces the cluster(s). */
+export function routeTarget(r: IrRoute): NonNullable<ActionInit["target"]> {
+  const rd = r.redirect;
+  if (rd)
+    return {
+      case: "redirect",
+      value: {
+        scheme: rd.scheme,
+        host: rd.host,
+        port: rd.port,
+        path:
+          rd.path !== ""
+            ? { case: "pathValue", value: rd.path }
+            : rd.pathPrefix !== ""
+              ? { case: "prefix", value: rd.pathPrefix }
+              : { case: undefined },
+        stripQuery: rd.stripQuery,
+        status: rd.status,
+      },
+    };
+  if (r.directResponse) return { case: "directResponse", value: r.directResponse };
+  return "cluster" in r.target
+    ? { case: "cluster", value: r.target.cluster }
+    : { case: "weightedClusters", value: { clusters: r.target.weighted } };
+}
+
+/** Rewrite, CORS and mirror fields of a RouteAction. */
+export function routeTrafficFields(r: IrRoute): Pick<ActionInit, "rewrite" | "cors" | "mirror"> {
+  const rw = r.rewrite;
+  return {
+    ...(rw && {
+      rewrite: {
+        path: rw.pathRegex
+          ? { case: "regex" as const, value: rw.pathRegex }
+          : rw.pathPrefix !== ""
+            ? { case: "prefix" as const, value: rw.pathPrefix }
+            : { case: undefined },
+        host: rw.autoHost
+          ? { case: "autoHost" as const, value: true }
+          : rw.host !== ""
+            ? { case: "hostValue" as const, value: rw.host }
+            : { case: undefined },
+      },
+    }),
+    ...(r.cors && {
+      cors: {
+        allowOrigins: r.cors.allowOrigins,
+        allowMethods: r.cors.allowMethods,
+        allowHeaders: r.cors.allowHeaders,
+        exposeHeaders: r.cors.exposeHeaders,
+        allowCredentials: r.cors.allowCredentials,
+        ...(r.cors.maxAgeMs > 0 && { maxAge: durationFromMs(r.cors.maxAgeMs) }),
+      },
+    }),
+    ...(r.mirror && { mirror: r.mirror }),
   };
 }

@@ -21,6 +21,8 @@ export class RequestTraffic {
   private timer: NodeJS.Timeout | null = null;
   /** Attempts started for the current request. */
   attempts = 0;
+  /** Response header lines set before the request went upstream (CORS, data-plane/src/traffic). */
+  extraResponseHeaders = "";
 
   constructor(onPerTryTimeout: () => void) {
     this.onPerTryTimeout = onPerTryTimeout;
@@ -101,7 +103,8 @@ export class RequestTraffic {
 
   /** Response header lines the policies add: the attempt count, the affinity cookie. */
   responseHeaders(): string {
-    let h = this.retry !== null ? `x-agw-attempts: ${this.attempts}\r\n` : "";
+    let h = this.extraResponseHeaders;
+    if (this.retry !== null) h += `x-agw-attempts: ${this.attempts}\r\n`;
     const affinity = this.cluster?.affinity;
     const ep = this.endpoint;
     if (affinity !== undefined && ep !== null) {
@@ -121,6 +124,7 @@ export class RequestTraffic {
     }
     this.admitted = false;
     this.retrying = false;
+    this.extraResponseHeaders = "";
     this.state = null;
     this.cluster = null;
     this.retry = null;

@@ -284,6 +284,12 @@ class H2Exchange implements UpstreamHandler {
       return;
     }
     this.route = route;
+    // Redirects, direct responses and CORS preflights, as on HTTP/1.1 (data-plane/src/traffic).
+    const local = route.local?.reply(head, this.tls !== null, null);
+    if (local !== undefined) {
+      this.sendPluginReply(local);
+      return;
+    }
     const plugins = route.plugins;
     if (plugins) {
       const verdict = plugins.requestFilter(head, this.clientIp, route.name, this.requestId);
@@ -352,6 +358,7 @@ class H2Exchange implements UpstreamHandler {
     this.cluster = cluster;
     this.endpoint = ep;
     this.upHead = this.buildUpstreamHead(route, ep);
+    route.mirror?.copy(this.head as RequestHead, null, this.clientIp, config.clusters);
     // The route timeout, or the client's grpc-timeout when it is shorter.
     let timeoutMs = route.timeoutMs;
     const deadline = this.grpc ? grpcTimeoutMs(this.head?.header("grpc-timeout")) : 0;
@@ -370,7 +377,9 @@ class H2Exchange implements UpstreamHandler {
   buildUpstreamHead(route: CompiledRoute, ep: Endpoint): string {
     const h = this.head as RequestHead;
     const ops = route.requestHeaders;
-    let s = `${h.method} ${h.originForm} HTTP/1.1\r\n`;
+    const rw = route.rewrite ?? null;
+    const host = rw === null ? h.rawHost : rw.host(h, ep);
+    let s = `${h.method} ${rw === null ? h.originForm : rw.target(h)} HTTP/1.1\r\n`;
     let xff = "";
     const names = h.names;
     for (let i = 0; i < names.length; i++) {
@@ -386,7 +395,7 @@ class H2Exchange implements UpstreamHandler {
       }
       if (!opsDrop(ops, name)) s += `${name}: ${h.values[i]}\r\n`;
     }
-    if (!opsDrop(ops, "host")) s += `host: ${h.rawHost !== "" ? h.rawHost : ep.key}\r\n`;
+    if (!opsDrop(ops, "host")) s += `host: ${host !== "" ? host : ep.key}\r\n`;
     if (!opsDrop(ops, "x-forwarded-for"))
       s += `x-forwarded-for: ${xff === "" ? this.clientIp : `${xff}, ${this.clientIp}`}\r\n`;
     if (!opsDrop(ops, "x-forwarded-proto"))
@@ -544,6 +553,8 @@ class H2Exchange implements UpstreamHandler {
       addHeader(headers, name, rh.values[i] as string);
     }
     if (!opsDrop(ops, "x-request-id")) headers["x-request-id"] = this.requestId;
+    const cors = (this.route as CompiledRoute).local?.corsHeaders(this.head as RequestHead);
+    if (cors !== undefined) for (const [n, v] of cors) addHeader(headers, n, v);
     for (const [n, v] of ops.set) headers[n.toLowerCase()] = v;
     for (const [n, v] of ops.add) addHeader(headers, n.toLowerCase(), v);
     this.resHeadSent = true;

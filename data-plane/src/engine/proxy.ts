@@ -427,6 +427,12 @@ class ClientConn implements UpstreamHandler {
       return;
     }
     this.route = route;
+    // Redirects, direct responses and CORS preflights are answered here, before plugins.
+    const local = route.local?.reply(head, this.tls !== null, this.traffic);
+    if (local !== undefined) {
+      this.sendPluginReply(local);
+      return;
+    }
     // request_filter phase: the route's plugins see the request before any upstream work.
     const plugins = route.plugins;
     if (plugins) {
@@ -501,6 +507,7 @@ class ClientConn implements UpstreamHandler {
     this.endpoint = ep;
     this.traffic.attemptStarted(ep);
     this.upHead = this.buildUpstreamHead(head, route.requestHeaders, ep);
+    route.mirror?.copy(head, this.bodyMode === B_NONE ? null : this.buf, this.clientIp, config.clusters);
     if (route.timeoutMs > 0) this.routeTimer = setTimeout(onRouteTimer, route.timeoutMs, this);
     const up = p.pool.acquire(ep, cluster, this);
     this.upstream = up;
@@ -531,7 +538,9 @@ class ClientConn implements UpstreamHandler {
 
   buildUpstreamHead(h: RequestHead, ops: HeaderOps, ep: Endpoint): string {
     const traceparent = this.proxy.observer?.upstreamStart(this) ?? "";
-    let s = `${h.method} ${h.originForm} HTTP/1.1\r\n`;
+    const rw = this.route?.rewrite ?? null;
+    const host = rw === null ? h.rawHost : rw.host(h, ep);
+    let s = `${h.method} ${rw === null ? h.originForm : rw.target(h)} HTTP/1.1\r\n`;
     let xff = "";
     let sawHost = false;
     const names = h.names;
@@ -552,13 +561,13 @@ class ClientConn implements UpstreamHandler {
           break;
         case "host":
           // rawHost may come from an absolute-form target, which overrides the field.
-          if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${h.rawHost}\r\n`;
+          if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${host}\r\n`;
           sawHost = true;
           continue;
       }
       if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${h.values[i]}\r\n`;
     }
-    if (!sawHost && !opsDrop(ops, "host")) s += `host: ${h.rawHost !== "" ? h.rawHost : ep.key}\r\n`;
+    if (!sawHost && !opsDrop(ops, "host")) s += `host: ${host !== "" ? host : ep.key}\r\n`;
     if (!opsDrop(ops, "x-forwarded-for"))
       s += `x-forwarded-for: ${xff === "" ? this.clientIp : `${xff}, ${this.clientIp}`}\r\n`;
     if (!opsDrop(ops, "x-forwarded-proto"))

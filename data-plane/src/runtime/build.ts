@@ -14,6 +14,7 @@ import { PluginChain } from "../plugins/chain.ts";
 import type { PluginRuntime } from "../plugins/host.ts";
 import { type ListenerTlsRuntime, type TlsBuild, TlsManager } from "../tls/manager.ts";
 import type { SecretMaterial } from "../tls/secrets.ts";
+import { routeTraffic } from "../traffic/build.ts";
 import { type Candidate, compileCandidate, compileRouter } from "./router.ts";
 import type {
   ClusterRuntime,
@@ -106,17 +107,21 @@ function compileRoute(
       }
       return choices[choices.length - 1]?.name ?? "";
     };
+  } else if (target?.case === "redirect" || target?.case === "directResponse") {
+    pickCluster = () => "";
   } else {
     throw new ResourceError(where, "route has no cluster");
   }
+  const requestHeaders = headerOps(action?.requestHeaders, where);
   return {
     name: route.name,
     pickCluster,
     timeoutMs: ms(action?.timeout, DEFAULTS.routeTimeoutMs),
-    requestHeaders: headerOps(action?.requestHeaders, where),
+    requestHeaders,
     responseHeaders: headerOps(action?.responseHeaders, where),
     plugins: pluginChain(route, plugins, where),
     retry: action?.retry ? retrySpec(action.retry, where) : null,
+    ...routeTraffic(route, requestHeaders),
   };
 }
 

@@ -10,6 +10,9 @@ import type { RetrySpec } from "../cluster/retry.ts";
 import type { ClusterState } from "../cluster/state.ts";
 import type { PluginChain } from "../plugins/chain.ts";
 import type { ListenerTlsRuntime, UpstreamTlsRuntime } from "../tls/manager.ts";
+import type { LocalAnswers } from "../traffic/local.ts";
+import type { Mirror } from "../traffic/mirror.ts";
+import type { RequestRewrite } from "../traffic/rewrite.ts";
 
 /** What the router needs to know about a request; built by the engine from the parsed head. */
 export interface RequestView {
@@ -46,6 +49,12 @@ export interface CompiledRoute {
   readonly plugins?: PluginChain | null;
   /** Retry policy (data-plane/src/cluster/retry.ts); null or absent: no retries. */
   readonly retry?: RetrySpec | null;
+  /** Redirect, direct response, CORS (data-plane/src/traffic/local.ts); asked right after routing. */
+  readonly local?: LocalAnswers | null;
+  /** Path and Host rewriting of the upstream request; null keeps them. */
+  readonly rewrite?: RequestRewrite | null;
+  /** Copies of the request to a shadow cluster. */
+  readonly mirror?: Mirror | null;
 }
 
 export interface Router {

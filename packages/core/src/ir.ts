@@ -33,6 +33,41 @@ export interface IrRoute {
   responseHeaders: HeaderOps;
   plugins: Array<{ name: string; config: Record<string, unknown> }>;
   retry?: IrRetry;
+  /** Route-level rewriting and local answers (docs/traffic/); a redirect or direct response replaces the target. */
+  rewrite?: IrRewrite;
+  redirect?: IrRedirect;
+  directResponse?: { status: number; body: string; contentType: string };
+  cors?: IrCors;
+  mirror?: { cluster: string; percent: number; maxBodyBytes: number };
+}
+
+export interface IrRewrite {
+  /** "" keeps the path. */
+  pathPrefix: string;
+  pathRegex?: { pattern: string; substitution: string };
+  /** "" keeps the Host. */
+  host: string;
+  autoHost: boolean;
+}
+
+/** "" / 0 keep the request's part. */
+export interface IrRedirect {
+  scheme: string;
+  host: string;
+  port: number;
+  path: string;
+  pathPrefix: string;
+  stripQuery: boolean;
+  status: number;
+}
+
+export interface IrCors {
+  allowOrigins: string[];
+  allowMethods: string[];
+  allowHeaders: string[];
+  exposeHeaders: string[];
+  allowCredentials: boolean;
+  maxAgeMs: number;
 }
 
 export interface IrListenerTls {

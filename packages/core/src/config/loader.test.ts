@@ -73,7 +73,7 @@ clusters:
     'config.yaml:6 listeners[0].routes[1].name: duplicate route name "r" (first at index 0)',
     'config.yaml:5 listeners[0].routes[0].cluster: unknown cluster "missing"',
     "config.yaml:6 listeners[0].routes[1].clusters: weights must not all be zero",
-    "config.yaml:7 listeners[0].routes[2]: a route needs exactly one of cluster or clusters",
+    "config.yaml:7 listeners[0].routes[2]: a route needs exactly one of cluster, clusters, redirect or directResponse",
     'config.yaml:11 clusters[0].endpoints[0]: expected "host:port" or "[ipv6]:port", got "no-port"',
   ]);
 });

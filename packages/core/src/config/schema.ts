@@ -139,6 +139,100 @@ const retrySchema = z
   })
   .describe("Retry policy (docs/traffic/retries.md).");
 
+const rewriteSchema = z
+  .strictObject({
+    pathPrefix: z
+      .string()
+      .startsWith("/", "a path starts with /")
+      .optional()
+      .describe("Replaces the matched path prefix (the route must match by prefix)."),
+    pathRegex: z
+      .strictObject({
+        pattern: regexSource("path"),
+        substitution: z.string().describe("Replacement; $1, $<name> refer to capture groups."),
+      })
+      .optional()
+      .describe("Replaces every match of pattern in the path."),
+    host: z.string().min(1).optional().describe("Host header sent upstream."),
+    autoHost: z
+      .boolean()
+      .optional()
+      .describe("Send the chosen endpoint's host:port as the Host header; default false."),
+  })
+  .superRefine((value, ctx) => {
+    if (value.pathPrefix !== undefined && value.pathRegex !== undefined)
+      ctx.addIssue({ code: "custom", message: "pathPrefix and pathRegex are exclusive" });
+    if (value.host !== undefined && value.autoHost === true)
+      ctx.addIssue({ code: "custom", message: "host and autoHost are exclusive" });
+  })
+  .describe("Rewrites of the request sent upstream (docs/traffic/rewrite.md).");
+
+const redirectSchema = z
+  .strictObject({
+    scheme: z.enum(["http", "https"]).optional().describe("Default: the request's."),
+    host: z.string().min(1).optional().describe("Default: the request's."),
+    port: z.number().int().min(1).max(65535).optional().describe("Default: the request's (or none)."),
+    path: z.string().startsWith("/", "a path starts with /").optional().describe("Replaces the whole path."),
+    pathPrefix: z
+      .string()
+      .startsWith("/", "a path starts with /")
+      .optional()
+      .describe("Replaces the matched prefix (the route must match by prefix)."),
+    stripQuery: z.boolean().optional().describe("Drop the query string; default false."),
+    status: z
+      .number()
+      .int()
+      .refine((n) => [301, 302, 303, 307, 308].includes(n), "expected 301, 302, 303, 307 or 308")
+      .optional()
+      .describe("Default 301."),
+  })
+  .superRefine((value, ctx) => {
+    if (value.path !== undefined && value.pathPrefix !== undefined)
+      ctx.addIssue({ code: "custom", message: "path and pathPrefix are exclusive" });
+  })
+  .describe("Answer with a redirect instead of proxying (docs/traffic/redirects.md).");
+
+const directResponseSchema = z
+  .strictObject({
+    status: statusCode.describe("Status code."),
+    body: z.string().optional().describe("Body; default empty."),
+    contentType: z.string().min(1).optional().describe("Default text/plain; charset=utf-8 with a body."),
+  })
+  .describe("Answer with a fixed response instead of proxying (docs/traffic/direct-response.md).");
+
+const corsSchema = z
+  .strictObject({
+    allowOrigins: z
+      .array(z.string().min(1))
+      .min(1)
+      .describe('Exact origins ("https://app.example.com"), or "*" for any.'),
+    allowMethods: z
+      .array(z.string().regex(TOKEN, "invalid method"))
+      .optional()
+      .describe("Default GET, HEAD, POST."),
+    allowHeaders: z.array(headerName).optional().describe("Default: the headers the preflight asks for."),
+    exposeHeaders: z.array(headerName).optional(),
+    allowCredentials: z.boolean().optional().describe("Default false."),
+    maxAge: duration.optional().describe("How long browsers cache a preflight; default none."),
+  })
+  .describe("CORS: preflights answered by the gateway (docs/traffic/cors.md).");
+
+const mirrorSchema = z
+  .strictObject({
+    cluster: z.string().min(1),
+    percent: z.number().min(0).max(100).optional().describe("Share of requests mirrored; default 100."),
+    maxBodyBytes: z
+      .number()
+      .int()
+      .min(0)
+      .max(16 * 1024 * 1024)
+      .optional()
+      .describe(
+        "Requests whose whole body arrived with the head within this size are mirrored; default 65536.",
+      ),
+  })
+  .describe("Fire-and-forget copies of requests to a shadow cluster (docs/traffic/mirroring.md).");
+
 export const routeSchema = z
   .strictObject({
     name: resourceName,
@@ -158,8 +252,13 @@ export const routeSchema = z
     responseHeaders: headerOps.optional(),
     plugins: z.array(pluginRef).optional(),
     retry: retrySchema.optional(),
+    rewrite: rewriteSchema.optional(),
+    redirect: redirectSchema.optional(),
+    directResponse: directResponseSchema.optional(),
+    cors: corsSchema.optional(),
+    mirror: mirrorSchema.optional(),
   })
-  .describe("A route. Exactly one of cluster or clusters.");
+  .describe("A route. Exactly one of cluster, clusters, redirect or directResponse.");
 
 const pemSource = z
   .strictObject({

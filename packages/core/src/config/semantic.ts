@@ -76,8 +76,26 @@ export function semanticErrors(config: GatewayConfig): SemanticError[] {
     );
     routes.forEach((route, ri) => {
       const at: ConfigPath = ["listeners", li, "routes", ri];
-      if ((route.cluster === undefined) === (route.clusters === undefined)) {
-        errors.push({ path: at, message: "a route needs exactly one of cluster or clusters" });
+      const targets = [route.cluster, route.clusters, route.redirect, route.directResponse];
+      if (targets.filter((t) => t !== undefined).length !== 1) {
+        errors.push({
+          path: at,
+          message: "a route needs exactly one of cluster, clusters, redirect or directResponse",
+        });
+      }
+      if (route.mirror !== undefined && !clusterNames.has(route.mirror.cluster)) {
+        errors.push({
+          path: [...at, "mirror", "cluster"],
+          message: `unknown cluster "${route.mirror.cluster}"`,
+        });
+      }
+      const byPrefix = route.match?.path === undefined || route.match.path.prefix !== undefined;
+      for (const key of ["rewrite", "redirect"] as const) {
+        if (route[key]?.pathPrefix !== undefined && !byPrefix)
+          errors.push({
+            path: [...at, key, "pathPrefix"],
+            message: "pathPrefix needs a route that matches by path prefix",
+          });
       }
       if (route.cluster !== undefined && !clusterNames.has(route.cluster)) {
         errors.push({ path: [...at, "cluster"], message: `unknown cluster "${route.cluster}"` });

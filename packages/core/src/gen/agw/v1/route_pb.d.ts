@@ -240,6 +240,20 @@ export declare type RouteAction = Message<"agw.v1.RouteAction"> & {
      */
     value: WeightedClusters;
     case: "weightedClusters";
+  } | {
+    /**
+     * Answered by the gateway; nothing is proxied.
+     *
+     * @generated from field: agw.v1.Redirect redirect = 8;
+     */
+    value: Redirect;
+    case: "redirect";
+  } | {
+    /**
+     * @generated from field: agw.v1.DirectResponse direct_response = 9;
+     */
+    value: DirectResponse;
+    case: "directResponse";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -268,6 +282,21 @@ export declare type RouteAction = Message<"agw.v1.RouteAction"> & {
    * @generated from field: agw.v1.RetryPolicy retry = 7;
    */
   retry?: RetryPolicy | undefined;
+
+  /**
+   * @generated from field: agw.v1.RewritePolicy rewrite = 10;
+   */
+  rewrite?: RewritePolicy | undefined;
+
+  /**
+   * @generated from field: agw.v1.CorsPolicy cors = 11;
+   */
+  cors?: CorsPolicy | undefined;
+
+  /**
+   * @generated from field: agw.v1.MirrorPolicy mirror = 12;
+   */
+  mirror?: MirrorPolicy | undefined;
 };
 
 /**
@@ -275,6 +304,244 @@ export declare type RouteAction = Message<"agw.v1.RouteAction"> & {
  * Use `create(RouteActionSchema)` to create a new message.
  */
 export declare const RouteActionSchema: GenMessage<RouteAction>;
+
+/**
+ * docs/traffic/rewrite.md
+ *
+ * @generated from message agw.v1.RewritePolicy
+ */
+export declare type RewritePolicy = Message<"agw.v1.RewritePolicy"> & {
+  /**
+   * @generated from oneof agw.v1.RewritePolicy.path
+   */
+  path: {
+    /**
+     * Replaces the route's matched path prefix.
+     *
+     * @generated from field: string prefix = 1;
+     */
+    value: string;
+    case: "prefix";
+  } | {
+    /**
+     * @generated from field: agw.v1.RegexRewrite regex = 2;
+     */
+    value: RegexRewrite;
+    case: "regex";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * @generated from oneof agw.v1.RewritePolicy.host
+   */
+  host: {
+    /**
+     * @generated from field: string host_value = 3;
+     */
+    value: string;
+    case: "hostValue";
+  } | {
+    /**
+     * The chosen endpoint's host:port.
+     *
+     * @generated from field: bool auto_host = 4;
+     */
+    value: boolean;
+    case: "autoHost";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message agw.v1.RewritePolicy.
+ * Use `create(RewritePolicySchema)` to create a new message.
+ */
+export declare const RewritePolicySchema: GenMessage<RewritePolicy>;
+
+/**
+ * @generated from message agw.v1.RegexRewrite
+ */
+export declare type RegexRewrite = Message<"agw.v1.RegexRewrite"> & {
+  /**
+   * ECMAScript regular expression; every match in the path is replaced.
+   *
+   * @generated from field: string pattern = 1;
+   */
+  pattern: string;
+
+  /**
+   * $1, $<name> refer to capture groups.
+   *
+   * @generated from field: string substitution = 2;
+   */
+  substitution: string;
+};
+
+/**
+ * Describes the message agw.v1.RegexRewrite.
+ * Use `create(RegexRewriteSchema)` to create a new message.
+ */
+export declare const RegexRewriteSchema: GenMessage<RegexRewrite>;
+
+/**
+ * docs/traffic/redirects.md; empty fields keep the request's part.
+ *
+ * @generated from message agw.v1.Redirect
+ */
+export declare type Redirect = Message<"agw.v1.Redirect"> & {
+  /**
+   * @generated from field: string scheme = 1;
+   */
+  scheme: string;
+
+  /**
+   * @generated from field: string host = 2;
+   */
+  host: string;
+
+  /**
+   * @generated from field: uint32 port = 3;
+   */
+  port: number;
+
+  /**
+   * @generated from oneof agw.v1.Redirect.path
+   */
+  path: {
+    /**
+     * @generated from field: string path_value = 4;
+     */
+    value: string;
+    case: "pathValue";
+  } | {
+    /**
+     * Replaces the route's matched path prefix.
+     *
+     * @generated from field: string prefix = 5;
+     */
+    value: string;
+    case: "prefix";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * @generated from field: bool strip_query = 6;
+   */
+  stripQuery: boolean;
+
+  /**
+   * 301, 302, 303, 307 or 308; 0 means 301.
+   *
+   * @generated from field: uint32 status = 7;
+   */
+  status: number;
+};
+
+/**
+ * Describes the message agw.v1.Redirect.
+ * Use `create(RedirectSchema)` to create a new message.
+ */
+export declare const RedirectSchema: GenMessage<Redirect>;
+
+/**
+ * docs/traffic/direct-response.md
+ *
+ * @generated from message agw.v1.DirectResponse
+ */
+export declare type DirectResponse = Message<"agw.v1.DirectResponse"> & {
+  /**
+   * @generated from field: uint32 status = 1;
+   */
+  status: number;
+
+  /**
+   * @generated from field: string body = 2;
+   */
+  body: string;
+
+  /**
+   * @generated from field: string content_type = 3;
+   */
+  contentType: string;
+};
+
+/**
+ * Describes the message agw.v1.DirectResponse.
+ * Use `create(DirectResponseSchema)` to create a new message.
+ */
+export declare const DirectResponseSchema: GenMessage<DirectResponse>;
+
+/**
+ * docs/traffic/cors.md
+ *
+ * @generated from message agw.v1.CorsPolicy
+ */
+export declare type CorsPolicy = Message<"agw.v1.CorsPolicy"> & {
+  /**
+   * Exact origins, or "*".
+   *
+   * @generated from field: repeated string allow_origins = 1;
+   */
+  allowOrigins: string[];
+
+  /**
+   * @generated from field: repeated string allow_methods = 2;
+   */
+  allowMethods: string[];
+
+  /**
+   * @generated from field: repeated string allow_headers = 3;
+   */
+  allowHeaders: string[];
+
+  /**
+   * @generated from field: repeated string expose_headers = 4;
+   */
+  exposeHeaders: string[];
+
+  /**
+   * @generated from field: bool allow_credentials = 5;
+   */
+  allowCredentials: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Duration max_age = 6;
+   */
+  maxAge?: Duration | undefined;
+};
+
+/**
+ * Describes the message agw.v1.CorsPolicy.
+ * Use `create(CorsPolicySchema)` to create a new message.
+ */
+export declare const CorsPolicySchema: GenMessage<CorsPolicy>;
+
+/**
+ * docs/traffic/mirroring.md
+ *
+ * @generated from message agw.v1.MirrorPolicy
+ */
+export declare type MirrorPolicy = Message<"agw.v1.MirrorPolicy"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * 0-100; fractions allowed.
+   *
+   * @generated from field: double percent = 2;
+   */
+  percent: number;
+
+  /**
+   * @generated from field: uint32 max_body_bytes = 3;
+   */
+  maxBodyBytes: number;
+};
+
+/**
+ * Describes the message agw.v1.MirrorPolicy.
+ * Use `create(MirrorPolicySchema)` to create a new message.
+ */
+export declare const MirrorPolicySchema: GenMessage<MirrorPolicy>;
 
 /**
  * @generated from message agw.v1.RetryPolicy

@@ -9,7 +9,7 @@ import { file_google_protobuf_duration, file_google_protobuf_struct } from "@buf
  * Describes the file agw/v1/route.proto.
  */
 export const file_agw_v1_route = /*@__PURE__*/
-  fileDesc("ChJhZ3cvdjEvcm91dGUucHJvdG8SBmFndy52MSIbCgtSb3V0ZUNvbmZpZxIMCgRuYW1lGAEgASgJIoIBCgVSb3V0ZRIMCgRuYW1lGAEgASgJEhQKDHJvdXRlX2NvbmZpZxgCIAEoCRINCgVvcmRlchgDIAEoDRIhCgVtYXRjaBgEIAEoCzISLmFndy52MS5Sb3V0ZU1hdGNoEiMKBmFjdGlvbhgFIAEoCzITLmFndy52MS5Sb3V0ZUFjdGlvbiKxAQoKUm91dGVNYXRjaBINCgVob3N0cxgBIAMoCRIPCgVleGFjdBgCIAEoCUgAEhAKBnByZWZpeBgDIAEoCUgAEg8KBXJlZ2V4GAQgASgJSAASDwoHbWV0aG9kcxgFIAMoCRIkCgdoZWFkZXJzGAYgAygLMhMuYWd3LnYxLkhlYWRlck1hdGNoEiEKBXF1ZXJ5GAcgAygLMhIuYWd3LnYxLlF1ZXJ5TWF0Y2hCBgoEcGF0aCJpCgtIZWFkZXJNYXRjaBIMCgRuYW1lGAEgASgJEg8KBWV4YWN0GAIgASgJSAASDwoFcmVnZXgYAyABKAlIABIRCgdwcmVzZW50GAQgASgISAASDgoGaW52ZXJ0GAUgASgIQgcKBXZhbHVlImgKClF1ZXJ5TWF0Y2gSDAoEbmFtZRgBIAEoCRIPCgVleGFjdBgCIAEoCUgAEg8KBXJlZ2V4GAMgASgJSAASEQoHcHJlc2VudBgEIAEoCEgAEg4KBmludmVydBgFIAEoCEIHCgV2YWx1ZSLCAgoLUm91dGVBY3Rpb24SEQoHY2x1c3RlchgBIAEoCUgAEjUKEXdlaWdodGVkX2NsdXN0ZXJzGAIgASgLMhguYWd3LnYxLldlaWdodGVkQ2x1c3RlcnNIABIqCgd0aW1lb3V0GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKD3JlcXVlc3RfaGVhZGVycxgEIAEoCzIYLmFndy52MS5IZWFkZXJPcGVyYXRpb25zEjIKEHJlc3BvbnNlX2hlYWRlcnMYBSABKAsyGC5hZ3cudjEuSGVhZGVyT3BlcmF0aW9ucxIoCgdwbHVnaW5zGAYgAygLMhcuYWd3LnYxLlBsdWdpblJlZmVyZW5jZRIiCgVyZXRyeRgHIAEoCzITLmFndy52MS5SZXRyeVBvbGljeUIICgZ0YXJnZXQigwIKC1JldHJ5UG9saWN5Eg8KB3JldHJpZXMYASABKA0SEAoIcmV0cnlfb24YAiADKAkSHgoWcmV0cmlhYmxlX3N0YXR1c19jb2RlcxgDIAMoDRIyCg9wZXJfdHJ5X3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMYmFja29mZl9iYXNlGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC2JhY2tvZmZfbWF4GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhwKFHJldHJ5X25vbl9pZGVtcG90ZW50GAcgASgIIj0KEFdlaWdodGVkQ2x1c3RlcnMSKQoIY2x1c3RlcnMYASADKAsyFy5hZ3cudjEuV2VpZ2h0ZWRDbHVzdGVyIi8KD1dlaWdodGVkQ2x1c3RlchIMCgRuYW1lGAEgASgJEg4KBndlaWdodBgCIAEoDSJmChBIZWFkZXJPcGVyYXRpb25zEiAKA2FkZBgBIAMoCzITLmFndy52MS5IZWFkZXJWYWx1ZRIgCgNzZXQYAiADKAsyEy5hZ3cudjEuSGVhZGVyVmFsdWUSDgoGcmVtb3ZlGAMgAygJIioKC0hlYWRlclZhbHVlEgwKBG5hbWUYASABKAkSDQoFdmFsdWUYAiABKAkiSAoPUGx1Z2luUmVmZXJlbmNlEgwKBG5hbWUYASABKAkSJwoGY29uZmlnGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChJhZ3cvdjEvcm91dGUucHJvdG8SBmFndy52MSIbCgtSb3V0ZUNvbmZpZxIMCgRuYW1lGAEgASgJIoIBCgVSb3V0ZRIMCgRuYW1lGAEgASgJEhQKDHJvdXRlX2NvbmZpZxgCIAEoCRINCgVvcmRlchgDIAEoDRIhCgVtYXRjaBgEIAEoCzISLmFndy52MS5Sb3V0ZU1hdGNoEiMKBmFjdGlvbhgFIAEoCzITLmFndy52MS5Sb3V0ZUFjdGlvbiKxAQoKUm91dGVNYXRjaBINCgVob3N0cxgBIAMoCRIPCgVleGFjdBgCIAEoCUgAEhAKBnByZWZpeBgDIAEoCUgAEg8KBXJlZ2V4GAQgASgJSAASDwoHbWV0aG9kcxgFIAMoCRIkCgdoZWFkZXJzGAYgAygLMhMuYWd3LnYxLkhlYWRlck1hdGNoEiEKBXF1ZXJ5GAcgAygLMhIuYWd3LnYxLlF1ZXJ5TWF0Y2hCBgoEcGF0aCJpCgtIZWFkZXJNYXRjaBIMCgRuYW1lGAEgASgJEg8KBWV4YWN0GAIgASgJSAASDwoFcmVnZXgYAyABKAlIABIRCgdwcmVzZW50GAQgASgISAASDgoGaW52ZXJ0GAUgASgIQgcKBXZhbHVlImgKClF1ZXJ5TWF0Y2gSDAoEbmFtZRgBIAEoCRIPCgVleGFjdBgCIAEoCUgAEg8KBXJlZ2V4GAMgASgJSAASEQoHcHJlc2VudBgEIAEoCEgAEg4KBmludmVydBgFIAEoCEIHCgV2YWx1ZSKLBAoLUm91dGVBY3Rpb24SEQoHY2x1c3RlchgBIAEoCUgAEjUKEXdlaWdodGVkX2NsdXN0ZXJzGAIgASgLMhguYWd3LnYxLldlaWdodGVkQ2x1c3RlcnNIABIkCghyZWRpcmVjdBgIIAEoCzIQLmFndy52MS5SZWRpcmVjdEgAEjEKD2RpcmVjdF9yZXNwb25zZRgJIAEoCzIWLmFndy52MS5EaXJlY3RSZXNwb25zZUgAEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMQoPcmVxdWVzdF9oZWFkZXJzGAQgASgLMhguYWd3LnYxLkhlYWRlck9wZXJhdGlvbnMSMgoQcmVzcG9uc2VfaGVhZGVycxgFIAEoCzIYLmFndy52MS5IZWFkZXJPcGVyYXRpb25zEigKB3BsdWdpbnMYBiADKAsyFy5hZ3cudjEuUGx1Z2luUmVmZXJlbmNlEiIKBXJldHJ5GAcgASgLMhMuYWd3LnYxLlJldHJ5UG9saWN5EiYKB3Jld3JpdGUYCiABKAsyFS5hZ3cudjEuUmV3cml0ZVBvbGljeRIgCgRjb3JzGAsgASgLMhIuYWd3LnYxLkNvcnNQb2xpY3kSJAoGbWlycm9yGAwgASgLMhQuYWd3LnYxLk1pcnJvclBvbGljeUIICgZ0YXJnZXQigwEKDVJld3JpdGVQb2xpY3kSEAoGcHJlZml4GAEgASgJSAASJQoFcmVnZXgYAiABKAsyFC5hZ3cudjEuUmVnZXhSZXdyaXRlSAASFAoKaG9zdF92YWx1ZRgDIAEoCUgBEhMKCWF1dG9faG9zdBgEIAEoCEgBQgYKBHBhdGhCBgoEaG9zdCI1CgxSZWdleFJld3JpdGUSDwoHcGF0dGVybhgBIAEoCRIUCgxzdWJzdGl0dXRpb24YAiABKAkiiwEKCFJlZGlyZWN0Eg4KBnNjaGVtZRgBIAEoCRIMCgRob3N0GAIgASgJEgwKBHBvcnQYAyABKA0SFAoKcGF0aF92YWx1ZRgEIAEoCUgAEhAKBnByZWZpeBgFIAEoCUgAEhMKC3N0cmlwX3F1ZXJ5GAYgASgIEg4KBnN0YXR1cxgHIAEoDUIGCgRwYXRoIkQKDkRpcmVjdFJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoDRIMCgRib2R5GAIgASgJEhQKDGNvbnRlbnRfdHlwZRgDIAEoCSKwAQoKQ29yc1BvbGljeRIVCg1hbGxvd19vcmlnaW5zGAEgAygJEhUKDWFsbG93X21ldGhvZHMYAiADKAkSFQoNYWxsb3dfaGVhZGVycxgDIAMoCRIWCg5leHBvc2VfaGVhZGVycxgEIAMoCRIZChFhbGxvd19jcmVkZW50aWFscxgFIAEoCBIqCgdtYXhfYWdlGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkgKDE1pcnJvclBvbGljeRIPCgdjbHVzdGVyGAEgASgJEg8KB3BlcmNlbnQYAiABKAESFgoObWF4X2JvZHlfYnl0ZXMYAyABKA0igwIKC1JldHJ5UG9saWN5Eg8KB3JldHJpZXMYASABKA0SEAoIcmV0cnlfb24YAiADKAkSHgoWcmV0cmlhYmxlX3N0YXR1c19jb2RlcxgDIAMoDRIyCg9wZXJfdHJ5X3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMYmFja29mZl9iYXNlGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC2JhY2tvZmZfbWF4GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhwKFHJldHJ5X25vbl9pZGVtcG90ZW50GAcgASgIIj0KEFdlaWdodGVkQ2x1c3RlcnMSKQoIY2x1c3RlcnMYASADKAsyFy5hZ3cudjEuV2VpZ2h0ZWRDbHVzdGVyIi8KD1dlaWdodGVkQ2x1c3RlchIMCgRuYW1lGAEgASgJEg4KBndlaWdodBgCIAEoDSJmChBIZWFkZXJPcGVyYXRpb25zEiAKA2FkZBgBIAMoCzITLmFndy52MS5IZWFkZXJWYWx1ZRIgCgNzZXQYAiADKAsyEy5hZ3cudjEuSGVhZGVyVmFsdWUSDgoGcmVtb3ZlGAMgAygJIioKC0hlYWRlclZhbHVlEgwKBG5hbWUYASABKAkSDQoFdmFsdWUYAiABKAkiSAoPUGx1Z2luUmVmZXJlbmNlEgwKBG5hbWUYASABKAkSJwoGY29uZmlnGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * Describes the message agw.v1.RouteConfig.
@@ -54,44 +54,86 @@ export const RouteActionSchema = /*@__PURE__*/
   messageDesc(file_agw_v1_route, 5);
 
 /**
+ * Describes the message agw.v1.RewritePolicy.
+ * Use `create(RewritePolicySchema)` to create a new message.
+ */
+export const RewritePolicySchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_route, 6);
+
+/**
+ * Describes the message agw.v1.RegexRewrite.
+ * Use `create(RegexRewriteSchema)` to create a new message.
+ */
+export const RegexRewriteSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_route, 7);
+
+/**
+ * Describes the message agw.v1.Redirect.
+ * Use `create(RedirectSchema)` to create a new message.
+ */
+export const RedirectSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_route, 8);
+
+/**
+ * Describes the message agw.v1.DirectResponse.
+ * Use `create(DirectResponseSchema)` to create a new message.
+ */
+export const DirectResponseSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_route, 9);
+
+/**
+ * Describes the message agw.v1.CorsPolicy.
+ * Use `create(CorsPolicySchema)` to create a new message.
+ */
+export const CorsPolicySchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_route, 10);
+
+/**
+ * Describes the message agw.v1.MirrorPolicy.
+ * Use `create(MirrorPolicySchema)` to create a new message.
+ */
+export const MirrorPolicySchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_route, 11);
+
+/**
  * Describes the message agw.v1.RetryPolicy.
  * Use `create(RetryPolicySchema)` to create a new message.
  */
 export const RetryPolicySchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_route, 6);
+  messageDesc(file_agw_v1_route, 12);
 
 /**
  * Describes the message agw.v1.WeightedClusters.
  * Use `create(WeightedClustersSchema)` to create a new message.
  */
 export const WeightedClustersSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_route, 7);
+  messageDesc(file_agw_v1_route, 13);
 
 /**
  * Describes the message agw.v1.WeightedCluster.
  * Use `create(WeightedClusterSchema)` to create a new message.
  */
 export const WeightedClusterSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_route, 8);
+  messageDesc(file_agw_v1_route, 14);
 
 /**
  * Describes the message agw.v1.HeaderOperations.
  * Use `create(HeaderOperationsSchema)` to create a new message.
  */
 export const HeaderOperationsSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_route, 9);
+  messageDesc(file_agw_v1_route, 15);
 
 /**
  * Describes the message agw.v1.HeaderValue.
  * Use `create(HeaderValueSchema)` to create a new message.
  */
 export const HeaderValueSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_route, 10);
+  messageDesc(file_agw_v1_route, 16);
 
 /**
  * Describes the message agw.v1.PluginReference.
  * Use `create(PluginReferenceSchema)` to create a new message.
  */
 export const PluginReferenceSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_route, 11);
+  messageDesc(file_agw_v1_route, 17);
 

@@ -5,7 +5,7 @@
  * an API server restart; status written by the Lease holder only.
  */
 import assert from "node:assert/strict";
-import { execFile, execFileSync } from "node:child_process";
+import { execFile, execFileSync, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
@@ -559,16 +559,9 @@ function objectPath(o: {
   return `${group}${namespace}/${kind}/${o.metadata.name}`;
 }
 
-/** Every plain manifest under deploy/ (Helm templates excluded), Namespaces and CRDs first. */
+/** Every plain manifest under deploy/ (the Helm chart excluded), Namespaces and CRDs first. */
 function manifests(): Array<{ file: string; object: Parameters<typeof objectPath>[0] }> {
-  const files = execFileSync("find", [
-    join(ROOT, "deploy"),
-    "-name",
-    "*.yaml",
-    "-not",
-    "-path",
-    "*/templates/*",
-  ])
+  const files = execFileSync("find", [join(ROOT, "deploy"), "-name", "*.yaml", "-not", "-path", "*/helm/*"])
     .toString()
     .trim()
     .split("\n")
@@ -965,4 +958,87 @@ test("xDS mTLS from a Kubernetes Secret: data planes of its CA get config; a rot
     "the old CA's new data plane is refused; the stream opened before the rotation stays",
   );
   assert.equal(await stale.ready(100), false);
+});
+
+test("the Helm chart renders (helm template, built from the Go module proxy) and every object passes a server-side dry run", async (t) => {
+  if (!ready(t) || !api) return;
+  const helmBuild = spawnSync("bash", [join(ROOT, "scripts/kube/helm.sh")], { encoding: "utf8" });
+  if (!requireOrSkip(t, helmBuild.status === 0, `helm could not be built: ${helmBuild.stderr.slice(-500)}`))
+    return;
+  const helm = helmBuild.stdout.trim();
+  const render = (...set: string[]) =>
+    parseAllDocuments(
+      execFileSync(
+        helm,
+        [
+          "template",
+          "agw",
+          join(ROOT, "deploy/helm/agw"),
+          "--namespace",
+          "agw-system",
+          "--include-crds",
+          ...set,
+        ],
+        { encoding: "utf8" },
+      ),
+    )
+      .map((d) => d.toJS())
+      .filter(Boolean) as Array<Parameters<typeof objectPath>[0]>;
+  const plain = render();
+  const full = render(
+    "--set",
+    "ebpfAgent.enabled=true",
+    "--set",
+    "controlPlane.xdsTlsSecret=agw-xds",
+    "--set",
+    "dataPlane.xdsTlsSecret=agw-xds-edge",
+    "--set",
+    "dataPlane.nodeId=edge-1",
+    "--set",
+    "controlPlane.watchNamespace=shop",
+  );
+  const kinds = (objects: typeof plain) => objects.map((o) => o.kind).sort();
+  assert.deepEqual(kinds(plain), [
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "Deployment",
+    "Deployment",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "Service",
+    "Service",
+    "ServiceAccount",
+  ]);
+  assert.ok(kinds(full).includes("DaemonSet"), "ebpfAgent.enabled adds the DaemonSet");
+  const args = (objects: typeof plain, name: string) =>
+    JSON.stringify(
+      (
+        objects.find((o) => o.kind === "Deployment" && o.metadata.name === name) as unknown as {
+          spec: unknown;
+        }
+      ).spec,
+    );
+  assert.match(args(plain, "agw-control-plane"), /--xds-plaintext/);
+  assert.match(args(full, "agw-control-plane"), /--xds-tls-secret=agw-system\/agw-xds/);
+  assert.match(args(full, "agw-data-plane"), /--xds-ca=\/etc\/agw\/xds\/ca.crt/);
+
+  for (const namespace of ["agw-system", "shop"])
+    await client
+      .request("POST", "/api/v1/namespaces", { metadata: { name: namespace } })
+      .catch((e: unknown) => {
+        if (!(e instanceof KubeApiError && e.status === 409)) throw e;
+      });
+  for (const object of [...plain, ...full])
+    await client
+      .request(
+        "PATCH",
+        `${objectPath(object)}?fieldManager=agw-test&force=true&dryRun=All`,
+        object,
+        "application/apply-patch+yaml",
+      )
+      .catch((e: Error) => {
+        throw new Error(`helm template: ${object.kind} ${object.metadata.name}: ${e.message}`);
+      });
 });

@@ -112,6 +112,20 @@ clusters:
     },
   );
 
+  it("over HTTP/2 copies bodyless requests and never a streamed body", T, async () => {
+    const seen = shadow.requests.length;
+    const h2 = ["--http2-prior-knowledge"];
+    const posted = await curl([...h2, "-d", "a=1", `http://127.0.0.1:${port}/m/h2-post`]);
+    assert.equal(posted.stdout.toString(), "primary");
+    const got = await curl([...h2, `http://127.0.0.1:${port}/m/h2-get`]);
+    assert.equal(got.stdout.toString(), "primary");
+    await until("the GET's copy", () => shadow.requests.length > seen);
+    assert.deepEqual(
+      shadow.requests.slice(seen).map((q) => `${q.method} ${q.url}`),
+      ["GET /v1/h2-get"],
+    );
+  });
+
   it("answers the client before a slow mirror has answered", T, async () => {
     let release = () => {};
     holdShadow = new Promise<void>((r) => {

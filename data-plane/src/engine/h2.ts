@@ -358,7 +358,9 @@ class H2Exchange implements UpstreamHandler {
     this.cluster = cluster;
     this.endpoint = ep;
     this.upHead = this.buildUpstreamHead(route, ep);
-    route.mirror?.copy(this.head as RequestHead, null, this.clientIp, config.clusters);
+    // A body streams in DATA frames and is never buffered for a mirror: only bodyless requests are copied.
+    if (this.bodyMode === B_NONE)
+      route.mirror?.copy(this.head as RequestHead, null, this.clientIp, config.clusters);
     // The route timeout, or the client's grpc-timeout when it is shorter.
     let timeoutMs = route.timeoutMs;
     const deadline = this.grpc ? grpcTimeoutMs(this.head?.header("grpc-timeout")) : 0;

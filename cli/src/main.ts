@@ -35,6 +35,8 @@ Run 'agw <command> --help' for the options of a command.`,
   --cp-admin ADDR:PORT     control plane admin: /ready, /dataplanes, /config_dump (default 127.0.0.1:9902)
   --node-id ID             data plane node id (default: the host name)
   --demo-upstream ADDR:PORT  also start the built-in demo upstream there
+  --workers N              threads serving traffic (default 1); listeners bind with SO_REUSEPORT
+  --drain-timeout S        on SIGTERM/SIGINT, seconds in-flight requests get to finish (default 30)
   --kube                   also read Services, EndpointSlices, GatewayRoutes and TLS Secrets from
                            Kubernetes (kubeconfig: KUBECONFIG, ~/.kube/config or in-cluster); -c optional
   --kubeconfig FILE        as --kube, with this kubeconfig
@@ -81,6 +83,8 @@ Run 'agw <command> --help' for the options of a command.`,
   --node-id ID             this data plane's node id (default: the host name)
   --admin ADDR:PORT        admin: /ready, /healthz, /config_dump, /server_info (default 127.0.0.1:9901)
   --bind-address ADDR      bind every listener on ADDR instead of its configured address
+  --workers N              threads serving traffic (default 1); listeners bind with SO_REUSEPORT
+  --drain-timeout S        on SIGTERM/SIGINT, seconds in-flight requests get to finish (default 30)
                            (several data planes on one host, e.g. 127.0.0.2 and 127.0.0.3)
   --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
                            ?token=); without it the admin answers loopback clients only
@@ -174,6 +178,8 @@ async function main(argv: string[]): Promise<number> {
       "node-id": { type: "string" },
       "demo-upstream": { type: "string" },
       "bind-address": { type: "string" },
+      workers: { type: "string" },
+      "drain-timeout": { type: "string" },
       listen: { type: "string" },
       cgroup: { type: "string" },
       "local-address": { type: "string", multiple: true },
@@ -255,6 +261,13 @@ async function main(argv: string[]): Promise<number> {
     }
   };
 
+  const workers = values.workers === undefined ? undefined : Number(values.workers);
+  if (workers !== undefined && (!Number.isInteger(workers) || workers < 1))
+    throw new UsageError(`--workers: expected a whole number ≥ 1, got "${values.workers}"`);
+  const drainMs = Number(values["drain-timeout"] ?? 30) * 1000;
+  if (!Number.isFinite(drainMs) || drainMs < 0)
+    throw new UsageError(`--drain-timeout: expected seconds ≥ 0, got "${values["drain-timeout"]}"`);
+
   const xdsTlsSecret = async () => {
     const ref = values["xds-tls-secret"];
     if (ref === undefined) return undefined;
@@ -324,11 +337,15 @@ async function main(argv: string[]): Promise<number> {
         adminToken,
         observability,
         ...(values["bind-address"] ? { bindAddress: values["bind-address"] } : {}),
+        ...(workers !== undefined ? { workers } : {}),
       });
       console.log(
         `data plane ${nodeId}: xDS ${servers.join(",")}, admin http://${dp.admin?.address.address}:${dp.admin?.address.port}/ready`,
       );
-      onShutdown(() => dp.close());
+      onShutdown(async () => {
+        await dp.drain(drainMs);
+        await dp.close();
+      });
       return -1;
     }
     case "ebpf-agent": {
@@ -374,9 +391,11 @@ async function main(argv: string[]): Promise<number> {
         admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),
         adminToken,
         observability,
+        ...(workers !== undefined ? { workers } : {}),
       });
       const dp = await dataPlane;
       onShutdown(async () => {
+        await dp.drain(drainMs);
         await dp.close();
         await cp.close();
         demo?.close();

@@ -4,6 +4,7 @@
  * POST /drain) and the observer (metrics, access logs, traces: ./observability).
  */
 import { type AdminServer, createLogger, type Logger, startAdminServer } from "@agw/core";
+import { AggregatorRegistry } from "prom-client";
 import { ConfigStore } from "./config-store.ts";
 import { HttpProxy } from "./engine/proxy.ts";
 import { UpstreamPool } from "./engine/upstream-pool.ts";
@@ -11,6 +12,9 @@ import { ListenerManager } from "./listeners.ts";
 import { clustersView, GatewayObserver, type ObservabilityOptions } from "./observability/index.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
 import { TlsManager } from "./tls/manager.ts";
+import { drainProxies, openConnections } from "./workers/drain.ts";
+import { WorkerGroup } from "./workers/group.ts";
+import type { WorkerStatus } from "./workers/protocol.ts";
 import { XdsClient, type XdsTlsOptions } from "./xds-client.ts";
 
 export interface DataPlaneOptions {
@@ -28,6 +32,11 @@ export interface DataPlaneOptions {
   observability?: ObservabilityOptions;
   /** Binds every listener on this address instead of the configured one. */
   bindAddress?: string;
+  /**
+   * Threads serving traffic (default 1): this one (xDS, admin, and a share of the traffic) plus
+   * workers - 1 worker threads; listeners then bind with SO_REUSEPORT (docs/proxy.md).
+   */
+  workers?: number;
   log?: Logger;
 }
 
@@ -45,6 +54,13 @@ export interface DataPlane {
   readonly observer: GatewayObserver;
   /** Resolves once the first config has been applied. */
   ready(timeoutMs: number): Promise<boolean>;
+  /** Prometheus text, summed over every worker. */
+  metricsText(): Promise<string>;
+  /**
+   * Graceful drain: stop accepting (the ports close), no more keep-alive, GOAWAY on HTTP/2, wait for
+   * in-flight requests up to `deadlineMs`, then cut what is left. Resolves with the number cut.
+   */
+  drain(deadlineMs: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -57,6 +73,15 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
   /** Every proxy ever made; a listener keeps one for its life. */
   const proxies = new Set<HttpProxy>();
   let draining = false;
+  const workerCount = Math.max(1, options.workers ?? 1);
+  const workers =
+    workerCount > 1
+      ? new WorkerGroup(
+          workerCount - 1,
+          { bindAddress: options.bindAddress, observability: options.observability },
+          log,
+        )
+      : undefined;
   const observer = new GatewayObserver(
     {
       *downstreamConnections() {
@@ -82,17 +107,21 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     },
     options.observability,
   );
-  const listeners = new ListenerManager((listenerName) => {
-    const proxy = new HttpProxy({
-      listenerName,
-      getConfig: () => (store as ConfigStore).current(),
-      pool,
-      ...(observer.observesRequests ? { observer } : {}),
-    });
-    if (draining) proxy.shutdown();
-    proxies.add(proxy);
-    return (socket, tls) => proxy.handleConnection(socket, tls);
-  }, log);
+  const listeners = new ListenerManager(
+    (listenerName) => {
+      const proxy = new HttpProxy({
+        listenerName,
+        getConfig: () => (store as ConfigStore).current(),
+        pool,
+        ...(observer.observesRequests ? { observer } : {}),
+      });
+      if (draining) proxy.shutdown();
+      proxies.add(proxy);
+      return (socket, tls) => proxy.handleConnection(socket, tls);
+    },
+    log,
+    { reusePort: workers !== undefined },
+  );
   const tls = new TlsManager();
   store = new ConfigStore(listeners, log, {
     bindAddress: options.bindAddress,
@@ -107,9 +136,19 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     protocol: options.xdsProtocol ?? "delta",
     tls: options.xdsTls,
     onUpdate: (typeUrl, resources, version) =>
-      countUpdate(typeUrl, configStore.apply(typeUrl, resources, version)),
+      countUpdate(
+        typeUrl,
+        configStore
+          .apply(typeUrl, resources, version)
+          .then(() => workers?.forward({ op: "sotw", typeUrl, resources, version })),
+      ),
     onDeltaUpdate: (typeUrl, updated, removed, version) =>
-      countUpdate(typeUrl, configStore.applyDelta(typeUrl, updated, removed, version)),
+      countUpdate(
+        typeUrl,
+        configStore
+          .applyDelta(typeUrl, updated, removed, version)
+          .then(() => workers?.forward({ op: "delta", typeUrl, updated, removed, version })),
+      ),
   });
   xdsClient = xds;
   const countUpdate = (typeUrl: string, applied: Promise<void>) =>
@@ -120,6 +159,23 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
         throw e;
       },
     );
+  const metricsText = async () => {
+    if (workers === undefined) return observer.metrics.registry.metrics();
+    const all = [await observer.metrics.registry.getMetricsAsJSON()];
+    for (const w of await workers.status()) all.push(w.metrics);
+    return AggregatorRegistry.aggregate(all).metrics();
+  };
+  const workerStatus = async (): Promise<Array<Omit<WorkerStatus, "metrics">>> => {
+    const primary = {
+      worker: 0,
+      accepted: listeners.accepted,
+      connections: openConnections(proxies),
+      version: configStore.current().version,
+      ready: configStore.ready,
+    };
+    const others = (await workers?.status()) ?? [];
+    return [primary, ...others.map(({ metrics: _, ...rest }) => rest)];
+  };
   const admin = options.admin
     ? await startAdminServer(
         options.admin.host,
@@ -140,8 +196,9 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
             },
           }),
           "/clusters": () => ({ body: clustersView(configStore.current()) }),
+          "/workers": async () => ({ body: await workerStatus() }),
           "/stats/prometheus": async () => ({
-            body: await observer.metrics.registry.metrics(),
+            body: await metricsText(),
             contentType: observer.metrics.registry.contentType,
           }),
           "/drain": {
@@ -186,8 +243,20 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
       while (!configStore.ready && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       return configStore.ready;
     },
+    metricsText,
+    async drain(deadlineMs) {
+      draining = true;
+      listeners.stopAccepting();
+      const [here, there] = await Promise.all([
+        drainProxies(proxies, deadlineMs),
+        workers?.drain(deadlineMs) ?? 0,
+      ]);
+      log.info({ cut: here + there }, "drained");
+      return here + there;
+    },
     async close() {
       await xds.stop();
+      await workers?.close();
       listeners.closeAll();
       tls.close();
       pool.close();

@@ -27,29 +27,44 @@ interface OpenListener {
   tls: ListenerTlsRuntime | undefined;
 }
 
-function listen(server: net.Server, address: string, port: number): Promise<void> {
+function listen(server: net.Server, address: string, port: number, reusePort: boolean): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     server.once("error", onError);
-    server.listen({ host: address, port, backlog: 511 }, () => {
+    server.listen({ host: address, port, backlog: 511, reusePort }, () => {
       server.off("error", onError);
       resolve();
     });
   });
 }
 
+export interface ListenerManagerOptions {
+  /**
+   * SO_REUSEPORT: several workers bind the same address and port, and the kernel spreads new
+   * connections among them (data-plane/src/workers).
+   */
+  readonly reusePort?: boolean;
+}
+
 export class ListenerManager {
   private readonly open = new Map<string, OpenListener>();
   private readonly handlerFor: ConnectionHandlerFactory;
   private readonly log: Logger;
+  private readonly reusePort: boolean;
+  /** Set by stopAccepting (drain): no port is bound again, whatever config comes. */
+  private stopped = false;
+  /** Connections accepted since start, over every listener. */
+  accepted = 0;
 
-  constructor(handlerFor: ConnectionHandlerFactory, log: Logger) {
+  constructor(handlerFor: ConnectionHandlerFactory, log: Logger, options: ListenerManagerOptions = {}) {
     this.handlerFor = handlerFor;
     this.log = log;
+    this.reusePort = options.reusePort ?? false;
   }
 
   /** Binds what `next` adds or moves; on failure closes what it bound and throws a ResourceError. */
   async prepare(next: RuntimeConfig): Promise<void> {
+    if (this.stopped) return;
     const bound: OpenListener[] = [];
     for (const l of next.listeners.values()) {
       const current = this.open.get(l.name);
@@ -114,16 +129,23 @@ export class ListenerManager {
     this.open.clear();
   }
 
+  /** Drain: closes every port so new connections are refused; accepted ones carry on. */
+  stopAccepting(): void {
+    this.stopped = true;
+    this.closeAll();
+  }
+
   private async bind(l: ListenerRuntime): Promise<OpenListener> {
     const handle = this.handlerFor(l.name, l);
     const server = net.createServer({ noDelay: true }, (socket) => {
+      this.accepted++;
       const tls = open.tls;
       if (tls === undefined) handle(socket);
       else tls.acceptor.accept(socket);
     });
     const open: OpenListener = { name: l.name, address: l.address, port: l.port, server, handle, tls: l.tls };
     if (l.tls) l.tls.acceptor.onSecure = handle;
-    await listen(server, l.address, l.port);
+    await listen(server, l.address, l.port, this.reusePort);
     server.on("error", (err) => this.log.error({ err, listener: l.name }, "listener error"));
     return open;
   }

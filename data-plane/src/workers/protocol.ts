@@ -1,0 +1,49 @@
+/** Messages between the primary data plane thread and its worker threads. */
+import type { TypeUrl } from "@agw/core";
+import type { Any } from "@bufbuild/protobuf/wkt";
+import type { MetricObjectWithValues, MetricValue } from "prom-client";
+import type { ObservabilityOptions } from "../observability/index.ts";
+import type { DeltaResource } from "../xds-client.ts";
+
+export interface WorkerInit {
+  /** 1..N-1; the primary thread is worker 0. */
+  readonly index: number;
+  readonly bindAddress: string | undefined;
+  readonly observability: ObservabilityOptions | undefined;
+}
+
+/**
+ * Accepted xDS updates are forwarded as they came off the wire (protobuf Any bytes, structured-cloned)
+ * and each worker decodes and builds its own RuntimeConfig: a built config (compiled router, TLS
+ * contexts, plugin instances) cannot cross threads, and the bytes are small.
+ */
+export type WorkerRequest =
+  | { readonly op: "sotw"; readonly typeUrl: TypeUrl; readonly resources: Any[]; readonly version: string }
+  | {
+      readonly op: "delta";
+      readonly typeUrl: TypeUrl;
+      readonly updated: DeltaResource[];
+      readonly removed: string[];
+      readonly version: string;
+    }
+  | { readonly op: "status" }
+  | { readonly op: "drain"; readonly deadlineMs: number };
+
+export interface WorkerStatus {
+  readonly worker: number;
+  /** Connections accepted since start. */
+  readonly accepted: number;
+  /** Downstream connections open now. */
+  readonly connections: number;
+  /** The active config's version (per type). */
+  readonly version: string;
+  readonly ready: boolean;
+  readonly metrics: MetricObjectWithValues<MetricValue<string>>[];
+}
+
+export interface WorkerReply {
+  readonly id: number;
+  readonly ok: boolean;
+  readonly value?: unknown;
+  readonly error?: string;
+}

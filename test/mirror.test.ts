@@ -12,7 +12,7 @@ import {
   startProxy,
 } from "@agw/data-plane/engine/test-support";
 import type { RuntimeConfig } from "@agw/data-plane/runtime/types";
-import { mirrorCounters } from "@agw/data-plane/traffic/mirror";
+import { MAX_IN_FLIGHT, mirrorCounters } from "@agw/data-plane/traffic/mirror";
 import { waitFor } from "./helpers.ts";
 import { runtimeFromYaml } from "./traffic-rewrite-support.ts";
 
@@ -141,6 +141,35 @@ clusters:
     holdShadow = null;
     release();
     await until("mirrorCounters.answered > answeredBefore", () => mirrorCounters.answered > answeredBefore);
+  });
+
+  it("holds at most MAX_IN_FLIGHT copies: beyond that requests are served and not copied", T, async () => {
+    let release = () => {};
+    holdShadow = new Promise<void>((r) => {
+      release = r;
+    });
+    const settled = () => mirrorCounters.sent === mirrorCounters.answered + mirrorCounters.failed;
+    await until("earlier copies settled", settled);
+    const dropped = mirrorCounters.dropped;
+    const seen = shadow.requests.length;
+    try {
+      for (let i = 0; i < MAX_IN_FLIGHT + 10; i++) {
+        const res = await fetch(`http://127.0.0.1:${port}/m/flood-${i}`);
+        assert.equal(await res.text(), "primary");
+      }
+      await until(
+        "the shadow holding MAX_IN_FLIGHT copies",
+        () => shadow.requests.length - seen >= MAX_IN_FLIGHT,
+      );
+      assert.equal(mirrorCounters.dropped, dropped + 10);
+    } finally {
+      holdShadow = null;
+      release();
+    }
+    await until(
+      "every held copy answered",
+      () => mirrorCounters.sent === mirrorCounters.answered + mirrorCounters.failed,
+    );
   });
 
   it("a dead mirror changes nothing for the client", T, async () => {

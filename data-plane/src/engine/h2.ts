@@ -7,6 +7,8 @@
 import { randomUUID } from "node:crypto";
 import http2 from "node:http2";
 import type net from "node:net";
+import { RequestTraffic } from "../cluster/traffic.ts";
+import type { ExchangeView } from "../observability/exchange.ts";
 import type { PluginReply } from "../plugins/chain.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint, RuntimeConfig } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
@@ -150,7 +152,7 @@ export class H2Downstream {
 const tlsOf = new WeakMap<net.Socket, DownstreamTlsInfo>();
 
 /** One HTTP/2 stream proxied to an HTTP/1.1 upstream. */
-class H2Exchange implements UpstreamHandler {
+class H2Exchange implements UpstreamHandler, ExchangeView {
   readonly h2: H2Downstream;
   readonly stream: http2.ServerHttp2Stream;
   readonly socket: net.Socket;
@@ -178,6 +180,16 @@ class H2Exchange implements UpstreamHandler {
   upKeepAlive = false;
   upExtra = false;
   done = false;
+  /** For the observer (metrics, access logs, traces): as on HTTP/1.1 (ExchangeView). */
+  startedAt = performance.now();
+  status = 0;
+  errorCode = "";
+  reported = false;
+  /**
+   * Circuit breaking and attempt accounting (least request, outlier detection) as on HTTP/1.1.
+   * Retries are not done on HTTP/2 streams yet: every attempt is reported as not replayable.
+   */
+  readonly traffic = new RequestTraffic(noop);
 
   constructor(
     h2: H2Downstream,
@@ -196,6 +208,18 @@ class H2Exchange implements UpstreamHandler {
       const up = this.upstream;
       if (up?.socket.isPaused()) up.socket.resume();
     });
+  }
+
+  get proxy(): HttpProxy {
+    return this.h2.proxy;
+  }
+
+  /** Tells the observer once, when the stream's exchange is over. */
+  report(aborted: boolean): void {
+    this.traffic.end();
+    if (this.reported) return;
+    this.reported = true;
+    this.h2.proxy.observer?.exchangeEnd(this, aborted);
   }
 
   /** Turns the HTTP/2 field list into the engine's request head, then routes it. */
@@ -350,13 +374,19 @@ class H2Exchange implements UpstreamHandler {
       this.sendLocal(503, AGW_ERRORS.AGW_ERR_CLUSTER_NOT_FOUND, "the route's cluster does not exist");
       return;
     }
-    const ep = cluster.pickEndpoint();
+    this.cluster = cluster;
+    const head = this.head as RequestHead;
+    if (!this.traffic.begin(cluster, route.retry, head)) {
+      this.sendLocal(503, AGW_ERRORS.AGW_ERR_OVERFLOW, "the cluster's circuit breaker is open");
+      return;
+    }
+    const ep = cluster.pickEndpoint(head, this.clientIp);
     if (ep === undefined) {
       this.sendLocal(503, AGW_ERRORS.AGW_ERR_NO_HEALTHY_UPSTREAM, "the cluster has no endpoint");
       return;
     }
-    this.cluster = cluster;
     this.endpoint = ep;
+    this.traffic.attemptStarted(ep);
     this.upHead = this.buildUpstreamHead(route, ep);
     // A body streams in DATA frames and is never buffered for a mirror: only bodyless requests are copied.
     if (this.bodyMode === B_NONE)
@@ -377,6 +407,7 @@ class H2Exchange implements UpstreamHandler {
   }
 
   buildUpstreamHead(route: CompiledRoute, ep: Endpoint): string {
+    const traceparent = this.h2.proxy.observer?.upstreamStart(this) ?? "";
     const h = this.head as RequestHead;
     const ops = route.requestHeaders;
     const rw = route.rewrite ?? null;
@@ -394,6 +425,9 @@ class H2Exchange implements UpstreamHandler {
         case "x-forwarded-host":
         case "x-forwarded-client-cert":
           continue;
+        case "traceparent":
+          if (traceparent !== "") continue;
+          break;
       }
       if (!opsDrop(ops, name)) s += `${name}: ${h.values[i]}\r\n`;
     }
@@ -407,6 +441,7 @@ class H2Exchange implements UpstreamHandler {
     if (client !== undefined && !opsDrop(ops, "x-forwarded-client-cert"))
       s += `x-forwarded-client-cert: ${client.forwardedHeader}\r\n`;
     if (h.requestId === "" && !opsDrop(ops, "x-request-id")) s += `x-request-id: ${this.requestId}\r\n`;
+    if (traceparent !== "") s += `traceparent: ${traceparent}\r\n`;
     s += opsAppend(ops);
     if (this.bodyMode === B_CHUNKED) s += "transfer-encoding: chunked\r\n";
     return `${s}\r\n`;
@@ -475,6 +510,10 @@ class H2Exchange implements UpstreamHandler {
       up.socket.write(this.upHead, "latin1");
       return;
     }
+    this.traffic.attemptFailed(
+      !conn.connected ? (conn.connectTimedOut ? "timeout" : "connect_failure") : "reset",
+      false,
+    );
     if (!conn.connected) {
       if (conn.tlsFailure !== null)
         this.fail(
@@ -496,6 +535,7 @@ class H2Exchange implements UpstreamHandler {
       this.dropUpstream();
       this.resetStream();
     } else {
+      this.traffic.attemptFailed("timeout", false);
       this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_TIMEOUT, "the upstream did not respond in time");
     }
   }
@@ -529,6 +569,8 @@ class H2Exchange implements UpstreamHandler {
 
   beginResponse(rh: ResponseHead, buf: Buffer, headLen: number): void {
     const status = rh.status;
+    this.traffic.responseStarted(status, false);
+    this.status = status;
     this.upKeepAlive = rh.minor === 1 ? !rh.connClose : rh.connKeepAlive && !rh.connClose;
     let mode: number;
     if (this.head?.method === "HEAD" || status === 204 || status === 304) mode = M_NONE;
@@ -629,6 +671,7 @@ class H2Exchange implements UpstreamHandler {
       // The client may still be sending a body the upstream did not wait for.
       if (!this.reqBodyDone) this.stream.close(NGHTTP2_CANCEL);
     }
+    this.report(false);
   }
 
   // ---- local responses and teardown
@@ -640,6 +683,7 @@ class H2Exchange implements UpstreamHandler {
 
   /** A gateway error: JSON for HTTP clients, a trailers-only response with grpc-status for gRPC ones. */
   sendLocal(status: number, code: AgwErrorCode, message: string): void {
+    this.errorCode = code;
     if (this.grpc) {
       this.finishLocal(
         {
@@ -675,21 +719,25 @@ class H2Exchange implements UpstreamHandler {
       this.resetStream();
       return;
     }
+    this.status = Number(headers[":status"]);
     stream.respond(headers, { endStream: body === null });
     if (body !== null) stream.end(body);
     if (!this.reqBodyDone) stream.close(NGHTTP2_CANCEL);
+    this.report(false);
   }
 
   resetStream(): void {
     this.done = true;
     this.clearTimer();
     if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
+    this.report(true);
   }
 
   onStreamClose(): void {
     this.clearTimer();
     this.done = true;
     this.dropUpstream(); // the client went away (RST_STREAM, GOAWAY, socket closed) before the end
+    this.report(true); // a no-op when the exchange was already reported
   }
 
   dropUpstream(): void {

@@ -2,8 +2,8 @@
  * Request mirroring (docs/traffic/mirroring.md): a fire-and-forget copy of a request to a shadow
  * cluster. The copy never touches the client's exchange: it is sent on its own node:http client,
  * its answer is read and dropped, its failures are counted and forgotten. At most MAX_IN_FLIGHT
- * copies are outstanding per data plane; beyond that copies are dropped, so a slow or dead mirror
- * costs bounded memory and sockets. A body is copied only when all of it arrived with the head and
+ * copies are outstanding per thread serving traffic; beyond that copies are dropped, so a slow or
+ * dead mirror costs bounded memory and sockets. A body is copied only when all of it arrived with the head and
  * fits `maxBodyBytes`: the engine streams bodies and never waits to buffer one for a mirror.
  */
 import http from "node:http";
@@ -13,7 +13,7 @@ import { HOP_BY_HOP } from "../engine/headers.ts";
 import type { ClusterRuntime, HeaderOps, RequestView } from "../runtime/types.ts";
 import type { RequestRewrite } from "./rewrite.ts";
 
-/** Outstanding mirror requests per data plane. */
+/** Outstanding mirror requests per thread serving traffic (module state: one per worker). */
 export const MAX_IN_FLIGHT = 256;
 /** A mirror request still unanswered after this is abandoned. */
 const MIRROR_TIMEOUT_MS = 10_000;

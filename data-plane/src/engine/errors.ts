@@ -1,3 +1,5 @@
+import { STATUS_CODES } from "node:http";
+
 /** Stable wire codes of locally generated responses, sent as `x-agw-error` and in the JSON body. */
 export const AGW_ERRORS = {
   AGW_ERR_ROUTE_NOT_FOUND: "route_not_found",
@@ -54,6 +56,7 @@ const REASONS: Readonly<Record<number, string>> = {
   505: "HTTP Version Not Supported",
 };
 
+/** Local answers are not only errors (redirects, direct responses): node's table covers the rest. */
 export function reasonPhrase(status: number): string {
-  return REASONS[status] ?? "Error";
+  return REASONS[status] ?? STATUS_CODES[status] ?? "Unknown";
 }

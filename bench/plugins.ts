@@ -1,9 +1,12 @@
 /**
  * Added latency per request of the plugin chain, measured in process on the request_filter path the
- * engine runs (PluginChain.requestFilter on a 10-header request): 0, 1 and 3 plugins, WAT and JS
- * (QuickJS) guests. Alternating rounds; reports the median of per-round p50/p99 in µs per request.
+ * engine runs (PluginChain.requestFilter on a 10-header request): 0, 1 and 3 plugins, WAT, C
+ * (wit-bindgen c) and JS (QuickJS) guests, and the Redis rate limiter against a redis-server the bench
+ * starts on a free port (one EVAL round trip per call). Alternating rounds; reports the median of
+ * per-round p50/p99 in µs per request.
  * Usage: node bench/plugins.ts [--rounds 5] [--calls 20000]
  */
+import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -11,8 +14,10 @@ import { createLogger } from "@agw/core";
 import { PluginChain } from "../data-plane/src/plugins/chain.ts";
 import { compileComponent } from "../data-plane/src/plugins/compile.ts";
 import { PLUGIN_DEFAULTS, PluginRuntime, type PluginSpec } from "../data-plane/src/plugins/host.ts";
+import { buildCGuest } from "../plugins/c-guest/build.ts";
 import { buildJs, buildWat } from "../plugins/sdk/build.ts";
 import { WAT_GUESTS } from "../plugins/testdata/wat-guests.ts";
+import { freePort, waitFor } from "../test/helpers.ts";
 
 const { values } = parseArgs({
   options: { rounds: { type: "string", default: "5" }, calls: { type: "string", default: "20000" } },
@@ -21,12 +26,17 @@ const rounds = Number(values.rounds);
 const calls = Number(values.calls);
 const log = createLogger("bench", { write() {} } as never);
 
-async function runtime(name: string, bytes: Uint8Array): Promise<PluginRuntime> {
+async function runtime(
+  name: string,
+  bytes: Uint8Array,
+  config: Record<string, unknown> = { keys: ["k"] },
+  redisUrl = "",
+): Promise<PluginRuntime> {
   const spec: PluginSpec = {
     name,
     digest: "",
-    config: { keys: ["k"] },
-    redisUrl: "",
+    config,
+    redisUrl,
     redisTimeoutMs: PLUGIN_DEFAULTS.redisTimeoutMs,
     httpAllowHosts: [],
     httpTimeoutMs: PLUGIN_DEFAULTS.httpTimeoutMs,
@@ -92,6 +102,26 @@ const js = await runtime(
   "js",
   await buildJs(readFileSync(join(import.meta.dirname, "../plugins/api-key/plugin.ts"), "utf8"), true),
 );
+const c = await runtime("c", await buildCGuest(join(import.meta.dirname, "../plugins/c-guest/guest.c")));
+const redisPort = await freePort();
+const redis = spawn(
+  "redis-server",
+  ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+  { stdio: "ignore" },
+);
+process.on("exit", () => redis.kill("SIGKILL"));
+const rateLimit = await waitFor("redis-server", async () => {
+  try {
+    return await runtime(
+      "rate-limit",
+      await buildJs(readFileSync(join(import.meta.dirname, "../plugins/rate-limit/plugin.ts"), "utf8"), true),
+      { limit: 1_000_000_000, windowMs: 3_600_000, key: "header:x-api-key" },
+      `redis://127.0.0.1:${redisPort}`,
+    );
+  } catch {
+    return undefined;
+  }
+});
 const entry = (p: PluginRuntime) => ({ plugin: p, configJson: JSON.stringify(p.spec.config) });
 const cases: Array<[string, PluginChain | null]> = [
   ["0 plugins", null],
@@ -99,6 +129,9 @@ const cases: Array<[string, PluginChain | null]> = [
   ["3 WAT", new PluginChain([entry(wat), entry(wat), entry(wat)])],
   ["1 JS (QuickJS api-key)", new PluginChain([entry(js)])],
   ["3 JS (QuickJS api-key)", new PluginChain([entry(js), entry(js), entry(js)])],
+  ["1 C (wit-bindgen c)", new PluginChain([entry(c)])],
+  ["3 C (wit-bindgen c)", new PluginChain([entry(c), entry(c), entry(c)])],
+  ["1 JS Redis rate limiter", new PluginChain([entry(rateLimit)])],
 ];
 const results = new Map<string, number[][]>(cases.map(([n]) => [n, []]));
 for (const [, c] of cases) await measure(c); // warm-up

@@ -5,14 +5,14 @@
  * responses; killed with SIGKILL, it must leave nothing attached and traffic must go on over TCP.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, type TestContext, test } from "node:test";
 import { promisify } from "node:util";
 import { cgroup2Root, preflight } from "@agw/ebpf-agent";
-import { agw, CLI, freePort, type Proc, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import { agw, CLI, freePort, type Proc, ROOT, requireOrSkip, tempDir, tracked, waitFor } from "./helpers.ts";
 
 const run = promisify(execFile);
 
@@ -58,30 +58,13 @@ function makeCgroup(): string {
 
 /** Like helpers.agw() but for any command, started inside a cgroup so its sockets belong there. */
 function spawnIn(cgroup: string, command: string, args: string[]): Proc {
-  const child: ChildProcess = spawn(
-    "sh",
-    ["-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, command, ...args],
-    { cwd: ROOT, env: { ...process.env, AGW_LOG_LEVEL: "warn" }, stdio: ["pipe", "pipe", "pipe"] },
+  return tracked(
+    spawn("sh", ["-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, command, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, AGW_LOG_LEVEL: "warn" },
+      stdio: ["pipe", "pipe", "pipe"],
+    }),
   );
-  let out = "";
-  child.stdout?.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr?.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return {
-    child,
-    output: () => out,
-    async stop(signal = "SIGTERM") {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      const code = await exited;
-      clearTimeout(timer);
-      return code;
-    },
-  };
 }
 
 /** The upstream app: answers every request with a fixed 256 KiB body plus the SHA-256 of what it received. */

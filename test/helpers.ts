@@ -61,13 +61,8 @@ export interface Proc {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts `agw <args>` as a real process; output is kept for assertions and failure messages. */
-export function agw(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, AGW_LOG_LEVEL: "info", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+/** Keeps a child's output for assertions and failure messages, and stops it (SIGKILL after 5 s). */
+export function tracked(child: ChildProcess): Proc {
   let out = "";
   child.stdout?.on("data", (d: Buffer) => {
     out += d.toString();
@@ -87,6 +82,17 @@ export function agw(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
       return code;
     },
   };
+}
+
+/** Starts `agw <args>` as a real process. */
+export function agw(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+  return tracked(
+    spawn(process.execPath, [CLI, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, AGW_LOG_LEVEL: "info", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    }),
+  );
 }
 
 /** GET through the gateway with fetch; returns status, body and headers. */

@@ -1,15 +1,18 @@
 /**
  * The Kubernetes source against a real etcd + kube-apiserver (scripts/kube): Services,
  * EndpointSlices and GatewayRoutes → control plane → xDS → a data plane that routes real requests
- * to real upstreams on 127.0.0.x; TLS Secrets in the snapshot; schema and status for bad routes;
- * an API server restart; status written by the Lease holder only.
+ * to real upstreams on 127.0.0.x; TLS Secrets in the snapshot and served, through rotation, by a
+ * config.yaml HTTPS listener; schema and status for bad routes; an API server restart; status
+ * written by the Lease holder only.
  */
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { type TLSSocket, connect as tlsConnect } from "node:tls";
 import { promisify } from "node:util";
 import { type ControlPlane, startControlPlane } from "@agw/control-plane";
 import { KubeApiError, KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
@@ -687,6 +690,123 @@ test("agw run --kubeconfig --namespace: the all-in-one command serves a GatewayR
   });
   assert.equal(body, ip1);
   assert.match(proc.output(), /kubernetes: agw-test/);
+});
+
+/** The subject CN a new TLS handshake with the listener presents, seen by openssl s_client. */
+async function servedCommonName(port: number): Promise<string | undefined> {
+  const { stdout } = await run("sh", [
+    "-c",
+    `openssl s_client -connect 127.0.0.1:${port} -servername site.example </dev/null 2>/dev/null | openssl x509 -noout -subject`,
+  ]).catch(() => ({ stdout: "" }));
+  return /CN\s*=\s*([^\s,/]+)/.exec(stdout)?.[1];
+}
+
+/** GET / over `agent`; the status, whether the connection was reused, and the CN it was set up with. */
+function getOver(agent: https.Agent, port: number): Promise<{ status: number; reused: boolean; cn: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.get(
+      { host: "127.0.0.1", port, path: "/", agent, rejectUnauthorized: false, timeout: 5_000 },
+      (res) => {
+        const cn = String((res.socket as TLSSocket).getPeerCertificate().subject?.CN ?? "");
+        res.resume();
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket, cn }));
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error("request timed out")));
+    req.on("error", reject);
+  });
+}
+
+test("agw run -c config.yaml: an HTTPS listener serves a Kubernetes TLS Secret, reported while missing; rotation reaches new handshakes, kept-alive connections carry on", async (t) => {
+  if (!ready(t) || !api) return;
+  const listenerPort = await freePort();
+  const cpAdmin = await freePort();
+  const dir = tempDir("agw-k8s-tls-");
+  const config = join(dir, "config.yaml");
+  writeFileSync(
+    config,
+    [
+      "listeners:",
+      "  - name: secure",
+      "    address: 127.0.0.1",
+      `    port: ${listenerPort}`,
+      "    protocol: https",
+      "    tls:",
+      `      certificates: [${NS}/rotating]`,
+      "    routes:",
+      "      - name: hello",
+      "        directResponse: { status: 200, body: hello }",
+      "",
+    ].join("\n"),
+  );
+  const proc = agw([
+    "run",
+    "-c",
+    config,
+    "--kubeconfig",
+    api.kubeconfig,
+    "--namespace",
+    NS,
+    "--xds-listen",
+    "127.0.0.1:0",
+    "--admin",
+    "127.0.0.1:0",
+    "--cp-admin",
+    `127.0.0.1:${cpAdmin}`,
+    "--node-id",
+    "k8s-tls-test",
+  ]);
+  t.after(() => proc.stop());
+  const withOutput = (e: Error) => {
+    throw new Error(`${e.message}\n${proc.output()}`);
+  };
+  const reported = await waitFor(
+    "the missing Secret in /config_dump",
+    async () => {
+      const dump = (await fetch(`http://127.0.0.1:${cpAdmin}/config_dump`)
+        .then((r) => r.json())
+        .catch(() => undefined)) as { listener_errors?: string[] } | undefined;
+      return dump?.listener_errors?.join("\n") || undefined;
+    },
+    20_000,
+  ).catch(withOutput);
+  assert.match(reported, new RegExp(`listener secure: Kubernetes TLS Secret ${NS}/rotating is not served`));
+
+  const first = tlsPair("first.example");
+  await client.request("POST", ns("secrets"), tlsSecret("rotating", first.cert, first.key));
+  await waitFor("the Secret's certificate", async () =>
+    (await servedCommonName(listenerPort)) === "first.example" ? true : undefined,
+  ).catch(withOutput);
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+  t.after(() => agent.destroy());
+  assert.deepEqual(await getOver(agent, listenerPort), { status: 200, reused: false, cn: "first.example" });
+
+  const second = tlsPair("second.example");
+  const rotatedAt = performance.now();
+  await client.request("PUT", `${ns("secrets")}/rotating`, tlsSecret("rotating", second.cert, second.key));
+  await waitFor(
+    "the rotated certificate on new handshakes",
+    async () => {
+      const cn = await new Promise<string>((resolve) => {
+        const socket = tlsConnect(
+          { host: "127.0.0.1", port: listenerPort, rejectUnauthorized: false },
+          () => {
+            resolve(String(socket.getPeerCertificate().subject?.CN ?? ""));
+            socket.end();
+          },
+        );
+        socket.on("error", () => resolve(""));
+      });
+      return cn === "second.example" ? true : undefined;
+    },
+    20_000,
+  ).catch(withOutput);
+  t.diagnostic(
+    `Secret PUT → new certificate on a new handshake: ${Math.round(performance.now() - rotatedAt)} ms`,
+  );
+  assert.equal(await servedCommonName(listenerPort), "second.example");
+  // The connection set up before the rotation keeps its session and serves on.
+  assert.deepEqual(await getOver(agent, listenerPort), { status: 200, reused: true, cn: "first.example" });
 });
 
 test("GatewayRoute CRD removed and installed again: routes go, then come back (the control plane keeps running)", async (t) => {

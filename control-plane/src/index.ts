@@ -7,6 +7,7 @@ import {
   type ConfigError,
   createLogger,
   type Ir,
+  type IrSecret,
   type Logger,
   redactIr,
   startAdminServer,
@@ -70,13 +71,20 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   let lastErrors: ConfigError[] = [];
   let fileIr: Ir | undefined;
   let kubeIr: KubeTranslation | undefined;
+  let listenerErrors: string[] = [];
+  let servedKubeSecrets = new Map<string, IrSecret>();
 
   // Nothing is served until every configured source has delivered once: a data plane must not
   // see the file's routes without the cluster's, or the other way round.
   const publish = () => {
     if (options.configFile && !fileIr) return;
     if (options.kubernetes && !kubeIr) return;
-    ir = mergeIr(fileIr, kubeIr);
+    const merged = mergeIr(fileIr, kubeIr, servedKubeSecrets);
+    servedKubeSecrets = merged.servedSecrets;
+    ir = merged.ir;
+    if (JSON.stringify(merged.listenerErrors) !== JSON.stringify(listenerErrors))
+      for (const e of merged.listenerErrors) log.error({ listener: e }, "listener not served");
+    listenerErrors = merged.listenerErrors;
     const snapshot = snapshots.build(ir);
     cache.set(snapshot);
     observability.published(snapshot);
@@ -162,6 +170,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
             body: {
               ir: ir && redactIr(ir),
               config_errors: lastErrors.map(String),
+              listener_errors: listenerErrors,
               kubernetes: kube && {
                 identity: kube.identity,
                 leading: kube.leading,

@@ -78,6 +78,20 @@ clusters:
   ]);
 });
 
+test('an https listener may name a Kubernetes TLS Secret as "namespace/name"; other names still need a secret here', () => {
+  const errors = errorsOf(`listeners:
+  - name: main
+    port: 8443
+    protocol: https
+    tls:
+      certificates: [prod/site, "Prod/site", missing]
+`);
+  assert.deepEqual(errors, [
+    'config.yaml:6 listeners[0].tls.certificates[1]: expected a Kubernetes TLS Secret as "namespace/name", got "Prod/site"',
+    'config.yaml:6 listeners[0].tls.certificates[2]: unknown secret "missing"',
+  ]);
+});
+
 test("YAML syntax errors carry their line", () => {
   const errors = errorsOf("listeners:\n  - name: a\n    port: [1\n");
   assert.equal(errors.length > 0, true);

@@ -290,7 +290,7 @@ export const listenerTlsSchema = z.strictObject({
     .array(z.string().min(1))
     .min(1)
     .describe(
-      "Certificate secrets; each serves the names in its certificate (SNI), the first is the default.",
+      'Certificate secrets; each serves the names in its certificate (SNI), the first is the default. "namespace/name" names a Kubernetes TLS Secret (needs the Kubernetes source).',
     ),
   minVersion: z.enum(["TLSv1.2", "TLSv1.3"]).optional().describe("Default TLSv1.2."),
   ciphers: z

@@ -136,6 +136,12 @@ export function semanticErrors(config: GatewayConfig): SemanticError[] {
   return errors;
 }
 
+/**
+ * A listener certificate named "namespace/name" is a Kubernetes TLS Secret (config.yaml names cannot
+ * contain "/"); the control plane resolves it, or reports it in /config_dump and leaves the listener out.
+ */
+const KUBERNETES_SECRET = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\/[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$/;
+
 /** Secrets are well-formed and every reference names one of the right kind. */
 function secretErrors(config: GatewayConfig): SemanticError[] {
   const secrets = config.secrets ?? [];
@@ -173,7 +179,10 @@ function secretErrors(config: GatewayConfig): SemanticError[] {
     if ((l.protocol ?? "http") === "http" && l.tls !== undefined)
       errors.push({ path: [...at, "tls"], message: "tls needs protocol: https" });
     l.tls?.certificates.forEach((name, ci) => {
-      ref(name, "certificate", [...at, "tls", "certificates", ci]);
+      const path: ConfigPath = [...at, "tls", "certificates", ci];
+      if (!name.includes("/")) ref(name, "certificate", path);
+      else if (!KUBERNETES_SECRET.test(name))
+        errors.push({ path, message: `expected a Kubernetes TLS Secret as "namespace/name", got "${name}"` });
     });
     const client = l.tls?.clientCertificate;
     if (client) ref(client.ca, "ca", [...at, "tls", "clientCertificate", "ca"]);

@@ -1162,3 +1162,82 @@ test("the Helm chart renders (helm template, built from the Go module proxy) and
         throw new Error(`helm template: ${object.kind} ${object.metadata.name}: ${e.message}`);
       });
 });
+
+test("GatewayRoute policies: a retry hides a refusing endpoint, a redirect and a direct response answer locally", async (t) => {
+  if (!ready(t) || !api || !pods) return;
+  const [, , , , dead = "", live = ""] = pods.addresses;
+  // One process listens on `live` only, so the same port on `dead` refuses connections.
+  const { port, stop } = await pods.serve([live]);
+  t.after(stop);
+  const listenerPort = await freePort();
+  await client.request("POST", ns("services"), {
+    metadata: { name: "flaky", namespace: NS },
+    spec: { ports: [{ name: "http", port: 80, protocol: "TCP" }] },
+  });
+  await client.request(
+    "POST",
+    ns("endpointslices", SLICES),
+    slice("flaky-a", "flaky", port, [{ ip: live }, { ip: dead }]),
+  );
+  await client.request(
+    "POST",
+    ns("gatewayroutes", GR),
+    gatewayRoute("policies", listenerPort, {
+      rules: [
+        {
+          matches: [{ path: { type: "PathPrefix", value: "/retried" } }],
+          backendRefs: [{ name: "flaky", port: 80 }],
+          retry: { retries: 2, retryOn: ["connect-failure"] },
+        },
+        {
+          matches: [{ path: { type: "PathPrefix", value: "/once" } }],
+          backendRefs: [{ name: "flaky", port: 80 }],
+        },
+        {
+          matches: [{ path: { type: "PathPrefix", value: "/old/" } }],
+          redirect: { scheme: "https", host: "shop.example", pathPrefix: "/new/", status: 308 },
+        },
+        {
+          matches: [{ path: { type: "Exact", value: "/healthz" } }],
+          directResponse: { status: 200, body: "gateway ok" },
+        },
+      ],
+    }),
+  );
+  const both = await client
+    .request(
+      "POST",
+      ns("gatewayroutes", GR),
+      gatewayRoute("both", listenerPort, {
+        rules: [{ backendRefs: [{ name: "flaky", port: 80 }], redirect: { status: 302 } }],
+      }),
+    )
+    .then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+  assert.ok(both instanceof KubeApiError && both.status === 422, "the API server refused it");
+  assert.match(both.message, /exactly one of backendRefs, redirect or directResponse/);
+  const stored = await client.request<GatewayRoute>("GET", `${ns("gatewayroutes", GR)}/policies`);
+  assert.equal(stored.spec?.rules?.[0]?.retry?.retries, 2, "the API server kept the policy fields");
+
+  const pair = await startPair(api.kubeconfig, "replica-policies");
+  t.after(() => pair.close());
+  assert.ok(await pair.dp.ready(15_000), "data plane got a config");
+  const base = `http://${pair.host}:${listenerPort}`;
+  await waitFor("the listener", () => servedBy(`${base}/healthz`).catch(() => undefined), 10_000);
+
+  // Round robin sends every other first attempt to the refusing endpoint.
+  const once = [];
+  for (let i = 0; i < 8; i++) once.push(await servedBy(`${base}/once`));
+  assert.ok(once.includes(`200 ${live}`) && once.some((r) => !r.startsWith("200")), once.join(", "));
+  for (let i = 0; i < 8; i++) assert.equal(await servedBy(`${base}/retried`), `200 ${live}`);
+
+  const moved = await fetch(`${base}/old/item?id=7`, {
+    redirect: "manual",
+    signal: AbortSignal.timeout(3_000),
+  });
+  assert.equal(moved.status, 308);
+  assert.equal(moved.headers.get("location"), "https://shop.example/new/item?id=7");
+  assert.equal(await servedBy(`${base}/healthz`), "200 gateway ok");
+});

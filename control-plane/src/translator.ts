@@ -18,6 +18,7 @@ import {
   DEFAULTS,
   type HeaderOps,
   type Ir,
+  type IrCluster,
   type IrClusterPolicies,
   type IrListenerTls,
   type IrPlugin,
@@ -77,14 +78,23 @@ function route(r: RouteConfigEntry, order: number): IrRoute {
     requestHeaders: headerOps(r.requestHeaders),
     responseHeaders: headerOps(r.responseHeaders),
     plugins: (r.plugins ?? []).map((pl) => ({ name: pl.name, config: pl.config ?? {} })),
-    ...(r.retry && { retry: retry(r.retry) }),
-    ...routeTraffic(r),
+    ...routePolicies(r),
   };
 }
 
-/** Rewrites, redirects, direct responses, CORS and mirroring with defaults filled in (docs/traffic/). */
-function routeTraffic(r: RouteConfigEntry): Partial<IrRoute> {
+/** The route-level policies, as config.yaml and a GatewayRoute rule both spell them. */
+export type RoutePolicyInput = Pick<
+  RouteConfigEntry,
+  "retry" | "rewrite" | "redirect" | "directResponse" | "cors" | "mirror"
+>;
+
+/**
+ * Retries, rewrites, redirects, direct responses, CORS and mirroring with defaults filled in
+ * (docs/traffic/). Shared with the Kubernetes provider so both sources mean the same thing.
+ */
+export function routePolicies(r: RoutePolicyInput): Partial<IrRoute> {
   const out: Partial<IrRoute> = {};
+  if (r.retry) out.retry = retry(r.retry);
   const rw = r.rewrite;
   if (rw)
     out.rewrite = {
@@ -140,13 +150,27 @@ function retry(r: NonNullable<RouteConfigEntry["retry"]>): IrRetry {
   };
 }
 
-/** The cluster's traffic policies with defaults filled in (Envoy's where it has one). */
-function clusterPolicies(c: ClusterConfig): IrClusterPolicies {
+/** A cluster's policies, as config.yaml and a GatewayRoute rule's backendPolicy both spell them. */
+export type ClusterPolicyInput = Omit<ClusterConfig, "name" | "endpoints" | "tls">;
+
+/** The cluster's connection settings and traffic policies with defaults filled in (Envoy's where it has one). */
+export function clusterPolicies(
+  c: ClusterPolicyInput,
+): IrClusterPolicies &
+  Pick<
+    IrCluster,
+    "lb" | "connectTimeoutMs" | "idleTimeoutMs" | "maxIdlePerEndpoint" | "maxRequestsPerConnection"
+  > {
   const hc = c.healthCheck;
   const od = c.outlierDetection;
   const cb = c.circuitBreakers;
   const sa = c.sessionAffinity;
   return {
+    lb: c.lb ?? "round_robin",
+    connectTimeoutMs: durationMs(c.connectTimeout, DEFAULTS.connectTimeoutMs),
+    idleTimeoutMs: durationMs(c.idleTimeout, DEFAULTS.idleTimeoutMs),
+    maxIdlePerEndpoint: c.maxIdlePerEndpoint ?? DEFAULTS.maxIdlePerEndpoint,
+    maxRequestsPerConnection: c.maxRequestsPerConnection ?? 0,
     hashOn: (c.hashOn ?? []).map((h) =>
       h.header !== undefined
         ? { kind: "header", name: h.header.toLowerCase() }
@@ -274,11 +298,6 @@ export function translateConfig(config: GatewayConfig): Ir {
     }),
     clusters: (config.clusters ?? []).map((c) => ({
       name: c.name,
-      lb: c.lb ?? "round_robin",
-      connectTimeoutMs: durationMs(c.connectTimeout, DEFAULTS.connectTimeoutMs),
-      idleTimeoutMs: durationMs(c.idleTimeout, DEFAULTS.idleTimeoutMs),
-      maxIdlePerEndpoint: c.maxIdlePerEndpoint ?? DEFAULTS.maxIdlePerEndpoint,
-      maxRequestsPerConnection: c.maxRequestsPerConnection ?? 0,
       ...clusterPolicies(c),
       endpoints: c.endpoints.map((e) => {
         if (typeof e !== "string") return { address: e.address, port: e.port, weight: e.weight ?? 1 };

@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { translateConfig } from "../../translator.ts";
 import { clusterName, type KubeObjects, translateKube } from "./translate.ts";
 import type { EndpointSlice, Gateway, GatewayRoute, HttpRoute, Secret, Service } from "./types.ts";
 
@@ -266,4 +267,184 @@ test("HTTPRoutes attach to the HTTP listeners of agw Gateways only; a listener's
   const foreign = out.routes.find((r) => r.name === "foreign");
   assert.equal(foreign?.kind, "HTTPRoute");
   assert.equal(foreign?.conditions.find((c) => c.type === "Accepted")?.status, "False");
+});
+
+const policyRule = {
+  retry: { retries: 2, retryOn: ["5xx" as const, "reset" as const], perTryTimeout: "300ms" },
+  rewrite: { pathPrefix: "/v2/", host: "internal.shop" },
+  cors: { allowOrigins: ["https://app.example"], allowHeaders: ["X-Token"], maxAge: "10m" },
+};
+
+test("retry, rewrite, CORS and mirror on a rule become the very IR fields config.yaml gives", () => {
+  const out = translateKube(
+    objects({
+      gatewayRoutes: [
+        route("policies", {
+          listener: { name: "http", port: 8080 },
+          rules: [
+            {
+              matches: [{ path: { type: "PathPrefix", value: "/api/" } }],
+              backendRefs: [{ name: "web", port: "http" }],
+              ...policyRule,
+              mirror: { backendRef: { name: "web", port: 9000 }, percent: 25 },
+            },
+          ],
+        }),
+      ],
+    }),
+  );
+  assert.equal(out.routes[0]?.conditions.find((c) => c.type === "Accepted")?.status, "True");
+  const fromKube = out.listeners[0]?.routes[0];
+  const fromFile = translateConfig({
+    listeners: [
+      {
+        name: "http",
+        port: 8080,
+        routes: [
+          {
+            name: "r",
+            match: { path: { prefix: "/api/" } },
+            cluster: "web",
+            ...policyRule,
+            mirror: { cluster: clusterName("shop", "web", 9000), percent: 25 },
+          },
+        ],
+      },
+    ],
+    clusters: [],
+  }).listeners[0]?.routes[0];
+  for (const field of ["retry", "rewrite", "cors", "mirror"] as const)
+    assert.deepEqual(fromKube?.[field], fromFile?.[field], field);
+  assert.ok(fromKube?.retry && fromKube.rewrite && fromKube.cors && fromKube.mirror);
+  // The mirror's Service port is a cluster of its own, resolved like any backendRef.
+  assert.ok(out.clusters.some((c) => c.name === clusterName("shop", "web", 9000)));
+});
+
+test("a rule may answer with a redirect or a direct response instead of backendRefs", () => {
+  const out = translateKube(
+    objects({
+      gatewayRoutes: [
+        route("answers", {
+          listener: { name: "http", port: 8080 },
+          rules: [
+            {
+              matches: [{ path: { type: "PathPrefix", value: "/old/" } }],
+              redirect: { scheme: "https", pathPrefix: "/new/", status: 308 },
+            },
+            {
+              matches: [{ path: { type: "Exact", value: "/healthz" } }],
+              directResponse: { status: 200, body: "ok" },
+            },
+          ],
+        }),
+      ],
+    }),
+  );
+  const [redirect, direct] = out.listeners[0]?.routes ?? [];
+  assert.deepEqual(redirect?.target, { cluster: "" });
+  assert.deepEqual(redirect?.redirect, {
+    scheme: "https",
+    host: "",
+    port: 0,
+    path: "",
+    pathPrefix: "/new/",
+    stripQuery: false,
+    status: 308,
+  });
+  assert.deepEqual(direct?.directResponse, {
+    status: 200,
+    body: "ok",
+    contentType: "text/plain; charset=utf-8",
+  });
+  assert.deepEqual(out.clusters, []);
+});
+
+test("backendPolicy gives the rule clusters of its own with config.yaml's cluster policies; other routes keep the shared one", () => {
+  const backendPolicy = {
+    lb: "ring_hash" as const,
+    hashOn: [{ header: "X-User" }, { sourceIp: true as const }],
+    sessionAffinity: { cookie: "agw-affinity", ttl: "1h" },
+    healthCheck: { path: "/ready", interval: "2s", unhealthyThreshold: 2 },
+    outlierDetection: { consecutive5xx: 3, baseEjectionTime: "10s" },
+    circuitBreakers: { maxRequests: 100 },
+    connectTimeout: "1s",
+  };
+  const out = translateKube(
+    objects({
+      gatewayRoutes: [
+        basicRoute,
+        route("sticky", {
+          listener: { name: "http", port: 8080 },
+          rules: [{ backendRefs: [{ name: "web", port: "http" }], backendPolicy }],
+        }),
+      ],
+      endpointSlices: [slice("web-a", [{ ip: "10.0.0.1" }])],
+    }),
+  );
+  const own = out.clusters.find((c) => c.name === "k8s/shop/sticky/0/web/80");
+  const shared = out.clusters.find((c) => c.name === clusterName("shop", "web", 80));
+  const fromFile = translateConfig({
+    clusters: [{ name: "web", endpoints: ["10.0.0.1:8080"], ...backendPolicy }],
+  }).clusters[0];
+  assert.deepEqual(own, { ...fromFile, name: "k8s/shop/sticky/0/web/80" });
+  assert.equal(shared?.lb, "round_robin");
+  assert.equal(shared?.healthCheck, undefined);
+  assert.deepEqual(out.listeners[0]?.routes.find((r) => r.name.startsWith("k8s/shop/sticky/"))?.target, {
+    cluster: "k8s/shop/sticky/0/web/80",
+  });
+});
+
+test("policies are held to config.yaml's rules: a bad one makes the route not Accepted, with where and why", () => {
+  const out = translateKube(
+    objects({
+      gatewayRoutes: [
+        route("bad", {
+          listener: { name: "http", port: 8080 },
+          rules: [
+            {
+              matches: [{ path: { type: "Exact", value: "/x" } }],
+              backendRefs: [{ name: "web", port: "http" }],
+              rewrite: { pathPrefix: "/y" },
+              backendPolicy: { healthCheck: { interval: "soon" } },
+            },
+            { backendRefs: [{ name: "web", port: "http" }], redirect: { status: 302 } },
+          ],
+        }),
+      ],
+    }),
+  );
+  const accepted = out.routes[0]?.conditions.find((c) => c.type === "Accepted");
+  assert.equal(accepted?.status, "False");
+  assert.match(
+    accepted?.message ?? "",
+    /rules\[0\]\.rewrite\.pathPrefix: needs a rule whose matches are all PathPrefix/,
+  );
+  assert.match(accepted?.message ?? "", /rules\[0\]\.backendPolicy\.healthCheck\.interval: /);
+  assert.match(
+    accepted?.message ?? "",
+    /rules\[1\]: a rule needs exactly one of backendRefs, redirect or directResponse/,
+  );
+  assert.deepEqual(out.listeners, []);
+});
+
+test("a mirror to a Service that does not exist is reported like a missing backend", () => {
+  const out = translateKube(
+    objects({
+      gatewayRoutes: [
+        route("m", {
+          listener: { name: "http", port: 8080 },
+          rules: [
+            {
+              backendRefs: [{ name: "web", port: "http" }],
+              mirror: { backendRef: { name: "shadow", port: 80 } },
+            },
+          ],
+        }),
+      ],
+    }),
+  );
+  const resolved = out.routes[0]?.conditions.find((c) => c.type === "ResolvedRefs");
+  assert.equal(resolved?.status, "False");
+  assert.match(resolved?.message ?? "", /Service shop\/shadow not found/);
+  assert.equal(out.listeners[0]?.routes[0]?.mirror?.cluster, "k8s/shop/shadow/80");
 });

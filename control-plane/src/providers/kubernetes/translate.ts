@@ -4,7 +4,7 @@
  * (everything is sorted), so a resync or a cold start over the same objects gives the same IR.
  */
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { parseDuration } from "@agw/core/config/schema";
+import { clusterSchema, parseDuration, routeSchema } from "@agw/core/config/schema";
 import {
   DEFAULTS,
   type HeaderOps,
@@ -15,6 +15,7 @@ import {
   type IrSecret,
   type ValueMatch,
 } from "@agw/core/ir";
+import { clusterPolicies, routePolicies } from "../../translator.ts";
 import {
   type EndpointSlice,
   GATEWAY_API,
@@ -143,6 +144,32 @@ function checkRegex(source: string, what: string, problems: string[]): void {
   } catch (e) {
     problems.push(`${what}: invalid regular expression: ${(e as Error).message}`);
   }
+}
+
+/** config.yaml's own schemas, so a GatewayRoute policy is held to exactly the same rules. */
+const rulePolicySchema = routeSchema.pick({
+  retry: true,
+  rewrite: true,
+  redirect: true,
+  directResponse: true,
+  cors: true,
+});
+const backendPolicySchema = clusterSchema.omit({ name: true, endpoints: true, tls: true });
+
+function checkSchema(
+  schema: {
+    safeParse(value: unknown): {
+      success: boolean;
+      error?: { issues: ReadonlyArray<{ path: PropertyKey[]; message: string }> };
+    };
+  },
+  value: unknown,
+  where: string,
+  problems: string[],
+): void {
+  const result = schema.safeParse(value);
+  for (const issue of result.error?.issues ?? [])
+    problems.push(`${[where, ...issue.path.map(String)].join(".")}: ${issue.message}`);
 }
 
 /** A TLS Secret → IR, or why it cannot be served. */
@@ -323,44 +350,85 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
     const wanted = new Map<string, IrCluster>();
 
     (spec?.rules ?? []).forEach((rule, ruleIndex) => {
-      const weighted: Array<{ name: string; weight: number }> = [];
-      for (const ref of rule.backendRefs ?? []) {
+      const where = `rules[${ruleIndex}]`;
+      const { retry, rewrite, redirect, directResponse, cors } = rule;
+      checkSchema(rulePolicySchema, { retry, rewrite, redirect, directResponse, cors }, where, problems);
+      if (rule.backendPolicy !== undefined)
+        checkSchema(backendPolicySchema, rule.backendPolicy, `${where}.backendPolicy`, problems);
+      const targets = [rule.backendRefs?.length, rule.redirect, rule.directResponse].filter(Boolean);
+      if (source.kind === "GatewayRoute" && targets.length !== 1)
+        problems.push(`${where}: a rule needs exactly one of backendRefs, redirect or directResponse`);
+      /**
+       * A Service port → its cluster. With a backendPolicy the cluster belongs to this rule alone,
+       * so routes that reach one Service with different policies never fight over it.
+       */
+      const backend = (ref: { name: string; port: number | string }, policy: typeof rule.backendPolicy) => {
         const svc = services.get(key(namespace, ref.name));
         const port = svc ? servicePort(svc, ref.port) : undefined;
         if (!svc) unresolved.push(`Service ${namespace}/${ref.name} not found`);
         else if (!port) unresolved.push(`Service ${namespace}/${ref.name} has no port ${ref.port}`);
         // An unresolved backend still gets a cluster, an empty one: its share of traffic fails
         // with 503 rather than silently moving to the other backends.
-        const name = port
+        const shared = port
           ? clusterName(namespace, ref.name, port.port)
           : `k8s/${namespace}/${ref.name}/${ref.port}`;
-        weighted.push({ name, weight: ref.weight ?? 1 });
+        const name = policy
+          ? `${source.routePrefix}/${ruleIndex}/${ref.name}/${port?.port ?? ref.port}`
+          : shared;
         if (!wanted.has(name)) {
-          wanted.set(name, {
+          const endpoints = port
+            ? endpointsFor(slicesByService.get(key(namespace, ref.name)) ?? [], port)
+            : [];
+          wanted.set(
             name,
-            lb: "round_robin",
-            connectTimeoutMs: DEFAULTS.connectTimeoutMs,
-            idleTimeoutMs: DEFAULTS.idleTimeoutMs,
-            maxIdlePerEndpoint: DEFAULTS.maxIdlePerEndpoint,
-            maxRequestsPerConnection: 0,
-            endpoints: port ? endpointsFor(slicesByService.get(key(namespace, ref.name)) ?? [], port) : [],
-          });
+            policy
+              ? { name, ...clusterPolicies(policy), endpoints }
+              : {
+                  name,
+                  lb: "round_robin",
+                  connectTimeoutMs: DEFAULTS.connectTimeoutMs,
+                  idleTimeoutMs: DEFAULTS.idleTimeoutMs,
+                  maxIdlePerEndpoint: DEFAULTS.maxIdlePerEndpoint,
+                  maxRequestsPerConnection: 0,
+                  endpoints,
+                },
+          );
         }
-      }
+        return name;
+      };
+      const weighted = (rule.backendRefs ?? []).map((ref) => ({
+        name: backend(ref, rule.backendPolicy),
+        weight: ref.weight ?? 1,
+      }));
+      const { mirror, ...configShaped } = rule;
+      const policies = routePolicies({
+        ...configShaped,
+        ...(mirror && {
+          mirror: {
+            cluster: backend(mirror.backendRef, undefined),
+            ...(mirror.percent !== undefined && { percent: mirror.percent }),
+            ...(mirror.maxBodyBytes !== undefined && { maxBodyBytes: mirror.maxBodyBytes }),
+          },
+        }),
+      });
       const timeoutMs = rule.timeout === undefined ? DEFAULTS.routeTimeoutMs : parseDuration(rule.timeout);
       if (timeoutMs === undefined)
         problems.push(`rules[${ruleIndex}].timeout: "${rule.timeout}" is not a duration`);
       const matches = rule.matches?.length ? rule.matches : [{}];
       matches.forEach((m, matchIndex) => {
-        const where = `rules[${ruleIndex}].matches[${matchIndex}]`;
+        const at = `${where}.matches[${matchIndex}]`;
         const pathType = m.path?.type ?? "PathPrefix";
+        for (const policy of ["rewrite", "redirect"] as const)
+          if (rule[policy]?.pathPrefix !== undefined && pathType !== "PathPrefix")
+            problems.push(
+              `${where}.${policy}.pathPrefix: needs a rule whose matches are all PathPrefix (${at} is not)`,
+            );
         const pathValue = m.path?.value ?? "/";
-        if (pathType === "RegularExpression") checkRegex(pathValue, `${where}.path`, problems);
+        if (pathType === "RegularExpression") checkRegex(pathValue, `${at}.path`, problems);
         for (const [i, h] of (m.headers ?? []).entries())
-          if (h.type === "RegularExpression") checkRegex(h.value ?? "", `${where}.headers[${i}]`, problems);
+          if (h.type === "RegularExpression") checkRegex(h.value ?? "", `${at}.headers[${i}]`, problems);
         for (const [i, q] of (m.queryParams ?? []).entries())
-          if (q.type === "RegularExpression")
-            checkRegex(q.value ?? "", `${where}.queryParams[${i}]`, problems);
+          if (q.type === "RegularExpression") checkRegex(q.value ?? "", `${at}.queryParams[${i}]`, problems);
         irRoutes.push({
           name: `${source.routePrefix}/${ruleIndex}/${matchIndex}`,
           order: 0,
@@ -372,11 +440,17 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
           methods: m.method ? [m.method] : [],
           headers: (m.headers ?? []).map((h) => valueMatch(h, true)),
           query: (m.queryParams ?? []).map((q) => valueMatch(q, false)),
-          target: weighted.length === 1 && weighted[0] ? { cluster: weighted[0].name } : { weighted },
+          target:
+            weighted.length === 0
+              ? { cluster: "" }
+              : weighted.length === 1 && weighted[0]
+                ? { cluster: weighted[0].name }
+                : { weighted },
           timeoutMs: timeoutMs ?? DEFAULTS.routeTimeoutMs,
           requestHeaders: headerOps(rule.filters?.requestHeaderModifier),
           responseHeaders: headerOps(rule.filters?.responseHeaderModifier),
           plugins: (rule.plugins ?? []).map((p) => ({ name: p.name, config: p.config ?? {} })),
+          ...policies,
         });
       });
     });

@@ -1,5 +1,6 @@
 /** The Kubernetes objects the provider reads, and the GatewayRoute CRD's shape (deploy/crds). */
 import type { KubernetesObject, V1EndpointSlice, V1Secret, V1Service } from "@kubernetes/client-node";
+import type { ClusterPolicyInput, RoutePolicyInput } from "../../translator.ts";
 
 export type Service = V1Service;
 export type EndpointSlice = V1EndpointSlice;
@@ -39,6 +40,20 @@ export interface GatewayRouteRule {
   };
   timeout?: string;
   plugins?: Array<{ name: string; config?: Record<string, unknown> }>;
+  /** Spelled as in config.yaml (docs/traffic/); validated with config.yaml's schema. */
+  retry?: RoutePolicyInput["retry"];
+  rewrite?: RoutePolicyInput["rewrite"];
+  redirect?: RoutePolicyInput["redirect"];
+  directResponse?: RoutePolicyInput["directResponse"];
+  cors?: RoutePolicyInput["cors"];
+  /** config.yaml's mirror with a Service port in place of a cluster name. */
+  mirror?: {
+    backendRef: { name: string; port: number | string };
+    percent?: number;
+    maxBodyBytes?: number;
+  };
+  /** config.yaml's cluster policies for the clusters of this rule's backendRefs (docs/kubernetes.md). */
+  backendPolicy?: ClusterPolicyInput;
 }
 
 export interface GatewayRoute extends KubernetesObject {

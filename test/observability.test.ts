@@ -69,7 +69,10 @@ interface Gateway {
   close(): Promise<void>;
 }
 
-/** `observability` replaces the default: an access log (route "quiet" off) and tracing to the receiver. */
+/**
+ * `observability` replaces the default: an access log (route "quiet" off by option, route "hushed" by
+ * its config) and tracing to the receiver.
+ */
 async function startGateway(observability?: DataPlaneOptions["observability"]): Promise<Gateway> {
   const dir = tempDir("agw-obs-");
   const received: Received[] = [];
@@ -116,6 +119,7 @@ listeners:
       - { name: ok, match: { path: { prefix: /ok } }, cluster: up }
       - { name: fail, match: { path: { prefix: /fail } }, cluster: up }
       - { name: quiet, match: { path: { prefix: /quiet } }, cluster: up }
+      - { name: hushed, match: { path: { prefix: /hushed } }, cluster: up, accessLog: false }
   - name: secure
     address: 127.0.0.1
     port: ${tlsPort}
@@ -190,6 +194,7 @@ test("known traffic shows as exact counts, access log lines and linked spans", a
   for (let i = 0; i < 3; i++) assert.equal((await request(gw.port, "/fail")).status, 503);
   for (let i = 0; i < 2; i++) assert.equal((await request(gw.port, "/nowhere")).status, 404);
   assert.equal((await request(gw.port, "/quiet")).status, 200);
+  assert.equal((await request(gw.port, "/hushed")).status, 200);
   const traced = await request(gw.port, "/ok/traced", {
     headers: { traceparent: `00-${clientTrace}-${clientSpan}-01`, "user-agent": "obs-test/1" },
   });
@@ -208,7 +213,7 @@ test("known traffic shows as exact counts, access log lines and linked spans", a
     sample(stats.body, "agw_downstream_request_duration_seconds_count", { listener: "main", route: "ok" }),
     6,
   );
-  assert.equal(sample(stats.body, "agw_upstream_request_duration_seconds_count", { cluster: "up" }), 10);
+  assert.equal(sample(stats.body, "agw_upstream_request_duration_seconds_count", { cluster: "up" }), 11);
   assert.equal(sample(stats.body, "agw_cluster_endpoints", { cluster: "up" }), 1);
   assert.match(stats.body, /^agw_xds_connected 1$/m);
   assert.ok(sample(stats.body, "agw_xds_updates_total", { type: "Cluster", result: "ack" }) >= 1);
@@ -231,14 +236,14 @@ test("known traffic shows as exact counts, access log lines and linked spans", a
   assert.equal(client.spanId, upParent);
   assert.equal(server.name, "GET ok");
 
-  // Access log: flushed at close; one line per request, none for the "quiet" route.
+  // Access log: flushed at close; one line per request, none for the "quiet" and "hushed" routes.
   await gw.close();
   const lines = readFileSync(gw.accessLogFile, "utf8")
     .trim()
     .split("\n")
     .map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.equal(lines.length, 11);
-  assert.equal(lines.filter((l) => l.route === "quiet").length, 0);
+  assert.equal(lines.filter((l) => l.route === "quiet" || l.route === "hushed").length, 0);
   const last = lines.at(-1) as Record<string, unknown>;
   assert.deepEqual(Object.keys(last), [
     "start_time",

@@ -79,6 +79,7 @@ function route(r: RouteConfigEntry, order: number): IrRoute {
     responseHeaders: headerOps(r.responseHeaders),
     plugins: (r.plugins ?? []).map((pl) => ({ name: pl.name, config: pl.config ?? {} })),
     ...routePolicies(r),
+    ...(r.accessLog === false && { accessLogOff: true }),
   };
 }
 

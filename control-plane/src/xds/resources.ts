@@ -262,6 +262,7 @@ export class SnapshotBuilder {
                 })),
                 ...(r.retry && { retry: retryPolicy(r.retry) }),
                 ...routeTrafficFields(r),
+                ...(r.accessLogOff && { accessLogOff: true }),
               },
             }),
           ),

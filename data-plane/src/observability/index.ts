@@ -110,7 +110,7 @@ export class GatewayObserver implements ExchangeObserver {
   }
 
   async close(): Promise<void> {
-    this.accessLog?.close();
+    await this.accessLog?.close();
     await this.tracing?.close();
   }
 }

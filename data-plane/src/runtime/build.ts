@@ -122,6 +122,7 @@ function compileRoute(
     plugins: pluginChain(route, plugins, where),
     retry: action?.retry ? retrySpec(action.retry, where) : null,
     ...routeTraffic(route, requestHeaders),
+    accessLogOff: action?.accessLogOff ?? false,
   };
 }
 

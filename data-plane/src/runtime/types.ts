@@ -55,6 +55,8 @@ export interface CompiledRoute {
   readonly rewrite?: RequestRewrite | null;
   /** Copies of the request to a shadow cluster. */
   readonly mirror?: Mirror | null;
+  /** The route's requests are left out of the access log. */
+  readonly accessLogOff?: boolean;
 }
 
 export interface Router {

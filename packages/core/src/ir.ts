@@ -39,6 +39,8 @@ export interface IrRoute {
   directResponse?: { status: number; body: string; contentType: string };
   cors?: IrCors;
   mirror?: { cluster: string; percent: number; maxBodyBytes: number };
+  /** The route's requests are left out of the access log. */
+  accessLogOff?: boolean;
 }
 
 export interface IrRewrite {

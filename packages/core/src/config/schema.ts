@@ -257,6 +257,10 @@ export const routeSchema = z
     directResponse: directResponseSchema.optional(),
     cors: corsSchema.optional(),
     mirror: mirrorSchema.optional(),
+    accessLog: z
+      .boolean()
+      .optional()
+      .describe("false leaves this route's requests out of the access log; default true."),
   })
   .describe("A route. Exactly one of cluster, clusters, redirect or directResponse.");
 

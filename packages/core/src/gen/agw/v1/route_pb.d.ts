@@ -297,6 +297,13 @@ export declare type RouteAction = Message<"agw.v1.RouteAction"> & {
    * @generated from field: agw.v1.MirrorPolicy mirror = 12;
    */
   mirror?: MirrorPolicy | undefined;
+
+  /**
+   * The route's requests are left out of the access log (docs/operability.md).
+   *
+   * @generated from field: bool access_log_off = 13;
+   */
+  accessLogOff: boolean;
 };
 
 /**

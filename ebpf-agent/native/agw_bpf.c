@@ -230,19 +230,32 @@ static napi_value detach(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+/*
+ * The arguments every map call starts with, (obj, map, key, ...): reads `want` arguments and resolves
+ * the map and the key; 0 on success, -1 with a JS exception pending.
+ */
+static int map_key_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv,
+			struct bpf_map **map, void **key, size_t *key_len)
+{
+	if (get_args(env, info, want, argv))
+		return -1;
+	struct bpf_object *obj = get_object(env, argv[0]);
+	if (!obj)
+		return -1;
+	*map = find_map(env, obj, argv[1]);
+	if (!*map || get_buffer(env, argv[2], key, key_len))
+		return -1;
+	return 0;
+}
+
 /* mapUpdate(obj, map, key, value) */
 static napi_value map_update(napi_env env, napi_callback_info info)
 {
 	napi_value argv[4];
+	struct bpf_map *map;
 	void *key, *value;
 	size_t key_len, value_len;
-	if (get_args(env, info, 4, argv))
-		return NULL;
-	struct bpf_object *obj = get_object(env, argv[0]);
-	if (!obj)
-		return NULL;
-	struct bpf_map *map = find_map(env, obj, argv[1]);
-	if (!map || get_buffer(env, argv[2], &key, &key_len) || get_buffer(env, argv[3], &value, &value_len))
+	if (map_key_args(env, info, 4, argv, &map, &key, &key_len) || get_buffer(env, argv[3], &value, &value_len))
 		return NULL;
 	int err = bpf_map__update_elem(map, key, key_len, value, value_len, BPF_ANY);
 	if (err)
@@ -254,15 +267,10 @@ static napi_value map_update(napi_env env, napi_callback_info info)
 static napi_value map_delete(napi_env env, napi_callback_info info)
 {
 	napi_value argv[3];
+	struct bpf_map *map;
 	void *key;
 	size_t key_len;
-	if (get_args(env, info, 3, argv))
-		return NULL;
-	struct bpf_object *obj = get_object(env, argv[0]);
-	if (!obj)
-		return NULL;
-	struct bpf_map *map = find_map(env, obj, argv[1]);
-	if (!map || get_buffer(env, argv[2], &key, &key_len))
+	if (map_key_args(env, info, 3, argv, &map, &key, &key_len))
 		return NULL;
 	int err = bpf_map__delete_elem(map, key, key_len, 0);
 	if (err && err != -ENOENT)
@@ -276,15 +284,10 @@ static napi_value map_delete(napi_env env, napi_callback_info info)
 static napi_value map_lookup(napi_env env, napi_callback_info info)
 {
 	napi_value argv[3];
+	struct bpf_map *map;
 	void *key;
 	size_t key_len;
-	if (get_args(env, info, 3, argv))
-		return NULL;
-	struct bpf_object *obj = get_object(env, argv[0]);
-	if (!obj)
-		return NULL;
-	struct bpf_map *map = find_map(env, obj, argv[1]);
-	if (!map || get_buffer(env, argv[2], &key, &key_len))
+	if (map_key_args(env, info, 3, argv, &map, &key, &key_len))
 		return NULL;
 	size_t value_size = bpf_map__value_size(map);
 	enum bpf_map_type type = bpf_map__type(map);

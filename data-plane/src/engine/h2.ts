@@ -13,7 +13,7 @@ import type { PluginReply } from "../plugins/chain.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint, RuntimeConfig } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
-import { clientAddress, HOP_BY_HOP, hasName, opsAppend, opsDrop } from "./headers.ts";
+import { clientAddress, HOP_BY_HOP, hasName, opsDrop, upstreamHead } from "./headers.ts";
 import { ChunkedDecoder, HeadScanner, parseResponseHead, RequestHead, ResponseHead } from "./http1-parser.ts";
 import type { HttpProxy } from "./proxy.ts";
 import type { UpstreamConn, UpstreamHandler } from "./upstream-pool.ts";
@@ -407,44 +407,19 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
   }
 
   buildUpstreamHead(route: CompiledRoute, ep: Endpoint): string {
-    const traceparent = this.h2.proxy.observer?.upstreamStart(this) ?? "";
-    const h = this.head as RequestHead;
-    const ops = route.requestHeaders;
-    const rw = route.rewrite ?? null;
-    const host = rw === null ? h.rawHost : rw.host(h, ep);
-    let s = `${h.method} ${rw === null ? h.originForm : rw.target(h)} HTTP/1.1\r\n`;
-    let xff = "";
-    const names = h.names;
-    for (let i = 0; i < names.length; i++) {
-      const name = names[i] as string;
-      switch (name) {
-        case "x-forwarded-for":
-          xff = xff === "" ? (h.values[i] as string) : `${xff}, ${h.values[i]}`;
-          continue;
-        case "x-forwarded-proto":
-        case "x-forwarded-host":
-        case "x-forwarded-client-cert":
-          continue;
-        case "traceparent":
-          if (traceparent !== "") continue;
-          break;
-      }
-      if (!opsDrop(ops, name)) s += `${name}: ${h.values[i]}\r\n`;
-    }
-    if (!opsDrop(ops, "host")) s += `host: ${host !== "" ? host : ep.key}\r\n`;
-    if (!opsDrop(ops, "x-forwarded-for"))
-      s += `x-forwarded-for: ${xff === "" ? this.clientIp : `${xff}, ${this.clientIp}`}\r\n`;
-    if (!opsDrop(ops, "x-forwarded-proto"))
-      s += `x-forwarded-proto: ${this.tls !== null ? "https" : this.h2.proxy.forwardedProto}\r\n`;
-    if (!opsDrop(ops, "x-forwarded-host")) s += `x-forwarded-host: ${h.rawHost}\r\n`;
-    const client = this.tls?.client;
-    if (client !== undefined && !opsDrop(ops, "x-forwarded-client-cert"))
-      s += `x-forwarded-client-cert: ${client.forwardedHeader}\r\n`;
-    if (h.requestId === "" && !opsDrop(ops, "x-request-id")) s += `x-request-id: ${this.requestId}\r\n`;
-    if (traceparent !== "") s += `traceparent: ${traceparent}\r\n`;
-    s += opsAppend(ops);
-    if (this.bodyMode === B_CHUNKED) s += "transfer-encoding: chunked\r\n";
-    return `${s}\r\n`;
+    return upstreamHead(
+      this.head as RequestHead,
+      route.requestHeaders,
+      route.rewrite ?? null,
+      ep,
+      this.clientIp,
+      this.tls !== null ? "https" : this.h2.proxy.forwardedProto,
+      this.tls?.client?.forwardedHeader ?? "",
+      this.requestId,
+      this.h2.proxy.observer?.upstreamStart(this) ?? "",
+      this.bodyMode === B_CHUNKED,
+      "",
+    );
   }
 
   // ---- request body (HTTP/2 DATA frames → HTTP/1.1 body)

@@ -1,6 +1,8 @@
 /** Header helpers shared by the HTTP/1.1 and HTTP/2 sides of the engine. */
 import type net from "node:net";
-import type { HeaderOps } from "../runtime/types.ts";
+import type { Endpoint, HeaderOps } from "../runtime/types.ts";
+import type { RequestRewrite } from "../traffic/rewrite.ts";
+import type { RequestHead } from "./http1-parser.ts";
 
 /** Connection-specific fields: never forwarded, in either direction (RFC 9110 §7.6.1). */
 export const HOP_BY_HOP = new Set([
@@ -39,4 +41,66 @@ export function opsAppend(ops: HeaderOps): string {
 export function clientAddress(socket: net.Socket): string {
   const a = socket.remoteAddress ?? "";
   return a.startsWith("::ffff:") ? a.slice(7) : a;
+}
+
+/**
+ * The HTTP/1.1 head sent upstream for one request, whichever protocol it arrived on: hop-by-hop
+ * fields dropped, X-Forwarded-* and x-request-id added, the rewrite and the route's header
+ * operations applied. `clientCert` and `traceparent` are "" when there is none; `upgrade` is the
+ * protocol of an Upgrade request, "" otherwise.
+ */
+export function upstreamHead(
+  h: RequestHead,
+  ops: HeaderOps,
+  rw: RequestRewrite | null,
+  ep: Endpoint,
+  clientIp: string,
+  forwardedProto: string,
+  clientCert: string,
+  requestId: string,
+  traceparent: string,
+  chunked: boolean,
+  upgrade: string,
+): string {
+  const host = rw === null ? h.rawHost : rw.host(h, ep);
+  let s = `${h.method} ${rw === null ? h.originForm : rw.target(h)} HTTP/1.1\r\n`;
+  let xff = "";
+  let sawHost = false;
+  const names = h.names;
+  const conn = h.connTokens;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i] as string;
+    if (HOP_BY_HOP.has(name) || hasName(conn, name)) continue;
+    switch (name) {
+      case "x-forwarded-for":
+        xff = xff === "" ? (h.values[i] as string) : `${xff}, ${h.values[i]}`;
+        continue;
+      case "x-forwarded-proto":
+      case "x-forwarded-host":
+      case "x-forwarded-client-cert":
+        continue;
+      case "traceparent":
+        if (traceparent !== "") continue;
+        break;
+      case "host":
+        // rawHost may come from an absolute-form target, which overrides the field.
+        if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${host}\r\n`;
+        sawHost = true;
+        continue;
+    }
+    if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${h.values[i]}\r\n`;
+  }
+  if (!sawHost && !opsDrop(ops, "host")) s += `host: ${host !== "" ? host : ep.key}\r\n`;
+  if (!opsDrop(ops, "x-forwarded-for"))
+    s += `x-forwarded-for: ${xff === "" ? clientIp : `${xff}, ${clientIp}`}\r\n`;
+  if (!opsDrop(ops, "x-forwarded-proto")) s += `x-forwarded-proto: ${forwardedProto}\r\n`;
+  if (h.rawHost !== "" && !opsDrop(ops, "x-forwarded-host")) s += `x-forwarded-host: ${h.rawHost}\r\n`;
+  if (clientCert !== "" && !opsDrop(ops, "x-forwarded-client-cert"))
+    s += `x-forwarded-client-cert: ${clientCert}\r\n`;
+  if (h.requestId === "" && !opsDrop(ops, "x-request-id")) s += `x-request-id: ${requestId}\r\n`;
+  if (traceparent !== "") s += `traceparent: ${traceparent}\r\n`;
+  s += opsAppend(ops);
+  if (chunked) s += "transfer-encoding: chunked\r\n";
+  if (upgrade !== "") s += `upgrade: ${upgrade}\r\nconnection: upgrade\r\n`;
+  return `${s}\r\n`;
 }

@@ -12,7 +12,7 @@ import type { ClusterRuntime, CompiledRoute, Endpoint, HeaderOps, RuntimeConfig 
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { AGW_ERRORS, type AgwErrorCode, codeForStatus, reasonPhrase } from "./errors.ts";
 import { H2_PREFACE, H2Downstream } from "./h2.ts";
-import { clientAddress, HOP_BY_HOP, hasName, opsAppend, opsDrop } from "./headers.ts";
+import { clientAddress, HOP_BY_HOP, hasName, opsAppend, opsDrop, upstreamHead } from "./headers.ts";
 import {
   ChunkedDecoder,
   type HeadError,
@@ -537,51 +537,19 @@ class ClientConn implements UpstreamHandler {
   }
 
   buildUpstreamHead(h: RequestHead, ops: HeaderOps, ep: Endpoint): string {
-    const traceparent = this.proxy.observer?.upstreamStart(this) ?? "";
-    const rw = this.route?.rewrite ?? null;
-    const host = rw === null ? h.rawHost : rw.host(h, ep);
-    let s = `${h.method} ${rw === null ? h.originForm : rw.target(h)} HTTP/1.1\r\n`;
-    let xff = "";
-    let sawHost = false;
-    const names = h.names;
-    const conn = h.connTokens;
-    for (let i = 0; i < names.length; i++) {
-      const name = names[i] as string;
-      if (HOP_BY_HOP.has(name) || hasName(conn, name)) continue;
-      switch (name) {
-        case "x-forwarded-for":
-          xff = xff === "" ? (h.values[i] as string) : `${xff}, ${h.values[i]}`;
-          continue;
-        case "x-forwarded-proto":
-        case "x-forwarded-host":
-        case "x-forwarded-client-cert":
-          continue;
-        case "traceparent":
-          if (traceparent !== "") continue;
-          break;
-        case "host":
-          // rawHost may come from an absolute-form target, which overrides the field.
-          if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${host}\r\n`;
-          sawHost = true;
-          continue;
-      }
-      if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${h.values[i]}\r\n`;
-    }
-    if (!sawHost && !opsDrop(ops, "host")) s += `host: ${host !== "" ? host : ep.key}\r\n`;
-    if (!opsDrop(ops, "x-forwarded-for"))
-      s += `x-forwarded-for: ${xff === "" ? this.clientIp : `${xff}, ${this.clientIp}`}\r\n`;
-    if (!opsDrop(ops, "x-forwarded-proto"))
-      s += `x-forwarded-proto: ${this.tls !== null ? "https" : this.proxy.forwardedProto}\r\n`;
-    if (h.rawHost !== "" && !opsDrop(ops, "x-forwarded-host")) s += `x-forwarded-host: ${h.rawHost}\r\n`;
-    const client = this.tls?.client;
-    if (client !== undefined && !opsDrop(ops, "x-forwarded-client-cert"))
-      s += `x-forwarded-client-cert: ${client.forwardedHeader}\r\n`;
-    if (h.requestId === "" && !opsDrop(ops, "x-request-id")) s += `x-request-id: ${this.requestId}\r\n`;
-    if (traceparent !== "") s += `traceparent: ${traceparent}\r\n`;
-    s += opsAppend(ops);
-    if (this.bodyMode === B_CHUNKED) s += "transfer-encoding: chunked\r\n";
-    if (this.upgrade !== "") s += `upgrade: ${this.upgrade}\r\nconnection: upgrade\r\n`;
-    return `${s}\r\n`;
+    return upstreamHead(
+      h,
+      ops,
+      this.route?.rewrite ?? null,
+      ep,
+      this.clientIp,
+      this.tls !== null ? "https" : this.proxy.forwardedProto,
+      this.tls?.client?.forwardedHeader ?? "",
+      this.requestId,
+      this.proxy.observer?.upstreamStart(this) ?? "",
+      this.bodyMode === B_CHUNKED,
+      this.upgrade,
+    );
   }
 
   // ---- request body

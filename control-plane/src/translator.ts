@@ -20,11 +20,13 @@ import {
   type Ir,
   type IrCluster,
   type IrClusterPolicies,
+  type IrListenerLimits,
   type IrListenerTls,
   type IrPlugin,
   type IrRetry,
   type IrRoute,
   type IrSecret,
+  LISTENER_LIMITS,
   type ValueMatch,
 } from "@agw/core/ir";
 
@@ -80,6 +82,7 @@ function route(r: RouteConfigEntry, order: number): IrRoute {
     plugins: (r.plugins ?? []).map((pl) => ({ name: pl.name, config: pl.config ?? {} })),
     ...routePolicies(r),
     ...(r.accessLog === false && { accessLogOff: true }),
+    ...(r.maxRequestBodyBytes !== undefined && { maxRequestBodyBytes: r.maxRequestBodyBytes }),
   };
 }
 
@@ -235,6 +238,26 @@ function secret(s: SecretConfig): IrSecret {
   };
 }
 
+function listenerLimits(l: ListenerConfig["limits"]): IrListenerLimits | undefined {
+  if (l === undefined) return undefined;
+  const d = LISTENER_LIMITS;
+  const headerBytes = l.maxRequestHeaderBytes ?? d.maxRequestHeaderBytes;
+  return {
+    maxRequestHeaderBytes: headerBytes,
+    maxRequestHeaders: l.maxRequestHeaders ?? d.maxRequestHeaders,
+    maxRequestBodyBytes: l.maxRequestBodyBytes ?? d.maxRequestBodyBytes,
+    headerTimeoutMs: durationMs(l.headerTimeout, d.headerTimeoutMs),
+    bodyTimeoutMs: durationMs(l.bodyTimeout, d.bodyTimeoutMs),
+    idleTimeoutMs: durationMs(l.idleTimeout, d.idleTimeoutMs),
+    maxRequestsPerConnection: l.maxRequestsPerConnection ?? d.maxRequestsPerConnection,
+    http2: {
+      maxConcurrentStreams: l.http2?.maxConcurrentStreams ?? d.http2.maxConcurrentStreams,
+      initialWindowSize: l.http2?.initialWindowSize ?? d.http2.initialWindowSize,
+      maxHeaderListBytes: l.http2?.maxHeaderListBytes ?? headerBytes,
+    },
+  };
+}
+
 function listenerTls(tls: ListenerConfig["tls"]): IrListenerTls | undefined {
   if (tls === undefined) return undefined;
   const client = tls.clientCertificate;
@@ -288,12 +311,14 @@ export function translateConfig(config: GatewayConfig): Ir {
     secrets: (config.secrets ?? []).map(secret),
     listeners: (config.listeners ?? []).map((l) => {
       const tls = listenerTls(l.tls);
+      const limits = listenerLimits(l.limits);
       return {
         name: l.name,
         address: l.address ?? DEFAULTS.listenerAddress,
         port: l.port,
         protocol: l.protocol ?? "http",
         ...(tls && { tls }),
+        ...(limits && { limits }),
         routes: (l.routes ?? []).map(route),
       };
     }),

@@ -22,7 +22,7 @@ import {
 } from "@agw/core/gen/agw/v1/route_pb.js";
 import { SecretSchema } from "@agw/core/gen/agw/v1/secret_pb.js";
 import { ResourceSchema } from "@agw/core/gen/envoy/service/discovery/v3/discovery_pb.js";
-import type { HeaderOps, Ir, IrRoute, ValueMatch } from "@agw/core/ir";
+import type { HeaderOps, Ir, IrListenerLimits, IrRoute, ValueMatch } from "@agw/core/ir";
 import { RESOURCE_TYPES, TYPE_URL, type TypeUrl } from "@agw/core/xds/types";
 import { create, type DescMessage, type JsonObject, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
@@ -60,6 +60,19 @@ function headerOperations(ops: HeaderOps): HeaderOperations {
     set: ops.set.map(([name, value]) => ({ name, value })),
     remove: ops.remove,
   });
+}
+
+function listenerLimits(l: IrListenerLimits) {
+  return {
+    maxRequestHeaderBytes: l.maxRequestHeaderBytes,
+    maxRequestHeaders: l.maxRequestHeaders,
+    maxRequestBodyBytes: BigInt(l.maxRequestBodyBytes),
+    headerTimeout: durationFromMs(l.headerTimeoutMs),
+    bodyTimeout: durationFromMs(l.bodyTimeoutMs),
+    idleTimeout: durationFromMs(l.idleTimeoutMs),
+    maxRequestsPerConnection: l.maxRequestsPerConnection,
+    http2: { ...l.http2 },
+  };
 }
 
 function valueOneof(m: ValueMatch) {
@@ -234,6 +247,7 @@ export class SnapshotBuilder {
                 matchClientCommonNames: l.tls.clientCertificate?.commonNames ?? [],
               },
             }),
+            ...(l.limits && { limits: listenerLimits(l.limits) }),
           }),
         ),
       );
@@ -263,6 +277,9 @@ export class SnapshotBuilder {
                 ...(r.retry && { retry: retryPolicy(r.retry) }),
                 ...routeTrafficFields(r),
                 ...(r.accessLogOff && { accessLogOff: true }),
+                ...(r.maxRequestBodyBytes !== undefined && {
+                  maxRequestBodyBytes: BigInt(r.maxRequestBodyBytes),
+                }),
               },
             }),
           ),

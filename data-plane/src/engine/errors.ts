@@ -12,6 +12,8 @@ export const AGW_ERRORS = {
   AGW_ERR_UPSTREAM_PROTOCOL_ERROR: "upstream_protocol_error",
   AGW_ERR_BAD_REQUEST: "bad_request",
   AGW_ERR_REQUEST_HEADER_TOO_LARGE: "request_header_too_large",
+  /** The request body is larger than the listener's (or route's) maxRequestBodyBytes. */
+  AGW_ERR_REQUEST_BODY_TOO_LARGE: "request_body_too_large",
   AGW_ERR_NOT_IMPLEMENTED: "not_implemented",
   AGW_ERR_HTTP_VERSION_NOT_SUPPORTED: "http_version_not_supported",
   AGW_ERR_REQUEST_TIMEOUT: "request_timeout",
@@ -29,6 +31,8 @@ export function codeForStatus(status: number): AgwErrorCode {
   switch (status) {
     case 408:
       return AGW_ERRORS.AGW_ERR_REQUEST_TIMEOUT;
+    case 413:
+      return AGW_ERRORS.AGW_ERR_REQUEST_BODY_TOO_LARGE;
     case 431:
       return AGW_ERRORS.AGW_ERR_REQUEST_HEADER_TOO_LARGE;
     case 501:
@@ -46,6 +50,7 @@ const REASONS: Readonly<Record<number, string>> = {
   403: "Forbidden",
   404: "Not Found",
   408: "Request Timeout",
+  413: "Content Too Large",
   429: "Too Many Requests",
   431: "Request Header Fields Too Large",
   500: "Internal Server Error",

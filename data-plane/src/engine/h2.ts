@@ -10,7 +10,13 @@ import type net from "node:net";
 import { RequestTraffic } from "../cluster/traffic.ts";
 import type { ExchangeView } from "../observability/exchange.ts";
 import type { PluginReply } from "../plugins/chain.ts";
-import type { ClusterRuntime, CompiledRoute, Endpoint, RuntimeConfig } from "../runtime/types.ts";
+import type {
+  ClusterRuntime,
+  CompiledRoute,
+  Endpoint,
+  ListenerLimits,
+  RuntimeConfig,
+} from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
 import { clientAddress, HOP_BY_HOP, hasName, opsDrop, upstreamHead } from "./headers.ts";
@@ -89,27 +95,63 @@ function onStreamTimer(x: H2Exchange): void {
   x.onTimeout();
 }
 
-/** The HTTP/2 side of one HttpProxy (one listener): a never-listening Http2Server fed accepted sockets. */
+/** Whether two limits give HTTP/2 sessions the same server settings. */
+function sameSessionLimits(a: ListenerLimits, b: ListenerLimits): boolean {
+  return (
+    a === b ||
+    (a.maxRequestHeaders === b.maxRequestHeaders &&
+      a.idleTimeoutMs === b.idleTimeoutMs &&
+      a.maxRequestsPerConnection === b.maxRequestsPerConnection &&
+      a.http2MaxConcurrentStreams === b.http2MaxConcurrentStreams &&
+      a.http2InitialWindowSize === b.http2InitialWindowSize &&
+      a.http2MaxHeaderListBytes === b.http2MaxHeaderListBytes)
+  );
+}
+
+/**
+ * The HTTP/2 side of one HttpProxy (one listener): never-listening Http2Servers fed accepted sockets.
+ * A server's SETTINGS are fixed when it is created, so a push that changes the listener's limits gets a
+ * new server for new connections; sessions of the previous one carry on with the settings they had.
+ */
 export class H2Downstream {
   readonly proxy: HttpProxy;
-  private readonly server: http2.Http2Server;
+  private server: http2.Http2Server;
+  private serverLimits: ListenerLimits;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
 
   constructor(proxy: HttpProxy) {
     this.proxy = proxy;
-    this.server = http2.createServer({
-      maxHeaderListPairs: proxy.maxHeaders + 8,
-      settings: { maxConcurrentStreams: 128, maxHeaderListSize: proxy.maxHeadBytes },
+    this.serverLimits = proxy.limits();
+    this.server = this.createServer(this.serverLimits);
+  }
+
+  private createServer(limits: ListenerLimits): http2.Http2Server {
+    const proxy = this.proxy;
+    const server = http2.createServer({
+      maxHeaderListPairs: limits.maxRequestHeaders + 8,
+      settings: {
+        maxConcurrentStreams: limits.http2MaxConcurrentStreams,
+        maxHeaderListSize: limits.http2MaxHeaderListBytes,
+        initialWindowSize: limits.http2InitialWindowSize,
+      },
     });
-    this.server.on("session", (session: http2.ServerHttp2Session) => {
+    server.on("session", (session: http2.ServerHttp2Session) => {
       this.sessions.add(session);
       session.on("error", noop);
       session.once("close", () => this.sessions.delete(session));
       // An idle session (no frames either way) is closed gracefully, like an idle keep-alive connection.
-      session.setTimeout(proxy.keepAliveTimeoutMs, () => session.close());
+      if (limits.idleTimeoutMs > 0) session.setTimeout(limits.idleTimeoutMs, () => session.close());
+      const max = limits.maxRequestsPerConnection;
+      if (max > 0) {
+        // GOAWAY naming the last allowed stream: it and those before it finish, later ones are refused.
+        let streams = 0;
+        session.on("stream", () => {
+          if (++streams >= max) session.close();
+        });
+      }
       if (proxy.draining) session.close();
     });
-    this.server.on(
+    server.on(
       "stream",
       (
         stream: http2.ServerHttp2Stream,
@@ -123,11 +165,17 @@ export class H2Downstream {
         x.start(raw, flags);
       },
     );
+    return server;
   }
 
   /** Takes an accepted socket speaking HTTP/2; `early` is what was already read from it. */
   accept(socket: net.Socket, tls: DownstreamTlsInfo | null, early: Buffer | null): void {
     if (tls !== null) tlsOf.set(socket, tls);
+    const limits = this.proxy.limits();
+    if (!sameSessionLimits(limits, this.serverLimits)) {
+      this.server = this.createServer(limits);
+      this.serverLimits = limits;
+    }
     if (early !== null) {
       socket.pause(); // no 'data' listener until the session attaches: nothing may flow past it
       socket.unshift(early);
@@ -169,6 +217,9 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
   timer: NodeJS.Timeout | null = null;
   bodyMode = B_NONE;
   reqBodyDone = true;
+  /** Largest request body (maxRequestBodyBytes), 0: unlimited; and the DATA bytes counted under it. */
+  bodyLimit = 0;
+  bodySeen = 0;
   retried = false;
   resStarted = false;
   resHeadSent = false;
@@ -302,12 +353,15 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
 
     // The only read of the config for this stream.
     const config = this.h2.proxy.getConfig();
-    const route = config.listeners.get(this.h2.proxy.listenerName)?.router?.match(head);
+    const listener = config.listeners.get(this.h2.proxy.listenerName);
+    const route = listener?.router?.match(head);
     if (route === undefined) {
       this.sendLocal(404, AGW_ERRORS.AGW_ERR_ROUTE_NOT_FOUND, "no route matched the request");
       return;
     }
     this.route = route;
+    if (this.bodyMode !== B_NONE && !this.limitBody(route, listener?.limits ?? this.h2.proxy.defaultLimits))
+      return;
     // Redirects, direct responses and CORS preflights, as on HTTP/1.1 (data-plane/src/traffic).
     const local = route.local?.reply(head, this.tls !== null, null);
     if (local !== undefined) {
@@ -341,6 +395,31 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
       }
     }
     this.toUpstream(route, config);
+  }
+
+  /** The stream's body limit and timeout; false when the request was answered 413. */
+  limitBody(route: CompiledRoute, limits: ListenerLimits): boolean {
+    const max = route.maxRequestBodyBytes ?? limits.maxRequestBodyBytes;
+    if (max > 0 && (this.head as RequestHead).contentLength > max) {
+      this.sendLocal(413, AGW_ERRORS.AGW_ERR_REQUEST_BODY_TOO_LARGE, `request body larger than ${max} bytes`);
+      return false;
+    }
+    this.bodyLimit = max;
+    if (limits.bodyTimeoutMs > 0) this.stream.setTimeout(limits.bodyTimeoutMs, () => this.onBodyTimeout());
+    return true;
+  }
+
+  /** No DATA for bodyTimeoutMs while the body is unfinished; a paused stream waits for the upstream instead. */
+  onBodyTimeout(): void {
+    if (this.done || this.reqBodyDone || this.stream.isPaused()) return;
+    this.bodyError(408, AGW_ERRORS.AGW_ERR_REQUEST_TIMEOUT, "request body not received in time");
+  }
+
+  /** 413 or 408 while the body streams: answered when nothing was sent yet, else the stream is reset. */
+  bodyError(status: number, code: AgwErrorCode, message: string): void {
+    this.dropUpstream();
+    if (this.resHeadSent) this.resetStream();
+    else this.fail(status, code, message);
   }
 
   reject(message: string): void {
@@ -427,6 +506,15 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
   onRequestData(chunk: Buffer): void {
     const up = this.upstream;
     if (up === null || chunk.length === 0) return;
+    // Checked before writing: not one byte past the limit reaches the upstream.
+    if (this.bodyLimit > 0) {
+      this.bodySeen += chunk.length;
+      if (this.bodySeen > this.bodyLimit) {
+        const message = `request body larger than ${this.bodyLimit} bytes`;
+        this.bodyError(413, AGW_ERRORS.AGW_ERR_REQUEST_BODY_TOO_LARGE, message);
+        return;
+      }
+    }
     const s = up.socket;
     let ok: boolean;
     if (this.bodyMode === B_CHUNKED) {
@@ -443,6 +531,7 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
 
   onRequestEnd(): void {
     this.reqBodyDone = true;
+    this.stream.setTimeout(0);
     const up = this.upstream;
     if (up !== null && this.bodyMode === B_CHUNKED) up.socket.write(LAST_CHUNK);
     if (this.resMode === M_NONE && this.resHeadSent) this.complete();

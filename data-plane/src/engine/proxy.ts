@@ -8,7 +8,14 @@ import type net from "node:net";
 import { RequestTraffic } from "../cluster/traffic.ts";
 import type { ExchangeObserver } from "../observability/exchange.ts";
 import type { PluginReply } from "../plugins/chain.ts";
-import type { ClusterRuntime, CompiledRoute, Endpoint, HeaderOps, RuntimeConfig } from "../runtime/types.ts";
+import type {
+  ClusterRuntime,
+  CompiledRoute,
+  Endpoint,
+  HeaderOps,
+  ListenerLimits,
+  RuntimeConfig,
+} from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { AGW_ERRORS, type AgwErrorCode, codeForStatus, reasonPhrase } from "./errors.ts";
 import { H2_PREFACE, H2Downstream } from "./h2.ts";
@@ -24,6 +31,10 @@ import {
 } from "./http1-parser.ts";
 import type { UpstreamConn, UpstreamHandler, UpstreamPool } from "./upstream-pool.ts";
 
+/**
+ * The engine's own settings. A listener's `limits` (config.yaml, ListenerRuntime.limits) replace the
+ * request-side ones; these apply to listeners without limits (the engine's tests) and to upstream heads.
+ */
 export interface HttpProxyOptions {
   /** Largest request (and upstream response) head in bytes; larger → 431 (502 upstream). Default 65536. */
   readonly maxHeadBytes?: number;
@@ -33,6 +44,8 @@ export interface HttpProxyOptions {
   readonly headerTimeoutMs?: number;
   /** Idle time allowed between requests on a keep-alive connection before it is closed. Default 60000. */
   readonly keepAliveTimeoutMs?: number;
+  /** Longest wait for the next bytes of a request body. → 408. Default 60000. */
+  readonly bodyTimeoutMs?: number;
   /** After a response with `Connection: close`, how long unread request bytes are drained before closing. Default 5000. */
   readonly lingerTimeoutMs?: number;
   /** X-Forwarded-Proto value sent upstream. Default "http". */
@@ -78,6 +91,8 @@ const T_NONE = 0;
 const T_HEADER = 1;
 const T_KEEPALIVE = 2;
 const T_LINGER = 3;
+/** A request body is expected: fires every bodyTimeoutMs and gives up when no byte came in between. */
+const T_BODY = 4;
 
 /**
  * Methods that may be resent after a reused keep-alive connection dies unanswered (RFC 9110 §9.2.2);
@@ -103,8 +118,8 @@ export class HttpProxy {
   readonly pool: UpstreamPool;
   readonly maxHeadBytes: number;
   readonly maxHeaders: number;
-  readonly headerTimeoutMs: number;
-  readonly keepAliveTimeoutMs: number;
+  /** For listeners that carry no limits (see HttpProxyOptions). */
+  readonly defaultLimits: ListenerLimits;
   readonly lingerTimeoutMs: number;
   readonly forwardedProto: string;
   readonly observer: ExchangeObserver | null;
@@ -120,11 +135,26 @@ export class HttpProxy {
     this.pool = init.pool;
     this.maxHeadBytes = o.maxHeadBytes ?? 65536;
     this.maxHeaders = o.maxHeaders ?? 100;
-    this.headerTimeoutMs = o.headerTimeoutMs ?? 30000;
-    this.keepAliveTimeoutMs = o.keepAliveTimeoutMs ?? 60000;
+    this.defaultLimits = {
+      maxRequestHeaderBytes: this.maxHeadBytes,
+      maxRequestHeaders: this.maxHeaders,
+      maxRequestBodyBytes: 0,
+      headerTimeoutMs: o.headerTimeoutMs ?? 30000,
+      bodyTimeoutMs: o.bodyTimeoutMs ?? 60000,
+      idleTimeoutMs: o.keepAliveTimeoutMs ?? 60000,
+      maxRequestsPerConnection: 0,
+      http2MaxConcurrentStreams: 128,
+      http2InitialWindowSize: 65535,
+      http2MaxHeaderListBytes: this.maxHeadBytes,
+    };
     this.lingerTimeoutMs = o.lingerTimeoutMs ?? 5000;
     this.forwardedProto = o.forwardedProto ?? "http";
     this.observer = init.observer ?? null;
+  }
+
+  /** The listener's limits in the current config: read per connection and per request, never cached longer. */
+  limits(): ListenerLimits {
+    return this.getConfig().listeners.get(this.listenerName)?.limits ?? this.defaultLimits;
   }
 
   /** Takes ownership of an accepted downstream socket; `tls` when it is a TLS socket past its handshake. */
@@ -206,6 +236,10 @@ class ClientConn implements UpstreamHandler {
   eof = false;
   /** No request has started on this connection yet (it may still turn out to be h2c). */
   fresh = true;
+  /** The listener's limits as of the connection's accept, then as of the first bytes of its latest request. */
+  limits: ListenerLimits;
+  /** Requests started on this connection (counted only under maxRequestsPerConnection). */
+  requests = 0;
 
   // The request in flight. Everything below is reset by finishExchange().
   head: RequestHead | null = null;
@@ -227,6 +261,12 @@ class ClientConn implements UpstreamHandler {
   bodyMode = B_NONE;
   bodyRemaining = 0;
   reqBodyDone = true;
+  /** Largest chunked body allowed (a Content-Length is checked up front); 0: unlimited. */
+  bodyLimit = 0;
+  /** Decoded chunked body bytes so far, counted under bodyLimit. */
+  bodySeen = 0;
+  /** Body bytes arrived since the T_BODY timer last fired. */
+  bodyActive = false;
   readonly reqDecoder = new ChunkedDecoder();
   /** Circuit breaking, attempt accounting, retries (data-plane/src/cluster/traffic.ts). */
   readonly traffic = new RequestTraffic(() => this.onPerTryTimeout());
@@ -261,7 +301,8 @@ class ClientConn implements UpstreamHandler {
     socket.on("end", () => this.onEnd());
     socket.on("error", noop);
     socket.on("close", () => this.onClose());
-    this.armTimer(T_HEADER, proxy.headerTimeoutMs);
+    this.limits = proxy.limits();
+    this.armTimer(T_HEADER, this.limits.headerTimeoutMs);
   }
 
   // ---- downstream events
@@ -280,6 +321,7 @@ class ClientConn implements UpstreamHandler {
         if (this.reqBodyDone) this.stash(chunk);
         else {
           this.replayable = false;
+          this.bodyActive = true;
           this.onBody(chunk, 0);
         }
         break;
@@ -329,7 +371,24 @@ class ClientConn implements UpstreamHandler {
       this.sendLocal(408, AGW_ERRORS.AGW_ERR_REQUEST_TIMEOUT, "request head not received in time");
       return;
     }
+    if (kind === T_BODY) {
+      this.onBodyTimer();
+      return;
+    }
     this.socket.destroy();
+  }
+
+  /** A slow body (slowloris after the head): no byte for bodyTimeoutMs → 408, or a reset once answered. */
+  onBodyTimer(): void {
+    if (this.phase !== P_ACTIVE || this.reqBodyDone) return;
+    // A paused socket is waiting for the upstream (backpressure) or a plugin, not for the client.
+    if (this.bodyActive || this.socket.isPaused()) {
+      this.bodyActive = false;
+      this.armTimer(T_BODY, this.limits.bodyTimeoutMs);
+      return;
+    }
+    this.keepAlive = false;
+    this.requestBodyError({ status: 408, message: "request body not received in time" });
   }
 
   /**
@@ -361,18 +420,21 @@ class ClientConn implements UpstreamHandler {
   // ---- request head
 
   onHeadBytes(chunk: Buffer | null): void {
-    const p = this.proxy;
     let buf: Buffer | null;
     if (chunk === null) buf = this.buf;
-    else buf = this.buf === null ? chunk : Buffer.concat([this.buf, chunk]);
+    else if (this.buf === null) {
+      buf = chunk;
+      if (!this.fresh) this.limits = this.proxy.limits(); // a push applies from the next request's head on
+    } else buf = Buffer.concat([this.buf, chunk]);
     if (buf === null) return;
     if (this.fresh && buf[0] === 0x50 /* P */ && this.toHttp2(buf)) return;
-    const n = this.scanner.scan(buf, p.maxHeadBytes, p.maxHeaders);
+    const limits = this.limits;
+    const n = this.scanner.scan(buf, limits.maxRequestHeaderBytes, limits.maxRequestHeaders);
     if (n === 0) {
       this.buf = buf;
       if (this.eof)
         this.socket.destroy(); // the rest of this head will never come
-      else if (this.timerKind !== T_HEADER) this.armTimer(T_HEADER, p.headerTimeoutMs);
+      else if (this.timerKind !== T_HEADER) this.armTimer(T_HEADER, limits.headerTimeoutMs);
       return;
     }
     this.buf = null;
@@ -420,6 +482,9 @@ class ClientConn implements UpstreamHandler {
     this.upgrade = upgradeOf(head, this.bodyMode);
 
     // The only read of the config for this request: everything below uses these references.
+    const limits = this.limits;
+    if (limits.maxRequestsPerConnection > 0 && ++this.requests >= limits.maxRequestsPerConnection)
+      this.keepAlive = false;
     const config = p.getConfig();
     const route = config.listeners.get(p.listenerName)?.router?.match(head);
     if (route === undefined) {
@@ -427,6 +492,7 @@ class ClientConn implements UpstreamHandler {
       return;
     }
     this.route = route;
+    if (this.bodyMode !== B_NONE && !this.limitBody(route, limits)) return;
     // Redirects, direct responses and CORS preflights are answered here, before plugins.
     const local = route.local?.reply(head, this.tls !== null, this.traffic);
     if (local !== undefined) {
@@ -451,6 +517,23 @@ class ClientConn implements UpstreamHandler {
       }
     }
     this.toUpstream(head, route, config);
+  }
+
+  /** Applies the body size limit and arms the body timeout; false when the request was answered 413. */
+  limitBody(route: CompiledRoute, limits: ListenerLimits): boolean {
+    const max = route.maxRequestBodyBytes ?? limits.maxRequestBodyBytes;
+    if (max > 0) {
+      if (this.bodyMode === B_LENGTH && (this.head as RequestHead).contentLength > max) {
+        this.keepAlive = false;
+        this.fail(413, AGW_ERRORS.AGW_ERR_REQUEST_BODY_TOO_LARGE, `request body larger than ${max} bytes`);
+        return false;
+      }
+      this.bodyLimit = max;
+    }
+    // A body that came whole with the head needs no timer (the common small POST).
+    const arrived = this.bodyMode === B_LENGTH && (this.buf?.length ?? 0) >= this.bodyRemaining;
+    if (limits.bodyTimeoutMs > 0 && !arrived) this.armTimer(T_BODY, limits.bodyTimeoutMs);
+    return true;
   }
 
   /** A plugin chain that waited (on Redis, on HTTP) has decided; the client may have gone meanwhile. */
@@ -576,6 +659,18 @@ class ClientConn implements UpstreamHandler {
         return 0;
       }
       if (dec.pieceBytes > 0) {
+        // Checked before writing: not one byte past the limit reaches the upstream.
+        if (this.bodyLimit > 0) {
+          this.bodySeen += dec.pieceBytes;
+          if (this.bodySeen > this.bodyLimit) {
+            this.keepAlive = false;
+            this.requestBodyError({
+              status: 413,
+              message: `request body larger than ${this.bodyLimit} bytes`,
+            });
+            return 0;
+          }
+        }
         // Re-framed: extensions and trailers are dropped, one chunk per read.
         s.write(`${dec.pieceBytes.toString(16)}\r\n`, "latin1");
         const pieces = dec.pieces;
@@ -700,6 +795,7 @@ class ClientConn implements UpstreamHandler {
     } else if (this.bodyMode === B_CHUNKED) {
       this.reqDecoder.reset(true);
       this.reqBodyDone = false;
+      this.bodySeen = 0;
     }
     this.writeRequest(up, this.firstBody);
     if (this.bodyMode !== B_NONE && !this.reqBodyDone && this.socket.isPaused()) this.socket.resume();
@@ -993,6 +1089,9 @@ class ClientConn implements UpstreamHandler {
     this.bodyMode = B_NONE;
     this.bodyRemaining = 0;
     this.reqBodyDone = true;
+    this.bodyLimit = 0;
+    this.bodySeen = 0;
+    this.bodyActive = false;
     this.firstBody = null;
     this.replayable = true;
     this.retried = false;
@@ -1015,10 +1114,10 @@ class ClientConn implements UpstreamHandler {
     this.phase = P_HEAD;
     this.scanner.reset();
     if (this.buf !== null) {
-      this.armTimer(T_HEADER, this.proxy.headerTimeoutMs);
+      this.armTimer(T_HEADER, this.limits.headerTimeoutMs);
       setImmediate(kickPending, this);
     } else {
-      this.armTimer(T_KEEPALIVE, this.proxy.keepAliveTimeoutMs);
+      this.armTimer(T_KEEPALIVE, this.limits.idleTimeoutMs);
     }
     if (this.socket.isPaused()) this.socket.resume();
   }

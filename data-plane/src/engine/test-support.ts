@@ -3,11 +3,13 @@ import { spawn } from "node:child_process";
 import http from "node:http";
 import net from "node:net";
 import { freePort } from "../../../test/helpers.ts";
+import { listenerLimits } from "../runtime/build.ts";
 import type {
   ClusterRuntime,
   CompiledRoute,
   Endpoint,
   HeaderOps,
+  ListenerLimits,
   ListenerRuntime,
   RequestView,
   RuntimeConfig,
@@ -46,6 +48,7 @@ export interface RouteSpec {
   readonly timeoutMs?: number;
   readonly requestHeaders?: HeaderOps;
   readonly responseHeaders?: HeaderOps;
+  readonly maxRequestBodyBytes?: number;
 }
 
 export function config(version: string, routes: RouteSpec[], clusters: ClusterRuntime[]): RuntimeConfig {
@@ -56,6 +59,7 @@ export function config(version: string, routes: RouteSpec[], clusters: ClusterRu
       timeoutMs: r.timeoutMs ?? 0,
       requestHeaders: r.requestHeaders ?? NO_OPS,
       responseHeaders: r.responseHeaders ?? NO_OPS,
+      ...(r.maxRequestBodyBytes !== undefined && { maxRequestBodyBytes: r.maxRequestBodyBytes }),
     }),
   );
   const router = {
@@ -67,6 +71,17 @@ export function config(version: string, routes: RouteSpec[], clusters: ClusterRu
     listeners: new Map([[LISTENER, listener]]),
     clusters: new Map(clusters.map((c) => [c.name, c])),
   };
+}
+
+/** The data plane's defaults (runtime/build.ts) with `over` applied, as a pushed listener carries them. */
+export function limits(over: Partial<ListenerLimits> = {}): ListenerLimits {
+  return { ...listenerLimits(undefined), ...over };
+}
+
+/** `c` with its listener carrying `l`. */
+export function withLimits(c: RuntimeConfig, l: ListenerLimits): RuntimeConfig {
+  const listener = c.listeners.get(LISTENER) as ListenerRuntime;
+  return { ...c, listeners: new Map([[LISTENER, { ...listener, limits: l }]]) };
 }
 
 export interface ProxyHandle {

@@ -2,9 +2,13 @@
  * agw.v1 resources → RuntimeConfig. Runs once per accepted xDS update, never per request; anything
  * invalid throws a ResourceError naming the resource, which the xDS client turns into a NACK.
  */
-import { DEFAULTS } from "@agw/core";
+import { DEFAULTS, LISTENER_LIMITS } from "@agw/core";
 import type { Cluster, ClusterLoadAssignment } from "@agw/core/gen/agw/v1/cluster_pb.js";
-import { type Listener, Protocol } from "@agw/core/gen/agw/v1/listener_pb.js";
+import {
+  type Listener,
+  type ListenerLimits as ListenerLimitsSpec,
+  Protocol,
+} from "@agw/core/gen/agw/v1/listener_pb.js";
 import type { HeaderOperations, Route, RouteConfig } from "@agw/core/gen/agw/v1/route_pb.js";
 import type { Secret } from "@agw/core/gen/agw/v1/secret_pb.js";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
@@ -21,6 +25,7 @@ import type {
   CompiledRoute,
   Endpoint,
   HeaderOps,
+  ListenerLimits,
   ListenerRuntime,
   RuntimeConfig,
 } from "./types.ts";
@@ -123,6 +128,9 @@ function compileRoute(
     retry: action?.retry ? retrySpec(action.retry, where) : null,
     ...routeTraffic(route, requestHeaders),
     accessLogOff: action?.accessLogOff ?? false,
+    ...(action?.maxRequestBodyBytes !== undefined && {
+      maxRequestBodyBytes: Number(action.maxRequestBodyBytes),
+    }),
   };
 }
 
@@ -196,6 +204,24 @@ function tlsStep<T>(where: string, step: () => T): T {
   }
 }
 
+/** Zero sizes and counts take the defaults; an absent timeout takes its default, a zero one disables it. */
+export function listenerLimits(l: ListenerLimitsSpec | undefined): ListenerLimits {
+  const d = LISTENER_LIMITS;
+  const headerBytes = l?.maxRequestHeaderBytes || d.maxRequestHeaderBytes;
+  return {
+    maxRequestHeaderBytes: headerBytes,
+    maxRequestHeaders: l?.maxRequestHeaders || d.maxRequestHeaders,
+    maxRequestBodyBytes: Number(l?.maxRequestBodyBytes ?? 0),
+    headerTimeoutMs: ms(l?.headerTimeout, d.headerTimeoutMs),
+    bodyTimeoutMs: ms(l?.bodyTimeout, d.bodyTimeoutMs),
+    idleTimeoutMs: ms(l?.idleTimeout, d.idleTimeoutMs),
+    maxRequestsPerConnection: l?.maxRequestsPerConnection ?? 0,
+    http2MaxConcurrentStreams: l?.http2?.maxConcurrentStreams || d.http2.maxConcurrentStreams,
+    http2InitialWindowSize: l?.http2?.initialWindowSize || d.http2.initialWindowSize,
+    http2MaxHeaderListBytes: l?.http2?.maxHeaderListBytes || headerBytes,
+  };
+}
+
 /** `bindAddress`, when given, replaces every listener's address (a data plane bootstrap option). */
 export function buildRuntimeConfig(
   set: ResourceSet,
@@ -249,7 +275,14 @@ export function buildRuntimeConfig(
     } else if (l.protocol !== Protocol.HTTP && l.protocol !== Protocol.UNSPECIFIED) {
       throw new ResourceError(where, `unsupported protocol ${l.protocol}`);
     }
-    listeners.set(name, { name, address, port: l.port, router, ...(listenerTls && { tls: listenerTls }) });
+    listeners.set(name, {
+      name,
+      address,
+      port: l.port,
+      router,
+      ...(listenerTls && { tls: listenerTls }),
+      limits: listenerLimits(l.limits),
+    });
   }
   contexts?.build.finish();
   return { version, listeners, clusters };

@@ -57,6 +57,8 @@ export interface CompiledRoute {
   readonly mirror?: Mirror | null;
   /** The route's requests are left out of the access log. */
   readonly accessLogOff?: boolean;
+  /** Overrides the listener's maxRequestBodyBytes (0: unlimited); absent keeps the listener's. */
+  readonly maxRequestBodyBytes?: number;
 }
 
 export interface Router {
@@ -92,6 +94,26 @@ export interface ClusterRuntime {
   readonly tls?: UpstreamTlsRuntime;
 }
 
+/**
+ * Downstream limits and timeouts of one listener (docs/proxy.md). A connection reads them when it is
+ * accepted and again at each request, so a push applies to new connections and requests only.
+ */
+export interface ListenerLimits {
+  readonly maxRequestHeaderBytes: number;
+  readonly maxRequestHeaders: number;
+  /** 0: unlimited. */
+  readonly maxRequestBodyBytes: number;
+  /** 0 disables each timeout. */
+  readonly headerTimeoutMs: number;
+  readonly bodyTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  /** 0: unlimited. */
+  readonly maxRequestsPerConnection: number;
+  readonly http2MaxConcurrentStreams: number;
+  readonly http2InitialWindowSize: number;
+  readonly http2MaxHeaderListBytes: number;
+}
+
 export interface ListenerRuntime {
   readonly name: string;
   readonly address: string;
@@ -100,6 +122,8 @@ export interface ListenerRuntime {
   readonly router: Router | undefined;
   /** Present on HTTPS listeners: certificates (SNI), policy, client verification. */
   readonly tls?: ListenerTlsRuntime;
+  /** Absent: the engine's defaults (HttpProxyOptions, LISTENER_LIMITS). */
+  readonly limits?: ListenerLimits;
 }
 
 export interface RuntimeConfig {

@@ -41,6 +41,8 @@ export interface IrRoute {
   mirror?: { cluster: string; percent: number; maxBodyBytes: number };
   /** The route's requests are left out of the access log. */
   accessLogOff?: boolean;
+  /** Overrides the listener's body limit; 0 is unlimited. */
+  maxRequestBodyBytes?: number;
 }
 
 export interface IrRewrite {
@@ -87,12 +89,28 @@ export interface IrListenerTls {
   };
 }
 
+/** Downstream limits with every default filled in; 0 in a timeout disables it. */
+export interface IrListenerLimits {
+  maxRequestHeaderBytes: number;
+  maxRequestHeaders: number;
+  /** 0: unlimited. */
+  maxRequestBodyBytes: number;
+  headerTimeoutMs: number;
+  bodyTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** 0: unlimited. */
+  maxRequestsPerConnection: number;
+  http2: { maxConcurrentStreams: number; initialWindowSize: number; maxHeaderListBytes: number };
+}
+
 export interface IrListener {
   name: string;
   address: string;
   port: number;
   protocol: "http" | "https";
   tls?: IrListenerTls;
+  /** Absent: the data plane defaults (the same values as LISTENER_LIMITS). */
+  limits?: IrListenerLimits;
   routes: IrRoute[];
 }
 
@@ -224,3 +242,22 @@ export const DEFAULTS = {
   idleTimeoutMs: 60_000,
   maxIdlePerEndpoint: 64,
 } as const;
+
+/**
+ * Downstream limit defaults (docs/proxy.md), shared by the translator and the data plane. Heads of 64 KiB
+ * (Envoy: 60 KiB) and 100 fields (Envoy's max_headers_count), 128 HTTP/2 streams (nginx), 60s idle
+ * and body timeouts (nginx's keepalive and client_body timeouts are 75s and 60s); like Envoy, bodies and requests per connection
+ * are unlimited unless configured: the engine streams bodies and never buffers them whole.
+ */
+export const LISTENER_LIMITS: Readonly<Omit<IrListenerLimits, "http2">> & {
+  readonly http2: Readonly<IrListenerLimits["http2"]>;
+} = {
+  maxRequestHeaderBytes: 65536,
+  maxRequestHeaders: 100,
+  maxRequestBodyBytes: 0,
+  headerTimeoutMs: 30_000,
+  bodyTimeoutMs: 60_000,
+  idleTimeoutMs: 60_000,
+  maxRequestsPerConnection: 0,
+  http2: { maxConcurrentStreams: 128, initialWindowSize: 65535, maxHeaderListBytes: 65536 },
+};

@@ -20,6 +20,8 @@ const duration = z
   .regex(DURATION, 'expected a duration such as "500ms", "2s", "1m"')
   .describe('Duration: a number followed by ms, s, m or h, e.g. "2s".');
 
+const byteCount = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const headerName = z
   .string()
@@ -261,6 +263,9 @@ export const routeSchema = z
       .boolean()
       .optional()
       .describe("false leaves this route's requests out of the access log; default true."),
+    maxRequestBodyBytes: byteCount
+      .optional()
+      .describe("Overrides the listener's limits.maxRequestBodyBytes for this route; 0 is unlimited."),
   })
   .describe("A route. Exactly one of cluster, clusters, redirect or directResponse.");
 
@@ -322,12 +327,81 @@ export const listenerTlsSchema = z.strictObject({
     .describe("Downstream mTLS."),
 });
 
+export const listenerLimitsSchema = z
+  .strictObject({
+    maxRequestHeaderBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(1024 * 1024)
+      .optional()
+      .describe("Request line plus header fields; larger heads get 431. Default 65536."),
+    maxRequestHeaders: z
+      .number()
+      .int()
+      .min(8)
+      .max(10_000)
+      .optional()
+      .describe("Header fields in one request; more get 431. Default 100."),
+    maxRequestBodyBytes: byteCount
+      .optional()
+      .describe("Request body bytes (per HTTP/2 stream too); larger bodies get 413. Default 0 (unlimited)."),
+    headerTimeout: duration
+      .optional()
+      .describe("Time to receive a whole request head; then 408. Default 30s; 0s disables it."),
+    bodyTimeout: duration
+      .optional()
+      .describe("Longest wait for the next bytes of a request body; then 408. Default 60s; 0s disables it."),
+    idleTimeout: duration
+      .optional()
+      .describe(
+        "Idle keep-alive connections and HTTP/2 sessions close after this. Default 60s; 0s disables it.",
+      ),
+    maxRequestsPerConnection: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe(
+        "Requests (HTTP/2 streams) per downstream connection; the last response carries Connection: close (GOAWAY on HTTP/2). Default 0 (unlimited).",
+      ),
+    http2: z
+      .strictObject({
+        maxConcurrentStreams: z
+          .number()
+          .int()
+          .min(1)
+          .max(2 ** 31 - 1)
+          .optional()
+          .describe("SETTINGS_MAX_CONCURRENT_STREAMS. Default 128."),
+        initialWindowSize: z
+          .number()
+          .int()
+          .min(65535)
+          .max(2 ** 31 - 1)
+          .optional()
+          .describe("SETTINGS_INITIAL_WINDOW_SIZE (per-stream receive window). Default 65535."),
+        maxHeaderListBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(1024 * 1024)
+          .optional()
+          .describe("SETTINGS_MAX_HEADER_LIST_SIZE. Default maxRequestHeaderBytes."),
+      })
+      .optional(),
+  })
+  .describe(
+    "Downstream limits and timeouts (docs/proxy.md); a push applies them to new connections and requests.",
+  );
+
 export const listenerSchema = z.strictObject({
   name: resourceName,
   address: z.string().min(1).optional().describe('Address to bind; default "0.0.0.0".'),
   port: z.number().int().min(1).max(65535),
   protocol: z.enum(["http", "https"]).optional().describe("Default http; https needs tls."),
   tls: listenerTlsSchema.optional(),
+  limits: listenerLimitsSchema.optional(),
   routes: z.array(routeSchema).optional(),
 });
 

@@ -4,6 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
+import type { Duration } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file agw/v1/listener.proto.
@@ -51,6 +52,13 @@ export declare type Listener = Message<"agw.v1.Listener"> & {
    * @generated from field: agw.v1.ListenerTls tls = 6;
    */
   tls?: ListenerTls | undefined;
+
+  /**
+   * Downstream limits and timeouts; absent means the data plane defaults (docs/proxy.md).
+   *
+   * @generated from field: agw.v1.ListenerLimits limits = 7;
+   */
+  limits?: ListenerLimits | undefined;
 };
 
 /**
@@ -58,6 +66,107 @@ export declare type Listener = Message<"agw.v1.Listener"> & {
  * Use `create(ListenerSchema)` to create a new message.
  */
 export declare const ListenerSchema: GenMessage<Listener>;
+
+/**
+ * Zero in a count or size field means the default, except where a field says otherwise.
+ *
+ * @generated from message agw.v1.ListenerLimits
+ */
+export declare type ListenerLimits = Message<"agw.v1.ListenerLimits"> & {
+  /**
+   * Request line plus header fields; larger heads get 431. 0: 65536.
+   *
+   * @generated from field: uint32 max_request_header_bytes = 1;
+   */
+  maxRequestHeaderBytes: number;
+
+  /**
+   * Header fields in one request head; more get 431. 0: 100.
+   *
+   * @generated from field: uint32 max_request_headers = 2;
+   */
+  maxRequestHeaders: number;
+
+  /**
+   * Request body bytes (per HTTP/2 stream too); larger bodies get 413. 0: unlimited.
+   *
+   * @generated from field: uint64 max_request_body_bytes = 3;
+   */
+  maxRequestBodyBytes: bigint;
+
+  /**
+   * Time to receive a whole request head, from its first byte; then 408. Absent: 30s; zero disables.
+   *
+   * @generated from field: google.protobuf.Duration header_timeout = 4;
+   */
+  headerTimeout?: Duration | undefined;
+
+  /**
+   * Longest wait for the next bytes of a request body; then 408. Absent: 60s; zero disables.
+   *
+   * @generated from field: google.protobuf.Duration body_timeout = 5;
+   */
+  bodyTimeout?: Duration | undefined;
+
+  /**
+   * An HTTP/1.1 keep-alive connection or an HTTP/2 session idle this long is closed. Absent: 60s; zero disables.
+   *
+   * @generated from field: google.protobuf.Duration idle_timeout = 6;
+   */
+  idleTimeout?: Duration | undefined;
+
+  /**
+   * Requests (HTTP/2 streams) per downstream connection, then Connection: close (GOAWAY). 0: unlimited.
+   *
+   * @generated from field: uint32 max_requests_per_connection = 7;
+   */
+  maxRequestsPerConnection: number;
+
+  /**
+   * @generated from field: agw.v1.Http2Limits http2 = 8;
+   */
+  http2?: Http2Limits | undefined;
+};
+
+/**
+ * Describes the message agw.v1.ListenerLimits.
+ * Use `create(ListenerLimitsSchema)` to create a new message.
+ */
+export declare const ListenerLimitsSchema: GenMessage<ListenerLimits>;
+
+/**
+ * HTTP/2 SETTINGS announced to downstream clients; zero means the default.
+ *
+ * @generated from message agw.v1.Http2Limits
+ */
+export declare type Http2Limits = Message<"agw.v1.Http2Limits"> & {
+  /**
+   * SETTINGS_MAX_CONCURRENT_STREAMS. 0: 128.
+   *
+   * @generated from field: uint32 max_concurrent_streams = 1;
+   */
+  maxConcurrentStreams: number;
+
+  /**
+   * SETTINGS_INITIAL_WINDOW_SIZE, the per-stream receive window. 0: 65535.
+   *
+   * @generated from field: uint32 initial_window_size = 2;
+   */
+  initialWindowSize: number;
+
+  /**
+   * SETTINGS_MAX_HEADER_LIST_SIZE. 0: max_request_header_bytes.
+   *
+   * @generated from field: uint32 max_header_list_bytes = 3;
+   */
+  maxHeaderListBytes: number;
+};
+
+/**
+ * Describes the message agw.v1.Http2Limits.
+ * Use `create(Http2LimitsSchema)` to create a new message.
+ */
+export declare const Http2LimitsSchema: GenMessage<Http2Limits>;
 
 /**
  * TLS termination settings; certificates are Secret resources referenced by name.

@@ -3,12 +3,13 @@
 /* eslint-disable */
 
 import { enumDesc, fileDesc, messageDesc, tsEnum } from "@bufbuild/protobuf/codegenv2";
+import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file agw/v1/listener.proto.
  */
 export const file_agw_v1_listener = /*@__PURE__*/
-  fileDesc("ChVhZ3cvdjEvbGlzdGVuZXIucHJvdG8SBmFndy52MSKTAQoITGlzdGVuZXISDAoEbmFtZRgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEgwKBHBvcnQYAyABKA0SIgoIcHJvdG9jb2wYBCABKA4yEC5hZ3cudjEuUHJvdG9jb2wSFAoMcm91dGVfY29uZmlnGAUgASgJEiAKA3RscxgGIAEoCzITLmFndy52MS5MaXN0ZW5lclRscyLtAQoLTGlzdGVuZXJUbHMSGwoTY2VydGlmaWNhdGVfc2VjcmV0cxgBIAMoCRIYChBjbGllbnRfY2Ffc2VjcmV0GAIgASgJEiIKGnJlcXVpcmVfY2xpZW50X2NlcnRpZmljYXRlGAMgASgIEhMKC21pbl92ZXJzaW9uGAQgASgJEgwKBGFscG4YBSADKAkSFQoNY2lwaGVyX3N1aXRlcxgGIAEoCRImCh5tYXRjaF9jbGllbnRfc3ViamVjdF9hbHRfbmFtZXMYByADKAkSIQoZbWF0Y2hfY2xpZW50X2NvbW1vbl9uYW1lcxgIIAMoCSpLCghQcm90b2NvbBIYChRQUk9UT0NPTF9VTlNQRUNJRklFRBAAEhEKDVBST1RPQ09MX0hUVFAQARISCg5QUk9UT0NPTF9IVFRQUxACYgZwcm90bzM");
+  fileDesc("ChVhZ3cvdjEvbGlzdGVuZXIucHJvdG8SBmFndy52MSK7AQoITGlzdGVuZXISDAoEbmFtZRgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEgwKBHBvcnQYAyABKA0SIgoIcHJvdG9jb2wYBCABKA4yEC5hZ3cudjEuUHJvdG9jb2wSFAoMcm91dGVfY29uZmlnGAUgASgJEiAKA3RscxgGIAEoCzITLmFndy52MS5MaXN0ZW5lclRscxImCgZsaW1pdHMYByABKAsyFi5hZ3cudjEuTGlzdGVuZXJMaW1pdHMizQIKDkxpc3RlbmVyTGltaXRzEiAKGG1heF9yZXF1ZXN0X2hlYWRlcl9ieXRlcxgBIAEoDRIbChNtYXhfcmVxdWVzdF9oZWFkZXJzGAIgASgNEh4KFm1heF9yZXF1ZXN0X2JvZHlfYnl0ZXMYAyABKAQSMQoOaGVhZGVyX3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMYm9keV90aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDGlkbGVfdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIjChttYXhfcmVxdWVzdHNfcGVyX2Nvbm5lY3Rpb24YByABKA0SIgoFaHR0cDIYCCABKAsyEy5hZ3cudjEuSHR0cDJMaW1pdHMiaQoLSHR0cDJMaW1pdHMSHgoWbWF4X2NvbmN1cnJlbnRfc3RyZWFtcxgBIAEoDRIbChNpbml0aWFsX3dpbmRvd19zaXplGAIgASgNEh0KFW1heF9oZWFkZXJfbGlzdF9ieXRlcxgDIAEoDSLtAQoLTGlzdGVuZXJUbHMSGwoTY2VydGlmaWNhdGVfc2VjcmV0cxgBIAMoCRIYChBjbGllbnRfY2Ffc2VjcmV0GAIgASgJEiIKGnJlcXVpcmVfY2xpZW50X2NlcnRpZmljYXRlGAMgASgIEhMKC21pbl92ZXJzaW9uGAQgASgJEgwKBGFscG4YBSADKAkSFQoNY2lwaGVyX3N1aXRlcxgGIAEoCRImCh5tYXRjaF9jbGllbnRfc3ViamVjdF9hbHRfbmFtZXMYByADKAkSIQoZbWF0Y2hfY2xpZW50X2NvbW1vbl9uYW1lcxgIIAMoCSpLCghQcm90b2NvbBIYChRQUk9UT0NPTF9VTlNQRUNJRklFRBAAEhEKDVBST1RPQ09MX0hUVFAQARISCg5QUk9UT0NPTF9IVFRQUxACYgZwcm90bzM", [file_google_protobuf_duration]);
 
 /**
  * Describes the message agw.v1.Listener.
@@ -18,11 +19,25 @@ export const ListenerSchema = /*@__PURE__*/
   messageDesc(file_agw_v1_listener, 0);
 
 /**
+ * Describes the message agw.v1.ListenerLimits.
+ * Use `create(ListenerLimitsSchema)` to create a new message.
+ */
+export const ListenerLimitsSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_listener, 1);
+
+/**
+ * Describes the message agw.v1.Http2Limits.
+ * Use `create(Http2LimitsSchema)` to create a new message.
+ */
+export const Http2LimitsSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_listener, 2);
+
+/**
  * Describes the message agw.v1.ListenerTls.
  * Use `create(ListenerTlsSchema)` to create a new message.
  */
 export const ListenerTlsSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_listener, 1);
+  messageDesc(file_agw_v1_listener, 3);
 
 /**
  * Describes the enum agw.v1.Protocol.

@@ -304,6 +304,13 @@ export declare type RouteAction = Message<"agw.v1.RouteAction"> & {
    * @generated from field: bool access_log_off = 13;
    */
   accessLogOff: boolean;
+
+  /**
+   * Overrides the listener's max_request_body_bytes for this route (0: unlimited); absent keeps it.
+   *
+   * @generated from field: optional uint64 max_request_body_bytes = 14;
+   */
+  maxRequestBodyBytes?: bigint | undefined;
 };
 
 /**

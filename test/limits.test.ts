@@ -1,6 +1,7 @@
 /**
  * Listener limits (docs/proxy.md) from config.yaml through the translator, the xDS resources and the
- * data plane's build, seen by curl: body size (413) with a per-route override, requests per connection.
+ * data plane's build, seen by curl: body size (413) with a per-route override, requests per connection,
+ * and CONNECT on a route that allows it.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -41,6 +42,10 @@ listeners:
       bodyTimeout: 5s
       http2: { maxConcurrentStreams: 16 }
     routes:
+      - name: tunnel
+        match: { hosts: [tunnel.test], methods: [CONNECT] }
+        cluster: app
+        connect: true
       - name: uploads
         match: { path: { prefix: /upload/ } }
         cluster: app
@@ -103,6 +108,18 @@ clusters:
       assert.equal(r.stdout.toString(), "got 0got 0got 0");
       // curl reports reusing the connection once, then a new one for the third request.
       assert.equal((r.stderr.match(/Connected to/g) ?? []).length, 2);
+    },
+  );
+
+  it(
+    "curl -p -x: CONNECT to the route's host is tunnelled to its cluster; another host gets 405",
+    T,
+    async () => {
+      const through = await curl(["-sS", "-p", "-x", `http://127.0.0.1:${port}`, "http://tunnel.test/x"]);
+      assert.equal(through.stdout.toString(), "got 0");
+      const refused = await curl(["-sS", "-p", "-x", `http://127.0.0.1:${port}`, "http://other.test/x"]);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /405/);
     },
   );
 });

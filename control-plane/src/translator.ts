@@ -83,6 +83,7 @@ function route(r: RouteConfigEntry, order: number): IrRoute {
     ...routePolicies(r),
     ...(r.accessLog === false && { accessLogOff: true }),
     ...(r.maxRequestBodyBytes !== undefined && { maxRequestBodyBytes: r.maxRequestBodyBytes }),
+    ...(r.connect === true && { connect: true }),
   };
 }
 

@@ -280,6 +280,7 @@ export class SnapshotBuilder {
                 ...(r.maxRequestBodyBytes !== undefined && {
                   maxRequestBodyBytes: BigInt(r.maxRequestBodyBytes),
                 }),
+                ...(r.connect && { connect: true }),
               },
             }),
           ),

@@ -22,6 +22,8 @@ export const AGW_ERRORS = {
   AGW_ERR_PLUGIN_FAILED: "plugin_failed",
   /** A cluster's circuit breaker refused the request (docs/traffic/circuit-breaking.md). */
   AGW_ERR_OVERFLOW: "overflow",
+  /** A CONNECT request matched a route without `connect: true`. */
+  AGW_ERR_CONNECT_NOT_ALLOWED: "connect_not_allowed",
 } as const;
 
 export type AgwErrorCode = (typeof AGW_ERRORS)[keyof typeof AGW_ERRORS];

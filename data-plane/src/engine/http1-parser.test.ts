@@ -120,7 +120,9 @@ describe("request head", () => {
     ["missing Host", "GET / HTTP/1.1\r\n\r\n", 400],
     ["duplicate Host", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400],
     ["invalid Host", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400],
-    ["CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501],
+    ["CONNECT without a port", "CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["CONNECT to a path", "CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["CONNECT with content", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nContent-Length: 1\r\n\r\nx", 400],
   ];
   for (const [name, text, expected] of rejects) {
     it(`rejects ${name} with ${expected}`, () => assert.equal(status(text), expected));

@@ -25,7 +25,8 @@ export const HEAD_ERRORS = {
   target: err(400, "invalid request-target"),
   version: err(400, "invalid HTTP version"),
   versionUnsupported: err(505, "unsupported HTTP version"),
-  connect: err(501, "CONNECT is not supported"),
+  connectTarget: err(400, "CONNECT needs an authority-form target (host:port)"),
+  connectBody: err(400, "CONNECT request with content"),
   obsFold: err(400, "obsolete line folding"),
   fieldName: err(400, "invalid header field name"),
   spaceBeforeColon: err(400, "whitespace between header field name and colon"),
@@ -351,7 +352,8 @@ function parseFields(
 
 /**
  * Parses a complete request head already validated by `sc.scan` into `out`. Returns null on success.
- * The request-target is checked for its form; CONNECT (authority-form) is refused with 501.
+ * The request-target is checked for its form; CONNECT takes an authority-form target ("host:port"),
+ * which becomes its Host for routing (path "/"), and no content.
  */
 export function parseRequestHead(buf: Buffer, sc: HeadScanner, out: RequestHead): HeadError | null {
   const b = sc.bounds;
@@ -369,11 +371,11 @@ export function parseRequestHead(buf: Buffer, sc: HeadScanner, out: RequestHead)
   if (minor === -2) return HEAD_ERRORS.version;
   if (minor === -1) return HEAD_ERRORS.versionUnsupported;
   out.minor = minor;
-  if (out.method === "CONNECT") return HEAD_ERRORS.connect;
   const target = buf.toString("latin1", ts, te);
   out.target = target;
   const e1 = parseFields(buf, b, out, out);
   if (e1 !== null) return e1;
+  if (out.method === "CONNECT") return connectTarget(out, target);
 
   let pathStart = 0;
   const first = target.charCodeAt(0);
@@ -416,6 +418,29 @@ export function parseRequestHead(buf: Buffer, sc: HeadScanner, out: RequestHead)
   }
   if (out.hasTE && minor === 0) return HEAD_ERRORS.teHttp10;
   out.keepAlive = minor === 1 ? !out.connClose : out.connKeepAlive && !out.connClose;
+  return null;
+}
+
+/** RFC 9110 §9.3.6: the target is host:port (the port is required) and the request has no content. */
+function connectTarget(out: RequestHead, target: string): HeadError | null {
+  const colon = target.lastIndexOf(":");
+  const port = Number(target.slice(colon + 1));
+  if (
+    colon <= 0 ||
+    !validHost(target) ||
+    !/^\d{1,5}$/.test(target.slice(colon + 1)) ||
+    port < 1 ||
+    port > 65535 ||
+    (target.charCodeAt(0) !== 91 && target.indexOf(":") !== colon)
+  )
+    return HEAD_ERRORS.connectTarget;
+  if (out.hasTE || out.contentLength > 0) return HEAD_ERRORS.connectBody;
+  out.rawHost = target;
+  out.host = hostOnly(target);
+  if (out.host === "") return HEAD_ERRORS.connectTarget;
+  out.path = "/";
+  out.originForm = target;
+  out.keepAlive = false;
   return null;
 }
 

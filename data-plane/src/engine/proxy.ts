@@ -493,6 +493,10 @@ class ClientConn implements UpstreamHandler {
     }
     this.route = route;
     if (this.bodyMode !== B_NONE && !this.limitBody(route, limits)) return;
+    if (head.method === "CONNECT" && route.connect !== true) {
+      this.fail(405, AGW_ERRORS.AGW_ERR_CONNECT_NOT_ALLOWED, "the route does not allow CONNECT");
+      return;
+    }
     // Redirects, direct responses and CORS preflights are answered here, before plugins.
     const local = route.local?.reply(head, this.tls !== null, this.traffic);
     if (local !== undefined) {
@@ -589,6 +593,10 @@ class ClientConn implements UpstreamHandler {
     this.cluster = cluster;
     this.endpoint = ep;
     this.traffic.attemptStarted(ep);
+    if (route.connect === true && head.method === "CONNECT") {
+      this.openConnectTunnel(ep, cluster);
+      return;
+    }
     this.upHead = this.buildUpstreamHead(head, route.requestHeaders, ep);
     route.mirror?.copy(head, this.bodyMode === B_NONE ? null : this.buf, this.clientIp, config.clusters);
     if (route.timeoutMs > 0) this.routeTimer = setTimeout(onRouteTimer, route.timeoutMs, this);
@@ -602,6 +610,37 @@ class ClientConn implements UpstreamHandler {
     this.buf = null;
     const used = this.writeRequest(up, body);
     if (body !== null && used > 0) this.firstBody = body.subarray(0, used);
+  }
+
+  /**
+   * Terminated CONNECT (Envoy's model): a fresh TCP (or TLS, per the cluster) connection to the route's
+   * endpoint, whatever the authority says; 200 once it is up, then the sockets are spliced like an
+   * Upgrade tunnel. A failed connect answers like any request (503/504).
+   */
+  openConnectTunnel(ep: Endpoint, cluster: ClusterRuntime): void {
+    this.replayable = false; // never resent: a retry would write an HTTP head into the tunnel
+    const up = this.proxy.pool.connect(ep, cluster, this);
+    this.upstream = up;
+    up.socket.once(cluster.tls !== undefined ? "secureConnect" : "connect", () =>
+      this.connectEstablished(up),
+    );
+  }
+
+  connectEstablished(up: UpstreamConn): void {
+    if (this.upstream !== up || this.phase !== P_ACTIVE) return;
+    this.clearTimer();
+    this.status = 200;
+    this.phase = P_TUNNEL;
+    this.resHeadSent = true;
+    const out = this.socket;
+    out.write(`HTTP/1.1 200 Connection Established\r\nx-request-id: ${this.requestId}\r\n\r\n`, "latin1");
+    this.reportExchange(false); // the access log records the tunnel's opening
+    // Bytes the client sent before the 200 (it may not wait) are the tunnel's.
+    const early = this.buf;
+    this.buf = null;
+    if (early !== null) up.socket.write(early);
+    if (this.eof) up.socket.end();
+    if (out.isPaused()) out.resume();
   }
 
   /** Writes the upstream head and `body` (the start of the request body) in one batch; returns body bytes used. */

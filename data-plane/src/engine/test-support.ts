@@ -49,6 +49,7 @@ export interface RouteSpec {
   readonly requestHeaders?: HeaderOps;
   readonly responseHeaders?: HeaderOps;
   readonly maxRequestBodyBytes?: number;
+  readonly connect?: boolean;
 }
 
 export function config(version: string, routes: RouteSpec[], clusters: ClusterRuntime[]): RuntimeConfig {
@@ -60,6 +61,7 @@ export function config(version: string, routes: RouteSpec[], clusters: ClusterRu
       requestHeaders: r.requestHeaders ?? NO_OPS,
       responseHeaders: r.responseHeaders ?? NO_OPS,
       ...(r.maxRequestBodyBytes !== undefined && { maxRequestBodyBytes: r.maxRequestBodyBytes }),
+      ...(r.connect !== undefined && { connect: r.connect }),
     }),
   );
   const router = {

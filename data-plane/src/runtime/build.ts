@@ -131,6 +131,7 @@ function compileRoute(
     ...(action?.maxRequestBodyBytes !== undefined && {
       maxRequestBodyBytes: Number(action.maxRequestBodyBytes),
     }),
+    ...(action?.connect === true && { connect: true }),
   };
 }
 

@@ -59,6 +59,8 @@ export interface CompiledRoute {
   readonly accessLogOff?: boolean;
   /** Overrides the listener's maxRequestBodyBytes (0: unlimited); absent keeps the listener's. */
   readonly maxRequestBodyBytes?: number;
+  /** CONNECT requests are tunnelled to the cluster's endpoint; without it they get 405. */
+  readonly connect?: boolean;
 }
 
 export interface Router {

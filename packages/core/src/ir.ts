@@ -43,6 +43,8 @@ export interface IrRoute {
   accessLogOff?: boolean;
   /** Overrides the listener's body limit; 0 is unlimited. */
   maxRequestBodyBytes?: number;
+  /** CONNECT requests are tunnelled to the cluster's endpoint. */
+  connect?: boolean;
 }
 
 export interface IrRewrite {

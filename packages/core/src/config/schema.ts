@@ -266,6 +266,12 @@ export const routeSchema = z
     maxRequestBodyBytes: byteCount
       .optional()
       .describe("Overrides the listener's limits.maxRequestBodyBytes for this route; 0 is unlimited."),
+    connect: z
+      .boolean()
+      .optional()
+      .describe(
+        "true: CONNECT requests matched by this route (by host) open a TCP tunnel to the cluster's endpoint; otherwise CONNECT gets 405.",
+      ),
   })
   .describe("A route. Exactly one of cluster, clusters, redirect or directResponse.");
 

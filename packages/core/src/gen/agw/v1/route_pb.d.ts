@@ -311,6 +311,14 @@ export declare type RouteAction = Message<"agw.v1.RouteAction"> & {
    * @generated from field: optional uint64 max_request_body_bytes = 14;
    */
   maxRequestBodyBytes?: bigint | undefined;
+
+  /**
+   * CONNECT requests this route matches are tunnelled: the gateway opens TCP to the cluster's endpoint,
+   * answers 200 and splices the bytes (Envoy's terminated CONNECT). Without it CONNECT gets 405.
+   *
+   * @generated from field: bool connect = 15;
+   */
+  connect: boolean;
 };
 
 /**

@@ -92,10 +92,13 @@ export class GatewayObserver implements ExchangeObserver {
       tracing.end(spans, x, aborted);
       s.spans = null;
     }
+    s.upstreamStartedAt = 0;
     const log = this.accessLog;
+    // Socket byte counters are read only with an access log: bytesWritten walks the write queue.
+    if (log === null) return;
     const read = x.socket.bytesRead;
     const written = x.socket.bytesWritten;
-    if (log?.wants(x)) {
+    if (log.wants(x)) {
       log.write(x, {
         endedAtMs: now,
         aborted,
@@ -106,7 +109,6 @@ export class GatewayObserver implements ExchangeObserver {
     }
     s.bytesRead = read;
     s.bytesWritten = written;
-    s.upstreamStartedAt = 0;
   }
 
   async close(): Promise<void> {

@@ -1,46 +1,37 @@
 /**
  * Data plane Prometheus metrics (prom-client, one registry per data plane). The per-request path does
- * no label work: each compiled route (immutable, one per config) gets its label children once, on its
- * first request, and a request then costs a WeakMap and a Map lookup plus the increments.
+ * no label work and no prom-client call: each compiled route (immutable, one per config) finds its
+ * series once, on its first request, and a request then costs a WeakMap and a Map lookup plus a few
+ * number increments; prom-client reads the numbers at scrape time.
  */
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type MetricValueWithName, Registry } from "prom-client";
 import { PLUGIN_CALL_BUCKETS, type PluginStats } from "../plugins/host.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint } from "../runtime/types.ts";
+import { type BucketCounts, newBucketCounts, observeSeconds } from "./bucket-counts.ts";
 import type { ExchangeView } from "./exchange.ts";
 
 /** Latency buckets in seconds: 0.5 ms … 30 s. */
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
-const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
+/** Index = status / 100 - 1; the last counts exchanges aborted before any status was sent. */
+const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx", "aborted"] as const;
 
-interface ClassChildren {
-  /** Index = status / 100 - 1; [5] counts exchanges aborted before any status was sent. */
-  readonly requests: Counter.Internal[];
-}
-
-/** Label children of one route (or of a listener's unrouted requests), per cluster. */
+/** The counts of one (listener, route) pair — or of a listener's unrouted requests, route "". */
 class RouteSeries {
-  readonly duration: Histogram.Internal<string>;
-  private readonly byCluster = new Map<string, ClassChildren>();
-  private readonly metrics: DataPlaneMetrics;
-  private readonly listener: string;
-  private readonly route: string;
+  readonly listener: string;
+  readonly route: string;
+  readonly duration = newBucketCounts(LATENCY_BUCKETS);
+  /** Per cluster ("" when none was chosen): requests per CODE_CLASSES index. */
+  readonly byCluster = new Map<string, number[]>();
 
-  constructor(metrics: DataPlaneMetrics, listener: string, route: string) {
-    this.metrics = metrics;
+  constructor(listener: string, route: string) {
     this.listener = listener;
     this.route = route;
-    this.duration = metrics.downstreamDuration.labels(listener, route);
   }
 
-  forCluster(cluster: string): ClassChildren {
+  forCluster(cluster: string): number[] {
     let c = this.byCluster.get(cluster);
     if (c === undefined) {
-      const counter = this.metrics.downstreamRequests;
-      c = {
-        requests: [...CODE_CLASSES, "aborted"].map((k) =>
-          counter.labels(this.listener, this.route, cluster, k),
-        ),
-      };
+      c = new Array<number>(CODE_CLASSES.length).fill(0);
       this.byCluster.set(cluster, c);
     }
     return c;
@@ -65,48 +56,57 @@ export function endpointHealth(
   return cluster.healthCheck !== undefined || cluster.state?.outlier != null ? "healthy" : "unchecked";
 }
 
-/**
- * Plugin call latency, from the bucket counts each plugin runtime keeps (PluginStats.durations), read
- * at scrape time: the call path only increments an array slot. prom-client reads a histogram through
- * get() (JSON, worker aggregation) and getForPromString() (text); both answer from the counts.
- */
-class PluginCallHistogram extends Histogram<"plugin" | "le"> {
-  private readonly plugins: () => Iterable<[plugin: string, stats: PluginStats]>;
-  /** Unregistered and never observed: gives the name, help, type and aggregator of the output. */
-  private readonly empty: Histogram<"plugin">;
+interface CountedHistogramConfig {
+  readonly name: string;
+  readonly help: string;
+  readonly labelNames: readonly string[];
+  /** Upper bounds in seconds; BucketCounts.durations has one more slot, for slower observations. */
+  readonly buckets: readonly number[];
+}
 
-  constructor(registry: Registry, plugins: () => Iterable<[string, PluginStats]>) {
-    const config = {
-      name: "agw_plugin_call_duration_seconds",
-      help: "Plugin call duration, per plugin",
-      labelNames: ["plugin"] as const,
-      buckets: PLUGIN_CALL_BUCKETS,
-    };
-    super({ ...config, registers: [registry] });
-    this.empty = new Histogram({ ...config, registers: [] });
-    this.plugins = plugins;
+/**
+ * A histogram read at scrape time from BucketCounts kept elsewhere (bucket-counts.ts): the observing
+ * path only increments numbers. prom-client reads a histogram through get() (JSON, worker aggregation)
+ * and getForPromString() (text); both answer from the counts.
+ */
+class CountedHistogram extends Histogram<string> {
+  private readonly read: () => Iterable<[labels: Record<string, string>, counts: BucketCounts]>;
+  private readonly bounds: readonly number[];
+  /** Unregistered and never observed: gives the name, help, type and aggregator of the output. */
+  private readonly empty: Histogram<string>;
+
+  constructor(
+    registry: Registry,
+    config: CountedHistogramConfig,
+    read: () => Iterable<[Record<string, string>, BucketCounts]>,
+  ) {
+    const histogram = { ...config, buckets: [...config.buckets] };
+    super({ ...histogram, registers: [registry] });
+    this.empty = new Histogram({ ...histogram, registers: [] });
+    this.read = read;
+    this.bounds = config.buckets;
   }
 
-  override async get(): ReturnType<Histogram<"plugin" | "le">["get"]> {
+  override async get(): ReturnType<Histogram<string>["get"]> {
     const base = await this.empty.get();
     const name = base.name;
-    const values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> = [];
-    for (const [plugin, stats] of this.plugins()) {
+    const values: MetricValueWithName<string>[] = [];
+    for (const [labels, counts] of this.read()) {
       let cumulative = 0;
-      PLUGIN_CALL_BUCKETS.forEach((le, i) => {
-        cumulative += stats.durations[i] ?? 0;
-        values.push({ metricName: `${name}_bucket`, labels: { le, plugin }, value: cumulative });
+      this.bounds.forEach((le, i) => {
+        cumulative += counts.durations[i] ?? 0;
+        values.push({ metricName: `${name}_bucket`, labels: { ...labels, le }, value: cumulative });
       });
       values.push(
-        { metricName: `${name}_bucket`, labels: { le: "+Inf", plugin }, value: stats.calls },
-        { metricName: `${name}_sum`, labels: { plugin }, value: stats.seconds },
-        { metricName: `${name}_count`, labels: { plugin }, value: stats.calls },
+        { metricName: `${name}_bucket`, labels: { ...labels, le: "+Inf" }, value: counts.calls },
+        { metricName: `${name}_sum`, labels, value: counts.seconds },
+        { metricName: `${name}_count`, labels, value: counts.calls },
       );
     }
     return { ...base, values };
   }
 
-  getForPromString(): ReturnType<Histogram<"plugin" | "le">["get"]> {
+  getForPromString(): ReturnType<Histogram<string>["get"]> {
     return this.get();
   }
 }
@@ -148,36 +148,59 @@ export interface MetricSources {
 
 export class DataPlaneMetrics {
   readonly registry = new Registry();
-  readonly downstreamRequests: Counter<string>;
-  readonly downstreamDuration: Histogram<string>;
-  readonly upstreamDuration: Histogram<string>;
   readonly xdsUpdates: Counter<string>;
+  /** Keyed by listener + "\n" + route: outlives the configs whose routes fed it. */
+  private readonly series = new Map<string, RouteSeries>();
   private readonly routeSeries = new WeakMap<CompiledRoute, RouteSeries>();
-  private readonly unrouted = new Map<string, RouteSeries>();
-  private readonly upstreamByCluster = new Map<string, Histogram.Internal<string>>();
+  private readonly upstreamByCluster = new Map<string, BucketCounts>();
 
   constructor(sources: MetricSources) {
     const registers = [this.registry];
-    this.downstreamRequests = new Counter({
-      name: "agw_downstream_requests_total",
-      help: "Requests answered, by listener, route, cluster and status class (aborted: no status sent)",
-      labelNames: ["listener", "route", "cluster", "code_class"],
-      registers,
-    });
-    this.downstreamDuration = new Histogram({
-      name: "agw_downstream_request_duration_seconds",
-      help: "From the request head parsed to the response sent",
-      labelNames: ["listener", "route"],
-      buckets: LATENCY_BUCKETS,
-      registers,
-    });
-    this.upstreamDuration = new Histogram({
-      name: "agw_upstream_request_duration_seconds",
-      help: "From the request sent upstream to the upstream response complete",
-      labelNames: ["cluster"],
-      buckets: LATENCY_BUCKETS,
-      registers,
-    });
+    const series = this.series;
+    countedElsewhere(
+      this.registry,
+      "agw_downstream_requests_total",
+      "Requests answered, by listener, route, cluster and status class (aborted: no status sent)",
+      ["listener", "route", "cluster", "code_class"],
+      function* () {
+        for (const s of series.values())
+          for (const [cluster, counts] of s.byCluster)
+            for (let i = 0; i < CODE_CLASSES.length; i++) {
+              const n = counts[i] as number;
+              if (n > 0)
+                yield [
+                  { listener: s.listener, route: s.route, cluster, code_class: CODE_CLASSES[i] as string },
+                  n,
+                ];
+            }
+      },
+    );
+    new CountedHistogram(
+      this.registry,
+      {
+        name: "agw_downstream_request_duration_seconds",
+        help: "From the request head parsed to the response sent",
+        labelNames: ["listener", "route"],
+        buckets: LATENCY_BUCKETS,
+      },
+      function* () {
+        for (const s of series.values())
+          if (s.duration.calls > 0) yield [{ listener: s.listener, route: s.route }, s.duration];
+      },
+    );
+    const upstream = this.upstreamByCluster;
+    new CountedHistogram(
+      this.registry,
+      {
+        name: "agw_upstream_request_duration_seconds",
+        help: "From the request sent upstream to the upstream response complete",
+        labelNames: ["cluster"],
+        buckets: LATENCY_BUCKETS,
+      },
+      function* () {
+        for (const [cluster, counts] of upstream) yield [{ cluster }, counts];
+      },
+    );
     this.xdsUpdates = new Counter({
       name: "agw_xds_updates_total",
       help: "xDS responses applied (ack) or rejected (nack), by resource type",
@@ -335,39 +358,50 @@ export class DataPlaneMetrics {
         for (const [plugin, stats] of plugins()) this.set({ plugin }, stats.instances);
       },
     });
-    new PluginCallHistogram(registry, plugins);
+    new CountedHistogram(
+      registry,
+      {
+        name: "agw_plugin_call_duration_seconds",
+        help: "Plugin call duration, per plugin",
+        labelNames: ["plugin"],
+        buckets: PLUGIN_CALL_BUCKETS,
+      },
+      function* () {
+        for (const [plugin, stats] of plugins()) yield [{ plugin }, stats];
+      },
+    );
   }
 
   /** The hot path: counts one finished exchange. */
   record(x: ExchangeView, aborted: boolean, nowMs: number, upstreamStartedAt: number): void {
     const route = x.route;
-    let series: RouteSeries | undefined;
-    if (route !== null) {
-      series = this.routeSeries.get(route);
-      if (series === undefined) {
-        series = new RouteSeries(this, x.proxy.listenerName, route.name);
-        this.routeSeries.set(route, series);
-      }
-    } else {
-      const listener = x.proxy.listenerName;
-      series = this.unrouted.get(listener);
-      if (series === undefined) {
-        series = new RouteSeries(this, listener, "");
-        this.unrouted.set(listener, series);
-      }
+    let series = route === null ? undefined : this.routeSeries.get(route);
+    if (series === undefined) {
+      series = this.seriesOf(x.proxy.listenerName, route === null ? "" : route.name);
+      if (route !== null) this.routeSeries.set(route, series);
     }
     const cluster = x.cluster;
     const status = x.status;
     const index = aborted || status < 100 || status > 599 ? 5 : ((status / 100) | 0) - 1;
-    (series.forCluster(cluster === null ? "" : cluster.name).requests[index] as Counter.Internal).inc();
-    if (x.startedAt !== 0) series.duration.observe((nowMs - x.startedAt) / 1000);
+    (series.forCluster(cluster === null ? "" : cluster.name)[index] as number)++;
+    if (x.startedAt !== 0) observeSeconds(series.duration, LATENCY_BUCKETS, (nowMs - x.startedAt) / 1000);
     if (cluster !== null && upstreamStartedAt !== 0) {
       let h = this.upstreamByCluster.get(cluster.name);
       if (h === undefined) {
-        h = this.upstreamDuration.labels(cluster.name);
+        h = newBucketCounts(LATENCY_BUCKETS);
         this.upstreamByCluster.set(cluster.name, h);
       }
-      h.observe((nowMs - upstreamStartedAt) / 1000);
+      observeSeconds(h, LATENCY_BUCKETS, (nowMs - upstreamStartedAt) / 1000);
     }
+  }
+
+  private seriesOf(listener: string, route: string): RouteSeries {
+    const key = `${listener}\n${route}`;
+    let s = this.series.get(key);
+    if (s === undefined) {
+      s = new RouteSeries(listener, route);
+      this.series.set(key, s);
+    }
+    return s;
   }
 }

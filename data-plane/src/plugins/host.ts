@@ -10,6 +10,7 @@
  * event loop's thread, but fuel bounds its loops and a memory cap bounds its growth.
  */
 import type { Logger } from "@agw/core";
+import { type BucketCounts, newBucketCounts, observeSeconds } from "../observability/bucket-counts.ts";
 import type { CompiledComponent, GuestInstance, ImportObject } from "./compile.ts";
 import { awaitReady, redisClient } from "./redis.ts";
 
@@ -47,31 +48,22 @@ export const PLUGIN_CALL_BUCKETS = [
   0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1,
 ];
 
-export interface PluginStats {
-  calls: number;
+export interface PluginStats extends BucketCounts {
   errors: number;
   /** Calls stopped because they ran out of fuel. */
   timeouts: number;
   /** Instances discarded after a failed call. */
   discarded: number;
   instances: number;
-  /** Sum of call durations, seconds (with `calls`, the mean). */
-  seconds: number;
-  /** Calls per PLUGIN_CALL_BUCKETS bucket (not cumulative); the last entry counts slower calls. */
-  readonly durations: number[];
   counters: Record<string, number>;
 }
 
-/** What one call sees through its imports; set before each call on the instance that runs it. */
 /** Counts one finished call, its duration, and its latency bucket. */
 export function countCall(stats: PluginStats, seconds: number): void {
-  stats.calls++;
-  stats.seconds += seconds;
-  let i = 0;
-  while (i < PLUGIN_CALL_BUCKETS.length && seconds > (PLUGIN_CALL_BUCKETS[i] as number)) i++;
-  (stats.durations[i] as number)++;
+  observeSeconds(stats, PLUGIN_CALL_BUCKETS, seconds);
 }
 
+/** What one call sees through its imports; set before each call on the instance that runs it. */
 export interface CallState {
   configJson: string;
 }
@@ -100,13 +92,11 @@ export class PluginRuntime {
   readonly spec: PluginSpec;
   readonly component: CompiledComponent;
   readonly stats: PluginStats = {
-    calls: 0,
     errors: 0,
     timeouts: 0,
     discarded: 0,
     instances: 0,
-    seconds: 0,
-    durations: new Array<number>(PLUGIN_CALL_BUCKETS.length + 1).fill(0),
+    ...newBucketCounts(PLUGIN_CALL_BUCKETS),
     counters: {},
   };
   private readonly log: Logger;

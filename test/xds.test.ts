@@ -76,7 +76,7 @@ test("NACK: the data plane rejects a bad route with error_detail; the stream and
   const good = irToSnapshot(ir);
   cache.set(good);
   const server = await startAdsServer("127.0.0.1", 0, createAdsService(cache, registry, cp.log));
-  const listeners = new ListenerManager(() => (socket) => socket.destroy(), dp.log);
+  const listeners = new ListenerManager(() => ({ handle: (socket) => socket.destroy() }), dp.log);
   const store = new ConfigStore(listeners, dp.log);
   const client = new XdsClient({
     servers: [`127.0.0.1:${server.address.port}`],
@@ -171,7 +171,7 @@ test("replicas: a data plane skips a dead address, fails over when its control p
   );
   const [a, b] = servers as [(typeof servers)[0], (typeof servers)[0]];
   const dead = await freePort();
-  const listeners = new ListenerManager(() => (socket) => socket.destroy(), dp.log);
+  const listeners = new ListenerManager(() => ({ handle: (socket) => socket.destroy() }), dp.log);
   const store = new ConfigStore(listeners, dp.log);
   const client = new XdsClient({
     servers: [

@@ -8,7 +8,7 @@ import { AggregatorRegistry } from "prom-client";
 import { ConfigStore } from "./config-store.ts";
 import { HttpProxy } from "./engine/proxy.ts";
 import { UpstreamPool } from "./engine/upstream-pool.ts";
-import { ListenerManager } from "./listeners.ts";
+import { ListenerManager, servePort } from "./listeners.ts";
 import { clustersView, GatewayObserver, type ObservabilityOptions } from "./observability/index.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
 import { TlsManager } from "./tls/manager.ts";
@@ -116,8 +116,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
         ...(observer.observesRequests ? { observer } : {}),
       });
       if (draining) proxy.shutdown();
-      proxies.add(proxy);
-      return (socket, tls) => proxy.handleConnection(socket, tls);
+      return servePort(proxies, proxy);
     },
     log,
     { reusePort: workers !== undefined },

@@ -2,10 +2,12 @@
  * Opens and closes the data plane's ports as listener resources come and go. Binding happens before
  * a config is swapped in (prepare), so a port that cannot be bound rejects the config with the OS
  * error while the old config keeps serving; listeners that the new config dropped are closed after
- * the swap (commit). Connections already accepted are not cut: they finish on their own.
+ * the swap (commit). Connections already accepted on a closed port are not cut: its handler drains
+ * them (each finishes its current exchange, idle ones close now), as Envoy drains a removed listener.
  */
 import net from "node:net";
 import type { Logger } from "@agw/core";
+import type { HttpProxy } from "./engine/proxy.ts";
 import { ResourceError } from "./runtime/build.ts";
 import type { ListenerRuntime, RuntimeConfig } from "./runtime/types.ts";
 import type { DownstreamTlsInfo } from "./tls/acceptor.ts";
@@ -14,17 +16,43 @@ import type { ListenerTlsRuntime } from "./tls/manager.ts";
 /** A connection after accept (plain) or after its TLS handshake (`tls` set). */
 export type ConnectionHandler = (socket: net.Socket, tls?: DownstreamTlsInfo) => void;
 
+/** What serves one bound port. */
+export interface ListenerHandler {
+  readonly handle: ConnectionHandler;
+  /** The port closed (listener removed, moved, or the data plane draining): wind its connections down. */
+  readonly drain?: () => void;
+}
+
 /** Called once per bind; a listener changing protocol is bound anew, so the handler may depend on it. */
-export type ConnectionHandlerFactory = (listenerName: string, listener: ListenerRuntime) => ConnectionHandler;
+export type ConnectionHandlerFactory = (listenerName: string, listener: ListenerRuntime) => ListenerHandler;
 
 interface OpenListener {
   readonly name: string;
   readonly address: string;
   readonly port: number;
   readonly server: net.Server;
-  readonly handle: ConnectionHandler;
+  readonly handler: ListenerHandler;
   /** The TLS version new connections handshake with; replaced on commit, never rebinding. */
   tls: ListenerTlsRuntime | undefined;
+}
+
+/** Proxies whose port has closed: they stay in their set only while they still have connections. */
+const retired = new WeakSet<HttpProxy>();
+
+/**
+ * Serves a newly bound port with `proxy`. The set holds every proxy with connections (the connection
+ * gauges and the drain on SIGTERM go through it); one whose port closed leaves it after its last one.
+ */
+export function servePort(proxies: Set<HttpProxy>, proxy: HttpProxy): ListenerHandler {
+  for (const p of proxies) if (retired.has(p) && p.connectionCount === 0) proxies.delete(p);
+  proxies.add(proxy);
+  return {
+    handle: (socket, tls) => proxy.handleConnection(socket, tls),
+    drain: () => {
+      retired.add(proxy);
+      proxy.shutdown();
+    },
+  };
 }
 
 function listen(server: net.Server, address: string, port: number, reusePort: boolean): Promise<void> {
@@ -99,7 +127,7 @@ export class ListenerManager {
     for (const [name, l] of this.open) {
       const next = current.listeners.get(name);
       if (next?.tls !== undefined && next.tls !== l.tls) {
-        next.tls.acceptor.onSecure = l.handle;
+        next.tls.acceptor.onSecure = l.handler.handle;
         l.tls = next.tls;
         this.log.info(
           {
@@ -136,14 +164,22 @@ export class ListenerManager {
   }
 
   private async bind(l: ListenerRuntime): Promise<OpenListener> {
-    const handle = this.handlerFor(l.name, l);
+    const handler = this.handlerFor(l.name, l);
+    const handle = handler.handle;
     const server = net.createServer({ noDelay: true }, (socket) => {
       this.accepted++;
       const tls = open.tls;
       if (tls === undefined) handle(socket);
       else tls.acceptor.accept(socket);
     });
-    const open: OpenListener = { name: l.name, address: l.address, port: l.port, server, handle, tls: l.tls };
+    const open: OpenListener = {
+      name: l.name,
+      address: l.address,
+      port: l.port,
+      server,
+      handler,
+      tls: l.tls,
+    };
     if (l.tls) l.tls.acceptor.onSecure = handle;
     await listen(server, l.address, l.port, this.reusePort);
     server.on("error", (err) => this.log.error({ err, listener: l.name }, "listener error"));
@@ -152,5 +188,6 @@ export class ListenerManager {
 
   private close(l: OpenListener): void {
     l.server.close();
+    l.handler.drain?.();
   }
 }

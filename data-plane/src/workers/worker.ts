@@ -8,7 +8,7 @@ import { createLogger } from "@agw/core";
 import { ConfigStore } from "../config-store.ts";
 import { HttpProxy } from "../engine/proxy.ts";
 import { UpstreamPool } from "../engine/upstream-pool.ts";
-import { ListenerManager } from "../listeners.ts";
+import { ListenerManager, servePort } from "../listeners.ts";
 import { GatewayObserver } from "../observability/index.ts";
 import { TlsManager } from "../tls/manager.ts";
 import { drainProxies, openConnections } from "./drain.ts";
@@ -45,8 +45,7 @@ const listeners = new ListenerManager(
       observer,
     });
     if (draining) proxy.shutdown();
-    proxies.add(proxy);
-    return (socket, tls) => proxy.handleConnection(socket, tls);
+    return servePort(proxies, proxy);
   },
   log,
   { reusePort: true },

@@ -7,6 +7,7 @@ import http from "node:http";
 import https from "node:https";
 import net from "node:net";
 import path from "node:path";
+import { logPercentiles, parseH2load } from "./h2load.ts";
 import { parseWrk, type WrkResult } from "./wrk.ts";
 
 export const REPO = path.resolve(import.meta.dirname, "..");
@@ -287,9 +288,9 @@ export async function waitProxying(proc: Proc, url: string, timeoutMs: number): 
 
 // ---------------------------------------------------------------- configs
 
-export function nginxCommon(dir: string): string {
+export function nginxCommon(dir: string, workers = 1): string {
   fs.mkdirSync(dir, { recursive: true });
-  return `worker_processes 1;
+  return `worker_processes ${workers};
 daemon off;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
@@ -323,9 +324,25 @@ ${nginxHttpCommon(dir)}  server {
 `;
 }
 
-/** nginx as the reverse proxy; `tls` adds `ssl` to the listen line and its directives to the server. */
-export function nginxProxyConf(dir: string, port: number, origin: number, tls?: string): string {
-  return `${nginxCommon(dir)}http {
+export interface NginxProxyOptions {
+  /** TLS directives for the server; `ssl` is added to the listen line. */
+  tls?: string;
+  /** worker_processes (default 1). */
+  workers?: number;
+  /** A second, plain listener speaking HTTP/2 with prior knowledge (h2c): nginx cannot serve both on one port. */
+  h2cPort?: number;
+}
+
+/** nginx as the reverse proxy. */
+export function nginxProxyConf(
+  dir: string,
+  port: number,
+  origin: number,
+  opts: NginxProxyOptions = {},
+): string {
+  const { tls, workers = 1, h2cPort } = opts;
+  const h2c = h2cPort === undefined ? "" : `    listen 127.0.0.1:${h2cPort} http2 backlog=4096;\n`;
+  return `${nginxCommon(dir, workers)}http {
 ${nginxHttpCommon(dir)}  upstream origin {
     server 127.0.0.1:${origin};
     keepalive 256;
@@ -334,7 +351,7 @@ ${nginxHttpCommon(dir)}  upstream origin {
   }
   server {
     listen 127.0.0.1:${port}${tls === undefined ? "" : " ssl"} backlog=4096;
-${tls ?? ""}    location / {
+${h2c}${tls ?? ""}    location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -369,15 +386,53 @@ export function otherTicks(a: Snapshot, b: Snapshot): number {
   return Math.max(0, busy - (b.ours - a.ours));
 }
 
-export async function wrk(env: Env, url: string, connections: number, seconds: number): Promise<WrkResult> {
+export async function wrk(
+  env: Env,
+  url: string,
+  connections: number,
+  seconds: number,
+  cpu = GEN_CPU,
+): Promise<WrkResult> {
   const args = [`-t1`, `-c${connections}`, `-d${seconds}s`, "--latency", "--timeout", "5s", url];
-  const proc = start(env, "wrk", GEN_CPU, [env.tools.wrk, ...args]);
+  const proc = start(env, "wrk", cpu, [env.tools.wrk, ...args]);
   const timer = setTimeout(() => signalTree(proc, "SIGKILL"), (seconds + 30) * 1000);
   const code = await proc.exit;
   clearTimeout(timer);
   const out = fs.readFileSync(proc.log, "utf8");
   if (code !== 0) throw new Error(`wrk ${args.join(" ")} failed (${code}):\n${out}`);
   return parseWrk(out);
+}
+
+/**
+ * HTTP/2 with prior knowledge (h2c): `clients` connections with up to `streams` concurrent streams each,
+ * one h2load thread. Latency percentiles come from h2load's per-request log.
+ */
+export async function h2load(
+  env: Env & { tools: { h2load: string } },
+  url: string,
+  clients: number,
+  streams: number,
+  seconds: number,
+  cpu = GEN_CPU,
+): Promise<WrkResult> {
+  const log = path.join(env.tmp, "h2load-requests.tsv");
+  const args = ["-t1", `-c${clients}`, `-m${streams}`, `-D${seconds}`, `--log-file=${log}`, url];
+  const proc = start(env, "h2load", cpu, [env.tools.h2load, ...args]);
+  const timer = setTimeout(() => signalTree(proc, "SIGKILL"), (seconds + 30) * 1000);
+  const code = await proc.exit;
+  clearTimeout(timer);
+  const out = fs.readFileSync(proc.log, "utf8");
+  if (code !== 0) throw new Error(`h2load ${args.join(" ")} failed (${code}):\n${out}`);
+  const result = { ...parseH2load(out), ...logPercentiles(fs.readFileSync(log, "utf8")) };
+  fs.rmSync(log, { force: true });
+  return result;
+}
+
+/** Move a running process, all its threads and its descendants to `cpus` (taskset's list syntax). */
+export function pinTree(env: Env, proc: Proc, cpus: string): void {
+  for (const pid of [proc.pid, ...descendants(readProcs(), proc.pid)]) {
+    execFileSync(env.tools.taskset, ["-a", "-p", "-c", cpus, String(pid)], { stdio: "ignore" });
+  }
 }
 
 // ---------------------------------------------------------------- reporting
@@ -394,8 +449,14 @@ export const median = (xs: number[]): number => {
 
 export const fmtRps = (n: number) =>
   Number.isNaN(n) ? "-" : n >= 1000 ? `${(n / 1000).toFixed(1)}k` : n.toFixed(0);
-export const fmtUs = (us: number) =>
-  us < 1000 ? `${us.toFixed(0)}µs` : us < 1e6 ? `${(us / 1000).toFixed(2)}ms` : `${(us / 1e6).toFixed(2)}s`;
+export const fmtUs = (us: number): string =>
+  us < 0
+    ? `-${fmtUs(-us)}`
+    : us < 1000
+      ? `${us.toFixed(0)}µs`
+      : us < 1e6
+        ? `${(us / 1000).toFixed(2)}ms`
+        : `${(us / 1e6).toFixed(2)}s`;
 export const fmt = (n: number | undefined, digits = 0) =>
   n === undefined || Number.isNaN(n) ? "-" : n.toFixed(digits);
 

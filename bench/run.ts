@@ -1,12 +1,15 @@
-// AGW vs nginx and haproxy as HTTP/1.1 reverse proxies in front of one nginx origin.
-// Method and how to read the output: bench/README.md. Usage: node bench/run.ts --help
+// AGW vs nginx, haproxy and Pingora as reverse proxies in front of one nginx origin: HTTP/1.1 with wrk,
+// HTTP/2 (h2c) downstream with h2load, with 1 and with 2 workers each, and wrk straight at the origin
+// ("direct") for the latency a proxy adds. Method and how to read the output: bench/README.md.
+// Usage: node bench/run.ts --help
 //
-// Origin and wrk share CPU0; each contender runs alone on CPU1 (idle ones just sit there).
+// 1 worker: origin and load generator share CPU0; each contender runs alone on CPU1 (idle ones just sit
+// there). 2 workers: the contender, the origin and the load generator all share both CPUs.
 // Contenders alternate, their order rotated every round, and figures are medians over rounds;
 // "× nginx" (or × --baseline) is the median of per-round ratios, the figure that survives a shared, drifting machine.
 // Benchmarks report; they never assert on timings.
 
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -20,6 +23,7 @@ import {
   fmtUs,
   freePort,
   GEN_CPU,
+  h2load,
   listenerOwner,
   loadavg,
   median,
@@ -29,6 +33,7 @@ import {
   otherTicks,
   PROXY_CPU,
   type Proc,
+  pinTree,
   procs,
   REPO,
   readProcs,
@@ -37,6 +42,7 @@ import {
   start,
   statusKiB,
   stopAll,
+  tail,
   treeTicks,
   version,
   waitCalm,
@@ -48,8 +54,10 @@ import type { WrkResult } from "./wrk.ts";
 
 // agw-bare and agw-log measure what observing requests costs: agw keeps per-request metrics (its
 // default), agw-bare keeps none (--no-request-metrics), agw-log adds a JSON access log to a file.
-const CONTENDERS = ["nginx", "haproxy", "agw", "agw-bare", "agw-log"] as const;
+// direct is no proxy: the load generator goes straight to the origin.
+const CONTENDERS = ["direct", "nginx", "haproxy", "agw", "agw-bare", "agw-log", "pingora"] as const;
 type ContenderName = (typeof CONTENDERS)[number];
+const ALL_CPUS = `${GEN_CPU},${PROXY_CPU}`;
 const AGW_FLAGS: Partial<Record<ContenderName, (tmp: string) => string[]>> = {
   agw: () => [],
   "agw-bare": () => ["--no-request-metrics"],
@@ -62,9 +70,14 @@ const USAGE = `usage: node bench/run.ts [options]
   --connections C          connections of the throughput run (default 64)
   --latency-connections L  comma list of extra low-concurrency runs (default 1,8; "" for none)
   --latency-duration S     seconds per latency run (default 5)
+  --workers LIST           comma list of worker counts, each contender run with each (default 1,2)
+  --h2-clients N           HTTP/2 runs: h2load connections (default 8; 0 for no HTTP/2 runs)
+  --h2-streams M           HTTP/2 runs: concurrent streams per connection (default 8)
+  --h2-only                only the HTTP/2 runs, no wrk runs
   --warmup S               unrecorded warm-up per contender before round 1 (default 3)
   --only LIST              contenders, comma list of ${CONTENDERS.join(",")}
-                           (default nginx,haproxy,agw)
+                           (default direct,nginx,haproxy,agw,pingora; pingora only once
+                           bench/pingora/build.sh has built it)
   --baseline NAME          the contender the "×" column divides by (default nginx)
   --retries N              re-runs of a run disturbed by CPU use not ours (default 2)
   --disturbed PCT          a run is disturbed when busy CPU not ours exceeds PCT% of a core (default 25)
@@ -80,6 +93,10 @@ interface Options {
   connections: number;
   latencyConnections: number[];
   latencyDuration: number;
+  workers: number[];
+  h2Clients: number;
+  h2Streams: number;
+  h2Only: boolean;
   warmup: number;
   only: ContenderName[];
   baseline: ContenderName;
@@ -96,8 +113,12 @@ const FLAGS = {
   connections: { type: "string", default: "64" },
   "latency-connections": { type: "string", default: "1,8" },
   "latency-duration": { type: "string", default: "5" },
+  workers: { type: "string", default: "1,2" },
+  "h2-clients": { type: "string", default: "8" },
+  "h2-streams": { type: "string", default: "8" },
+  "h2-only": { type: "boolean", default: false },
   warmup: { type: "string", default: "3" },
-  only: { type: "string", default: "nginx,haproxy,agw" },
+  only: { type: "string", default: "direct,nginx,haproxy,agw,pingora" },
   baseline: { type: "string", default: "nginx" },
   retries: { type: "string", default: "2" },
   disturbed: { type: "string", default: "25" },
@@ -132,6 +153,11 @@ function parseOptions(argv: string[]): Options {
   }
   if (only.length === 0) fail("--only: no contender given");
   if (!only.includes(values.baseline)) fail(`--baseline: "${values.baseline}" is not among --only`);
+  if (values.baseline === "direct") fail("--baseline: direct is no proxy; pick a proxy");
+  const workers = values.workers.split(",").map((w) => int("workers", w, 1));
+  if (workers.some((w) => w > 2)) fail("--workers: at most 2 (the bench pins to two CPUs)");
+  if (values["h2-only"] && values["h2-clients"] === "0")
+    fail("--h2-only with --h2-clients 0 leaves nothing to run");
   return {
     rounds: int("rounds", values.rounds, 1),
     duration: int("duration", values.duration, 1),
@@ -141,6 +167,10 @@ function parseOptions(argv: string[]): Options {
       .filter(Boolean)
       .map((c) => int("latency-connections", c, 1)),
     latencyDuration: int("latency-duration", values["latency-duration"], 1),
+    workers,
+    h2Clients: int("h2-clients", values["h2-clients"], 0),
+    h2Streams: int("h2-streams", values["h2-streams"], 1),
+    h2Only: values["h2-only"],
     warmup: int("warmup", values.warmup, 0),
     only: only as ContenderName[],
     baseline: values.baseline as ContenderName,
@@ -157,15 +187,16 @@ function fail(message: string): never {
   process.exit(1);
 }
 
-type Tools = Record<"nginx" | "haproxy" | "wrk" | "taskset", string>;
+type Tools = Record<"nginx" | "haproxy" | "wrk" | "taskset" | "h2load", string> & { pingora?: string };
 type Env = BenchEnv<Tools>;
 
-function requireTools(names: ContenderName[]): Tools {
+function requireTools(names: ContenderName[], h2: boolean): Tools {
   const wanted = [
     ["nginx", "nginx-light"], // always: it is the origin
     ["wrk", "wrk"],
     ["taskset", "util-linux"],
     ...(names.includes("haproxy") ? [["haproxy", "haproxy"]] : []),
+    ...(h2 ? [["h2load", "nghttp2-client"]] : []),
   ];
   const found: Record<string, string> = {};
   const missing: string[] = [];
@@ -178,14 +209,25 @@ function requireTools(names: ContenderName[]): Tools {
     console.error(`bench: missing ${missing.join(", ")}. On Debian/Ubuntu install with:`);
     console.error(`  sudo apt-get install -y ${missing.join(" ")}`);
     console.error("(the bench starts its own instances on free loopback ports; no system service is needed)");
+    if (h2) console.error("(h2load is for the HTTP/2 runs: --h2-clients 0 goes without them)");
     process.exit(1);
   }
   return found as Tools;
 }
 
-function haproxyConf(port: number, origin: number): string {
+/** The Pingora contender's binary if bench/pingora/build.sh has built it for the current sources. */
+function pingoraBinary(): { bin: string } | { reason: string } {
+  const script = path.join(REPO, "bench/pingora/build.sh");
+  const r = spawnSync("bash", [script, "--if-built"], { encoding: "utf8", timeout: 10_000 });
+  const bin = r.stdout.trim();
+  if (r.status === 0 && bin) return { bin };
+  return { reason: r.stderr.trim() || `${script} --if-built exited ${r.status ?? r.signal}` };
+}
+
+// haproxy spots the HTTP/2 preface on a plain bind by itself: the same port serves h2c.
+function haproxyConf(port: number, origin: number, workers: number): string {
   return `global
-  nbthread 1
+  nbthread ${workers}
   maxconn 4096
 
 defaults
@@ -220,34 +262,54 @@ clusters:
 
 // ---------------------------------------------------------------- measuring
 
+/** One kind of load: wrk at some connection count, or h2load with clients × streams. */
+interface Level {
+  key: string;
+  label: string;
+  h2: boolean;
+  connections: number;
+  streams: number;
+  seconds: number;
+}
+
 interface Contender {
   name: ContenderName;
+  workers: number;
   proc: Proc;
   port: number;
+  /** Where it takes HTTP/2 with prior knowledge; undefined: no HTTP/2 runs for it. */
+  h2Port: number | undefined;
   /** AGW: the data-plane process (owner of the listening socket). */
   dataPlanePid: number | undefined;
 }
 
 interface Run {
   contender: string;
-  connections: number;
+  workers: number;
+  level: string;
   round: number;
   attempt: number;
+  /** The load generator's result: wrk's, or h2load's in the same shape. */
   wrk: WrkResult;
   cpuUsPerReq: number;
   dataPlaneCpuUsPerReq: number | undefined;
+  /** CPU time of the contender's processes over the run, % of one core. */
+  contenderCpuPct: number;
   rssMiB: number;
   pssMiB: number;
-  /** Busy % of CPU0 (wrk + origin) and CPU1 (contender) over the run. */
+  /** Busy % of CPU0 and CPU1 over the run. */
   cpuBusyPct: number[];
   /** Busy CPU (all cores) not used by this bench's processes, % of one core. */
   otherCpuPct: number;
 }
 
+/** Where the load generator (and the origin) run: alone on CPU0 next to a 1-worker contender, else anywhere. */
+const genCpus = (workers: number) => (workers === 1 ? GEN_CPU : ALL_CPUS);
+
 async function measure(
   env: Env,
   c: Contender,
-  connections: number,
+  level: Level,
   seconds: number,
 ): Promise<Omit<Run, "round" | "attempt">> {
   let peakRss = 0;
@@ -263,21 +325,27 @@ async function measure(
   const timer = setInterval(sampleMemory, 1000);
   let result: WrkResult;
   try {
-    result = await wrk(env, `http://127.0.0.1:${c.port}/`, connections, seconds);
+    const cpus = genCpus(c.workers);
+    result = level.h2
+      ? await h2load(env, `http://127.0.0.1:${c.h2Port}/`, level.connections, level.streams, seconds, cpus)
+      : await wrk(env, `http://127.0.0.1:${c.port}/`, level.connections, seconds, cpus);
   } finally {
     clearInterval(timer);
   }
   const after = snapshot();
   if (peakRss === 0) sampleMemory();
-  const usPerReq = (pids: number[]) =>
-    ((treeTicks(after.table, pids) - treeTicks(before.table, pids)) / CLK_TCK / result.requests) * 1e6;
+  const ticks = (pids: number[]) => treeTicks(after.table, pids) - treeTicks(before.table, pids);
+  const usPerReq = (pids: number[]) => (ticks(pids) / CLK_TCK / result.requests) * 1e6;
+  const tree = [c.proc.pid, ...descendants(after.table, c.proc.pid)];
   const wallS = (after.at - before.at) / 1000;
   return {
     contender: c.name,
-    connections,
+    workers: c.workers,
+    level: level.key,
     wrk: result,
-    cpuUsPerReq: usPerReq([c.proc.pid, ...descendants(after.table, c.proc.pid)]),
+    cpuUsPerReq: usPerReq(tree),
     dataPlaneCpuUsPerReq: c.dataPlanePid === undefined ? undefined : usPerReq([c.dataPlanePid]),
+    contenderCpuPct: (100 * ticks(tree)) / CLK_TCK / wallS,
     rssMiB: peakRss / 1024,
     pssMiB: peakPss / 1024,
     cpuBusyPct: after.cpus.map((cpu, i) => {
@@ -290,7 +358,8 @@ async function measure(
 
 interface Summary {
   contender: string;
-  connections: number;
+  workers: number;
+  level: string;
   rounds: number;
   rps: number;
   ratioToBaseline: number;
@@ -298,12 +367,16 @@ interface Summary {
   cpuRatioToBaseline: number;
   p50Us: number;
   p99Us: number;
+  /** Median over rounds of (this p50/p99 − direct's in the same round): the latency the proxy adds. */
+  addedP50Us: number;
+  addedP99Us: number;
   cpuUsPerReq: number;
   dataPlaneCpuUsPerReq: number | undefined;
+  contenderCpuPct: number;
   rssMiB: number;
   pssMiB: number;
-  proxyCpuBusyPct: number;
-  genCpuBusyPct: number;
+  cpu0BusyPct: number;
+  cpu1BusyPct: number;
   maxOtherCpuPct: number;
   /** Runs kept although disturbed: every attempt was. */
   disturbedRuns: number;
@@ -311,83 +384,91 @@ interface Summary {
   socketErrors: number;
 }
 
-function summarize(
-  runs: Run[],
-  names: ContenderName[],
-  baseline: ContenderName,
-  levels: number[],
-  disturbedPct: number,
-): Summary[] {
+function summarize(runs: Run[], names: ContenderName[], opts: Options, levels: Level[]): Summary[] {
   const out: Summary[] = [];
-  for (const connections of levels) {
-    for (const name of names) {
-      const mine = runs.filter((r) => r.contender === name && r.connections === connections);
-      const baseOf = (r: Run) =>
-        runs.find((n) => n.contender === baseline && n.connections === connections && n.round === r.round);
-      const ratios = mine.flatMap((r) => {
-        const base = baseOf(r);
-        return base ? [r.wrk.rps / base.wrk.rps] : [];
-      });
-      const cpuRatios = mine.flatMap((r) => {
-        const base = baseOf(r);
-        return base ? [r.cpuUsPerReq / base.cpuUsPerReq] : [];
-      });
-      const dp = mine.flatMap((r) => (r.dataPlaneCpuUsPerReq === undefined ? [] : [r.dataPlaneCpuUsPerReq]));
-      out.push({
-        contender: name,
-        connections,
-        rounds: mine.length,
-        rps: median(mine.map((r) => r.wrk.rps)),
-        ratioToBaseline: median(ratios),
-        cpuRatioToBaseline: median(cpuRatios),
-        p50Us: median(mine.map((r) => r.wrk.p50Us)),
-        p99Us: median(mine.map((r) => r.wrk.p99Us)),
-        cpuUsPerReq: median(mine.map((r) => r.cpuUsPerReq)),
-        dataPlaneCpuUsPerReq: dp.length > 0 ? median(dp) : undefined,
-        rssMiB: median(mine.map((r) => r.rssMiB)),
-        pssMiB: median(mine.map((r) => r.pssMiB)),
-        genCpuBusyPct: median(mine.map((r) => r.cpuBusyPct[0] ?? 0)),
-        proxyCpuBusyPct: median(mine.map((r) => r.cpuBusyPct[1] ?? 0)),
-        maxOtherCpuPct: Math.max(...mine.map((r) => r.otherCpuPct)),
-        disturbedRuns: mine.filter((r) => r.otherCpuPct > disturbedPct).length,
-        non2xx: mine.reduce((s, r) => s + r.wrk.non2xx, 0),
-        socketErrors: mine.reduce((s, r) => s + r.wrk.socketErrors, 0),
-      });
+  for (const workers of opts.workers) {
+    for (const level of levels) {
+      const here = runs.filter((r) => r.workers === workers && r.level === level.key);
+      for (const name of names) {
+        const mine = here.filter((r) => r.contender === name);
+        if (mine.length === 0) continue;
+        const sameRound = (peer: ContenderName, r: Run) =>
+          here.find((n) => n.contender === peer && n.round === r.round);
+        const perRound = (peer: ContenderName, f: (mine: Run, peer: Run) => number) =>
+          median(
+            mine.flatMap((r) => {
+              const other = sameRound(peer, r);
+              return other && name !== "direct" ? [f(r, other)] : [];
+            }),
+          );
+        const dp = mine.flatMap((r) =>
+          r.dataPlaneCpuUsPerReq === undefined ? [] : [r.dataPlaneCpuUsPerReq],
+        );
+        out.push({
+          contender: name,
+          workers,
+          level: level.key,
+          rounds: mine.length,
+          rps: median(mine.map((r) => r.wrk.rps)),
+          ratioToBaseline: perRound(opts.baseline, (r, b) => r.wrk.rps / b.wrk.rps),
+          cpuRatioToBaseline: perRound(opts.baseline, (r, b) => r.cpuUsPerReq / b.cpuUsPerReq),
+          p50Us: median(mine.map((r) => r.wrk.p50Us)),
+          p99Us: median(mine.map((r) => r.wrk.p99Us)),
+          addedP50Us: perRound("direct", (r, d) => r.wrk.p50Us - d.wrk.p50Us),
+          addedP99Us: perRound("direct", (r, d) => r.wrk.p99Us - d.wrk.p99Us),
+          cpuUsPerReq: median(mine.map((r) => r.cpuUsPerReq)),
+          dataPlaneCpuUsPerReq: dp.length > 0 ? median(dp) : undefined,
+          contenderCpuPct: median(mine.map((r) => r.contenderCpuPct)),
+          rssMiB: median(mine.map((r) => r.rssMiB)),
+          pssMiB: median(mine.map((r) => r.pssMiB)),
+          cpu0BusyPct: median(mine.map((r) => r.cpuBusyPct[0] ?? 0)),
+          cpu1BusyPct: median(mine.map((r) => r.cpuBusyPct[1] ?? 0)),
+          maxOtherCpuPct: Math.max(...mine.map((r) => r.otherCpuPct)),
+          disturbedRuns: mine.filter((r) => r.otherCpuPct > opts.disturbedPct).length,
+          non2xx: mine.reduce((s, r) => s + r.wrk.non2xx, 0),
+          socketErrors: mine.reduce((s, r) => s + r.wrk.socketErrors, 0),
+        });
+      }
     }
   }
   return out;
 }
 
-function table(rows: Summary[], baseline: ContenderName): string {
+function table(rows: Summary[], baseline: ContenderName, added: boolean): string {
   const head = [
     "contender",
     "req/s",
     `× ${baseline}`,
     "p50",
     "p99",
+    ...(added ? ["added p50", "added p99"] : []),
     "CPU-µs/req",
     `CPU × ${baseline}`,
+    "its CPU",
     "RSS MiB",
     "PSS MiB",
-    "CPU1 busy",
     "CPU0 busy",
+    "CPU1 busy",
     "other CPU (max)",
     "errors",
   ];
+  const direct = (s: Summary) => s.contender === "direct";
   const lines = rows.map((s) => [
-    s.contender,
+    direct(s) ? "direct (no proxy)" : s.contender,
     fmtRps(s.rps),
     fmt(s.ratioToBaseline, 2),
     fmtUs(s.p50Us),
     fmtUs(s.p99Us),
+    ...(added ? [direct(s) ? "-" : fmtUs(s.addedP50Us), direct(s) ? "-" : fmtUs(s.addedP99Us)] : []),
     s.dataPlaneCpuUsPerReq === undefined
       ? fmt(s.cpuUsPerReq)
       : `${fmt(s.cpuUsPerReq)} (data plane ${fmt(s.dataPlaneCpuUsPerReq)})`,
-    fmt(s.cpuRatioToBaseline, 3),
+    fmt(s.cpuRatioToBaseline, 2),
+    `${fmt(s.contenderCpuPct)}%`,
     fmt(s.rssMiB),
     fmt(s.pssMiB),
-    `${fmt(s.proxyCpuBusyPct)}%`,
-    `${fmt(s.genCpuBusyPct)}%`,
+    `${fmt(s.cpu0BusyPct)}%`,
+    `${fmt(s.cpu1BusyPct)}%`,
     `${fmt(s.maxOtherCpuPct)}%${s.disturbedRuns > 0 ? ` (${s.disturbedRuns} disturbed)` : ""}`,
     s.non2xx + s.socketErrors === 0 ? "0" : `${s.non2xx} non-2xx, ${s.socketErrors} socket`,
   ]);
@@ -398,32 +479,41 @@ function table(rows: Summary[], baseline: ContenderName): string {
 
 // ---------------------------------------------------------------- main
 
-async function startContender(env: Env, name: ContenderName, originPort: number): Promise<Contender> {
+async function startContender(
+  env: Env,
+  name: Exclude<ContenderName, "direct">,
+  workers: number,
+  originPort: number,
+): Promise<Contender> {
+  const id = `${name}-w${workers}`; // names its log, config and temp files
+  const cpus = workers === 1 ? PROXY_CPU : ALL_CPUS;
   const port = await freePort();
+  let h2Port: number | undefined = port;
   const file = (base: string, text: string) => {
     fs.writeFileSync(path.join(env.tmp, base), text);
     return path.join(env.tmp, base);
   };
   let proc: Proc;
   if (name === "nginx") {
-    const dir = path.join(env.tmp, "nginx");
-    proc = start(
-      env,
-      name,
-      PROXY_CPU,
-      nginxArgs(env, dir, file("nginx.conf", nginxProxyConf(dir, port, originPort))),
-    );
+    const dir = path.join(env.tmp, id);
+    h2Port = await freePort();
+    const conf = file(`${id}.conf`, nginxProxyConf(dir, port, originPort, { workers, h2cPort: h2Port }));
+    proc = start(env, id, cpus, nginxArgs(env, dir, conf));
   } else if (name === "haproxy") {
-    const conf = file("haproxy.cfg", haproxyConf(port, originPort));
-    proc = start(env, name, PROXY_CPU, [env.tools.haproxy, "-db", "-f", conf]);
+    const conf = file(`${id}.cfg`, haproxyConf(port, originPort, workers));
+    proc = start(env, id, cpus, [env.tools.haproxy, "-db", "-f", conf]);
+  } else if (name === "pingora") {
+    const bin = env.tools.pingora ?? fail("pingora: not built");
+    const flags = ["--listen", `127.0.0.1:${port}`, "--upstream", `127.0.0.1:${originPort}`];
+    proc = start(env, id, cpus, [bin, ...flags, "--threads", String(workers), "--h2c"]);
   } else {
     // Every listener on a free port, so nothing collides with a running AGW or another bench. Each
     // variant reads its own config file: the control plane watches it and applies edits live.
     const flags = ["--admin", "--xds-listen", "--cp-admin"];
-    const argv = [process.execPath, path.join(REPO, "cli/src/main.ts"), "run"];
-    argv.push("-c", file(`${name}.yaml`, agwConf(port, originPort)), ...(AGW_FLAGS[name]?.(env.tmp) ?? []));
+    const argv = [process.execPath, path.join(REPO, "cli/src/main.ts"), "run", "--workers", String(workers)];
+    argv.push("-c", file(`${id}.yaml`, agwConf(port, originPort)), ...(AGW_FLAGS[name]?.(env.tmp) ?? []));
     for (const flag of flags) argv.push(flag, `127.0.0.1:${await freePort()}`);
-    proc = start(env, name, PROXY_CPU, argv);
+    proc = start(env, id, cpus, argv);
   }
   await waitProxying(proc, `http://127.0.0.1:${port}/`, name.startsWith("agw") ? 60_000 : 15_000);
   const tree = [proc.pid, ...descendants(readProcs(), proc.pid)];
@@ -431,8 +521,8 @@ async function startContender(env: Env, name: ContenderName, originPort: number)
   // holding the listening socket. Its CPU is reported apart when it is not the whole tree.
   const dataPlanePid = name.startsWith("agw") && tree.length > 1 ? listenerOwner(port, tree) : undefined;
   const note = dataPlanePid === undefined ? "" : ` (data plane ${dataPlanePid})`;
-  console.log(`${name} on 127.0.0.1:${port}, pids ${tree.join(", ")}${note}`);
-  return { name, proc, port, dataPlanePid };
+  console.log(`${id} on 127.0.0.1:${port} (h2c :${h2Port}), CPUs ${cpus}, pids ${tree.join(", ")}${note}`);
+  return { name, workers, proc, port, h2Port, dataPlanePid };
 }
 
 /** One measured run, started in a calm moment; re-run if it was disturbed, keeping the calmest attempt. */
@@ -440,15 +530,14 @@ async function measureCalm(
   env: Env,
   opts: Options,
   c: Contender,
-  connections: number,
+  level: Level,
   round: number,
   attempts: Run[],
 ): Promise<Run> {
-  const seconds = connections === opts.connections ? opts.duration : opts.latencyDuration;
   let best: Run | undefined;
   for (let attempt = 1; ; attempt++) {
     await waitCalm(opts.disturbedPct, opts.calmWait);
-    const run: Run = { ...(await measure(env, c, connections, seconds)), round, attempt };
+    const run: Run = { ...(await measure(env, c, level, level.seconds)), round, attempt };
     attempts.push(run);
     if (!best || run.otherCpuPct < best.otherCpuPct) best = run;
     const disturbed = run.otherCpuPct > opts.disturbedPct;
@@ -456,7 +545,7 @@ async function measureCalm(
     const errors = run.wrk.non2xx + run.wrk.socketErrors;
     console.log(
       [
-        `round ${round} -c${connections} ${c.name.padEnd(7)} ${fmtRps(run.wrk.rps).padStart(6)} req/s`,
+        `round ${round} w${c.workers} ${level.key.padEnd(4)} ${c.name.padEnd(7)} ${fmtRps(run.wrk.rps).padStart(6)} req/s`,
         `p50 ${fmtUs(run.wrk.p50Us)}  p99 ${fmtUs(run.wrk.p99Us)}  ${fmt(run.cpuUsPerReq)} CPU-µs/req`,
         `RSS ${fmt(run.rssMiB)} MiB  other CPU ${fmt(run.otherCpuPct)}%`,
         errors > 0 ? `!!! ${run.wrk.non2xx} non-2xx, ${run.wrk.socketErrors} socket errors` : "",
@@ -469,7 +558,7 @@ async function measureCalm(
   }
 }
 
-async function main(opts: Options, env: Env, command: string): Promise<number> {
+async function main(opts: Options, env: Env, command: string, skipped: string[]): Promise<number> {
   const machine = {
     date: new Date().toISOString(),
     nproc: os.cpus().length,
@@ -482,11 +571,18 @@ async function main(opts: Options, env: Env, command: string): Promise<number> {
       version(env.tools.nginx, ["-v"]),
       ...(opts.only.includes("haproxy") ? [version(env.tools.haproxy, ["-v"])] : []),
       version(env.tools.wrk, ["-v"]),
+      ...(opts.h2Clients > 0 ? [version(env.tools.h2load, ["--version"])] : []),
+      ...(env.tools.pingora ? [`pingora ${path.basename(env.tools.pingora)}`] : []),
     ],
+    skipped,
   };
-  console.log(`# ${command}`);
-  console.log(`${machine.date}; ${machine.nproc} CPUs (${machine.cpu}); ${machine.kernel}`);
-  console.log(machine.versions.join("; "));
+  const header = () => {
+    console.log(`# ${command}`);
+    console.log(`${machine.date}; ${machine.nproc} CPUs (${machine.cpu}); ${machine.kernel}`);
+    console.log(machine.versions.join("; "));
+    for (const reason of skipped) console.log(`skipped: ${reason}`);
+  };
+  header();
   console.log(`load average before: ${machine.loadavgBefore}`);
   console.log(`configs and logs in ${env.tmp}`);
 
@@ -494,56 +590,120 @@ async function main(opts: Options, env: Env, command: string): Promise<number> {
   const originDir = path.join(env.tmp, "origin");
   fs.writeFileSync(path.join(env.tmp, "origin.conf"), originConf(originDir, originPort));
   const origin = start(env, "origin", GEN_CPU, nginxArgs(env, originDir, path.join(env.tmp, "origin.conf")));
-  const originUrl = `http://127.0.0.1:${originPort}/`;
-  await waitProxying(origin, originUrl, 15_000);
+  await waitProxying(origin, `http://127.0.0.1:${originPort}/`, 15_000);
 
   const contenders: Contender[] = [];
-  for (const name of opts.only) contenders.push(await startContender(env, name, originPort));
-
-  // Reference: the origin alone, wrk on the same core as in the proxied runs. A contender close to this
-  // figure measures the load generator and origin as much as itself.
-  const originAlone = await wrk(env, originUrl, opts.connections, opts.duration);
-  console.log(`origin alone: ${fmtRps(originAlone.rps)} req/s at -c${opts.connections}`);
-  if (opts.warmup > 0) {
-    for (const c of contenders) await measure(env, c, opts.connections, opts.warmup);
-    console.log(`warmed up ${opts.warmup}s each`);
+  for (const workers of opts.workers) {
+    for (const name of opts.only) {
+      if (name === "direct") {
+        contenders.push({
+          name,
+          workers,
+          proc: origin,
+          port: originPort,
+          h2Port: undefined,
+          dataPlanePid: undefined,
+        });
+      } else contenders.push(await startContender(env, name, workers, originPort));
+    }
   }
 
-  const levels = [opts.connections, ...opts.latencyConnections];
+  const levels: Level[] = [
+    ...(opts.h2Only ? [] : [opts.connections, ...opts.latencyConnections]).map((connections, i) => ({
+      key: `c${connections}`,
+      label: `wrk -t1 -c${connections} -d${i === 0 ? opts.duration : opts.latencyDuration}s --latency`,
+      h2: false,
+      connections,
+      streams: 1,
+      seconds: i === 0 ? opts.duration : opts.latencyDuration,
+    })),
+    ...(opts.h2Clients > 0
+      ? [
+          {
+            key: "h2",
+            label: `HTTP/2 (h2c, prior knowledge): h2load -t1 -c${opts.h2Clients} -m${opts.h2Streams} -D${opts.duration}`,
+            h2: true,
+            connections: opts.h2Clients,
+            streams: opts.h2Streams,
+            seconds: opts.duration,
+          },
+        ]
+      : []),
+  ];
+  const takes = (c: Contender, level: Level) => !c.proc.exited && (!level.h2 || c.h2Port !== undefined);
+  // A proxy that dies is a finding, not the end of the bench: it is reported and left out from then on.
+  const crashes: string[] = [];
+  const orCrash = async (c: Contender, level: Level, run: () => Promise<unknown>) => {
+    try {
+      await run();
+    } catch (err) {
+      if (c.name === "direct" || !c.proc.exited) throw err;
+      const code = await c.proc.exit;
+      const what = `${c.name} (${c.workers} workers) exited (${code}) during ${level.label}; last lines of its log:\n${tail(c.proc.log, 12)}`;
+      console.error(`\n!!! ${what}\n`);
+      crashes.push(what);
+    }
+  };
+
+  // The origin moves to both CPUs for the 2-worker runs, like the load generator, and back after.
+  const phase = (workers: number) => pinTree(env, origin, genCpus(workers));
+  if (opts.warmup > 0) {
+    for (const level of levels) {
+      for (const c of contenders) {
+        phase(c.workers);
+        if (takes(c, level)) await orCrash(c, level, () => measure(env, c, level, opts.warmup));
+      }
+    }
+    console.log(`warmed up ${opts.warmup}s per contender and kind of load`);
+  }
+
   const runs: Run[] = [];
   const attempts: Run[] = [];
   for (let round = 1; round <= opts.rounds; round++) {
-    const shift = (round - 1) % contenders.length;
-    const order = [...contenders.slice(shift), ...contenders.slice(0, shift)];
-    for (const connections of levels) {
-      for (const c of order) runs.push(await measureCalm(env, opts, c, connections, round, attempts));
+    const workerOrder = round % 2 === 1 ? opts.workers : [...opts.workers].reverse();
+    for (const workers of workerOrder) {
+      phase(workers);
+      const mine = contenders.filter((c) => c.workers === workers);
+      const shift = (round - 1) % mine.length;
+      const order = [...mine.slice(shift), ...mine.slice(0, shift)];
+      for (const level of levels) {
+        for (const c of order) {
+          if (!takes(c, level)) continue;
+          await orCrash(c, level, async () =>
+            runs.push(await measureCalm(env, opts, c, level, round, attempts)),
+          );
+        }
+      }
     }
   }
+  phase(1);
   machine.loadavgAfter = loadavg();
 
-  const summary = summarize(runs, opts.only, opts.baseline, levels, opts.disturbedPct);
-  console.log(`\n# ${command}`);
-  console.log(`${machine.date}; ${machine.nproc} CPUs (${machine.cpu}); ${machine.kernel}`);
+  const summary = summarize(runs, opts.only, opts, levels);
+  console.log("");
+  header();
   console.log(`load average before: ${machine.loadavgBefore}; after: ${machine.loadavgAfter}`);
-  console.log(`origin alone: ${fmtRps(originAlone.rps)} req/s at -c${opts.connections}`);
-  for (const connections of levels) {
-    const seconds = connections === opts.connections ? opts.duration : opts.latencyDuration;
-    console.log(`\nwrk -t1 -c${connections} -d${seconds}s --latency; medians of ${opts.rounds} rounds\n`);
-    console.log(
-      table(
-        summary.filter((s) => s.connections === connections),
-        opts.baseline,
-      ),
-    );
+  for (const workers of opts.workers) {
+    for (const level of levels) {
+      const where =
+        workers === 1
+          ? `1 worker: the contender alone on CPU${PROXY_CPU}, origin and load generator on CPU${GEN_CPU}`
+          : `${workers} workers: contender, origin and load generator all on CPUs ${ALL_CPUS}`;
+      console.log(`\n${level.label}; ${where}; medians of ${opts.rounds} rounds\n`);
+      const rows = summary.filter((s) => s.workers === workers && s.level === level.key);
+      console.log(table(rows, opts.baseline, !level.h2 && rows.some((s) => s.contender === "direct")));
+    }
   }
   console.log(
     "\nCPU-µs/req: CPU time (utime+stime) of all the contender's processes / completed requests." +
-      "\nCPU1 busy: the contender's core. CPU0 busy: wrk + origin (near 100%: the load side limits)." +
+      "\nadded p50/p99: the contender's percentile minus direct's in the same round (median over rounds)." +
+      "\nits CPU: the contender's CPU time over the run, % of one core; the rest of CPU0+CPU1 busy went to" +
+      "\nthe load generator and the origin (both near 100%: the machine, not the proxy, set the req/s)." +
       "\nother CPU: busy CPU time not used by processes this bench started, % of one core, worst run;" +
       "\n(N disturbed): runs kept although every attempt was disturbed.",
   );
   if (opts.json) {
-    const raw = { command, machine, options: opts, originAlone, summary, runs, attempts };
+    const raw = { command, machine, options: opts, levels, summary, runs, attempts, crashes };
     fs.writeFileSync(opts.json, `${JSON.stringify(raw, null, 2)}\n`);
     console.log(`raw results: ${opts.json}`);
   }
@@ -551,11 +711,12 @@ async function main(opts: Options, env: Env, command: string): Promise<number> {
   const errors = summary.filter((s) => s.non2xx + s.socketErrors > 0);
   for (const s of errors) {
     console.error(
-      `\n!!! ERRORS: ${s.contender} at -c${s.connections}: ${s.non2xx} non-2xx responses, ` +
+      `\n!!! ERRORS: ${s.contender} (${s.workers} workers) at ${s.level}: ${s.non2xx} non-2xx responses, ` +
         `${s.socketErrors} socket errors. Its figures are not comparable.`,
     );
   }
-  return errors.length > 0 ? 2 : 0;
+  for (const what of crashes) console.error(`\n!!! CRASHED: ${what}`);
+  return errors.length + crashes.length > 0 ? 2 : 0;
 }
 
 // Every started process is killed on the way out, whatever the way out is.
@@ -564,7 +725,17 @@ process.on("exit", () => {
 });
 
 const opts = parseOptions(process.argv.slice(2));
-const tools = requireTools(opts.only);
+const tools = requireTools(opts.only, opts.h2Clients > 0);
+const skipped: string[] = [];
+if (opts.only.includes("pingora")) {
+  const built = pingoraBinary();
+  if ("bin" in built) tools.pingora = built.bin;
+  else {
+    skipped.push(`pingora: ${built.reason}`);
+    opts.only = opts.only.filter((name) => name !== "pingora");
+    if (opts.baseline === "pingora") fail(`--baseline pingora, but ${skipped[0]}`);
+  }
+}
 if (os.availableParallelism() < 2) fail("needs 2 CPUs: wrk and the origin on CPU0, the proxy alone on CPU1");
 // Our own /proc sampling stays off the proxy's core.
 execFileSync(tools.taskset, ["-a", "-p", "-c", GEN_CPU, String(process.pid)], { stdio: "ignore" });
@@ -584,7 +755,7 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     void finish(130);
   });
 }
-main(opts, env, `node bench/run.ts ${process.argv.slice(2).join(" ")}`.trim()).then(
+main(opts, env, `node bench/run.ts ${process.argv.slice(2).join(" ")}`.trim(), skipped).then(
   finish,
   (err: unknown) => {
     if (!finishing) console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);

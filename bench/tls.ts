@@ -179,7 +179,7 @@ async function startContender(
   if (name === "nginx") {
     const dir = path.join(env.tmp, "nginx");
     const conf = path.join(env.tmp, "nginx.conf");
-    fs.writeFileSync(conf, nginxProxyConf(dir, port, originPort, nginxTls(cert)));
+    fs.writeFileSync(conf, nginxProxyConf(dir, port, originPort, { tls: nginxTls(cert) }));
     proc = start(env, name, PROXY_CPU, nginxArgs(env, dir, conf));
   } else {
     const conf = path.join(env.tmp, "agw.yaml");

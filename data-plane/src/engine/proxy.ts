@@ -29,6 +29,7 @@ import {
   RequestHead,
   ResponseHead,
 } from "./http1-parser.ts";
+import { RearmableTimer } from "./rearmable-timer.ts";
 import type { UpstreamConn, UpstreamHandler, UpstreamPool } from "./upstream-pool.ts";
 
 /**
@@ -86,8 +87,7 @@ const M_CLOSE_RAW = 4;
 /** Upstream close-delimited, client HTTP/1.1: re-chunked so the client connection stays reusable. */
 const M_CLOSE_CHUNK = 5;
 
-// ClientConn.timerKind
-const T_NONE = 0;
+// ClientConn.timer kinds (0 is RearmableTimer's "disarmed").
 const T_HEADER = 1;
 const T_KEEPALIVE = 2;
 const T_LINGER = 3;
@@ -193,8 +193,8 @@ export class HttpProxy {
   }
 }
 
-function onConnTimer(c: ClientConn): void {
-  c.onTimer();
+function onConnTimer(c: ClientConn, kind: number): void {
+  c.onTimer(kind);
 }
 
 function retryAttempt(c: ClientConn, head: RequestHead | null): void {
@@ -204,6 +204,9 @@ function retryAttempt(c: ClientConn, head: RequestHead | null): void {
 function onRouteTimer(c: ClientConn): void {
   c.onRouteTimeout();
 }
+
+/** The route timer's only kind. */
+const ROUTE_TIMEOUT = 1;
 
 function kickPending(c: ClientConn): void {
   if (c.phase === P_HEAD) c.onHeadBytes(null);
@@ -230,8 +233,8 @@ class ClientConn implements UpstreamHandler {
   /** Unparsed downstream bytes: a partial head, or pipelined requests waiting their turn. */
   buf: Buffer | null = null;
   readonly scanner = new HeadScanner();
-  timer: NodeJS.Timeout | null = null;
-  timerKind = T_NONE;
+  /** Header, keep-alive, body and linger timeouts: one at a time (T_*). */
+  readonly timer = new RearmableTimer<ClientConn>(this, onConnTimer);
   /** The client half-closed: answer what it already sent, then close. */
   eof = false;
   /** No request has started on this connection yet (it may still turn out to be h2c). */
@@ -257,7 +260,7 @@ class ClientConn implements UpstreamHandler {
   endpoint: Endpoint | null = null;
   upstream: UpstreamConn | null = null;
   upHead = "";
-  routeTimer: NodeJS.Timeout | null = null;
+  readonly routeTimer = new RearmableTimer<ClientConn>(this, onRouteTimer);
   bodyMode = B_NONE;
   bodyRemaining = 0;
   reqBodyDone = true;
@@ -302,7 +305,7 @@ class ClientConn implements UpstreamHandler {
     socket.on("error", noop);
     socket.on("close", () => this.onClose());
     this.limits = proxy.limits();
-    this.armTimer(T_HEADER, this.limits.headerTimeoutMs);
+    this.timer.arm(T_HEADER, this.limits.headerTimeoutMs);
   }
 
   // ---- downstream events
@@ -350,8 +353,8 @@ class ClientConn implements UpstreamHandler {
   onClose(): void {
     this.phase = P_CLOSED;
     this.traffic.end();
-    this.clearTimer();
-    this.clearRouteTimer();
+    this.timer.stop();
+    this.routeTimer.stop();
     const up = this.upstream;
     if (up !== null) {
       this.upstream = null;
@@ -361,10 +364,7 @@ class ClientConn implements UpstreamHandler {
     this.proxy.forget(this);
   }
 
-  onTimer(): void {
-    const kind = this.timerKind;
-    this.timer = null;
-    this.timerKind = T_NONE;
+  onTimer(kind: number): void {
     if (kind === T_HEADER && this.phase === P_HEAD && this.buf !== null) {
       this.requestId = randomUUID();
       this.keepAlive = false;
@@ -384,7 +384,7 @@ class ClientConn implements UpstreamHandler {
     // A paused socket is waiting for the upstream (backpressure) or a plugin, not for the client.
     if (this.bodyActive || this.socket.isPaused()) {
       this.bodyActive = false;
-      this.armTimer(T_BODY, this.limits.bodyTimeoutMs);
+      this.timer.arm(T_BODY, this.limits.bodyTimeoutMs);
       return;
     }
     this.keepAlive = false;
@@ -405,7 +405,7 @@ class ClientConn implements UpstreamHandler {
     const socket = this.socket;
     this.phase = P_CLOSED;
     this.buf = null;
-    this.clearTimer();
+    this.timer.stop();
     for (const event of ["data", "drain", "end", "close"]) socket.removeAllListeners(event);
     socket.allowHalfOpen = false;
     this.proxy.forget(this);
@@ -434,11 +434,11 @@ class ClientConn implements UpstreamHandler {
       this.buf = buf;
       if (this.eof)
         this.socket.destroy(); // the rest of this head will never come
-      else if (this.timerKind !== T_HEADER) this.armTimer(T_HEADER, limits.headerTimeoutMs);
+      else if (this.timer.kind !== T_HEADER) this.timer.arm(T_HEADER, limits.headerTimeoutMs);
       return;
     }
     this.buf = null;
-    this.clearTimer();
+    this.timer.disarm();
     if (n < 0) {
       this.reject(this.scanner.error as HeadError);
       return;
@@ -536,7 +536,7 @@ class ClientConn implements UpstreamHandler {
     }
     // A body that came whole with the head needs no timer (the common small POST).
     const arrived = this.bodyMode === B_LENGTH && (this.buf?.length ?? 0) >= this.bodyRemaining;
-    if (limits.bodyTimeoutMs > 0 && !arrived) this.armTimer(T_BODY, limits.bodyTimeoutMs);
+    if (limits.bodyTimeoutMs > 0 && !arrived) this.timer.arm(T_BODY, limits.bodyTimeoutMs);
     return true;
   }
 
@@ -599,7 +599,7 @@ class ClientConn implements UpstreamHandler {
     }
     this.upHead = this.buildUpstreamHead(head, route.requestHeaders, ep);
     route.mirror?.copy(head, this.bodyMode === B_NONE ? null : this.buf, this.clientIp, config.clusters);
-    if (route.timeoutMs > 0) this.routeTimer = setTimeout(onRouteTimer, route.timeoutMs, this);
+    this.routeTimer.arm(ROUTE_TIMEOUT, route.timeoutMs);
     const up = p.pool.acquire(ep, cluster, this);
     this.upstream = up;
     if (this.bodyMode === B_NONE) {
@@ -628,7 +628,7 @@ class ClientConn implements UpstreamHandler {
 
   connectEstablished(up: UpstreamConn): void {
     if (this.upstream !== up || this.phase !== P_ACTIVE) return;
-    this.clearTimer();
+    this.timer.disarm();
     this.status = 200;
     this.phase = P_TUNNEL;
     this.resHeadSent = true;
@@ -773,7 +773,7 @@ class ClientConn implements UpstreamHandler {
       // An orderly FIN from the upstream is passed on after what it sent; a reset cuts the client too.
       if (conn.eof) {
         this.socket.end();
-        this.armTimer(T_LINGER, this.proxy.lingerTimeoutMs);
+        this.timer.arm(T_LINGER, this.proxy.lingerTimeoutMs);
       } else {
         this.socket.destroy();
       }
@@ -869,7 +869,6 @@ class ClientConn implements UpstreamHandler {
   }
 
   onRouteTimeout(): void {
-    this.routeTimer = null;
     this.dropUpstream();
     if (this.resHeadSent) this.abort();
     else this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_TIMEOUT, "the upstream did not respond in time");
@@ -988,8 +987,8 @@ class ClientConn implements UpstreamHandler {
    * tunnel holds no config reference, so config swaps leave it alone; the route timeout stops here.
    */
   beginTunnel(rh: ResponseHead, buf: Buffer, headLen: number): void {
-    this.clearRouteTimer();
-    this.clearTimer();
+    this.routeTimer.disarm();
+    this.timer.disarm();
     const up = this.upstream as UpstreamConn;
     const ops = (this.route as CompiledRoute).responseHeaders;
     let h = `HTTP/1.1 101 ${rh.reason}\r\n`;
@@ -1082,7 +1081,7 @@ class ClientConn implements UpstreamHandler {
   }
 
   completeResponse(): void {
-    this.clearRouteTimer();
+    this.routeTimer.disarm();
     const up = this.upstream;
     if (up !== null) {
       this.upstream = null;
@@ -1097,7 +1096,7 @@ class ClientConn implements UpstreamHandler {
 
   /** Answers the current request locally (nothing of the upstream response was forwarded). */
   fail(status: number, code: AgwErrorCode, message: string): void {
-    this.clearRouteTimer();
+    this.routeTimer.disarm();
     this.dropUpstream();
     this.sendLocal(status, code, message);
   }
@@ -1153,10 +1152,10 @@ class ClientConn implements UpstreamHandler {
     this.phase = P_HEAD;
     this.scanner.reset();
     if (this.buf !== null) {
-      this.armTimer(T_HEADER, this.limits.headerTimeoutMs);
+      this.timer.arm(T_HEADER, this.limits.headerTimeoutMs);
       setImmediate(kickPending, this);
     } else {
-      this.armTimer(T_KEEPALIVE, this.limits.idleTimeoutMs);
+      this.timer.arm(T_KEEPALIVE, this.limits.idleTimeoutMs);
     }
     if (this.socket.isPaused()) this.socket.resume();
   }
@@ -1167,14 +1166,14 @@ class ClientConn implements UpstreamHandler {
     this.buf = null;
     this.socket.end();
     if (this.socket.isPaused()) this.socket.resume();
-    this.armTimer(T_LINGER, this.proxy.lingerTimeoutMs);
+    this.timer.arm(T_LINGER, this.proxy.lingerTimeoutMs);
   }
 
   /** Hard close: the client sees a reset/truncated response. */
   abort(): void {
     this.reportExchange(true);
     this.dropUpstream();
-    this.clearRouteTimer();
+    this.routeTimer.disarm();
     this.socket.destroy();
   }
 
@@ -1191,31 +1190,6 @@ class ClientConn implements UpstreamHandler {
     if (up !== null) {
       this.upstream = null;
       up.destroy();
-    }
-  }
-
-  armTimer(kind: number, ms: number): void {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-    this.timerKind = T_NONE;
-    if (ms > 0) {
-      this.timer = setTimeout(onConnTimer, ms, this);
-      this.timerKind = kind;
-    }
-  }
-
-  clearTimer(): void {
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-      this.timerKind = T_NONE;
-    }
-  }
-
-  clearRouteTimer(): void {
-    if (this.routeTimer !== null) {
-      clearTimeout(this.routeTimer);
-      this.routeTimer = null;
     }
   }
 }

@@ -82,7 +82,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
           log,
         )
       : undefined;
-  const observer = new GatewayObserver(
+  const observer = await GatewayObserver.create(
     {
       *downstreamConnections() {
         for (const p of proxies) yield [p.listenerName, p.connectionCount];

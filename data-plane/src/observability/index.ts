@@ -4,7 +4,7 @@ import type { RuntimeConfig } from "../runtime/types.ts";
 import { AccessLog, type AccessLogOptions } from "./access-log.ts";
 import type { ExchangeObserver, ExchangeView } from "./exchange.ts";
 import { DataPlaneMetrics, endpointHealth, type MetricSources } from "./metrics.ts";
-import { type ExchangeSpans, Tracing, type TracingOptions } from "./tracing.ts";
+import type { ExchangeSpans, Tracing, TracingOptions } from "./tracing.ts";
 
 export type { AccessLogOptions } from "./access-log.ts";
 export type { TracingOptions } from "./tracing.ts";
@@ -49,10 +49,16 @@ export class GatewayObserver implements ExchangeObserver {
   readonly requestMetrics: boolean;
   private readonly conns = new WeakMap<ExchangeView, ConnState>();
 
-  constructor(sources: MetricSources, options: ObservabilityOptions = {}) {
+  /** The OpenTelemetry SDK is loaded only when tracing is configured (~30 MiB RSS, ~300 ms at start-up). */
+  static async create(sources: MetricSources, options: ObservabilityOptions = {}): Promise<GatewayObserver> {
+    const tracing = options.tracing ? new (await import("./tracing.ts")).Tracing(options.tracing) : null;
+    return new GatewayObserver(sources, options, tracing);
+  }
+
+  private constructor(sources: MetricSources, options: ObservabilityOptions, tracing: Tracing | null) {
     this.metrics = new DataPlaneMetrics(sources);
     this.accessLog = options.accessLog ? new AccessLog(options.accessLog) : null;
-    this.tracing = options.tracing ? new Tracing(options.tracing) : null;
+    this.tracing = tracing;
     this.requestMetrics = options.requestMetrics ?? true;
   }
 

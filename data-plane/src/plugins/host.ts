@@ -12,7 +12,7 @@
 import type { Logger } from "@agw/core";
 import { type BucketCounts, newBucketCounts, observeSeconds } from "../observability/bucket-counts.ts";
 import type { CompiledComponent, GuestInstance, ImportObject } from "./compile.ts";
-import { awaitReady, redisClient } from "./redis.ts";
+import { awaitReady, loadRedis, redisClient } from "./redis.ts";
 
 export interface PluginSpec {
   readonly name: string;
@@ -115,9 +115,10 @@ export class PluginRuntime {
 
   /** Makes the first instance (so a broken component fails the config, not a request) and connects Redis. */
   async start(): Promise<void> {
+    const redisUrl = this.spec.redisUrl;
+    if (redisUrl !== "") await loadRedis();
     this.idle.push(this.create());
-    if (this.spec.redisUrl !== "")
-      await awaitReady(redisClient(this.spec.redisUrl, this.spec.redisTimeoutMs), 1000);
+    if (redisUrl !== "") await awaitReady(redisClient(redisUrl, this.spec.redisTimeoutMs), 1000);
   }
 
   close(): void {

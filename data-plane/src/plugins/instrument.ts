@@ -12,7 +12,6 @@
  * The rewrite goes through wasm-tools' printer and parser (jco's build of them): the printed text has
  * one instruction per line, so a loop header is a line that starts with `loop`.
  */
-import { parse, print } from "@bytecodealliance/jco-transpile/wasm-tools";
 
 export const FUEL_EXPORT = "agw_fuel";
 
@@ -37,6 +36,7 @@ export async function instrumentCoreModule(
   bytes: Uint8Array,
   options: InstrumentOptions,
 ): Promise<InstrumentResult> {
+  const { parse, print } = await import("@bytecodealliance/jco-transpile/wasm-tools");
   const text = await print(bytes);
   const lines = text.split("\n");
   const maxPages = Math.max(1, Math.floor(options.memoryMaxBytes / WASM_PAGE));

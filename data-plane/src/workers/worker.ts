@@ -24,7 +24,7 @@ let draining = false;
 let store: ConfigStore | undefined;
 // The primary reports xDS state and endpoint counts; a worker's share of those gauges is zero, so
 // the aggregated metrics (a sum over workers) stay right.
-const observer = new GatewayObserver(
+const observer = await GatewayObserver.create(
   {
     *downstreamConnections() {
       for (const p of proxies) yield [p.listenerName, p.connectionCount];

@@ -164,13 +164,19 @@ export function clusterPolicies(
 ): IrClusterPolicies &
   Pick<
     IrCluster,
-    "lb" | "connectTimeoutMs" | "idleTimeoutMs" | "maxIdlePerEndpoint" | "maxRequestsPerConnection"
+    | "protocol"
+    | "lb"
+    | "connectTimeoutMs"
+    | "idleTimeoutMs"
+    | "maxIdlePerEndpoint"
+    | "maxRequestsPerConnection"
   > {
   const hc = c.healthCheck;
   const od = c.outlierDetection;
   const cb = c.circuitBreakers;
   const sa = c.sessionAffinity;
   return {
+    protocol: c.protocol ?? "http1",
     lb: c.lb ?? "round_robin",
     connectTimeoutMs: durationMs(c.connectTimeout, DEFAULTS.connectTimeoutMs),
     idleTimeoutMs: durationMs(c.idleTimeout, DEFAULTS.idleTimeoutMs),
@@ -337,7 +343,8 @@ export function translateConfig(config: GatewayConfig): Ir {
           sni: c.tls.sni ?? "",
           ca: c.tls.ca ?? "",
           certificate: c.tls.certificate ?? "",
-          alpn: c.tls.alpn ?? ["http/1.1"],
+          // An HTTP/2 cluster asks for h2 alone: it has no HTTP/1.1 to fall back to.
+          alpn: c.tls.alpn ?? (c.protocol === "http2" ? ["h2"] : ["http/1.1"]),
         },
       }),
     })),

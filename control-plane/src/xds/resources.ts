@@ -9,7 +9,11 @@
  */
 
 import { createHash } from "node:crypto";
-import { ClusterLoadAssignmentSchema, ClusterSchema } from "@agw/core/gen/agw/v1/cluster_pb.js";
+import {
+  ClusterLoadAssignmentSchema,
+  ClusterSchema,
+  UpstreamProtocol,
+} from "@agw/core/gen/agw/v1/cluster_pb.js";
 import { ListenerSchema, Protocol } from "@agw/core/gen/agw/v1/listener_pb.js";
 import { PluginSchema } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import {
@@ -179,6 +183,7 @@ export class SnapshotBuilder {
           c.name,
           create(ClusterSchema, {
             name: c.name,
+            protocol: c.protocol === "http2" ? UpstreamProtocol.HTTP2 : UpstreamProtocol.UNSPECIFIED,
             ...clusterPolicyFields(c),
             connection: {
               connectTimeout: durationFromMs(c.connectTimeoutMs),

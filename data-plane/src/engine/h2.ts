@@ -19,7 +19,16 @@ import type {
 } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
-import { clientAddress, HOP_BY_HOP, hasName, opsDrop, upstreamHead } from "./headers.ts";
+import { H2Call, type H2CallSink, type H2FailureKind } from "./h2-upstream.ts";
+import {
+  clientAddress,
+  H2_CONNECTION_FIELDS,
+  h2ResponseFieldAllowed,
+  h2UpstreamHeaders,
+  hasName,
+  opsDrop,
+  upstreamHead,
+} from "./headers.ts";
 import { ChunkedDecoder, HeadScanner, parseResponseHead, RequestHead, ResponseHead } from "./http1-parser.ts";
 import type { HttpProxy } from "./proxy.ts";
 import type { UpstreamConn, UpstreamHandler } from "./upstream-pool.ts";
@@ -27,10 +36,10 @@ import type { UpstreamConn, UpstreamHandler } from "./upstream-pool.ts";
 /** The client preface of HTTP/2 (RFC 9113 §3.4); an h2c client with prior knowledge starts with it. */
 export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
-const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL } = http2.constants;
+const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 const END_STREAM = 0x1;
 /** Fields that have no meaning in HTTP/2 and must not be sent in it (RFC 9113 §8.2.2). */
-const H2_FORBIDDEN = new Set([...HOP_BY_HOP, "host"]);
+const H2_FORBIDDEN = H2_CONNECTION_FIELDS;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const AUTHORITY = /^[-._~!$&'()*+,;=:[\]%0-9A-Za-z]+$/;
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
@@ -199,8 +208,11 @@ export class H2Downstream {
 
 const tlsOf = new WeakMap<net.Socket, DownstreamTlsInfo>();
 
-/** One HTTP/2 stream proxied to an HTTP/1.1 upstream. */
-class H2Exchange implements UpstreamHandler, ExchangeView {
+/**
+ * One HTTP/2 stream proxied to an HTTP/1.1 upstream (bytes through the pool), or to an HTTP/2
+ * upstream (an H2Call: fields, DATA and trailers pass as they are, which gRPC needs).
+ */
+class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   readonly h2: H2Downstream;
   readonly stream: http2.ServerHttp2Stream;
   readonly socket: net.Socket;
@@ -213,6 +225,12 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
   cluster: ClusterRuntime | null = null;
   endpoint: Endpoint | null = null;
   upstream: UpstreamConn | null = null;
+  /** The HTTP/2 upstream request, for clusters with protocol http2. */
+  call: H2Call | null = null;
+  h2Headers: http2.OutgoingHttpHeaders | null = null;
+  /** The client sent "te: trailers" (gRPC does): passed on to HTTP/2 upstreams. */
+  teTrailers = false;
+  upTrailers: http2.IncomingHttpHeaders | null = null;
   upHead = "";
   timer: NodeJS.Timeout | null = null;
   bodyMode = B_NONE;
@@ -256,6 +274,7 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
     stream.on("error", noop);
     stream.on("close", () => this.onStreamClose());
     stream.on("drain", () => {
+      this.call?.resume();
       const up = this.upstream;
       if (up?.socket.isPaused()) up.socket.resume();
     });
@@ -293,7 +312,9 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
       }
       if (H2_FORBIDDEN.has(name)) {
         if (name === "host") hostField = value;
-        continue; // "te: trailers" is the only TE HTTP/2 allows; it is hop-by-hop anyway
+        // "te: trailers" is the only TE HTTP/2 allows; hop-by-hop, so only HTTP/2 upstreams get it.
+        else if (name === "te" && value.toLowerCase() === "trailers") this.teTrailers = true;
+        continue;
       }
       if (name === "cookie") {
         // HTTP/2 may split cookies into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
@@ -466,7 +487,6 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
     }
     this.endpoint = ep;
     this.traffic.attemptStarted(ep);
-    this.upHead = this.buildUpstreamHead(route, ep);
     // A body streams in DATA frames and is never buffered for a mirror: only bodyless requests are copied.
     if (this.bodyMode === B_NONE)
       route.mirror?.copy(this.head as RequestHead, null, this.clientIp, config.clusters);
@@ -475,6 +495,11 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
     const deadline = this.grpc ? grpcTimeoutMs(this.head?.header("grpc-timeout")) : 0;
     if (deadline > 0 && (timeoutMs === 0 || deadline < timeoutMs)) timeoutMs = deadline;
     if (timeoutMs > 0) this.timer = setTimeout(onStreamTimer, timeoutMs, this);
+    if (cluster.http2 === true) {
+      this.toH2Upstream(route, cluster, ep);
+      return;
+    }
+    this.upHead = this.buildUpstreamHead(route, ep);
     const up = this.h2.proxy.pool.acquire(ep, cluster, this);
     this.upstream = up;
     up.socket.write(this.upHead, "latin1");
@@ -483,6 +508,158 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
       stream.on("data", (chunk: Buffer) => this.onRequestData(chunk));
       stream.on("end", () => this.onRequestEnd());
     }
+  }
+
+  toH2Upstream(route: CompiledRoute, cluster: ClusterRuntime, ep: Endpoint): void {
+    const headers = h2UpstreamHeaders(
+      this.head as RequestHead,
+      route.requestHeaders,
+      route.rewrite ?? null,
+      ep,
+      this.clientIp,
+      this.tls !== null ? "https" : this.h2.proxy.forwardedProto,
+      this.tls?.client?.forwardedHeader ?? "",
+      this.requestId,
+      this.h2.proxy.observer?.upstreamStart(this) ?? "",
+      cluster.tls !== undefined ? "https" : "http",
+      this.teTrailers,
+    );
+    this.h2Headers = headers;
+    this.call = new H2Call(this.h2.proxy.pool.h2, ep, cluster, headers, this.bodyMode === B_NONE, this);
+    if (this.bodyMode !== B_NONE) {
+      const stream = this.stream;
+      stream.on("data", (chunk: Buffer) => this.onRequestData(chunk));
+      stream.on("end", () => this.onRequestEnd());
+    }
+  }
+
+  // ---- HTTP/2 upstream events (H2CallSink)
+
+  onH2Response(headers: http2.IncomingHttpHeaders, endStream: boolean): void {
+    const status = Number(headers[":status"]);
+    if (this.traffic.responseStarted(status, this.callReplayable())) {
+      this.retryH2();
+      return;
+    }
+    this.status = status;
+    const route = this.route as CompiledRoute;
+    const ops = route.responseHeaders;
+    const out: http2.OutgoingHttpHeaders = { ":status": status };
+    for (const name in headers) {
+      if (!h2ResponseFieldAllowed(name) || name === "x-request-id" || opsDrop(ops, name)) continue;
+      const v = headers[name];
+      if (v !== undefined) out[name] = v;
+    }
+    if (!opsDrop(ops, "x-request-id")) out["x-request-id"] = this.requestId;
+    const cors = route.local?.corsHeaders(this.head as RequestHead);
+    if (cors !== undefined) for (const [n, v] of cors) addHeader(out, n, v);
+    for (const [n, v] of ops.set) out[n.toLowerCase()] = v;
+    for (const [n, v] of ops.add) addHeader(out, n.toLowerCase(), v);
+    this.resHeadSent = true;
+    const stream = this.stream;
+    if (stream.destroyed) return;
+    if (endStream) {
+      // One HEADERS frame with END_STREAM: gRPC's trailers-only response stays one.
+      stream.respond(out, { endStream: true });
+      this.completeH2();
+      return;
+    }
+    stream.respond(out, { waitForTrailers: true });
+    stream.once("wantTrailers", () => {
+      stream.sendTrailers(this.upTrailers ?? {});
+      if (!this.reqBodyDone) stream.close(NGHTTP2_NO_ERROR);
+    });
+  }
+
+  onH2Data(chunk: Buffer): void {
+    if (!this.stream.destroyed && !this.stream.write(chunk)) this.call?.pause(); // resumed by 'drain'
+  }
+
+  onH2End(trailers: http2.IncomingHttpHeaders | null): void {
+    if (trailers !== null) {
+      const t: http2.IncomingHttpHeaders = {};
+      for (const name in trailers) if (h2ResponseFieldAllowed(name)) t[name] = trailers[name];
+      this.upTrailers = t;
+    }
+    this.completeH2();
+  }
+
+  onH2Drain(): void {
+    if (this.stream.isPaused()) this.stream.resume();
+  }
+
+  onH2Failure(kind: H2FailureKind, message: string, afterHead: boolean): void {
+    this.call = null;
+    if (afterHead) {
+      this.resetStream();
+      return;
+    }
+    const outcome = kind === "connect_timeout" ? "timeout" : kind === "reset" ? "reset" : "connect_failure";
+    if (this.traffic.attemptFailed(outcome, this.replayableBody !== null)) {
+      this.retryH2();
+      return;
+    }
+    switch (kind) {
+      case "tls":
+        this.fail(502, AGW_ERRORS.AGW_ERR_UPSTREAM_TLS_FAILED, `upstream TLS handshake failed: ${message}`);
+        return;
+      case "connect_timeout":
+        this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_CONNECT_TIMEOUT, message);
+        return;
+      case "connect_failure":
+        this.fail(503, AGW_ERRORS.AGW_ERR_UPSTREAM_CONNECT_FAILED, message);
+        return;
+      default:
+        this.fail(502, AGW_ERRORS.AGW_ERR_UPSTREAM_RESET, message);
+    }
+  }
+
+  /** The body sent so far when the whole request is at hand for another attempt; null otherwise. */
+  replayableBody: readonly Buffer[] | null = null;
+
+  callReplayable(): boolean {
+    const call = this.call;
+    this.replayableBody = call !== null && this.reqBodyDone && call.replayable ? call.sentBody : null;
+    return this.replayableBody !== null;
+  }
+
+  /** The retry policy wants another attempt: after its backoff, on another endpoint when there is one. */
+  retryH2(): void {
+    const body = this.replayableBody ?? [];
+    this.dropUpstream();
+    const delay = this.traffic.backoffMs();
+    const again = () => {
+      if (this.done) return;
+      const ep = this.traffic.nextEndpoint(this.clientIp);
+      if (ep === undefined) {
+        this.sendLocal(503, AGW_ERRORS.AGW_ERR_NO_HEALTHY_UPSTREAM, "the cluster has no endpoint");
+        return;
+      }
+      this.endpoint = ep;
+      this.traffic.attemptStarted(ep);
+      this.call = new H2Call(
+        this.h2.proxy.pool.h2,
+        ep,
+        this.cluster as ClusterRuntime,
+        this.h2Headers as http2.OutgoingHttpHeaders,
+        true,
+        this,
+        body,
+      );
+    };
+    if (delay > 0) setTimeout(again, delay);
+    else again();
+  }
+
+  completeH2(): void {
+    this.clearTimer();
+    this.call = null;
+    this.done = true;
+    if (!this.stream.destroyed) {
+      if (!this.stream.writableEnded) this.stream.end();
+      else if (!this.reqBodyDone) this.stream.close(NGHTTP2_NO_ERROR);
+    }
+    this.report(false);
   }
 
   buildUpstreamHead(route: CompiledRoute, ep: Endpoint): string {
@@ -504,8 +681,9 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
   // ---- request body (HTTP/2 DATA frames → HTTP/1.1 body)
 
   onRequestData(chunk: Buffer): void {
+    const call = this.call;
     const up = this.upstream;
-    if (up === null || chunk.length === 0) return;
+    if ((up === null && call === null) || chunk.length === 0) return;
     // Checked before writing: not one byte past the limit reaches the upstream.
     if (this.bodyLimit > 0) {
       this.bodySeen += chunk.length;
@@ -515,7 +693,11 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
         return;
       }
     }
-    const s = up.socket;
+    if (call !== null) {
+      if (!call.write(chunk)) this.stream.pause(); // resumed by onH2Drain
+      return;
+    }
+    const s = (up as UpstreamConn).socket;
     let ok: boolean;
     if (this.bodyMode === B_CHUNKED) {
       s.cork();
@@ -532,6 +714,10 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
   onRequestEnd(): void {
     this.reqBodyDone = true;
     this.stream.setTimeout(0);
+    if (this.call !== null) {
+      this.call.end();
+      return;
+    }
     const up = this.upstream;
     if (up !== null && this.bodyMode === B_CHUNKED) up.socket.write(LAST_CHUNK);
     if (this.resMode === M_NONE && this.resHeadSent) this.complete();
@@ -805,6 +991,11 @@ class H2Exchange implements UpstreamHandler, ExchangeView {
   }
 
   dropUpstream(): void {
+    const call = this.call;
+    if (call !== null) {
+      this.call = null;
+      call.cancel();
+    }
     const up = this.upstream;
     if (up !== null) {
       this.upstream = null;

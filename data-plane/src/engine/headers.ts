@@ -1,4 +1,5 @@
 /** Header helpers shared by the HTTP/1.1 and HTTP/2 sides of the engine. */
+import type http2 from "node:http2";
 import type net from "node:net";
 import type { Endpoint, HeaderOps } from "../runtime/types.ts";
 import type { RequestRewrite } from "../traffic/rewrite.ts";
@@ -103,4 +104,98 @@ export function upstreamHead(
   if (chunked) s += "transfer-encoding: chunked\r\n";
   if (upgrade !== "") s += `upgrade: ${upgrade}\r\nconnection: upgrade\r\n`;
   return `${s}\r\n`;
+}
+
+/** Fields never sent in an HTTP/2 message (RFC 9113 §8.2.2), beside the hop-by-hop ones. */
+export const H2_CONNECTION_FIELDS = new Set([...HOP_BY_HOP, "host", "http2-settings"]);
+
+function addH2Field(out: http2.OutgoingHttpHeaders, name: string, value: string): void {
+  const cur = out[name];
+  if (cur === undefined) out[name] = value;
+  else if (Array.isArray(cur)) cur.push(value);
+  else out[name] = [String(cur), value];
+}
+
+/** Whether an HTTP/2 response (or trailer) field is passed on: not a pseudo-header, not hop-by-hop. */
+export function h2ResponseFieldAllowed(name: string): boolean {
+  return name.charCodeAt(0) !== 58 /* : */ && !HOP_BY_HOP.has(name);
+}
+
+/** An HTTP/1.1 request head the engine built for the upstream (upstreamHead) as HTTP/2 fields. */
+export function h2UpstreamHeadersFromHttp1(h: RequestHead, scheme: string): http2.OutgoingHttpHeaders {
+  const out: http2.OutgoingHttpHeaders = {
+    ":method": h.method,
+    ":path": h.originForm,
+    ":scheme": scheme,
+    ":authority": h.rawHost,
+  };
+  const names = h.names;
+  const conn = h.connTokens;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i] as string;
+    if (H2_CONNECTION_FIELDS.has(name) || hasName(conn, name)) continue;
+    addH2Field(out, name, h.values[i] as string);
+  }
+  return out;
+}
+
+/**
+ * The HTTP/2 request sent to an HTTP/2 upstream for an HTTP/2 request: the same fields as
+ * upstreamHead() (X-Forwarded-*, x-request-id, traceparent, rewrite, route header operations), and
+ * "te: trailers" when the client sent it (gRPC servers require it).
+ */
+export function h2UpstreamHeaders(
+  h: RequestHead,
+  ops: HeaderOps,
+  rw: RequestRewrite | null,
+  ep: Endpoint,
+  clientIp: string,
+  forwardedProto: string,
+  clientCert: string,
+  requestId: string,
+  traceparent: string,
+  scheme: string,
+  teTrailers: boolean,
+): http2.OutgoingHttpHeaders {
+  const host = rw === null ? h.rawHost : rw.host(h, ep);
+  const out: http2.OutgoingHttpHeaders = {
+    ":method": h.method,
+    ":path": rw === null ? h.originForm : rw.target(h),
+    ":scheme": scheme,
+    ":authority": opsDrop(ops, "host") ? ep.key : host !== "" ? host : ep.key,
+  };
+  let xff = "";
+  const names = h.names;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i] as string;
+    if (H2_CONNECTION_FIELDS.has(name)) continue;
+    switch (name) {
+      case "x-forwarded-for":
+        xff = xff === "" ? (h.values[i] as string) : `${xff}, ${h.values[i]}`;
+        continue;
+      case "x-forwarded-proto":
+      case "x-forwarded-host":
+      case "x-forwarded-client-cert":
+        continue;
+      case "traceparent":
+        if (traceparent !== "") continue;
+        break;
+    }
+    if (!opsDrop(ops, name)) addH2Field(out, name, h.values[i] as string);
+  }
+  if (teTrailers) out.te = "trailers";
+  if (!opsDrop(ops, "x-forwarded-for"))
+    out["x-forwarded-for"] = xff === "" ? clientIp : `${xff}, ${clientIp}`;
+  if (!opsDrop(ops, "x-forwarded-proto")) out["x-forwarded-proto"] = forwardedProto;
+  if (h.rawHost !== "" && !opsDrop(ops, "x-forwarded-host")) out["x-forwarded-host"] = h.rawHost;
+  if (clientCert !== "" && !opsDrop(ops, "x-forwarded-client-cert"))
+    out["x-forwarded-client-cert"] = clientCert;
+  if (h.requestId === "" && !opsDrop(ops, "x-request-id")) out["x-request-id"] = requestId;
+  if (traceparent !== "") out.traceparent = traceparent;
+  for (const [n, v] of ops.set) {
+    if (n === "host") out[":authority"] = v;
+    else out[n] = v;
+  }
+  for (const [n, v] of ops.add) if (n !== "host") addH2Field(out, n, v);
+  return out;
 }

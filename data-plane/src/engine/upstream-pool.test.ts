@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import type net from "node:net";
 import { describe, it } from "node:test";
 import { cluster, endpoint, startRawOrigin } from "./test-support.ts";
 import { type UpstreamHandler, UpstreamPool } from "./upstream-pool.ts";
@@ -20,7 +21,7 @@ describe("UpstreamPool", () => {
     try {
       const a = pool.acquire(ep, c, handler);
       assert.equal(a.reused, false);
-      await once(a.socket, "connect");
+      await once(a.socket as net.Socket, "connect");
       pool.release(a, c);
       assert.equal(pool.idleConnections, 1);
       const b = pool.acquire(ep, c, handler);
@@ -52,7 +53,7 @@ describe("UpstreamPool", () => {
     const c = cluster("c", [ep], { idleTimeoutMs: 50 });
     try {
       const a = pool.acquire(ep, c, handler);
-      await once(a.socket, "connect");
+      await once(a.socket as net.Socket, "connect");
       pool.release(a, c);
       await until(() => pool.idleConnections === 0);
       assert.equal(pool.idleConnections, 0);
@@ -70,7 +71,7 @@ describe("UpstreamPool", () => {
     const c = cluster("c", [ep]);
     try {
       const a = pool.acquire(ep, c, handler);
-      await once(a.socket, "connect");
+      await once(a.socket as net.Socket, "connect");
       pool.release(a, c);
       await until(() => pool.idleConnections === 0);
       assert.equal(pool.idleConnections, 0);

@@ -3,10 +3,12 @@
  * RuntimeConfig so a config swap keeps idle connections to endpoints that still exist; the limits of the
  * cluster that used a connection last apply to it.
  */
-import net, { isIP } from "node:net";
-import tls from "node:tls";
+import net from "node:net";
 import type { ClusterRuntime, Endpoint } from "../runtime/types.ts";
+import { connectTls } from "../tls/connect.ts";
 import type { UpstreamTlsRuntime } from "../tls/manager.ts";
+import { H2BridgeConn } from "./h2-bridge.ts";
+import { H2SessionPool } from "./h2-upstream.ts";
 
 /** Receives the events of the connection it currently owns (set while a request uses it). */
 export interface UpstreamHandler {
@@ -16,7 +18,34 @@ export interface UpstreamHandler {
   onUpstreamClose(conn: UpstreamConn): void;
 }
 
-export class UpstreamConn {
+/** What the engine writes HTTP/1.1 bytes to (a TCP or TLS socket, or the HTTP/2 bridge). */
+export interface UpstreamSocket {
+  write(data: string | Uint8Array, encoding?: BufferEncoding): boolean;
+  cork(): void;
+  uncork(): void;
+  pause(): unknown;
+  resume(): unknown;
+  isPaused(): boolean;
+  end(): unknown;
+}
+
+/** One upstream exchange's transport, as the engine sees it. */
+export interface UpstreamConn {
+  readonly socket: UpstreamSocket;
+  readonly connected: boolean;
+  readonly connectTimedOut: boolean;
+  /** The upstream sent FIN (as opposed to a reset or local destroy). */
+  readonly eof: boolean;
+  /** Why the TLS handshake with the upstream failed (TCP connected, TLS did not). */
+  readonly tlsFailure: string | null;
+  /** The current request got this connection from the idle list (not freshly connected). */
+  readonly reused: boolean;
+  /** Closes without notifying the handler. */
+  destroy(): void;
+}
+
+/** A keep-alive TCP (or TLS) connection speaking HTTP/1.1. */
+export class TcpUpstreamConn implements UpstreamConn {
   readonly socket: net.Socket;
   readonly key: string;
   handler: UpstreamHandler | null;
@@ -121,7 +150,9 @@ export interface UpstreamPoolOptions {
 }
 
 export class UpstreamPool {
-  private readonly idle = new Map<string, UpstreamConn[]>();
+  /** HTTP/2 sessions, for clusters with protocol http2; the engine reaches them through acquire(). */
+  readonly h2 = new H2SessionPool();
+  private readonly idle = new Map<string, TcpUpstreamConn[]>();
   private idleCount = 0;
   private sweeper: NodeJS.Timeout | null = null;
   private closed = false;
@@ -135,8 +166,12 @@ export class UpstreamPool {
     return this.idleCount;
   }
 
-  /** An idle connection to `ep` (most recently used first) or a new one; `handler` owns it until release. */
+  /**
+   * An idle connection to `ep` (most recently used first) or a new one; `handler` owns it until
+   * release. For an HTTP/2 cluster, a new stream behind the HTTP/1.1 bridge (engine/h2-bridge.ts).
+   */
   acquire(ep: Endpoint, cluster: ClusterRuntime, handler: UpstreamHandler): UpstreamConn {
+    if (cluster.http2 === true) return new H2BridgeConn(this.h2, ep, cluster, handler);
     const list = this.idle.get(ep.key);
     if (list !== undefined && list.length > 0) {
       const now = Date.now();
@@ -160,11 +195,16 @@ export class UpstreamPool {
 
   /** Always a new connection (used to retry after a reused one failed). */
   connect(ep: Endpoint, cluster: ClusterRuntime, handler: UpstreamHandler): UpstreamConn {
-    return new UpstreamConn(this, ep, cluster.connectTimeoutMs, handler, cluster.tls);
+    if (cluster.http2 === true) return new H2BridgeConn(this.h2, ep, cluster, handler);
+    return new TcpUpstreamConn(this, ep, cluster.connectTimeoutMs, handler, cluster.tls);
   }
 
   /** Returns a connection whose exchange completed cleanly; it is closed instead if limits say so. */
   release(conn: UpstreamConn, cluster: ClusterRuntime): void {
+    if (!(conn instanceof TcpUpstreamConn)) {
+      conn.destroy(); // an HTTP/2 stream is over; its session stays in the session pool
+      return;
+    }
     conn.handler = null;
     const max = cluster.maxRequestsPerConnection;
     if (this.closed || conn.closed || cluster.maxIdlePerEndpoint <= 0 || (max > 0 && conn.uses >= max)) {
@@ -197,6 +237,7 @@ export class UpstreamPool {
 
   /** Closes idle connections to endpoints whose key is not in `keys` (call after a config swap). */
   retainOnly(keys: ReadonlySet<string>): void {
+    this.h2.retainOnly(keys);
     for (const [key, list] of this.idle) {
       if (keys.has(key)) continue;
       this.idle.delete(key);
@@ -207,13 +248,14 @@ export class UpstreamPool {
   /** Closes every idle connection and stops pooling; connections in use close when released. */
   close(): void {
     this.closed = true;
+    this.h2.close();
     for (const list of this.idle.values()) for (const c of list) this.dropIdle(c);
     this.idle.clear();
     this.stopSweeper();
   }
 
   /** @internal called by UpstreamConn when a pooled socket closes. */
-  removeIdle(conn: UpstreamConn): void {
+  removeIdle(conn: TcpUpstreamConn): void {
     const list = this.idle.get(conn.key);
     const i = list === undefined ? -1 : list.indexOf(conn);
     if (list !== undefined && i >= 0) {
@@ -230,7 +272,7 @@ export class UpstreamPool {
     for (const list of this.idle.values()) {
       // Oldest first: release pushes at the end.
       while (list.length > 0) {
-        const c = list[0] as UpstreamConn;
+        const c = list[0] as TcpUpstreamConn;
         if (c.idleTimeoutMs <= 0 || now - c.idleSince < c.idleTimeoutMs) break;
         list.shift();
         this.dropIdle(c);
@@ -239,7 +281,7 @@ export class UpstreamPool {
     if (this.idleCount === 0) this.stopSweeper();
   }
 
-  private dropIdle(c: UpstreamConn): void {
+  private dropIdle(c: TcpUpstreamConn): void {
     c.pooled = false;
     this.idleCount--;
     c.destroy();
@@ -255,29 +297,4 @@ export class UpstreamPool {
 
 function sweep(pool: UpstreamPool): void {
   pool.sweepExpired();
-}
-
-/** A TLS connection to an endpoint: the certificate is always verified (CA, server name, optional SAN list). */
-function connectTls(ep: Endpoint, t: UpstreamTlsRuntime): tls.TLSSocket {
-  const servername = t.sni !== "" ? t.sni : isIP(ep.host) === 0 ? ep.host : undefined;
-  const socket = tls.connect({
-    host: ep.host,
-    port: ep.port,
-    secureContext: t.secureContext,
-    ALPNProtocols: [...t.alpn],
-    rejectUnauthorized: true,
-    ...(servername !== undefined && { servername }),
-    checkServerIdentity: (host, cert) => {
-      const err = tls.checkServerIdentity(servername ?? host, cert);
-      if (err || t.matchSubjectAltNames.length === 0) return err;
-      const sans = (cert.subjectaltname ?? "").split(/,\s*/).map((e) => e.slice(e.indexOf(":") + 1));
-      return sans.some((san) => t.matchSubjectAltNames.includes(san))
-        ? undefined
-        : new Error(
-            `upstream certificate SANs (${sans.join(", ")}) match none of ${t.matchSubjectAltNames.join(", ")}`,
-          );
-    },
-  });
-  socket.setNoDelay(true);
-  return socket;
 }

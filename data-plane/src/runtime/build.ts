@@ -3,7 +3,11 @@
  * invalid throws a ResourceError naming the resource, which the xDS client turns into a NACK.
  */
 import { DEFAULTS, LISTENER_LIMITS } from "@agw/core";
-import type { Cluster, ClusterLoadAssignment } from "@agw/core/gen/agw/v1/cluster_pb.js";
+import {
+  type Cluster,
+  type ClusterLoadAssignment,
+  UpstreamProtocol,
+} from "@agw/core/gen/agw/v1/cluster_pb.js";
 import {
   type Listener,
   type ListenerLimits as ListenerLimitsSpec,
@@ -142,8 +146,15 @@ function buildCluster(
   states: ClusterStates,
 ): ClusterRuntime {
   const spec = cluster.tls;
+  const http2 = cluster.protocol === UpstreamProtocol.HTTP2;
+  if (
+    cluster.protocol !== UpstreamProtocol.UNSPECIFIED &&
+    cluster.protocol !== UpstreamProtocol.HTTP1 &&
+    !http2
+  )
+    throw new ResourceError(`agw.v1.Cluster ${cluster.name}`, `unsupported protocol ${cluster.protocol}`);
   const upstreamTls = spec
-    ? tlsStep(`agw.v1.Cluster ${cluster.name}`, () => tls().build.upstreamTls(spec, tls().secrets))
+    ? tlsStep(`agw.v1.Cluster ${cluster.name}`, () => tls().build.upstreamTls(spec, tls().secrets, http2))
     : undefined;
   // TLS and plaintext connections to one host:port must never share a pool.
   const keySuffix = upstreamTls ? `+tls:${upstreamTls.digest}` : "";
@@ -173,6 +184,7 @@ function buildCluster(
     maxIdlePerEndpoint: c?.maxIdlePerEndpoint || DEFAULTS.maxIdlePerEndpoint,
     maxRequestsPerConnection: c?.maxRequestsPerConnection ?? 0,
     ...(upstreamTls && { tls: upstreamTls }),
+    ...(http2 && { http2 }),
   };
 }
 

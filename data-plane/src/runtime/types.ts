@@ -94,6 +94,8 @@ export interface ClusterRuntime {
   readonly maxRequestsPerConnection: number;
   /** Present when the endpoints are reached over TLS. */
   readonly tls?: UpstreamTlsRuntime;
+  /** Endpoints speak HTTP/2 (engine/h2-upstream.ts): h2c, or h2 by ALPN with tls. */
+  readonly http2?: boolean;
 }
 
 /**

@@ -24,8 +24,12 @@ import {
  */
 export const ENGINE_ALPN: readonly string[] = ["h2", "http/1.1"];
 
-/** Upstream connections come from the HTTP/1.1 pool, so only "http/1.1" is offered to upstreams. */
+/**
+ * What is offered to an upstream: its cluster's one protocol (HTTP/1.1 pool or HTTP/2 sessions),
+ * never both, since a connection cannot switch engines after the handshake.
+ */
 export const UPSTREAM_ALPN: readonly string[] = ["http/1.1"];
+export const UPSTREAM_H2_ALPN: readonly string[] = ["h2"];
 
 const DEFAULT_TICKET_ROTATION_MS = 60 * 60 * 1000;
 
@@ -242,7 +246,11 @@ export class TlsBuild {
     return material;
   }
 
-  upstreamTls(spec: UpstreamTls, secrets: ReadonlyMap<string, SecretMaterial>): UpstreamTlsRuntime {
+  upstreamTls(
+    spec: UpstreamTls,
+    secrets: ReadonlyMap<string, SecretMaterial>,
+    http2 = false,
+  ): UpstreamTlsRuntime {
     let ca: CaMaterial | undefined;
     if (spec.caSecret) {
       const s = secrets.get(spec.caSecret);
@@ -259,8 +267,14 @@ export class TlsBuild {
         );
       cert = s;
     }
-    const alpn = (spec.alpn.length > 0 ? spec.alpn : ["http/1.1"]).filter((p) => UPSTREAM_ALPN.includes(p));
-    if (alpn.length === 0) throw tlsError(`none of the ALPN protocols ${spec.alpn.join(", ")} is supported`);
+    const offered = http2 ? UPSTREAM_H2_ALPN : UPSTREAM_ALPN;
+    const alpn = (spec.alpn.length > 0 ? spec.alpn : offered).filter((p) => offered.includes(p));
+    if (alpn.length === 0)
+      throw tlsError(
+        http2
+          ? `protocol http2 needs h2 in alpn (got ${spec.alpn.join(", ")})`
+          : `none of the ALPN protocols ${spec.alpn.join(", ")} is supported`,
+      );
     const key = digest("upstream", ca?.digest ?? "system", cert?.digest ?? "");
     const secureContext = this.context(`u:${key}`, "", () => {
       try {

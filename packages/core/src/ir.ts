@@ -178,6 +178,8 @@ export interface IrRetry {
 
 export interface IrCluster extends IrClusterPolicies {
   name: string;
+  /** Absent means http1. */
+  protocol?: "http1" | "http2";
   lb: "round_robin" | "least_request" | "ring_hash" | "random";
   connectTimeoutMs: number;
   idleTimeoutMs: number;

@@ -448,3 +448,37 @@ test("a mirror to a Service that does not exist is reported like a missing backe
   assert.match(resolved?.message ?? "", /Service shop\/shadow not found/);
   assert.equal(out.listeners[0]?.routes[0]?.mirror?.cluster, "k8s/shop/shadow/80");
 });
+
+test("a Service port with appProtocol kubernetes.io/h2c or grpc is an http2 cluster; a backendPolicy overrides it", () => {
+  const grpcService: Service = {
+    metadata: { name: "rpc", namespace: "shop" },
+    spec: {
+      ports: [
+        { name: "grpc", port: 50051, appProtocol: "grpc" },
+        { name: "h2c", port: 8081, appProtocol: "kubernetes.io/h2c" },
+        { name: "http", port: 80 },
+      ],
+    },
+  };
+  const out = translateKube(
+    objects({
+      services: [grpcService],
+      gatewayRoutes: [
+        route("rpc", {
+          listener: { name: "http", port: 8080 },
+          rules: [
+            { backendRefs: [{ name: "rpc", port: "grpc" }] },
+            { backendRefs: [{ name: "rpc", port: 8081 }] },
+            { backendRefs: [{ name: "rpc", port: 80 }] },
+            { backendRefs: [{ name: "rpc", port: 50051 }], backendPolicy: { protocol: "http1" } },
+          ],
+        }),
+      ],
+    }),
+  );
+  const protocol = (name: string) => out.clusters.find((c) => c.name === name)?.protocol;
+  assert.equal(protocol(clusterName("shop", "rpc", 50051)), "http2");
+  assert.equal(protocol(clusterName("shop", "rpc", 8081)), "http2");
+  assert.equal(protocol(clusterName("shop", "rpc", 80)), "http1");
+  assert.equal(protocol("k8s/shop/rpc/3/rpc/50051"), "http1");
+});

@@ -77,14 +77,20 @@ export function clusterName(namespace: string, service: string, port: number): s
 interface ServicePortRef {
   port: number;
   name: string | undefined;
+  /** The port's appProtocol asks for HTTP/2 (h2c): "kubernetes.io/h2c" or "grpc". */
+  http2: boolean;
 }
+
+const HTTP2_APP_PROTOCOLS = new Set(["kubernetes.io/h2c", "grpc"]);
 
 /** A backendRef's port (number or name) → the Service port it means. */
 function servicePort(svc: Service, port: number | string): ServicePortRef | undefined {
   const p = (svc.spec?.ports ?? []).find((sp) =>
     typeof port === "number" ? sp.port === port : sp.name === port,
   );
-  return p ? { port: p.port, name: p.name || undefined } : undefined;
+  return p
+    ? { port: p.port, name: p.name || undefined, http2: HTTP2_APP_PROTOCOLS.has(p.appProtocol ?? "") }
+    : undefined;
 }
 
 /**
@@ -379,12 +385,15 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
           const endpoints = port
             ? endpointsFor(slicesByService.get(key(namespace, ref.name)) ?? [], port)
             : [];
+          // A backendPolicy's protocol wins over the Service port's appProtocol.
+          const protocol = port?.http2 ? "http2" : "http1";
           wanted.set(
             name,
             policy
-              ? { name, ...clusterPolicies(policy), endpoints }
+              ? { name, ...clusterPolicies({ protocol, ...policy }), endpoints }
               : {
                   name,
+                  protocol,
                   lb: "round_robin",
                   connectTimeoutMs: DEFAULTS.connectTimeoutMs,
                   idleTimeoutMs: DEFAULTS.idleTimeoutMs,

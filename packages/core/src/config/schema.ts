@@ -467,6 +467,12 @@ const outlierSchema = z
 
 export const clusterSchema = z.strictObject({
   name: resourceName,
+  protocol: z
+    .enum(["http1", "http2"])
+    .optional()
+    .describe(
+      "Protocol spoken to the endpoints; default http1. http2 is h2c (prior knowledge) on plain connections and h2 by ALPN with tls; gRPC needs it (docs/grpc.md).",
+    ),
   lb: z
     .enum(["round_robin", "least_request", "ring_hash", "random"])
     .optional()

@@ -191,6 +191,8 @@ function secretErrors(config: GatewayConfig): SemanticError[] {
     const at: ConfigPath = ["clusters", ci, "tls"];
     if (c.tls?.ca !== undefined) ref(c.tls.ca, "ca", [...at, "ca"]);
     if (c.tls?.certificate !== undefined) ref(c.tls.certificate, "certificate", [...at, "certificate"]);
+    if (c.protocol === "http2" && c.tls?.alpn !== undefined && !c.tls.alpn.includes("h2"))
+      errors.push({ path: [...at, "alpn"], message: "protocol: http2 over tls needs h2 in alpn" });
   });
   return errors;
 }

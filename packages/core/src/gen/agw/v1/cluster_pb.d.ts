@@ -70,6 +70,13 @@ export declare type Cluster = Message<"agw.v1.Cluster"> & {
    * @generated from field: agw.v1.RetryBudget retry_budget = 10;
    */
   retryBudget?: RetryBudget | undefined;
+
+  /**
+   * The protocol spoken to the endpoints; unspecified means HTTP/1.1.
+   *
+   * @generated from field: agw.v1.UpstreamProtocol protocol = 11;
+   */
+  protocol: UpstreamProtocol;
 };
 
 /**
@@ -452,6 +459,33 @@ export declare type Endpoint = Message<"agw.v1.Endpoint"> & {
  * Use `create(EndpointSchema)` to create a new message.
  */
 export declare const EndpointSchema: GenMessage<Endpoint>;
+
+/**
+ * @generated from enum agw.v1.UpstreamProtocol
+ */
+export enum UpstreamProtocol {
+  /**
+   * @generated from enum value: UPSTREAM_PROTOCOL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: UPSTREAM_PROTOCOL_HTTP1 = 1;
+   */
+  HTTP1 = 1,
+
+  /**
+   * HTTP/2: h2c with prior knowledge on plain connections, h2 by ALPN over TLS.
+   *
+   * @generated from enum value: UPSTREAM_PROTOCOL_HTTP2 = 2;
+   */
+  HTTP2 = 2,
+}
+
+/**
+ * Describes the enum agw.v1.UpstreamProtocol.
+ */
+export declare const UpstreamProtocolSchema: GenEnum<UpstreamProtocol>;
 
 /**
  * @generated from enum agw.v1.LbPolicy

@@ -16,7 +16,7 @@ import type tls from "node:tls";
 import type { ClusterRuntime, Endpoint } from "../runtime/types.ts";
 import { connectTls } from "../tls/connect.ts";
 
-const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
 /** Streams assumed available before the peer's SETTINGS arrive (RFC 9113 §6.5.2 recommends ≥ 100). */
 const INITIAL_STREAM_LIMIT = 100;
@@ -353,9 +353,15 @@ export class H2Call {
     });
     stream.on("end", () => {
       if (this.done || !this.responded) return;
+      // node ends the readable side of a reset stream too: only a clean END_STREAM completes it.
+      const rst = stream.rstCode;
+      if (rst !== undefined && rst !== NGHTTP2_NO_ERROR) {
+        this.fail("reset", "the upstream reset the stream during the response");
+        return;
+      }
       this.done = true;
       // The response is complete: the upstream no longer needs the rest of the request.
-      if (!this.requestEnded && !stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      if (!this.requestEnded && !stream.destroyed) stream.close(NGHTTP2_NO_ERROR);
       const sink = this.sink;
       this.sink = null;
       sink?.onH2End(this.trailers);

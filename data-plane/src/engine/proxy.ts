@@ -619,7 +619,7 @@ class ClientConn implements UpstreamHandler {
    */
   openConnectTunnel(ep: Endpoint, cluster: ClusterRuntime): void {
     this.replayable = false; // never resent: a retry would write an HTTP head into the tunnel
-    const up = this.proxy.pool.connect(ep, cluster, this);
+    const up = this.proxy.pool.tunnel(ep, cluster, this);
     this.upstream = up;
     up.socket.once(cluster.tls !== undefined ? "secureConnect" : "connect", () =>
       this.connectEstablished(up),

@@ -199,6 +199,11 @@ export class UpstreamPool {
     return new TcpUpstreamConn(this, ep, cluster.connectTimeoutMs, handler, cluster.tls);
   }
 
+  /** A new TCP (or TLS) connection for a CONNECT tunnel: raw bytes, whatever the cluster's protocol. */
+  tunnel(ep: Endpoint, cluster: ClusterRuntime, handler: UpstreamHandler): TcpUpstreamConn {
+    return new TcpUpstreamConn(this, ep, cluster.connectTimeoutMs, handler, cluster.tls);
+  }
+
   /** Returns a connection whose exchange completed cleanly; it is closed instead if limits say so. */
   release(conn: UpstreamConn, cluster: ClusterRuntime): void {
     if (!(conn instanceof TcpUpstreamConn)) {

@@ -20,6 +20,7 @@ import type {
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
 import { H2Call, type H2CallSink, type H2FailureKind } from "./h2-upstream.ts";
+import { stream1Headers, UpgradedSocket } from "./h2c-upgrade.ts";
 import {
   clientAddress,
   H2_CONNECTION_FIELDS,
@@ -190,6 +191,13 @@ export class H2Downstream {
       socket.unshift(early);
     }
     this.server.emit("connection", socket);
+  }
+
+  /** A plain socket just answered 101 to `Upgrade: h2c`: `head` becomes stream 1 of its session. */
+  acceptUpgrade(socket: net.Socket, head: RequestHead): void {
+    socket.pause();
+    const upgraded = new UpgradedSocket(socket, stream1Headers(head));
+    this.accept(upgraded as unknown as net.Socket, null, null);
   }
 
   get sessionCount(): number {

@@ -19,6 +19,7 @@ import type {
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { AGW_ERRORS, type AgwErrorCode, codeForStatus, reasonPhrase } from "./errors.ts";
 import { H2_PREFACE, H2Downstream } from "./h2.ts";
+import { asksForH2c, SWITCHING_TO_H2C } from "./h2c-upgrade.ts";
 import { clientAddress, HOP_BY_HOP, hasName, opsAppend, opsDrop, upstreamHead } from "./headers.ts";
 import {
   ChunkedDecoder,
@@ -215,7 +216,7 @@ function kickPending(c: ClientConn): void {
 /**
  * The protocol a request asks to switch to, or "" when it must be handled as a plain request: the
  * Upgrade field counts only with "upgrade" in Connection (RFC 9110 §7.8), on HTTP/1.1, without a body.
- * "h2c" is never tunnelled: the upstream pool speaks HTTP/1.1 to the upstream.
+ * "h2c" is never tunnelled: the gateway itself switches to HTTP/2 (upgradeToH2c) or ignores it.
  */
 function upgradeOf(head: RequestHead, bodyMode: number): string {
   if (head.upgrade === "" || head.minor !== 1 || bodyMode !== B_NONE || !hasName(head.connTokens, "upgrade"))
@@ -413,6 +414,30 @@ class ClientConn implements UpstreamHandler {
     return true;
   }
 
+  /** h2c by Upgrade: plain HTTP/1.1, no body, nothing pipelined behind it; otherwise served as HTTP/1.1. */
+  canUpgradeToH2c(head: RequestHead): boolean {
+    return (
+      this.tls === null &&
+      head.minor === 1 &&
+      this.bodyMode === B_NONE &&
+      this.buf === null &&
+      !this.proxy.draining &&
+      asksForH2c(head)
+    );
+  }
+
+  /** 101, then the socket is an HTTP/2 session whose stream 1 is this request (h2c-upgrade.ts). */
+  upgradeToH2c(head: RequestHead): void {
+    const socket = this.socket;
+    this.phase = P_CLOSED;
+    this.timer.stop();
+    for (const event of ["data", "drain", "end", "close"]) socket.removeAllListeners(event);
+    socket.allowHalfOpen = false;
+    this.proxy.forget(this);
+    socket.write(SWITCHING_TO_H2C, "latin1");
+    this.proxy.http2().acceptUpgrade(socket, head);
+  }
+
   closeIfIdle(): void {
     if (this.phase === P_HEAD && this.buf === null) this.socket.destroy();
   }
@@ -480,6 +505,10 @@ class ClientConn implements UpstreamHandler {
       this.reqBodyDone = false;
     }
     this.upgrade = upgradeOf(head, this.bodyMode);
+    if (head.upgrade !== "" && this.upgrade === "" && this.canUpgradeToH2c(head)) {
+      this.upgradeToH2c(head);
+      return;
+    }
 
     // The only read of the config for this request: everything below uses these references.
     const limits = this.limits;

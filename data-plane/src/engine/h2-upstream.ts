@@ -80,8 +80,13 @@ class H2Session {
       // Registered before http2.connect's own listener, so a wrong protocol never reaches the session.
       s.once("secureConnect", () => this.checkAlpn(s));
       s.on("error", (e: Error & { code?: string }) => {
-        if (tcpConnected && !this.connected && this.tlsFailure === null)
-          this.tlsFailure = e.code ? `${e.message} (${e.code})` : e.message;
+        if (!tcpConnected || this.connected || this.tlsFailure !== null) return;
+        this.tlsFailure =
+          e.code === "ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL"
+            ? "the upstream did not negotiate h2 by ALPN (it has no protocol in common with [h2])"
+            : e.code
+              ? `${e.message} (${e.code})`
+              : e.message;
       });
       socket = s;
     } else {

@@ -254,6 +254,21 @@ ${extra}`;
     assert.equal(err?.code, grpc.status.DEADLINE_EXCEEDED);
   });
 
+  it("calls are counted in the metrics like any request, per route and cluster", async () => {
+    const text = await (await fetch(`http://127.0.0.1:${adminPort}/stats/prometheus`)).text();
+    const m =
+      /agw_downstream_requests_total\{listener="web",route="echo",cluster="echo",code_class="2xx"\} (\d+)/.exec(
+        text,
+      );
+    assert.ok(
+      m && Number(m[1]) >= 5,
+      text
+        .split("\n")
+        .filter((l) => l.includes("downstream_requests"))
+        .join("\n"),
+    );
+  });
+
   it("a cluster without endpoints: UNAVAILABLE with the gateway's reason", async () => {
     const { err } = await unary({ text: "x" }, {}, "/agw.test.Nowhere/Unary");
     assert.equal(err?.code, grpc.status.UNAVAILABLE);

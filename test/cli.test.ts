@@ -137,8 +137,10 @@ test("quickstart: agw run with the demo upstream answers curl through the gatewa
     "127.0.0.1:0",
   ]);
   t.after(() => proc.stop());
-  await waitFor(`"AGW is running"\n${proc.output()}`, () =>
-    proc.output().includes("AGW is running") ? true : undefined,
+  await waitFor(
+    `"AGW is running"\n${proc.output()}`,
+    () => (proc.output().includes("AGW is running") ? true : undefined),
+    30_000,
   );
   assert.match(proc.output(), new RegExp(`curl http://localhost:${listenerPort}/`));
   assert.equal((await get(`http://127.0.0.1:${adminPort}/ready`)).status, 200);

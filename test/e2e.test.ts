@@ -105,12 +105,13 @@ test("one control plane, two data planes: live edits, invalid config, control pl
       ),
     );
 
-  await allRoute("v1", 15_000);
+  // Bounds, not expectations: three processes start on a machine that may be busy.
+  await allRoute("v1", 30_000);
 
   // A live edit reaches both data planes.
   const editedAt = Date.now();
   save(file, config(port, originPort, [{ name: "v2", prefix: "/" }]));
-  await allRoute("v2", 5_000);
+  await allRoute("v2", 15_000);
   t.diagnostic(`config edit visible on both data planes after ${Date.now() - editedAt} ms`);
 
   // An invalid file: both keep serving v2; validate names the line.

@@ -301,7 +301,9 @@ test("Delta: NACK is recorded and the ACKed version kept; make-before-break orde
 });
 
 test("a burst of 1000 changes is coalesced into a bounded number of pushes", async (t) => {
-  const cache = new SnapshotCache({ minIntervalMs: 50 });
+  // The interval only has to outlast the loop below: 2 s leaves room for a machine under heavy load
+  // (at 50 ms the loop overran it once at load average 14, and two pushes went out).
+  const cache = new SnapshotCache({ minIntervalMs: 2000 });
   t.after(() => cache.close());
   cache.set(snapshot([route("a")]));
   let published = 0;

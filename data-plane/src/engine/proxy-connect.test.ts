@@ -24,7 +24,7 @@ function until(what: string, cond: () => boolean): Promise<true> {
 
 function connectTo(port: number, version: string, allow = true): RuntimeConfig {
   return config(
-    "v" + version,
+    `v${version}`,
     [{ prefix: "/", cluster: "c", connect: allow }],
     [cluster("c", [endpoint(port)])],
   );

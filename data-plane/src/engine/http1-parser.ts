@@ -262,13 +262,28 @@ function hostOnly(v: string): string {
   return (colon < 0 ? v : v.slice(0, colon)).toLowerCase();
 }
 
-/** Header fields (lines 1..n). Shared by requests and responses; request-only rules are applied by the caller. */
+/**
+ * The head's bytes as one latin1 string: fields are then cut from it with String#slice. With a
+ * buf.toString() per name and per value, the native latin1Slice was ~40% of the parse; one string per
+ * head made a browser-like 9-field request head 2.72 → 1.63 µs and nginx's 5-field response head
+ * 1.47 → 0.94 µs (fastest of 15 alternating rounds, Node 24, 2026-11-25; bench/parser.ts).
+ */
+function headText(buf: Buffer, bounds: readonly number[]): string {
+  return buf.toString("latin1", bounds[0] as number, bounds[bounds.length - 1] as number);
+}
+
+/**
+ * Header fields (lines 1..n). Shared by requests and responses; request-only rules are applied by the
+ * caller. `text` is headText(buf, bounds): offset `base` in buf is index 0 in text.
+ */
 function parseFields(
   buf: Buffer,
+  text: string,
   bounds: readonly number[],
   head: MessageHead,
   req: RequestHead | null,
 ): HeadError | null {
+  const base = bounds[0] as number;
   let teValue: string | null = null;
   let sawHost = false;
   for (let k = 2; k < bounds.length; k += 2) {
@@ -286,9 +301,9 @@ function parseFields(
     let ve = e;
     while (vs < ve && isOWS(buf[vs] as number)) vs++;
     while (ve > vs && isOWS(buf[ve - 1] as number)) ve--;
-    const rawName = buf.toString("latin1", s, c);
+    const rawName = text.slice(s - base, c - base);
     const name = rawName.toLowerCase();
-    const value = buf.toString("latin1", vs, ve);
+    const value = text.slice(vs - base, ve - base);
     switch (name) {
       case "content-length": {
         const n = parseLength(value);
@@ -362,7 +377,8 @@ export function parseRequestHead(buf: Buffer, sc: HeadScanner, out: RequestHead)
   let i = s;
   while (i < e && TCHAR[buf[i] as number] === 1) i++;
   if (i === s || i === e || buf[i] !== SP) return HEAD_ERRORS.method;
-  out.method = buf.toString("latin1", s, i);
+  const text = headText(buf, b);
+  out.method = text.slice(0, i - s);
   const ts = ++i;
   while (i < e && TARGET[buf[i] as number] === 1) i++;
   if (i === ts || i === e || buf[i] !== SP) return HEAD_ERRORS.target;
@@ -371,9 +387,9 @@ export function parseRequestHead(buf: Buffer, sc: HeadScanner, out: RequestHead)
   if (minor === -2) return HEAD_ERRORS.version;
   if (minor === -1) return HEAD_ERRORS.versionUnsupported;
   out.minor = minor;
-  const target = buf.toString("latin1", ts, te);
+  const target = text.slice(ts - s, te - s);
   out.target = target;
-  const e1 = parseFields(buf, b, out, out);
+  const e1 = parseFields(buf, text, b, out, out);
   if (e1 !== null) return e1;
   if (out.method === "CONNECT") return connectTarget(out, target);
 
@@ -462,8 +478,9 @@ export function parseResponseHead(buf: Buffer, sc: HeadScanner, out: ResponseHea
   if (status < 100) return HEAD_ERRORS.statusLine;
   out.minor = minor;
   out.status = status;
-  out.reason = e - s > 13 ? buf.toString("latin1", s + 13, e) : "";
-  const fe = parseFields(buf, b, out, null);
+  const text = headText(buf, b);
+  out.reason = e - s > 13 ? text.slice(13, e - s) : "";
+  const fe = parseFields(buf, text, b, out, null);
   if (fe !== null) return { status: 502, message: `upstream: ${fe.message}` };
   return null;
 }

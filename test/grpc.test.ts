@@ -9,7 +9,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { agw, freePort, type Proc, tempDir, waitFor } from "./helpers.ts";
+import { freePort, type Proc, startGateway, tempDir, waitFor } from "./helpers.ts";
 
 interface Msg {
   readonly text?: string;
@@ -99,7 +99,6 @@ describe("gRPC through a protocol: http2 cluster", { timeout: 60_000 }, () => {
     const dir = tempDir();
     file = join(dir, "config.yaml");
     const port = await freePort();
-    adminPort = await freePort();
     yaml = (extra) => `listeners:
   - name: web
     address: 127.0.0.1
@@ -116,22 +115,7 @@ clusters:
     endpoints: []
 ${extra}`;
     writeFileSync(file, yaml(""));
-    gw = agw([
-      "run",
-      "-c",
-      file,
-      "--xds-listen",
-      "127.0.0.1:0",
-      "--admin",
-      `127.0.0.1:${adminPort}`,
-      "--cp-admin",
-      "127.0.0.1:0",
-    ]);
-    await waitFor(
-      `the gateway ready\n${gw.output()}`,
-      async () => ((await fetch(`http://127.0.0.1:${adminPort}/ready`)).status === 200 ? true : undefined),
-      20_000,
-    );
+    ({ proc: gw, adminPort } = await startGateway(file));
     client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   });
 

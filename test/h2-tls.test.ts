@@ -11,7 +11,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
-import { agw, freePort, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import { freePort, requireOrSkip, startGateway, tempDir, waitFor } from "./helpers.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 const run = promisify(execFile);
@@ -24,7 +24,7 @@ test("curl --http2 over TLS (ALPN h2): proxied, counted in metrics, access-logge
   const origin = http.createServer((req, res) => res.end(`origin ${req.url} ${req.httpVersion}\n`));
   await new Promise<void>((resolve) => origin.listen(0, "127.0.0.1", resolve));
   const originPort = (origin.address() as AddressInfo).port;
-  const [port, adminPort] = await Promise.all([freePort(), freePort()]);
+  const port = await freePort();
   const file = join(dir, "config.yaml");
   writeFileSync(
     file,
@@ -46,28 +46,9 @@ clusters:
 `,
   );
   const accessLog = join(dir, "access.log");
-  const gw = agw([
-    "run",
-    "-c",
-    file,
-    "--xds-listen",
-    "127.0.0.1:0",
-    "--admin",
-    `127.0.0.1:${adminPort}`,
-    "--cp-admin",
-    "127.0.0.1:0",
-    "--access-log",
-    accessLog,
-  ]);
-  t.after(async () => {
-    await gw.stop();
-    origin.close();
-  });
-  await waitFor(
-    `the gateway ready\n${gw.output()}`,
-    async () => ((await fetch(`http://127.0.0.1:${adminPort}/ready`)).status === 200 ? true : undefined),
-    20_000,
-  );
+  t.after(() => origin.close());
+  const { proc: gw, adminPort } = await startGateway(file, ["--access-log", accessLog]);
+  t.after(() => gw.stop());
 
   const { stdout } = await run("curl", [
     "-sS",

@@ -13,7 +13,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
-import { agw, freePort, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import { freePort, requireOrSkip, startGateway, tempDir } from "./helpers.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 const run = promisify(execFile);
@@ -52,7 +52,7 @@ test("protocol: http2 clusters (h2c and h2 over TLS) through agw run, with curl 
     );
   const [h2cPort, h2tlsPort, h1tlsPort] = await Promise.all([listen(h2c), listen(h2tls), listen(h1tls)]);
 
-  const [port, adminPort] = await Promise.all([freePort(), freePort()]);
+  const port = await freePort();
   const file = join(dir, "config.yaml");
   writeFileSync(
     file,
@@ -81,28 +81,13 @@ clusters:
     endpoints: ["127.0.0.1:${h1tlsPort}"]
 `,
   );
-  const gw = agw([
-    "run",
-    "-c",
-    file,
-    "--xds-listen",
-    "127.0.0.1:0",
-    "--admin",
-    `127.0.0.1:${adminPort}`,
-    "--cp-admin",
-    "127.0.0.1:0",
-  ]);
-  t.after(async () => {
-    await gw.stop();
+  t.after(() => {
     h2c.close();
     h2tls.close();
     h1tls.close();
   });
-  await waitFor(
-    `the gateway ready\n${gw.output()}`,
-    async () => ((await fetch(`http://127.0.0.1:${adminPort}/ready`)).status === 200 ? true : undefined),
-    20_000,
-  );
+  const { proc: gw } = await startGateway(file);
+  t.after(() => gw.stop());
 
   const curl = async (...args: string[]) =>
     (await run("curl", ["-sS", "--raw", "-i", "--max-time", "10", ...args])).stdout.replace(/\r\n/g, "\n");

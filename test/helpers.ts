@@ -95,6 +95,45 @@ export function agw(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   );
 }
 
+export interface RunningGateway {
+  proc: Proc;
+  /** The data plane's admin port (/ready, /config_dump, /stats/prometheus). */
+  adminPort: number;
+  /** The control plane's admin port (/dataplanes). */
+  cpAdminPort: number;
+}
+
+/**
+ * `agw run -c file [extra]` on loopback ports of its own (xDS, both admins), returned once its data
+ * plane answers /ready; on a timeout the process is stopped and its output is in the error.
+ */
+export async function startGateway(file: string, extra: string[] = []): Promise<RunningGateway> {
+  const [xds, adminPort, cpAdminPort] = await Promise.all([freePort(), freePort(), freePort()]);
+  const proc = agw([
+    "run",
+    "-c",
+    file,
+    "--xds-listen",
+    `127.0.0.1:${xds}`,
+    "--admin",
+    `127.0.0.1:${adminPort}`,
+    "--cp-admin",
+    `127.0.0.1:${cpAdminPort}`,
+    ...extra,
+  ]);
+  try {
+    await waitFor(
+      "the data plane ready",
+      async () => ((await get(`http://127.0.0.1:${adminPort}/ready`)).status === 200 ? true : undefined),
+      30_000,
+    );
+  } catch (e) {
+    await proc.stop();
+    throw new Error(`${(e as Error).message}\n${proc.output()}`);
+  }
+  return { proc, adminPort, cpAdminPort };
+}
+
 /** GET through the gateway with fetch; returns status, body and headers. */
 export async function get(url: string, headers: Record<string, string> = {}) {
   const res = await fetch(url, { headers, signal: AbortSignal.timeout(5_000) });

@@ -9,7 +9,7 @@ import http from "node:http";
 import net, { type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
-import { agw, freePort, tempDir, waitFor } from "./helpers.ts";
+import { freePort, startGateway, tempDir, waitFor } from "./helpers.ts";
 
 function save(file: string, text: string): void {
   writeFileSync(`${file}.tmp`, text);
@@ -68,26 +68,10 @@ test("a removed listener drains: idle keep-alive closed, in-flight request finis
   t.after(() => origin.close());
   const originPort = (origin.address() as AddressInfo).port;
 
-  const [keep, gone, xds, admin, cpAdmin] = await Promise.all([
-    freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
-  ]);
+  const [keep, gone] = await Promise.all([freePort(), freePort()]);
   const file = join(tempDir(), "config.yaml");
   save(file, config({ keep, gone }, originPort));
-  const gw = agw([
-    "run",
-    "-c",
-    file,
-    "--xds-listen",
-    `127.0.0.1:${xds}`,
-    "--admin",
-    `127.0.0.1:${admin}`,
-    "--cp-admin",
-    `127.0.0.1:${cpAdmin}`,
-  ]);
+  const { proc: gw } = await startGateway(file);
   t.after(() => gw.stop());
   await waitFor(
     "both listeners",

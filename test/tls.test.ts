@@ -13,7 +13,15 @@ import { join } from "node:path";
 import { test } from "node:test";
 import tls from "node:tls";
 import { promisify } from "node:util";
-import { agw, freePort, get, type Proc, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import {
+  freePort,
+  get,
+  type RunningGateway,
+  requireOrSkip,
+  startGateway,
+  tempDir,
+  waitFor,
+} from "./helpers.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 const run = promisify(execFile);
@@ -61,41 +69,9 @@ async function startOrigin(): Promise<Origin> {
   return origin;
 }
 
-interface Gateway {
-  proc: Proc;
-  cpAdmin: number;
-  dpAdmin: number;
-}
-
-async function startGateway(file: string): Promise<Gateway> {
-  const [xds, dpAdmin, cpAdmin] = await Promise.all([freePort(), freePort(), freePort()]);
-  const proc = agw([
-    "run",
-    "-c",
-    file,
-    "--xds-listen",
-    `127.0.0.1:${xds}`,
-    "--admin",
-    `127.0.0.1:${dpAdmin}`,
-    "--cp-admin",
-    `127.0.0.1:${cpAdmin}`,
-  ]);
-  try {
-    await waitFor(
-      "the data plane ready",
-      async () => ((await get(`http://127.0.0.1:${dpAdmin}/ready`)).status === 200 ? true : undefined),
-      20_000,
-    );
-  } catch (e) {
-    await proc.stop();
-    throw new Error(`${(e as Error).message}\n${proc.output()}`);
-  }
-  return { proc, cpAdmin, dpAdmin };
-}
-
 /** The last NACK the control plane recorded for the Secret type, if any. */
-async function secretNack(gw: Gateway): Promise<{ version: string; message: string } | undefined> {
-  const res = await get(`http://127.0.0.1:${gw.cpAdmin}/dataplanes`);
+async function secretNack(gw: RunningGateway): Promise<{ version: string; message: string } | undefined> {
+  const res = await get(`http://127.0.0.1:${gw.cpAdminPort}/dataplanes`);
   const dps = JSON.parse(res.body) as Array<{
     types: Record<string, { last_nack?: { version: string; message: string } }>;
   }>;
@@ -458,9 +434,9 @@ ${
       assert.doesNotMatch(nack.message, /BEGIN|PRIVATE/, "the error never carries key material");
       assert.equal(await served(), good, `${what}: the previous certificate still serves`);
     }
-    const dump = await get(`http://127.0.0.1:${gw.dpAdmin}/config_dump`);
+    const dump = await get(`http://127.0.0.1:${gw.adminPort}/config_dump`);
     assert.doesNotMatch(dump.body, /BEGIN|PRIVATE KEY/);
-    const cpDump = await get(`http://127.0.0.1:${gw.cpAdmin}/config_dump`);
+    const cpDump = await get(`http://127.0.0.1:${gw.cpAdminPort}/config_dump`);
     assert.doesNotMatch(cpDump.body, /BEGIN|PRIVATE KEY/);
     assert.doesNotMatch(gw.proc.output(), /BEGIN|PRIVATE KEY/, "nothing logged key material");
   });

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import http from "node:http";
+import http2 from "node:http2";
 import type net from "node:net";
 import { after, describe, it } from "node:test";
 import { translateConfig } from "@agw/control-plane/translator";
@@ -61,12 +62,15 @@ interface Upstream {
   failNext: number;
   delayMs: number;
   healthy: boolean;
-  server: http.Server;
+  /** Request bodies received, in order. */
+  bodies: string[];
+  server: http.Server | http2.Http2Server;
   close(): Promise<void>;
   start(port?: number): Promise<void>;
 }
 
-async function upstream(name: string): Promise<Upstream> {
+/** An HTTP/1.1 origin, or an h2c one (for clusters with protocol: http2) answering the same way. */
+async function upstream(name: string, h2c = false): Promise<Upstream> {
   const u: Upstream = {
     name,
     port: 0,
@@ -74,16 +78,18 @@ async function upstream(name: string): Promise<Upstream> {
     failNext: 0,
     delayMs: 0,
     healthy: true,
+    bodies: [],
     server: http.createServer(),
     async close() {
-      u.server.closeAllConnections();
+      if (u.server instanceof http.Server) u.server.closeAllConnections();
+      else for (const s of sessions) s.destroy();
       await new Promise<void>((r) => u.server.close(() => r()));
     },
     async start(port = 0) {
-      u.server = http.createServer({ keepAliveTimeout: 30000 }, (req, res) => {
+      const handle = (req: http.IncomingMessage | http2.Http2ServerRequest, res: Answer) => {
         if (req.url === "/healthz") {
           res.statusCode = u.healthy ? 200 : 503;
-          res.end();
+          res.end("");
           return;
         }
         u.hits++;
@@ -95,16 +101,41 @@ async function upstream(name: string): Promise<Upstream> {
           res.setHeader("x-upstream", name);
           res.end(name);
         };
-        if (u.delayMs > 0) setTimeout(answer, u.delayMs);
-        else answer();
-      });
+        // The request body is read whole first, so a retry's resent body is seen like the first one.
+        let body = "";
+        req.on("data", (c: Buffer) => {
+          body += c.toString();
+        });
+        req.on("end", () => {
+          u.bodies.push(body);
+          if (u.delayMs > 0) setTimeout(answer, u.delayMs);
+          else answer();
+        });
+      };
+      if (h2c) {
+        const server = http2.createServer(handle);
+        server.on("session", (s: http2.ServerHttp2Session) => {
+          sessions.add(s);
+          s.on("close", () => sessions.delete(s));
+        });
+        u.server = server;
+      } else {
+        u.server = http.createServer({ keepAliveTimeout: 30000 }, handle);
+      }
       await new Promise<void>((r) => u.server.listen(port, "127.0.0.1", r));
       u.port = (u.server.address() as net.AddressInfo).port;
     },
   };
+  const sessions = new Set<http2.ServerHttp2Session>();
   await u.start();
   return u;
 }
+
+type Answer = {
+  statusCode: number;
+  setHeader(name: string, value: string): unknown;
+  end(body: string): unknown;
+};
 
 function yaml(cluster: string, endpoints: Upstream[], route = ""): string {
   return `listeners:
@@ -126,6 +157,43 @@ async function fetchVia(port: number, path = "/", headers: Record<string, string
   return { status: res.status, headers: res.headers, body: await res.text() };
 }
 
+interface H2Result {
+  status: number;
+  headers: http2.IncomingHttpHeaders;
+  body: string;
+}
+
+/** One request over HTTP/2 (h2c with prior knowledge, as curl --http2-prior-knowledge sends it). */
+async function h2Via(
+  port: number,
+  init: { method?: string; headers?: http2.OutgoingHttpHeaders; body?: string } = {},
+): Promise<H2Result> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  try {
+    return await new Promise<H2Result>((resolve, reject) => {
+      session.on("error", reject);
+      const req = session.request(
+        { ":method": init.method ?? "GET", ":path": "/", ...init.headers },
+        { endStream: init.body === undefined },
+      );
+      let headers: http2.IncomingHttpHeaders = {};
+      let body = "";
+      req.setEncoding("utf8");
+      req.on("response", (h) => {
+        headers = h;
+      });
+      req.on("data", (c: string) => {
+        body += c;
+      });
+      req.on("end", () => resolve({ status: Number(headers[":status"]), headers, body }));
+      req.on("error", reject);
+      if (init.body !== undefined) req.end(init.body);
+    });
+  } finally {
+    session.close();
+  }
+}
+
 async function countBy(port: number, n: number, headers?: (i: number) => Record<string, string>) {
   const counts = new Map<string, number>();
   for (let i = 0; i < n; i++) {
@@ -141,10 +209,10 @@ describe("traffic policies through the proxy", () => {
     for (const c of closers) await c();
   });
 
-  async function setup(n: number, cluster: string, route = "") {
+  async function setup(n: number, cluster: string, route = "", h2c = false) {
     const ups: Upstream[] = [];
     for (let i = 0; i < n; i++) {
-      const u = await upstream(`u${i}`);
+      const u = await upstream(`u${i}`, h2c);
       ups.push(u);
       closers.push(() => u.close());
     }
@@ -348,4 +416,92 @@ ${ups.map((u, i) => `      - { address: 127.0.0.1, port: ${u.port}, weight: ${i 
       assert.equal(after.get("u1"), 10);
     },
   );
+
+  for (const h2c of [false, true]) {
+    const kind = h2c ? "an HTTP/2 (h2c) upstream" : "an HTTP/1.1 upstream";
+    const protocol = h2c ? "    protocol: http2\n" : "";
+
+    it(
+      `HTTP/2 clients to ${kind}: a 5xx is retried (x-agw-attempts), a POST only when allowed, its body resent`,
+      T,
+      async () => {
+        const s = await setup(
+          1,
+          protocol,
+          "        retry: { retries: 2, retryOn: [5xx], backoffBase: 1ms }",
+          h2c,
+        );
+        const u = s.ups[0] as Upstream;
+        u.failNext = 503;
+        const r = await h2Via(s.port);
+        assert.equal(r.status, 200);
+        assert.equal(r.body, "u0");
+        assert.equal(r.headers["x-agw-attempts"], "2");
+        assert.equal(u.hits, 2);
+        u.failNext = 503;
+        const post = await h2Via(s.port, { method: "POST", body: "x" });
+        assert.equal(post.status, 503);
+        assert.equal(post.headers["x-agw-attempts"], "1");
+
+        const t = await setup(
+          1,
+          protocol,
+          "        retry: { retries: 1, retryOn: [5xx], backoffBase: 1ms, retryNonIdempotent: true }",
+          h2c,
+        );
+        const v = t.ups[0] as Upstream;
+        v.failNext = 503;
+        const resent = await h2Via(t.port, { method: "POST", body: "payload" });
+        assert.equal(resent.status, 200);
+        assert.equal(resent.headers["x-agw-attempts"], "2");
+        assert.deepEqual(v.bodies, ["payload", "payload"]);
+      },
+    );
+
+    it(
+      `HTTP/2 clients to ${kind}: a dead endpoint and a slow one (per-try timeout) are retried on another`,
+      T,
+      async () => {
+        const s = await setup(2, protocol, "        retry: { retries: 1, backoffBase: 1ms }", h2c);
+        await (s.ups[0] as Upstream).close();
+        for (let i = 0; i < 4; i++) {
+          const r = await h2Via(s.port);
+          assert.equal(r.status, 200);
+          assert.equal(r.body, "u1");
+        }
+        const t = await setup(
+          2,
+          protocol,
+          "        retry: { retries: 1, perTryTimeout: 1s, backoffBase: 1ms }",
+          h2c,
+        );
+        (t.ups[0] as Upstream).delayMs = 20_000;
+        const answers = [await h2Via(t.port), await h2Via(t.port)];
+        for (const r of answers) {
+          assert.equal(r.status, 200);
+          assert.equal(r.body, "u1");
+        }
+        // Round robin sends at least one of the two to the slow endpoint first.
+        assert.ok(answers.some((r) => r.headers["x-agw-attempts"] === "2"));
+      },
+    );
+
+    it(
+      `HTTP/2 clients to ${kind}: the session-affinity cookie is set, then pins later requests`,
+      T,
+      async () => {
+        const s = await setup(3, `${protocol}    sessionAffinity: { cookie: agw-sticky, ttl: 1h }`, "", h2c);
+        const first = await h2Via(s.port);
+        const cookies = [first.headers["set-cookie"] ?? []].flat();
+        assert.equal(cookies.length, 1, String(cookies));
+        assert.match(cookies[0] as string, /^agw-sticky=[0-9a-z]+; Path=\/; Max-Age=3600; HttpOnly$/);
+        const value = (cookies[0] as string).split(";")[0] as string;
+        for (let i = 0; i < 10; i++) {
+          const r = await h2Via(s.port, { headers: { cookie: value } });
+          assert.equal(r.body, first.body);
+          assert.equal(r.headers["set-cookie"], undefined);
+        }
+      },
+    );
+  }
 });

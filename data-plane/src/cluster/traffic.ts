@@ -105,13 +105,23 @@ export class RequestTraffic {
   responseHeaders(): string {
     let h = this.extraResponseHeaders;
     if (this.retry !== null) h += `x-agw-attempts: ${this.attempts}\r\n`;
+    const cookie = this.affinitySetCookie();
+    if (cookie !== "") h += `set-cookie: ${cookie}\r\n`;
+    return h;
+  }
+
+  /** Whether the response reports `x-agw-attempts` (the route has a retry policy). */
+  get reportsAttempts(): boolean {
+    return this.retry !== null;
+  }
+
+  /** The affinity cookie to set (the client's does not name this endpoint), "" when none is needed. */
+  affinitySetCookie(): string {
     const affinity = this.cluster?.affinity;
     const ep = this.endpoint;
-    if (affinity !== undefined && ep !== null) {
-      const token = cookieValue(this.req?.header("cookie"), affinity.cookie);
-      if (token !== affinityToken(ep)) h += `set-cookie: ${affinityCookie(affinity, ep)}\r\n`;
-    }
-    return h;
+    if (affinity === undefined || ep === null) return "";
+    const token = cookieValue(this.req?.header("cookie"), affinity.cookie);
+    return token !== affinityToken(ep) ? affinityCookie(affinity, ep) : "";
   }
 
   /** The request is over (answered, failed or aborted): releases everything it held. Idempotent. */

@@ -23,7 +23,7 @@ const INITIAL_STREAM_LIMIT = 100;
 /** The most streams one session carries, whatever the peer allows. */
 const MAX_STREAMS_PER_SESSION = 1000;
 /** Body bytes kept so a refused stream can be resent; a larger body is sent once. */
-const MAX_REPLAY_BYTES = 65536;
+export const MAX_REPLAY_BYTES = 65536;
 /** Resends of one request after refused streams. */
 const MAX_REFUSED_RESENDS = 3;
 

@@ -14,12 +14,13 @@ import type {
   ClusterRuntime,
   CompiledRoute,
   Endpoint,
+  HeaderOps,
   ListenerLimits,
   RuntimeConfig,
 } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
-import { H2Call, type H2CallSink, type H2FailureKind } from "./h2-upstream.ts";
+import { H2Call, type H2CallSink, type H2FailureKind, MAX_REPLAY_BYTES } from "./h2-upstream.ts";
 import { stream1Headers, UpgradedSocket } from "./h2c-upgrade.ts";
 import {
   clientAddress,
@@ -32,7 +33,7 @@ import {
 } from "./headers.ts";
 import { ChunkedDecoder, HeadScanner, parseResponseHead, RequestHead, ResponseHead } from "./http1-parser.ts";
 import type { HttpProxy } from "./proxy.ts";
-import type { UpstreamConn, UpstreamHandler } from "./upstream-pool.ts";
+import type { UpstreamConn, UpstreamHandler, UpstreamSocket } from "./upstream-pool.ts";
 
 /** The client preface of HTTP/2 (RFC 9113 §3.4); an h2c client with prior knowledge starts with it. */
 export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
@@ -103,6 +104,10 @@ export function grpcTimeoutMs(v: string | undefined): number {
 
 function onStreamTimer(x: H2Exchange): void {
   x.onTimeout();
+}
+
+function retryAttempt(x: H2Exchange, body: readonly Buffer[]): void {
+  x.retryAttempt(body);
 }
 
 /** Whether two limits give HTTP/2 sessions the same server settings. */
@@ -262,11 +267,16 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   status = 0;
   errorCode = "";
   reported = false;
+  /** Circuit breaking, attempt accounting (least request, outlier detection) and retries, as on HTTP/1.1. */
+  readonly traffic = new RequestTraffic(() => this.onPerTryTimeout());
   /**
-   * Circuit breaking and attempt accounting (least request, outlier detection) as on HTTP/1.1.
-   * Retries are not done on HTTP/2 streams yet: every attempt is reported as not replayable.
+   * The request body sent to an HTTP/1.1 upstream so far, kept (up to MAX_REPLAY_BYTES, as an H2Call
+   * does) so another attempt can resend it; null once over that.
    */
-  readonly traffic = new RequestTraffic(noop);
+  sentBody: Buffer[] | null = [];
+  sentBytes = 0;
+  /** What another attempt resends (set by canReplay()). */
+  replayBody: readonly Buffer[] | null = null;
 
   constructor(
     h2: H2Downstream,
@@ -508,9 +518,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
       return;
     }
     this.upHead = this.buildUpstreamHead(route, ep);
-    const up = this.h2.proxy.pool.acquire(ep, cluster, this);
-    this.upstream = up;
-    up.socket.write(this.upHead, "latin1");
+    this.sendHttp1(this.h2.proxy.pool.acquire(ep, cluster, this), []);
     if (this.bodyMode !== B_NONE) {
       const stream = this.stream;
       stream.on("data", (chunk: Buffer) => this.onRequestData(chunk));
@@ -545,24 +553,19 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
 
   onH2Response(headers: http2.IncomingHttpHeaders, endStream: boolean): void {
     const status = Number(headers[":status"]);
-    if (this.traffic.responseStarted(status, this.callReplayable())) {
-      this.retryH2();
+    if (this.traffic.responseStarted(status, this.canReplay())) {
+      this.policyRetry();
       return;
     }
     this.status = status;
-    const route = this.route as CompiledRoute;
-    const ops = route.responseHeaders;
+    const ops = (this.route as CompiledRoute).responseHeaders;
     const out: http2.OutgoingHttpHeaders = { ":status": status };
     for (const name in headers) {
       if (!h2ResponseFieldAllowed(name) || name === "x-request-id" || opsDrop(ops, name)) continue;
       const v = headers[name];
       if (v !== undefined) out[name] = v;
     }
-    if (!opsDrop(ops, "x-request-id")) out["x-request-id"] = this.requestId;
-    const cors = route.local?.corsHeaders(this.head as RequestHead);
-    if (cors !== undefined) for (const [n, v] of cors) addHeader(out, n, v);
-    for (const [n, v] of ops.set) out[n.toLowerCase()] = v;
-    for (const [n, v] of ops.add) addHeader(out, n.toLowerCase(), v);
+    this.addGatewayFields(out, ops);
     this.resHeadSent = true;
     const stream = this.stream;
     if (stream.destroyed) return;
@@ -597,14 +600,16 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   }
 
   onH2Failure(kind: H2FailureKind, message: string, afterHead: boolean): void {
-    this.call = null;
     if (afterHead) {
+      this.call = null;
       this.resetStream();
       return;
     }
+    const replayable = this.canReplay();
+    this.call = null;
     const outcome = kind === "connect_timeout" ? "timeout" : kind === "reset" ? "reset" : "connect_failure";
-    if (this.traffic.attemptFailed(outcome, this.replayableBody !== null)) {
-      this.retryH2();
+    if (this.traffic.attemptFailed(outcome, replayable)) {
+      this.policyRetry();
       return;
     }
     switch (kind) {
@@ -622,41 +627,55 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     }
   }
 
-  /** The body sent so far when the whole request is at hand for another attempt; null otherwise. */
-  replayableBody: readonly Buffer[] | null = null;
-
-  callReplayable(): boolean {
+  /** Whether another attempt could resend the whole request; keeps what it would resend in replayBody. */
+  canReplay(): boolean {
     const call = this.call;
-    this.replayableBody = call !== null && this.reqBodyDone && call.replayable ? call.sentBody : null;
-    return this.replayableBody !== null;
+    if (!this.reqBodyDone) this.replayBody = null;
+    else if (call !== null) this.replayBody = call.replayable ? call.sentBody : null;
+    else this.replayBody = this.sentBody;
+    return this.replayBody !== null;
   }
 
   /** The retry policy wants another attempt: after its backoff, on another endpoint when there is one. */
-  retryH2(): void {
-    const body = this.replayableBody ?? [];
+  policyRetry(): void {
+    const body = this.replayBody ?? [];
     this.dropUpstream();
     const delay = this.traffic.backoffMs();
-    const again = () => {
-      if (this.done) return;
-      const ep = this.traffic.nextEndpoint(this.clientIp);
-      if (ep === undefined) {
-        this.sendLocal(503, AGW_ERRORS.AGW_ERR_NO_HEALTHY_UPSTREAM, "the cluster has no endpoint");
-        return;
-      }
-      this.endpoint = ep;
-      this.traffic.attemptStarted(ep);
+    if (delay > 0) setTimeout(retryAttempt, delay, this, body);
+    else this.retryAttempt(body);
+  }
+
+  retryAttempt(body: readonly Buffer[]): void {
+    if (this.done) return;
+    const ep = this.traffic.nextEndpoint(this.clientIp);
+    if (ep === undefined) {
+      this.sendLocal(503, AGW_ERRORS.AGW_ERR_NO_HEALTHY_UPSTREAM, "the cluster has no endpoint");
+      return;
+    }
+    this.endpoint = ep;
+    this.traffic.attemptStarted(ep);
+    const cluster = this.cluster as ClusterRuntime;
+    const pool = this.h2.proxy.pool;
+    if (cluster.http2 === true)
       this.call = new H2Call(
-        this.h2.proxy.pool.h2,
+        pool.h2,
         ep,
-        this.cluster as ClusterRuntime,
+        cluster,
         this.h2Headers as http2.OutgoingHttpHeaders,
         true,
         this,
         body,
       );
-    };
-    if (delay > 0) setTimeout(again, delay);
-    else again();
+    else this.sendHttp1(pool.connect(ep, cluster, this), body);
+  }
+
+  /** The per-try timeout of the route's retry policy passed before the response head. */
+  onPerTryTimeout(): void {
+    if (this.done || this.resHeadSent || (this.upstream === null && this.call === null)) return;
+    const replayable = this.canReplay();
+    this.dropUpstream();
+    if (this.traffic.attemptFailed("timeout", replayable)) this.policyRetry();
+    else this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_TIMEOUT, "the upstream did not respond in time");
   }
 
   completeH2(): void {
@@ -705,18 +724,39 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
       if (!call.write(chunk)) this.stream.pause(); // resumed by onH2Drain
       return;
     }
-    const s = (up as UpstreamConn).socket;
-    let ok: boolean;
-    if (this.bodyMode === B_CHUNKED) {
-      s.cork();
-      s.write(`${chunk.length.toString(16)}\r\n`, "latin1");
-      s.write(chunk);
-      ok = s.write(CRLF);
-      s.uncork();
-    } else {
-      ok = s.write(chunk);
+    const sent = this.sentBody;
+    if (sent !== null) {
+      this.sentBytes += chunk.length;
+      if (this.sentBytes > MAX_REPLAY_BYTES) this.sentBody = null;
+      else sent.push(chunk);
     }
-    if (!ok) this.stream.pause(); // resumed by the upstream's 'drain'
+    if (!this.writeBody((up as UpstreamConn).socket, chunk)) this.stream.pause(); // resumed by the upstream's 'drain'
+  }
+
+  /** Writes body bytes to an HTTP/1.1 upstream in the request's framing. */
+  writeBody(s: UpstreamSocket, chunk: Buffer): boolean {
+    if (this.bodyMode !== B_CHUNKED) return s.write(chunk);
+    s.cork();
+    s.write(`${chunk.length.toString(16)}\r\n`, "latin1");
+    s.write(chunk);
+    const ok = s.write(CRLF);
+    s.uncork();
+    return ok;
+  }
+
+  /** Sends the upstream head and `body` (what an earlier attempt sent of the body) on `up`. */
+  sendHttp1(up: UpstreamConn, body: readonly Buffer[]): void {
+    this.upstream = up;
+    this.resStarted = false;
+    this.resScanner.reset();
+    this.resBuf = null;
+    const s = up.socket;
+    s.cork();
+    s.write(this.upHead, "latin1");
+    for (const chunk of body) this.writeBody(s, chunk);
+    if (this.reqBodyDone && this.bodyMode === B_CHUNKED) s.write(LAST_CHUNK);
+    s.uncork();
+    if (!this.reqBodyDone && this.stream.isPaused()) this.stream.resume();
   }
 
   onRequestEnd(): void {
@@ -752,26 +792,27 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
       else this.resetStream(); // truncated: the client must not see a complete response
       return;
     }
-    const method = this.head?.method ?? "";
+    // A reused keep-alive connection that died before answering: resent once on a fresh one.
+    const sent = this.sentBody;
     if (
       conn.reused &&
       !this.resStarted &&
-      this.bodyMode === B_NONE &&
+      sent !== null &&
       !this.retried &&
-      IDEMPOTENT.has(method)
+      IDEMPOTENT.has(this.head?.method ?? "")
     ) {
       this.retried = true;
-      const up = this.h2.proxy.pool.connect(this.endpoint as Endpoint, this.cluster as ClusterRuntime, this);
-      this.upstream = up;
-      this.resScanner.reset();
-      this.resBuf = null;
-      up.socket.write(this.upHead, "latin1");
+      this.sendHttp1(
+        this.h2.proxy.pool.connect(this.endpoint as Endpoint, this.cluster as ClusterRuntime, this),
+        sent,
+      );
       return;
     }
-    this.traffic.attemptFailed(
-      !conn.connected ? (conn.connectTimedOut ? "timeout" : "connect_failure") : "reset",
-      false,
-    );
+    const failure = !conn.connected ? (conn.connectTimedOut ? "timeout" : "connect_failure") : "reset";
+    if (this.traffic.attemptFailed(failure, this.canReplay())) {
+      this.policyRetry();
+      return;
+    }
     if (!conn.connected) {
       if (conn.tlsFailure !== null)
         this.fail(
@@ -827,7 +868,10 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
 
   beginResponse(rh: ResponseHead, buf: Buffer, headLen: number): void {
     const status = rh.status;
-    this.traffic.responseStarted(status, false);
+    if (this.traffic.responseStarted(status, this.canReplay())) {
+      this.policyRetry();
+      return;
+    }
     this.status = status;
     this.upKeepAlive = rh.minor === 1 ? !rh.connClose : rh.connKeepAlive && !rh.connClose;
     let mode: number;
@@ -854,11 +898,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
         continue;
       addHeader(headers, name, rh.values[i] as string);
     }
-    if (!opsDrop(ops, "x-request-id")) headers["x-request-id"] = this.requestId;
-    const cors = (this.route as CompiledRoute).local?.corsHeaders(this.head as RequestHead);
-    if (cors !== undefined) for (const [n, v] of cors) addHeader(headers, n, v);
-    for (const [n, v] of ops.set) headers[n.toLowerCase()] = v;
-    for (const [n, v] of ops.add) addHeader(headers, n.toLowerCase(), v);
+    this.addGatewayFields(headers, ops);
     this.resHeadSent = true;
     if (this.stream.destroyed) return;
     this.stream.respond(headers, { endStream: mode === M_NONE });
@@ -930,6 +970,22 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
       if (!this.reqBodyDone) this.stream.close(NGHTTP2_CANCEL);
     }
     this.report(false);
+  }
+
+  /**
+   * The fields the gateway adds to an upstream's response, as the HTTP/1.1 side does: x-request-id,
+   * CORS, the route's header operations, then the policies' x-agw-attempts and affinity cookie.
+   */
+  addGatewayFields(out: http2.OutgoingHttpHeaders, ops: HeaderOps): void {
+    if (!opsDrop(ops, "x-request-id")) out["x-request-id"] = this.requestId;
+    const cors = (this.route as CompiledRoute).local?.corsHeaders(this.head as RequestHead);
+    if (cors !== undefined) for (const [n, v] of cors) addHeader(out, n, v);
+    for (const [n, v] of ops.set) out[n.toLowerCase()] = v;
+    for (const [n, v] of ops.add) addHeader(out, n.toLowerCase(), v);
+    const traffic = this.traffic;
+    if (traffic.reportsAttempts) out["x-agw-attempts"] = String(traffic.attempts);
+    const cookie = traffic.affinitySetCookie();
+    if (cookie !== "") addHeader(out, "set-cookie", cookie);
   }
 
   // ---- local responses and teardown

@@ -31,14 +31,21 @@ import {
   opsDrop,
   upstreamHead,
 } from "./headers.ts";
-import { ChunkedDecoder, HeadScanner, parseResponseHead, RequestHead, ResponseHead } from "./http1-parser.ts";
+import {
+  ChunkedDecoder,
+  connectTarget,
+  HeadScanner,
+  parseResponseHead,
+  RequestHead,
+  ResponseHead,
+} from "./http1-parser.ts";
 import type { HttpProxy } from "./proxy.ts";
 import type { UpstreamConn, UpstreamHandler, UpstreamSocket } from "./upstream-pool.ts";
 
 /** The client preface of HTTP/2 (RFC 9113 §3.4); an h2c client with prior knowledge starts with it. */
 export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
-const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
+const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_CONNECT_ERROR } = http2.constants;
 const END_STREAM = 0x1;
 /** Fields that have no meaning in HTTP/2 and must not be sent in it (RFC 9113 §8.2.2). */
 const H2_FORBIDDEN = H2_CONNECTION_FIELDS;
@@ -252,6 +259,8 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   bodyLimit = 0;
   bodySeen = 0;
   retried = false;
+  /** A CONNECT stream: its DATA frames are spliced with a TCP connection (openTunnel). */
+  tunnel = false;
   resStarted = false;
   resHeadSent = false;
   resBuf: Buffer | null = null;
@@ -358,7 +367,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     }
     this.requestId = head.requestId !== "" ? head.requestId : randomUUID();
     if (head.method === "CONNECT") {
-      this.sendLocal(501, AGW_ERRORS.AGW_ERR_NOT_IMPLEMENTED, "CONNECT is not supported");
+      this.startConnect(head, raw, flags);
       return;
     }
     const rawHost = authority !== "" ? authority : hostField;
@@ -389,8 +398,38 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     else if (head.contentLength > 0) this.bodyMode = B_LENGTH;
     else this.bodyMode = B_CHUNKED;
     this.reqBodyDone = this.bodyMode === B_NONE;
+    this.routeRequest(head);
+  }
 
-    // The only read of the config for this stream.
+  /**
+   * CONNECT (RFC 9113 §8.5): :authority only, no :scheme or :path; the authority is checked as an
+   * HTTP/1.1 CONNECT target is. The stream's DATA frames are the tunnel's bytes, not a body.
+   */
+  startConnect(head: RequestHead, raw: string[], flags: number): void {
+    let authority = "";
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const name = raw[i] as string;
+      if (name === ":authority") authority = raw[i + 1] as string;
+      else if (name === ":scheme" || name === ":path" || name === ":protocol") {
+        this.reject("CONNECT takes :authority only");
+        return;
+      }
+    }
+    const e = connectTarget(head, authority);
+    if (e !== null) {
+      this.reject(e.message);
+      return;
+    }
+    head.target = authority;
+    head.minor = 1;
+    this.head = head;
+    this.bodyMode = B_NONE;
+    this.reqBodyDone = (flags & END_STREAM) !== 0;
+    this.routeRequest(head);
+  }
+
+  /** Routes the stream's request: the only read of the config for this stream. */
+  routeRequest(head: RequestHead): void {
     const config = this.h2.proxy.getConfig();
     const listener = config.listeners.get(this.h2.proxy.listenerName);
     const route = listener?.router?.match(head);
@@ -401,6 +440,10 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     this.route = route;
     if (this.bodyMode !== B_NONE && !this.limitBody(route, listener?.limits ?? this.h2.proxy.defaultLimits))
       return;
+    if (head.method === "CONNECT" && route.connect !== true) {
+      this.sendLocal(405, AGW_ERRORS.AGW_ERR_CONNECT_NOT_ALLOWED, "the route does not allow CONNECT");
+      return;
+    }
     // Redirects, direct responses and CORS preflights, as on HTTP/1.1 (data-plane/src/traffic).
     const local = route.local?.reply(head, this.tls !== null, null);
     if (local !== undefined) {
@@ -505,6 +548,10 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     }
     this.endpoint = ep;
     this.traffic.attemptStarted(ep);
+    if (head.method === "CONNECT") {
+      this.openTunnel(ep, cluster);
+      return;
+    }
     // A body streams in DATA frames and is never buffered for a mirror: only bodyless requests are copied.
     if (this.bodyMode === B_NONE)
       route.mirror?.copy(this.head as RequestHead, null, this.clientIp, config.clusters);
@@ -547,6 +594,51 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
       stream.on("data", (chunk: Buffer) => this.onRequestData(chunk));
       stream.on("end", () => this.onRequestEnd());
     }
+  }
+
+  /**
+   * Terminated CONNECT, as proxy.ts does it for HTTP/1.1: a new TCP (or TLS, per the cluster)
+   * connection to the route's endpoint whatever the authority names; 200 once it is up, then the
+   * stream's DATA ↔ the socket's bytes, END_STREAM ↔ FIN. A failed connect answers like any request.
+   */
+  openTunnel(ep: Endpoint, cluster: ClusterRuntime): void {
+    this.tunnel = true;
+    const up = this.h2.proxy.pool.tunnel(ep, cluster, this);
+    this.upstream = up;
+    up.socket.once(cluster.tls !== undefined ? "secureConnect" : "connect", () => this.tunnelEstablished(up));
+  }
+
+  tunnelEstablished(up: UpstreamConn): void {
+    const stream = this.stream;
+    if (this.upstream !== up || this.done || stream.destroyed) return;
+    this.traffic.responseStarted(200, false);
+    this.status = 200;
+    this.resHeadSent = true;
+    stream.respond({ ":status": 200, "x-request-id": this.requestId });
+    // The access log records the tunnel's opening, as on HTTP/1.1; the policies hold it until it closes.
+    this.reported = true;
+    this.h2.proxy.observer?.exchangeEnd(this, false);
+    const s = up.socket;
+    stream.on("data", (chunk: Buffer) => {
+      if (!s.write(chunk)) stream.pause(); // resumed by the upstream's 'drain'
+    });
+    stream.on("end", () => {
+      this.reqBodyDone = true;
+      s.end(); // the half-close is passed on
+    });
+    if (this.reqBodyDone) s.end();
+  }
+
+  /** The tunnel's TCP side closed: a FIN ends the stream after what it carried, a reset resets it. */
+  closeTunnel(eof: boolean): void {
+    const stream = this.stream;
+    if (eof) {
+      if (!stream.destroyed && !stream.writableEnded) stream.end();
+      return;
+    }
+    this.done = true;
+    if (!stream.destroyed) stream.close(NGHTTP2_CONNECT_ERROR); // RFC 9113 §8.5
+    this.report(true);
   }
 
   // ---- HTTP/2 upstream events (H2CallSink)
@@ -630,7 +722,8 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   /** Whether another attempt could resend the whole request; keeps what it would resend in replayBody. */
   canReplay(): boolean {
     const call = this.call;
-    if (!this.reqBodyDone) this.replayBody = null;
+    if (!this.reqBodyDone || this.tunnel)
+      this.replayBody = null; // a tunnel is never resent
     else if (call !== null) this.replayBody = call.replayable ? call.sentBody : null;
     else this.replayBody = this.sentBody;
     return this.replayBody !== null;
@@ -779,6 +872,10 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
 
   onUpstreamData(conn: UpstreamConn, chunk: Buffer): void {
     if (conn !== this.upstream) return;
+    if (this.tunnel) {
+      if (!this.stream.destroyed && !this.stream.write(chunk)) conn.socket.pause(); // resumed by 'drain'
+      return;
+    }
     this.resStarted = true;
     if (this.resHeadSent) this.onResponseBody(chunk, 0);
     else this.onResponseHeadBytes(chunk);
@@ -787,6 +884,10 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   onUpstreamClose(conn: UpstreamConn): void {
     if (conn !== this.upstream) return;
     this.upstream = null;
+    if (this.tunnel && this.resHeadSent) {
+      this.closeTunnel(conn.eof);
+      return;
+    }
     if (this.resHeadSent) {
       if (conn.eof && this.resMode === M_CLOSE) this.complete();
       else this.resetStream(); // truncated: the client must not see a complete response

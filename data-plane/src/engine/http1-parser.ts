@@ -437,8 +437,11 @@ export function parseRequestHead(buf: Buffer, sc: HeadScanner, out: RequestHead)
   return null;
 }
 
-/** RFC 9110 §9.3.6: the target is host:port (the port is required) and the request has no content. */
-function connectTarget(out: RequestHead, target: string): HeadError | null {
+/**
+ * RFC 9110 §9.3.6: the target is host:port (the port is required) and the request has no content.
+ * Also HTTP/2's CONNECT :authority (h2.ts).
+ */
+export function connectTarget(out: RequestHead, target: string): HeadError | null {
   const colon = target.lastIndexOf(":");
   const port = Number(target.slice(colon + 1));
   if (

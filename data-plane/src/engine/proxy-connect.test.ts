@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import http2 from "node:http2";
 import net from "node:net";
 import { describe, it } from "node:test";
 import { requireOrSkip, waitFor } from "../../../test/helpers.ts";
@@ -129,4 +131,110 @@ describe("CONNECT", () => {
       await echo.close();
     }
   });
+});
+
+/** A CONNECT stream over h2c with prior knowledge; `got` collects what comes back through it. */
+function h2Connect(session: http2.ClientHttp2Session, authority: string) {
+  const stream = session.request({ ":method": "CONNECT", ":authority": authority });
+  const r = {
+    stream,
+    status: 0,
+    headers: {} as http2.IncomingHttpHeaders,
+    got: Buffer.alloc(0),
+    ended: false,
+    closed: false,
+  };
+  stream.on("response", (h) => {
+    r.headers = h;
+    r.status = Number(h[":status"]);
+  });
+  stream.on("data", (c: Buffer) => {
+    r.got = Buffer.concat([r.got, c]);
+  });
+  stream.on("end", () => {
+    r.ended = true;
+  });
+  stream.on("close", () => {
+    r.closed = true;
+  });
+  stream.on("error", () => {});
+  return r;
+}
+
+describe("CONNECT over HTTP/2 (RFC 9113 §8.5)", () => {
+  it("200, then DATA ↔ TCP both ways across config pushes; END_STREAM ↔ FIN", T, async () => {
+    const echo = await echoOrigin();
+    let cfg = connectTo(echo.port, "1");
+    const p = await startProxy(() => cfg);
+    const session = http2.connect(`http://127.0.0.1:${p.port}`);
+    session.on("error", () => {});
+    try {
+      const t = h2Connect(session, "db.internal:5432");
+      t.stream.write("early;"); // before the 200: kept for the tunnel
+      await until("200 and the early bytes echoed", () => t.got.toString() === "early;");
+      assert.equal(t.status, 200);
+      assert.match(String(t.headers["x-request-id"]), /^[0-9a-f-]{36}$/);
+      for (let i = 0; i < 20; i++) cfg = connectTo(await closedPort(), String(i + 2), i % 2 === 0);
+      t.got = Buffer.alloc(0);
+      const blob = randomBytes(512 * 1024); // past the stream's flow-control window: backpressure both ways
+      t.stream.write(blob);
+      await until("the blob echoed after 20 pushes", () => t.got.length === blob.length);
+      assert.ok(t.got.equals(blob));
+      t.stream.end(); // END_STREAM → FIN to the echo origin, which ends → END_STREAM back
+      await until("the tunnel ended", () => t.ended);
+      assert.equal(echo.connections, 1);
+    } finally {
+      session.destroy();
+      await p.close();
+      await echo.close();
+    }
+  });
+
+  it(
+    "a route without connect: 405; a dead endpoint: 503; an upstream reset: RST_STREAM CONNECT_ERROR",
+    T,
+    async () => {
+      const echo = await echoOrigin();
+      const resetter = await startRawOrigin((s) => {
+        s.on("data", () => s.resetAndDestroy());
+      });
+      let cfg = connectTo(echo.port, "1", false);
+      const p = await startProxy(() => cfg);
+      const session = http2.connect(`http://127.0.0.1:${p.port}`);
+      session.on("error", () => {});
+      try {
+        const denied = h2Connect(session, "a.test:443");
+        await until("405", () => denied.ended);
+        assert.equal(denied.status, 405);
+        assert.equal(denied.headers["x-agw-error"], "connect_not_allowed");
+        assert.equal(JSON.parse(denied.got.toString()).error, "connect_not_allowed");
+        assert.equal(echo.connections, 0);
+
+        cfg = connectTo(await closedPort(), "2");
+        const dead = h2Connect(session, "a.test:443");
+        await until("503", () => dead.ended);
+        assert.equal(dead.status, 503);
+        assert.equal(dead.headers["x-agw-error"], "upstream_connect_failed");
+
+        cfg = connectTo(resetter.port, "3");
+        const cut = h2Connect(session, "a.test:443");
+        await until("200", () => cut.status === 200);
+        cut.stream.write("boom");
+        await until("the stream reset", () => cut.closed);
+        assert.equal(cut.stream.rstCode, http2.constants.NGHTTP2_CONNECT_ERROR);
+
+        // The session carries on: a tunnel on it still works.
+        cfg = connectTo(echo.port, "4");
+        const ok = h2Connect(session, "a.test:443");
+        ok.stream.end("still here");
+        await until("echoed and ended", () => ok.ended);
+        assert.equal(ok.got.toString(), "still here");
+      } finally {
+        session.destroy();
+        await p.close();
+        await echo.close();
+        await resetter.close();
+      }
+    },
+  );
 });

@@ -88,6 +88,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
         for (const p of proxies) yield [p.listenerName, p.connectionCount];
       },
       upstreamIdleConnections: () => pool.idleConnections,
+      upstreamHttp2Sessions: () => pool.h2.sessionStates(),
       *clusterEndpoints() {
         for (const c of (store as ConfigStore).current().clusters.values())
           yield [c.name, c.endpoints.length];

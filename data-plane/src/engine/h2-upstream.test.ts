@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import http2 from "node:http2";
 import type net from "node:net";
 import { after, describe, it } from "node:test";
+import { waitFor } from "../../../test/helpers.ts";
 import { cluster, config, endpoint, type ProxyHandle, startProxy } from "./test-support.ts";
 
 const T = { timeout: 20000 };
@@ -153,6 +154,31 @@ describe("HTTP/2 upstreams", () => {
       [1, 2, 3].map((i) => fetch(`http://127.0.0.1:${gw.port}/c${i}`).then((r) => r.status)),
     );
     assert.deepEqual(statuses, [200, 200, 200]);
+    assert.equal(origin.sessions, 3);
+  });
+
+  it("sessions show in the pool's states; past maxIdlePerEndpoint, idle sessions close", T, async () => {
+    const origin = await startH2Origin(echo(300), { maxConcurrentStreams: 1 });
+    const c = cluster("h2", [endpoint(origin.port)], { http2: true, maxIdlePerEndpoint: 1 });
+    const cfg = config("v1", [{ prefix: "/", cluster: "h2" }], [c]);
+    const gw = await startProxy(() => cfg);
+    cleanups.push(
+      () => gw.close(),
+      () => origin.close(),
+    );
+    assert.equal((await fetch(`http://127.0.0.1:${gw.port}/first`)).status, 200);
+    const states = () => gw.pool.h2.sessionStates();
+    const inFlight = Promise.all([1, 2, 3].map((i) => fetch(`http://127.0.0.1:${gw.port}/c${i}`)));
+    await waitFor("three active sessions", () => states().active === 3 || undefined, 5000);
+    for (const r of await inFlight) assert.equal(r.status, 200);
+    await waitFor(
+      "one idle session left",
+      () => {
+        const s = states();
+        return (s.idle === 1 && s.active === 0) || undefined;
+      },
+      5000,
+    );
     assert.equal(origin.sessions, 3);
   });
 

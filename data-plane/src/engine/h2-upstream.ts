@@ -62,6 +62,7 @@ class H2Session {
   closed = false;
   private readonly idleTimeoutMs: number;
   private readonly maxRequests: number;
+  private readonly maxIdle: number;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(pool: H2SessionPool, ep: Endpoint, cluster: ClusterRuntime) {
@@ -69,6 +70,7 @@ class H2Session {
     this.key = ep.key;
     this.idleTimeoutMs = cluster.idleTimeoutMs;
     this.maxRequests = cluster.maxRequestsPerConnection;
+    this.maxIdle = cluster.maxIdlePerEndpoint;
     const upstreamTls = cluster.tls;
     let socket: net.Socket;
     if (upstreamTls !== undefined) {
@@ -162,6 +164,11 @@ class H2Session {
   /** No streams: unref'd (idle sessions must not keep the process alive), closed after the idle timeout. */
   private idle(): void {
     if (!this.connected || this.closed) return;
+    // As for idle HTTP/1.1 connections: at most maxIdlePerEndpoint sessions without streams per endpoint.
+    if (this.pool.idleSessions(this.key) > this.maxIdle) {
+      this.drain();
+      return;
+    }
     this.session.unref();
     this.clearTimer();
     if (this.idleTimeoutMs > 0) this.timer = setTimeout(onIdleTimeout, this.idleTimeoutMs, this);
@@ -202,6 +209,25 @@ export class H2SessionPool {
   get sessionCount(): number {
     let n = 0;
     for (const list of this.sessions.values()) n += list.length;
+    return n;
+  }
+
+  /** Open sessions, by whether they carry streams now (agw_upstream_http2_sessions). */
+  sessionStates(): { idle: number; active: number } {
+    let idle = 0;
+    let active = 0;
+    for (const list of this.sessions.values())
+      for (const s of list) {
+        if (s.active > 0) active++;
+        else idle++;
+      }
+    return { idle, active };
+  }
+
+  /** Connected sessions to `key` that carry no stream and take new ones. */
+  idleSessions(key: string): number {
+    let n = 0;
+    for (const s of this.sessions.get(key) ?? []) if (s.connected && s.active === 0 && !s.draining) n++;
     return n;
   }
 

@@ -135,6 +135,8 @@ export interface MetricSources {
   /** Open downstream connections per listener. */
   downstreamConnections(): Iterable<[listener: string, count: number]>;
   upstreamIdleConnections(): number;
+  /** HTTP/2 sessions to upstreams, by whether they carry streams now. */
+  upstreamHttp2Sessions(): { idle: number; active: number };
   /** Endpoints per cluster in the active config. */
   clusterEndpoints(): Iterable<[cluster: string, count: number]>;
   xdsConnected(): boolean;
@@ -223,6 +225,17 @@ export class DataPlaneMetrics {
       registers,
       collect() {
         this.set(sources.upstreamIdleConnections());
+      },
+    });
+    new Gauge({
+      name: "agw_upstream_http2_sessions",
+      help: "HTTP/2 sessions to upstreams (clusters with protocol http2), idle (no stream) or active",
+      labelNames: ["state"],
+      registers,
+      collect() {
+        const s = sources.upstreamHttp2Sessions();
+        this.set({ state: "idle" }, s.idle);
+        this.set({ state: "active" }, s.active);
       },
     });
     new Gauge({

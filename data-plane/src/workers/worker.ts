@@ -30,6 +30,7 @@ const observer = await GatewayObserver.create(
       for (const p of proxies) yield [p.listenerName, p.connectionCount];
     },
     upstreamIdleConnections: () => pool.idleConnections,
+    upstreamHttp2Sessions: () => pool.h2.sessionStates(),
     clusterEndpoints: () => [],
     xdsConnected: () => false,
     xdsVersions: () => [],

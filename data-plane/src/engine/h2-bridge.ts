@@ -10,6 +10,13 @@
  */
 import type http2 from "node:http2";
 import type { ClusterRuntime, Endpoint } from "../runtime/types.ts";
+import {
+  BODY_CHUNKED as B_CHUNKED,
+  BODY_LENGTH as B_LENGTH,
+  BODY_NONE as B_NONE,
+  frameChunk,
+  LAST_CHUNK,
+} from "./body-framing.ts";
 import { reasonPhrase } from "./errors.ts";
 import { H2Call, type H2CallSink, type H2FailureKind, type H2SessionPool } from "./h2-upstream.ts";
 import { h2ResponseFieldAllowed, h2UpstreamHeadersFromHttp1 } from "./headers.ts";
@@ -20,14 +27,8 @@ import type { UpstreamConn, UpstreamHandler, UpstreamSocket } from "./upstream-p
 const MAX_HEAD_BYTES = 1 << 20;
 const MAX_FIELDS = 10_000;
 
-const CRLF = Buffer.from("\r\n");
-const LAST_CHUNK = Buffer.from("0\r\n\r\n");
-
-// Request body framing, as the engine wrote it.
-const B_HEAD = 0;
-const B_NONE = 1;
-const B_LENGTH = 2;
-const B_CHUNKED = 3;
+// Request body framing, as the engine wrote it: BODY_* once its head is read, then done.
+const B_HEAD = 3;
 const B_DONE = 4;
 
 export class H2BridgeConn implements UpstreamConn, UpstreamSocket, H2CallSink {
@@ -189,12 +190,7 @@ export class H2BridgeConn implements UpstreamConn, UpstreamSocket, H2CallSink {
       handler.onUpstreamData(this, chunk);
       return;
     }
-    const size = `${chunk.length.toString(16)}\r\n`;
-    const framed = Buffer.allocUnsafe(size.length + chunk.length + 2);
-    framed.write(size, 0, "latin1");
-    chunk.copy(framed, size.length);
-    CRLF.copy(framed, size.length + chunk.length);
-    handler.onUpstreamData(this, framed);
+    handler.onUpstreamData(this, frameChunk(chunk));
   }
 
   onH2End(trailers: http2.IncomingHttpHeaders | null): void {

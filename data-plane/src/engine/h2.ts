@@ -19,6 +19,13 @@ import type {
   RuntimeConfig,
 } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
+import {
+  BODY_CHUNKED as B_CHUNKED,
+  BODY_LENGTH as B_LENGTH,
+  BODY_NONE as B_NONE,
+  frameChunk,
+  LAST_CHUNK,
+} from "./body-framing.ts";
 import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
 import { H2Call, type H2CallSink, type H2FailureKind, MAX_REPLAY_BYTES } from "./h2-upstream.ts";
 import { stream1Headers, UpgradedSocket } from "./h2c-upgrade.ts";
@@ -52,13 +59,6 @@ const H2_FORBIDDEN = H2_CONNECTION_FIELDS;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const AUTHORITY = /^[-._~!$&'()*+,;=:[\]%0-9A-Za-z]+$/;
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
-const CRLF = Buffer.from("\r\n");
-const LAST_CHUNK = Buffer.from("0\r\n\r\n");
-
-// Request body framing upstream.
-const B_NONE = 0;
-const B_LENGTH = 1;
-const B_CHUNKED = 2;
 // Response body framing from the upstream.
 const M_NONE = 0;
 const M_LENGTH = 1;
@@ -828,13 +828,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
 
   /** Writes body bytes to an HTTP/1.1 upstream in the request's framing. */
   writeBody(s: UpstreamSocket, chunk: Buffer): boolean {
-    if (this.bodyMode !== B_CHUNKED) return s.write(chunk);
-    s.cork();
-    s.write(`${chunk.length.toString(16)}\r\n`, "latin1");
-    s.write(chunk);
-    const ok = s.write(CRLF);
-    s.uncork();
-    return ok;
+    return s.write(this.bodyMode === B_CHUNKED ? frameChunk(chunk) : chunk);
   }
 
   /** Sends the upstream head and `body` (what an earlier attempt sent of the body) on `up`. */

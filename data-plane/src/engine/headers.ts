@@ -44,6 +44,28 @@ export function clientAddress(socket: net.Socket): string {
   return a.startsWith("::ffff:") ? a.slice(7) : a;
 }
 
+// How the request builders below treat a client's field.
+const FIELD_PASS = 0;
+/** X-Forwarded-For: collected, then sent once with the client's address appended. */
+const FIELD_XFF = 1;
+/** Set by the gateway itself: X-Forwarded-Proto/Host/Client-Cert, and traceparent when tracing. */
+const FIELD_REPLACED = 2;
+
+function forwardedRole(name: string, tracing: boolean): number {
+  switch (name) {
+    case "x-forwarded-for":
+      return FIELD_XFF;
+    case "x-forwarded-proto":
+    case "x-forwarded-host":
+    case "x-forwarded-client-cert":
+      return FIELD_REPLACED;
+    case "traceparent":
+      return tracing ? FIELD_REPLACED : FIELD_PASS;
+    default:
+      return FIELD_PASS;
+  }
+}
+
 /**
  * The HTTP/1.1 head sent upstream for one request, whichever protocol it arrived on: hop-by-hop
  * fields dropped, X-Forwarded-* and x-request-id added, the rewrite and the route's header
@@ -72,22 +94,17 @@ export function upstreamHead(
   for (let i = 0; i < names.length; i++) {
     const name = names[i] as string;
     if (HOP_BY_HOP.has(name) || hasName(conn, name)) continue;
-    switch (name) {
-      case "x-forwarded-for":
-        xff = xff === "" ? (h.values[i] as string) : `${xff}, ${h.values[i]}`;
-        continue;
-      case "x-forwarded-proto":
-      case "x-forwarded-host":
-      case "x-forwarded-client-cert":
-        continue;
-      case "traceparent":
-        if (traceparent !== "") continue;
-        break;
-      case "host":
-        // rawHost may come from an absolute-form target, which overrides the field.
-        if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${host}\r\n`;
-        sawHost = true;
-        continue;
+    const role = forwardedRole(name, traceparent !== "");
+    if (role === FIELD_XFF) {
+      xff = xff === "" ? (h.values[i] as string) : `${xff}, ${h.values[i]}`;
+      continue;
+    }
+    if (role === FIELD_REPLACED) continue;
+    if (name === "host") {
+      // rawHost may come from an absolute-form target, which overrides the field.
+      if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${host}\r\n`;
+      sawHost = true;
+      continue;
     }
     if (!opsDrop(ops, name)) s += `${h.rawNames[i]}: ${h.values[i]}\r\n`;
   }
@@ -169,19 +186,9 @@ export function h2UpstreamHeaders(
   for (let i = 0; i < names.length; i++) {
     const name = names[i] as string;
     if (H2_CONNECTION_FIELDS.has(name)) continue;
-    switch (name) {
-      case "x-forwarded-for":
-        xff = xff === "" ? (h.values[i] as string) : `${xff}, ${h.values[i]}`;
-        continue;
-      case "x-forwarded-proto":
-      case "x-forwarded-host":
-      case "x-forwarded-client-cert":
-        continue;
-      case "traceparent":
-        if (traceparent !== "") continue;
-        break;
-    }
-    if (!opsDrop(ops, name)) addH2Field(out, name, h.values[i] as string);
+    const role = forwardedRole(name, traceparent !== "");
+    if (role === FIELD_XFF) xff = xff === "" ? (h.values[i] as string) : `${xff}, ${h.values[i]}`;
+    else if (role === FIELD_PASS && !opsDrop(ops, name)) addH2Field(out, name, h.values[i] as string);
   }
   if (teTrailers) out.te = "trailers";
   if (!opsDrop(ops, "x-forwarded-for"))

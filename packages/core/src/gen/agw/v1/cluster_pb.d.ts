@@ -285,13 +285,6 @@ export declare type ConnectionSettings = Message<"agw.v1.ConnectionSettings"> & 
   idleTimeout?: Duration | undefined;
 
   /**
-   * Upper bound of open connections per endpoint; zero means the data plane default.
-   *
-   * @generated from field: uint32 max_connections_per_endpoint = 3;
-   */
-  maxConnectionsPerEndpoint: number;
-
-  /**
    * Idle keep-alive connections kept per endpoint.
    *
    * @generated from field: uint32 max_idle_per_endpoint = 4;

@@ -276,6 +276,12 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   status = 0;
   errorCode = "";
   reported = false;
+  /**
+   * DATA payload bytes of this stream each way (ExchangeView). Not the session socket's counters: the
+   * socket is shared by every stream, and node:http2 unbinds it (reads throw) once the session ends.
+   */
+  bytesRead = 0;
+  bytesWritten = 0;
   /** Circuit breaking, attempt accounting (least request, outlier detection) and retries, as on HTTP/1.1. */
   readonly traffic = new RequestTraffic(() => this.onPerTryTimeout());
   /**
@@ -620,6 +626,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     this.h2.proxy.observer?.exchangeEnd(this, false);
     const s = up.socket;
     stream.on("data", (chunk: Buffer) => {
+      this.bytesRead += chunk.length;
       if (!s.write(chunk)) stream.pause(); // resumed by the upstream's 'drain'
     });
     stream.on("end", () => {
@@ -675,7 +682,13 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   }
 
   onH2Data(chunk: Buffer): void {
-    if (!this.stream.destroyed && !this.stream.write(chunk)) this.call?.pause(); // resumed by 'drain'
+    if (!this.stream.destroyed && !this.toClient(chunk)) this.call?.pause(); // resumed by 'drain'
+  }
+
+  /** Response DATA to the client, counted for the access log. */
+  toClient(chunk: Buffer): boolean {
+    this.bytesWritten += chunk.length;
+    return this.stream.write(chunk);
   }
 
   onH2End(trailers: http2.IncomingHttpHeaders | null): void {
@@ -801,6 +814,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   // ---- request body (HTTP/2 DATA frames → HTTP/1.1 body)
 
   onRequestData(chunk: Buffer): void {
+    this.bytesRead += chunk.length;
     const call = this.call;
     const up = this.upstream;
     if ((up === null && call === null) || chunk.length === 0) return;
@@ -867,7 +881,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   onUpstreamData(conn: UpstreamConn, chunk: Buffer): void {
     if (conn !== this.upstream) return;
     if (this.tunnel) {
-      if (!this.stream.destroyed && !this.stream.write(chunk)) conn.socket.pause(); // resumed by 'drain'
+      if (!this.stream.destroyed && !this.toClient(chunk)) conn.socket.pause(); // resumed by 'drain'
       return;
     }
     this.resStarted = true;
@@ -1006,13 +1020,12 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   }
 
   onResponseBody(chunk: Buffer, off: number): void {
-    const out = this.stream;
     const len = chunk.length;
     let ok = true;
     switch (this.resMode) {
       case M_LENGTH: {
         const n = Math.min(len - off, this.resRemaining);
-        if (n > 0) ok = out.write(off === 0 && n === len ? chunk : chunk.subarray(off, off + n));
+        if (n > 0) ok = this.toClient(off === 0 && n === len ? chunk : chunk.subarray(off, off + n));
         this.resRemaining -= n;
         if (this.resRemaining === 0) {
           if (off + n < len) this.upExtra = true;
@@ -1030,7 +1043,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
           return;
         }
         const pieces = dec.pieces;
-        for (let i = 0; i < pieces.length; i++) ok = out.write(pieces[i] as Buffer);
+        for (let i = 0; i < pieces.length; i++) ok = this.toClient(pieces[i] as Buffer);
         pieces.length = 0;
         dec.pieceBytes = 0;
         if (dec.done) {
@@ -1041,7 +1054,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
         break;
       }
       case M_CLOSE:
-        ok = out.write(off === 0 ? chunk : chunk.subarray(off));
+        ok = this.toClient(off === 0 ? chunk : chunk.subarray(off));
         break;
     }
     const up = this.upstream;
@@ -1130,7 +1143,10 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     }
     this.status = Number(headers[":status"]);
     stream.respond(headers, { endStream: body === null });
-    if (body !== null) stream.end(body);
+    if (body !== null) {
+      this.bytesWritten += body.length;
+      stream.end(body);
+    }
     if (!this.reqBodyDone) stream.close(NGHTTP2_CANCEL);
     this.report(false);
   }

@@ -309,6 +309,14 @@ class ClientConn implements UpstreamHandler {
     this.timer.arm(T_HEADER, this.limits.headerTimeoutMs);
   }
 
+  get bytesRead(): number {
+    return this.socket.bytesRead;
+  }
+
+  get bytesWritten(): number {
+    return this.socket.bytesWritten;
+  }
+
   // ---- downstream events
 
   onData(chunk: Buffer): void {

@@ -3,14 +3,18 @@
  * exchange, and the two calls the engine makes. Everything else lives in this directory, so the
  * engine stays free of observability logic.
  */
-import type net from "node:net";
 import type { RequestHead } from "../engine/http1-parser.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint } from "../runtime/types.ts";
 
 /** The engine's per-connection state, read-only, at the moment of a call. */
 export interface ExchangeView {
   readonly proxy: { readonly listenerName: string };
-  readonly socket: net.Socket;
+  /**
+   * Bytes read from and written to the client so far: the connection's counters on HTTP/1.1 (the
+   * observer takes differences per exchange), the stream's DATA payload on HTTP/2.
+   */
+  readonly bytesRead: number;
+  readonly bytesWritten: number;
   readonly clientIp: string;
   /** null for a request rejected before its head parsed (400, 408, 431). */
   readonly head: RequestHead | null;

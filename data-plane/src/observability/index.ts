@@ -100,10 +100,10 @@ export class GatewayObserver implements ExchangeObserver {
     }
     s.upstreamStartedAt = 0;
     const log = this.accessLog;
-    // Socket byte counters are read only with an access log: bytesWritten walks the write queue.
+    // Byte counters are read only with an access log: a socket's bytesWritten walks its write queue.
     if (log === null) return;
-    const read = x.socket.bytesRead;
-    const written = x.socket.bytesWritten;
+    const read = x.bytesRead;
+    const written = x.bytesWritten;
     if (log.wants(x)) {
       log.write(x, {
         endedAtMs: now,

@@ -1046,11 +1046,13 @@ class ClientConn implements UpstreamHandler {
     h += `${opsAppend(ops)}\r\n`;
     this.phase = P_TUNNEL;
     this.resHeadSent = true;
+    this.status = 101;
     const out = this.socket;
     out.cork();
     out.write(h, "latin1");
     if (headLen < buf.length) out.write(buf.subarray(headLen));
     out.uncork();
+    this.reportExchange(false); // metrics and the access log record the upgrade, as for CONNECT
     // Bytes the client sent after its Upgrade request belong to the new protocol.
     const early = this.buf;
     this.buf = null;

@@ -228,6 +228,10 @@ export class H2Downstream {
 
 const tlsOf = new WeakMap<net.Socket, DownstreamTlsInfo>();
 
+function closeLingeringTunnel(stream: http2.ServerHttp2Stream): void {
+  if (!stream.closed) stream.close(NGHTTP2_NO_ERROR);
+}
+
 /**
  * One HTTP/2 stream proxied to an HTTP/1.1 upstream (bytes through the pool), or to an HTTP/2
  * upstream (an H2Call: fields, DATA and trailers pass as they are, which gRPC needs).
@@ -641,6 +645,9 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     const stream = this.stream;
     if (eof) {
       if (!stream.destroyed && !stream.writableEnded) stream.end();
+      // As an HTTP/1.1 tunnel lingers after the upstream's FIN: the client gets lingerTimeoutMs to
+      // end its side too, then the stream is closed rather than held half-open for ever.
+      if (!this.reqBodyDone) setTimeout(closeLingeringTunnel, this.h2.proxy.lingerTimeoutMs, stream);
       return;
     }
     this.done = true;

@@ -191,6 +191,31 @@ describe("CONNECT over HTTP/2 (RFC 9113 §8.5)", () => {
   });
 
   it(
+    "the upstream ends first: END_STREAM to the client, which gets lingerTimeoutMs to end its side",
+    T,
+    async () => {
+      const closer = await startRawOrigin((s) => {
+        s.on("data", () => s.end("bye"));
+      });
+      const p = await startProxy(() => connectTo(closer.port, "1"), { lingerTimeoutMs: 300 });
+      const session = http2.connect(`http://127.0.0.1:${p.port}`);
+      session.on("error", () => {});
+      try {
+        const t = h2Connect(session, "a.test:443");
+        t.stream.write("hello");
+        await until("the upstream's bytes and its FIN", () => t.ended && t.got.toString() === "bye");
+        // The client never ends its side: the stream is closed once the linger time is over.
+        await until("the half-open stream closed", () => t.closed);
+        assert.equal(t.stream.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+      } finally {
+        session.destroy();
+        await p.close();
+        await closer.close();
+      }
+    },
+  );
+
+  it(
     "a route without connect: 405; a dead endpoint: 503; an upstream reset: RST_STREAM CONNECT_ERROR",
     T,
     async () => {

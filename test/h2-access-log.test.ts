@@ -6,13 +6,19 @@
  */
 import assert from "node:assert/strict";
 import { execFile, spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
-import { freePort, requireOrSkip, startGateway, tempDir } from "./helpers.ts";
+import {
+  accessLogEntry,
+  freePort,
+  requireOrSkip,
+  singleRouteConfig,
+  startGateway,
+  tempDir,
+} from "./helpers.ts";
 
 const run = promisify(execFile);
 const BODY = "hello over h2\n";
@@ -25,20 +31,7 @@ test("h2load cut off mid-flight with --access-log: the gateway keeps serving; h2
   t.after(() => origin.close());
   const dir = tempDir();
   const port = await freePort();
-  const file = join(dir, "config.yaml");
-  writeFileSync(
-    file,
-    `listeners:
-  - name: web
-    address: 127.0.0.1
-    port: ${port}
-    routes:
-      - { name: all, cluster: origin }
-clusters:
-  - name: origin
-    endpoints: ["127.0.0.1:${(origin.address() as AddressInfo).port}"]
-`,
-  );
+  const file = singleRouteConfig(dir, port, "all", (origin.address() as AddressInfo).port);
   const accessLog = join(dir, "access.log");
   const { proc: gw } = await startGateway(file, ["--access-log", accessLog]);
   t.after(() => gw.stop());
@@ -62,12 +55,7 @@ clusters:
 
   // The access log is flushed when the gateway drains on SIGTERM.
   assert.equal(await gw.stop(), 0, gw.output());
-  const line = readFileSync(accessLog, "utf8")
-    .split("\n")
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .find((l) => l.request_id === "after-h2load");
-  assert.ok(line, "the curl request is in the access log");
+  const line = accessLogEntry(accessLog, "after-h2load");
   assert.equal(line.status, 200);
   assert.equal(line.bytes_sent, BODY.length, "an HTTP/2 line counts its stream's DATA bytes");
   assert.equal(line.bytes_received, 0);

@@ -5,13 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
-import { freePort, requireOrSkip, startGateway, tempDir, waitFor } from "./helpers.ts";
+import { accessLogEntry, freePort, requireOrSkip, startGateway, tempDir, waitFor } from "./helpers.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 const run = promisify(execFile);
@@ -76,12 +76,7 @@ clusters:
   assert.match(metrics, /agw_upstream_request_duration_seconds_count\{[^}]*\} 1/);
   // The access log is buffered (4 KiB) until the gateway exits; SIGTERM drains and flushes it.
   assert.equal(await gw.stop(), 0);
-  const line = readFileSync(accessLog, "utf8")
-    .split("\n")
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .find((l) => l.request_id === "h2-over-tls");
-  assert.ok(line, readFileSync(accessLog, "utf8"));
+  const line = accessLogEntry(accessLog, "h2-over-tls");
   assert.equal(line.status, 200);
   assert.equal(line.route, "all");
 });

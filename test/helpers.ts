@@ -1,6 +1,6 @@
 /** Shared helpers for tests that run real processes and sockets. */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -132,6 +132,37 @@ export async function startGateway(file: string, extra: string[] = []): Promise<
     throw new Error(`${(e as Error).message}\n${proc.output()}`);
   }
   return { proc, adminPort, cpAdminPort };
+}
+
+/** Writes `dir`/config.yaml: one listener on 127.0.0.1:`port` whose one route goes to 127.0.0.1:`originPort`. */
+export function singleRouteConfig(dir: string, port: number, route: string, originPort: number): string {
+  const file = join(dir, "config.yaml");
+  writeFileSync(
+    file,
+    `listeners:
+  - name: web
+    address: 127.0.0.1
+    port: ${port}
+    routes:
+      - { name: ${route}, cluster: origin }
+clusters:
+  - name: origin
+    endpoints: ["127.0.0.1:${originPort}"]
+`,
+  );
+  return file;
+}
+
+/** The JSON access log entry of `requestId`; fails with the whole log when there is none. */
+export function accessLogEntry(file: string, requestId: string): Record<string, unknown> {
+  const text = readFileSync(file, "utf8");
+  const entry = text
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .find((l) => l.request_id === requestId);
+  if (entry === undefined) throw new Error(`no access log entry for ${requestId} in:\n${text}`);
+  return entry;
 }
 
 /** GET through the gateway with fetch; returns status, body and headers. */

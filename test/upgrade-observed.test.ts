@@ -3,11 +3,18 @@
  * request metrics and written to the access log with status 101 when the tunnel opens.
  */
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
 import net, { type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
-import { freePort, get, startGateway, tempDir, waitFor } from "./helpers.ts";
+import {
+  accessLogEntry,
+  freePort,
+  get,
+  singleRouteConfig,
+  startGateway,
+  tempDir,
+  waitFor,
+} from "./helpers.ts";
 
 test("a WebSocket upgrade is counted (1xx) and access-logged (101) when its tunnel opens", async (t) => {
   // The origin accepts any upgrade, then echoes bytes.
@@ -22,20 +29,7 @@ test("a WebSocket upgrade is counted (1xx) and access-logged (101) when its tunn
   t.after(() => origin.close());
   const dir = tempDir();
   const port = await freePort();
-  const file = join(dir, "config.yaml");
-  writeFileSync(
-    file,
-    `listeners:
-  - name: web
-    address: 127.0.0.1
-    port: ${port}
-    routes:
-      - { name: ws, cluster: origin }
-clusters:
-  - name: origin
-    endpoints: ["127.0.0.1:${(origin.address() as AddressInfo).port}"]
-`,
-  );
+  const file = singleRouteConfig(dir, port, "ws", (origin.address() as AddressInfo).port);
   const accessLog = join(dir, "access.log");
   const { proc: gw, adminPort } = await startGateway(file, ["--access-log", accessLog]);
   t.after(() => gw.stop());
@@ -70,12 +64,7 @@ clusters:
 
   // The access log is flushed when the gateway drains on SIGTERM.
   assert.equal(await gw.stop(), 0, gw.output());
-  const line = readFileSync(accessLog, "utf8")
-    .split("\n")
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .find((l) => l.request_id === "ws-1");
-  assert.ok(line, readFileSync(accessLog, "utf8"));
+  const line = accessLogEntry(accessLog, "ws-1");
   assert.equal(line.status, 101);
   assert.equal(line.route, "ws");
 });

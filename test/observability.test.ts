@@ -328,7 +328,10 @@ test("admin: GET reads, POST changes state, no private key in /config_dump", asy
 
   assert.equal((await request(gw.dpAdmin, "/drain")).status, 405, "GET cannot drain");
   assert.equal((await request(gw.dpAdmin, "/ready")).status, 200);
-  assert.equal((await request(gw.dpAdmin, "/drain", { method: "POST" })).status, 200);
+  assert.equal((await request(gw.dpAdmin, "/drain", { method: "POST" })).status, 403, "no x-agw-admin");
+  assert.equal((await request(gw.dpAdmin, "/ready")).status, 200);
+  const drain = { method: "POST", headers: { "x-agw-admin": "1" } };
+  assert.equal((await request(gw.dpAdmin, "/drain", drain)).status, 200);
   assert.equal((await request(gw.dpAdmin, "/ready")).status, 503);
   const served = await request(gw.port, "/ok/while-draining");
   assert.equal(served.status, 200, "draining still answers, without keep-alive");

@@ -44,6 +44,8 @@ Run 'agw <command> --help' for the options of a command.`,
   --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
                            ?token=); without it the admin answers loopback clients only
                            (also AGW_ADMIN_TOKEN)
+  --admin-allow-host NAME  also answer admin requests whose Host is NAME (repeatable); IP addresses
+                           and localhost always are, other names are refused (DNS rebinding)
   --access-log FILE        JSON access log lines to FILE (or stdout)
   --access-log-fields LIST comma-separated fields (default all; docs/operability.md)
   --access-log-sample R    fraction of requests logged, 0..1 (default 1)
@@ -69,7 +71,9 @@ Run 'agw <command> --help' for the options of a command.`,
   --namespace NS           with --kube: watch one namespace only (default: all)
   --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
                            ?token=); without it the admin answers loopback clients only
-                           (also AGW_ADMIN_TOKEN)`,
+                           (also AGW_ADMIN_TOKEN)
+  --admin-allow-host NAME  also answer admin requests whose Host is NAME (repeatable); IP addresses
+                           and localhost always are, other names are refused (DNS rebinding)`,
   "data-plane": `Usage: agw data-plane --xds ADDR:PORT --node-id ID [options]
 
   --xds ADDR:PORT          control plane gRPC (xDS) address; repeat (or comma-separate) for replicas,
@@ -89,6 +93,8 @@ Run 'agw <command> --help' for the options of a command.`,
   --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
                            ?token=); without it the admin answers loopback clients only
                            (also AGW_ADMIN_TOKEN)
+  --admin-allow-host NAME  also answer admin requests whose Host is NAME (repeatable); IP addresses
+                           and localhost always are, other names are refused (DNS rebinding)
   --access-log FILE        JSON access log lines to FILE (or stdout)
   --access-log-fields LIST comma-separated fields (default all; docs/operability.md)
   --access-log-sample R    fraction of requests logged, 0..1 (default 1)
@@ -110,7 +116,9 @@ handle stay plain TCP, and when it stops (even killed) everything it attached go
   --port N                 only connections with this local or remote port (repeatable; default: any)
   --queue-budget BYTES     bytes a peer may leave unread before messages fall back to TCP (default 1048576)
   --metrics ADDR:PORT      Prometheus /metrics, /ready, /status (default 127.0.0.1:9903)
-  --inert-if-unsupported   when this machine cannot run it, serve metrics (agw_ebpf_attached 0) instead of exiting 1`,
+  --inert-if-unsupported   when this machine cannot run it, serve metrics (agw_ebpf_attached 0) instead of exiting 1
+  --admin-allow-host NAME  also answer metrics requests whose Host is NAME (repeatable); IP addresses
+                           and localhost always are`,
   plugin: PLUGIN_USAGE,
   "demo-upstream": `Usage: agw demo-upstream [--listen ADDR:PORT]
 
@@ -191,6 +199,7 @@ async function main(argv: string[]): Promise<number> {
       kubeconfig: { type: "string" },
       namespace: { type: "string" },
       "admin-token": { type: "string" },
+      "admin-allow-host": { type: "string", multiple: true },
       "access-log": { type: "string" },
       "access-log-fields": { type: "string" },
       "access-log-sample": { type: "string" },
@@ -207,6 +216,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const adminToken = values["admin-token"] ?? process.env.AGW_ADMIN_TOKEN;
+  const adminHosts = values["admin-allow-host"];
   const list = (text: string | undefined) =>
     text
       ?.split(",")
@@ -313,6 +323,7 @@ async function main(argv: string[]): Promise<number> {
           : { xdsTls: xdsCertificates([xds.host], "control plane") }),
         admin: hostPort(values.admin, "127.0.0.1:9902", "--admin"),
         adminToken,
+        adminHosts,
       });
       console.log(
         `control plane: xDS on ${cp.xds.address.address}:${cp.xds.address.port}, admin http://${cp.admin?.address.address}:${cp.admin?.address.port}/dataplanes`,
@@ -335,6 +346,7 @@ async function main(argv: string[]): Promise<number> {
         nodeId,
         admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),
         adminToken,
+        adminHosts,
         observability,
         ...(values["bind-address"] ? { bindAddress: values["bind-address"] } : {}),
         ...(workers !== undefined ? { workers } : {}),
@@ -357,6 +369,7 @@ async function main(argv: string[]): Promise<number> {
         queueBudget: values["queue-budget"],
         metrics: hostPort(values.metrics, "127.0.0.1:9903", "--metrics"),
         inertIfUnsupported: values["inert-if-unsupported"],
+        allowedHosts: adminHosts,
       }).catch((e: unknown) => {
         throw e instanceof RangeError ? new UsageError(e.message) : e;
       });
@@ -382,6 +395,7 @@ async function main(argv: string[]): Promise<number> {
         xdsTls: runTls,
         admin: hostPort(values["cp-admin"], "127.0.0.1:9902", "--cp-admin"),
         adminToken,
+        adminHosts,
         dataPlaneStats: async () => (await dataPlane).observer.metrics.registry.metrics(),
       });
       const dataPlane = startDataPlane({
@@ -390,6 +404,7 @@ async function main(argv: string[]): Promise<number> {
         nodeId: runTls && !values["node-id"] ? certificateCommonName(runTls.cert) : nodeId,
         admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),
         adminToken,
+        adminHosts,
         observability,
         ...(workers !== undefined ? { workers } : {}),
       });

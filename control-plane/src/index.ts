@@ -41,6 +41,8 @@ export interface ControlPlaneOptions {
   admin?: { host: string; port: number };
   /** Lets remote admin and dashboard clients in with the token; without it the admin is local-only. */
   adminToken?: string | undefined;
+  /** Host names the admin answers besides IP addresses, localhost and its listen address. */
+  adminHosts?: readonly string[] | undefined;
   /** Data plane Prometheus text for the dashboard's live request rates (agw run: the local data plane). */
   dataPlaneStats?: () => Promise<string>;
   log?: Logger;
@@ -184,7 +186,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
             },
           }),
         },
-        { token: options.adminToken },
+        { token: options.adminToken, allowedHosts: options.adminHosts },
       )
     : undefined;
   log.info(

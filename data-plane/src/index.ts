@@ -28,6 +28,8 @@ export interface DataPlaneOptions {
   admin?: { host: string; port: number };
   /** Lets remote admin clients in with `Authorization: Bearer TOKEN`; without it the admin is local-only. */
   adminToken?: string | undefined;
+  /** Host names the admin answers besides IP addresses, localhost and its listen address. */
+  adminHosts?: readonly string[] | undefined;
   /** Access log, tracing, and whether per-request metrics are kept (default: yes). */
   observability?: ObservabilityOptions;
   /** Binds every listener on this address instead of the configured one. */
@@ -228,7 +230,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
             },
           }),
         },
-        { token: options.adminToken },
+        { token: options.adminToken, allowedHosts: options.adminHosts },
       )
     : undefined;
   xds.start();

@@ -10,6 +10,8 @@ export interface AgentCommandOptions {
   queueBudget?: string | undefined;
   metrics: { host: string; port: number };
   inertIfUnsupported?: boolean | undefined;
+  /** Host names /metrics answers besides IP addresses, localhost and its listen address. */
+  allowedHosts?: readonly string[] | undefined;
 }
 
 function positiveInteger(text: string, flag: string, max: number): number {
@@ -69,7 +71,7 @@ export async function runAgentCommand(options: AgentCommandOptions): Promise<num
       }),
       // Read-only and meant to be scraped from the pod IP (deploy/ebpf-agent/daemonset.yaml).
     },
-    { allowRemote: true },
+    { allowRemote: true, allowedHosts: options.allowedHosts },
   );
   const metricsAt = `http://${admin.address.address}:${admin.address.port}/metrics`;
   console.log(

@@ -22,6 +22,7 @@ import {
   type IrClusterPolicies,
   type IrListenerLimits,
   type IrListenerTls,
+  type IrPathPolicy,
   type IrPlugin,
   type IrRetry,
   type IrRoute,
@@ -265,6 +266,15 @@ function listenerLimits(l: ListenerConfig["limits"]): IrListenerLimits | undefin
   };
 }
 
+function listenerPaths(p: ListenerConfig["paths"]): IrPathPolicy | undefined {
+  if (p === undefined) return undefined;
+  return {
+    normalize: p.normalize ?? true,
+    mergeSlashes: p.mergeSlashes ?? true,
+    escapedSlashes: p.escapedSlashes ?? "reject",
+  };
+}
+
 function listenerTls(tls: ListenerConfig["tls"]): IrListenerTls | undefined {
   if (tls === undefined) return undefined;
   const client = tls.clientCertificate;
@@ -319,6 +329,7 @@ export function translateConfig(config: GatewayConfig): Ir {
     listeners: (config.listeners ?? []).map((l) => {
       const tls = listenerTls(l.tls);
       const limits = listenerLimits(l.limits);
+      const paths = listenerPaths(l.paths);
       return {
         name: l.name,
         address: l.address ?? DEFAULTS.listenerAddress,
@@ -326,6 +337,7 @@ export function translateConfig(config: GatewayConfig): Ir {
         protocol: l.protocol ?? "http",
         ...(tls && { tls }),
         ...(limits && { limits }),
+        ...(paths && { paths }),
         routes: (l.routes ?? []).map(route),
       };
     }),

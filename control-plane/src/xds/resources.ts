@@ -14,7 +14,7 @@ import {
   ClusterSchema,
   UpstreamProtocol,
 } from "@agw/core/gen/agw/v1/cluster_pb.js";
-import { ListenerSchema, Protocol } from "@agw/core/gen/agw/v1/listener_pb.js";
+import { EscapedSlashes, ListenerSchema, Protocol } from "@agw/core/gen/agw/v1/listener_pb.js";
 import { PluginSchema } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import {
   type HeaderOperations,
@@ -26,7 +26,7 @@ import {
 } from "@agw/core/gen/agw/v1/route_pb.js";
 import { SecretSchema } from "@agw/core/gen/agw/v1/secret_pb.js";
 import { ResourceSchema } from "@agw/core/gen/envoy/service/discovery/v3/discovery_pb.js";
-import type { HeaderOps, Ir, IrListenerLimits, IrRoute, ValueMatch } from "@agw/core/ir";
+import type { HeaderOps, Ir, IrListenerLimits, IrPathPolicy, IrRoute, ValueMatch } from "@agw/core/ir";
 import { RESOURCE_TYPES, TYPE_URL, type TypeUrl } from "@agw/core/xds/types";
 import { create, type DescMessage, type JsonObject, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
@@ -76,6 +76,20 @@ function listenerLimits(l: IrListenerLimits) {
     idleTimeout: durationFromMs(l.idleTimeoutMs),
     maxRequestsPerConnection: l.maxRequestsPerConnection,
     http2: { ...l.http2 },
+  };
+}
+
+const ESCAPED_SLASHES = {
+  reject: EscapedSlashes.REJECT,
+  keep: EscapedSlashes.KEEP,
+  decode: EscapedSlashes.DECODE,
+} as const;
+
+function pathNormalization(p: IrPathPolicy) {
+  return {
+    normalize: p.normalize,
+    mergeSlashes: p.mergeSlashes,
+    escapedSlashes: ESCAPED_SLASHES[p.escapedSlashes],
   };
 }
 
@@ -253,6 +267,7 @@ export class SnapshotBuilder {
               },
             }),
             ...(l.limits && { limits: listenerLimits(l.limits) }),
+            ...(l.paths && { paths: pathNormalization(l.paths) }),
           }),
         ),
       );

@@ -24,6 +24,8 @@ export const AGW_ERRORS = {
   AGW_ERR_OVERFLOW: "overflow",
   /** A CONNECT request matched a route without `connect: true`. */
   AGW_ERR_CONNECT_NOT_ALLOWED: "connect_not_allowed",
+  /** The client certificate failed the listener's subjectAltNames/commonNames rules (docs/tls.md). */
+  AGW_ERR_CLIENT_CERTIFICATE_REJECTED: "client_certificate_rejected",
 } as const;
 
 export type AgwErrorCode = (typeof AGW_ERRORS)[keyof typeof AGW_ERRORS];

@@ -19,6 +19,7 @@ import type {
   RuntimeConfig,
 } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
+import { admit } from "./admission.ts";
 import {
   BODY_CHUNKED as B_CHUNKED,
   BODY_LENGTH as B_LENGTH,
@@ -140,6 +141,8 @@ export class H2Downstream {
   private server: http2.Http2Server;
   private serverLimits: ListenerLimits;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
+  /** The TLS facts of the socket being handed to the server right now (accept()). */
+  private acceptingTls: DownstreamTlsInfo | null = null;
 
   constructor(proxy: HttpProxy) {
     this.proxy = proxy;
@@ -159,6 +162,9 @@ export class H2Downstream {
     });
     server.on("session", (session: http2.ServerHttp2Session) => {
       this.sessions.add(session);
+      // node:http2 creates the session inside emit("connection") (accept() below) and hands out a
+      // proxy of the socket afterwards, never the socket itself: the TLS facts are keyed by session.
+      if (this.acceptingTls !== null) tlsOf.set(session, this.acceptingTls);
       session.on("error", noop);
       session.once("close", () => this.sessions.delete(session));
       // An idle session (no frames either way) is closed gracefully, like an idle keep-alive connection.
@@ -181,9 +187,10 @@ export class H2Downstream {
         flags: number,
         raw: string[],
       ) => {
-        const socket = stream.session?.socket as net.Socket | undefined;
-        if (socket === undefined) return;
-        const x = new H2Exchange(this, stream, socket, tlsOf.get(socket) ?? null);
+        const session = stream.session;
+        const socket = session?.socket as net.Socket | undefined;
+        if (session === undefined || socket === undefined) return;
+        const x = new H2Exchange(this, stream, socket, tlsOf.get(session) ?? null);
         x.start(raw, flags);
       },
     );
@@ -192,7 +199,6 @@ export class H2Downstream {
 
   /** Takes an accepted socket speaking HTTP/2; `early` is what was already read from it. */
   accept(socket: net.Socket, tls: DownstreamTlsInfo | null, early: Buffer | null): void {
-    if (tls !== null) tlsOf.set(socket, tls);
     const limits = this.proxy.limits();
     if (!sameSessionLimits(limits, this.serverLimits)) {
       this.server = this.createServer(limits);
@@ -202,7 +208,12 @@ export class H2Downstream {
       socket.pause(); // no 'data' listener until the session attaches: nothing may flow past it
       socket.unshift(early);
     }
-    this.server.emit("connection", socket);
+    this.acceptingTls = tls;
+    try {
+      this.server.emit("connection", socket);
+    } finally {
+      this.acceptingTls = null;
+    }
   }
 
   /** A plain socket just answered 101 to `Upgrade: h2c`: `head` becomes stream 1 of its session. */
@@ -226,7 +237,8 @@ export class H2Downstream {
   }
 }
 
-const tlsOf = new WeakMap<net.Socket, DownstreamTlsInfo>();
+/** Each HTTP/2 session's TLS facts (SNI, ALPN, client certificate); none for h2c. */
+const tlsOf = new WeakMap<http2.Http2Session, DownstreamTlsInfo>();
 
 function closeLingeringTunnel(stream: http2.ServerHttp2Stream): void {
   if (!stream.closed) stream.close(NGHTTP2_NO_ERROR);
@@ -442,6 +454,12 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   routeRequest(head: RequestHead): void {
     const config = this.h2.proxy.getConfig();
     const listener = config.listeners.get(this.h2.proxy.listenerName);
+    const refusal = admit(head, this.tls, listener?.paths);
+    if (refusal !== null) {
+      this.sendLocal(refusal.status, refusal.code, refusal.message);
+      if (refusal.closeConnection) this.stream.session?.close(); // GOAWAY: streams in flight finish
+      return;
+    }
     const route = listener?.router?.match(head);
     if (route === undefined) {
       this.sendLocal(404, AGW_ERRORS.AGW_ERR_ROUTE_NOT_FOUND, "no route matched the request");

@@ -17,6 +17,7 @@ import type {
   RuntimeConfig,
 } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
+import { admit } from "./admission.ts";
 import { AGW_ERRORS, type AgwErrorCode, codeForStatus, reasonPhrase } from "./errors.ts";
 import { H2_PREFACE, H2Downstream } from "./h2.ts";
 import { asksForH2c, SWITCHING_TO_H2C } from "./h2c-upgrade.ts";
@@ -523,7 +524,14 @@ class ClientConn implements UpstreamHandler {
     if (limits.maxRequestsPerConnection > 0 && ++this.requests >= limits.maxRequestsPerConnection)
       this.keepAlive = false;
     const config = p.getConfig();
-    const route = config.listeners.get(p.listenerName)?.router?.match(head);
+    const listener = config.listeners.get(p.listenerName);
+    const refusal = admit(head, this.tls, listener?.paths);
+    if (refusal !== null) {
+      if (refusal.closeConnection) this.keepAlive = false;
+      this.fail(refusal.status, refusal.code, refusal.message);
+      return;
+    }
+    const route = listener?.router?.match(head);
     if (route === undefined) {
       this.fail(404, AGW_ERRORS.AGW_ERR_ROUTE_NOT_FOUND, "no route matched the request");
       return;

@@ -9,8 +9,10 @@ import {
   UpstreamProtocol,
 } from "@agw/core/gen/agw/v1/cluster_pb.js";
 import {
+  EscapedSlashes,
   type Listener,
   type ListenerLimits as ListenerLimitsSpec,
+  type PathNormalization,
   Protocol,
 } from "@agw/core/gen/agw/v1/listener_pb.js";
 import type { HeaderOperations, Route, RouteConfig } from "@agw/core/gen/agw/v1/route_pb.js";
@@ -31,6 +33,7 @@ import type {
   HeaderOps,
   ListenerLimits,
   ListenerRuntime,
+  PathPolicy,
   RuntimeConfig,
 } from "./types.ts";
 
@@ -235,6 +238,17 @@ export function listenerLimits(l: ListenerLimitsSpec | undefined): ListenerLimit
   };
 }
 
+/** A listener's path normalisation; absent fields are on, and an unset escaped-slash action refuses. */
+export function pathPolicy(where: string, p: PathNormalization | undefined): PathPolicy {
+  const e = p?.escapedSlashes ?? EscapedSlashes.UNSPECIFIED;
+  let escapedSlashes: PathPolicy["escapedSlashes"];
+  if (e === EscapedSlashes.UNSPECIFIED || e === EscapedSlashes.REJECT) escapedSlashes = "reject";
+  else if (e === EscapedSlashes.KEEP) escapedSlashes = "keep";
+  else if (e === EscapedSlashes.DECODE) escapedSlashes = "decode";
+  else throw new ResourceError(where, `unknown escaped_slashes action ${e}`);
+  return { normalize: p?.normalize ?? true, mergeSlashes: p?.mergeSlashes ?? true, escapedSlashes };
+}
+
 /** `bindAddress`, when given, replaces every listener's address (a data plane bootstrap option). */
 export function buildRuntimeConfig(
   set: ResourceSet,
@@ -295,6 +309,7 @@ export function buildRuntimeConfig(
       router,
       ...(listenerTls && { tls: listenerTls }),
       limits: listenerLimits(l.limits),
+      paths: pathPolicy(where, l.paths),
     });
   }
   contexts?.build.finish();

@@ -128,6 +128,20 @@ export interface ListenerRuntime {
   readonly tls?: ListenerTlsRuntime;
   /** Absent: the engine's defaults (HttpProxyOptions, LISTENER_LIMITS). */
   readonly limits?: ListenerLimits;
+  /** How request paths are normalised before routing; absent: DEFAULT_PATH_POLICY (engine/path.ts). */
+  readonly paths?: PathPolicy;
+}
+
+/** What happens to `%2F`, `%5C` (either case) and a raw `\` in a request path (docs/routing.md). */
+export type EscapedSlashAction = "reject" | "keep" | "decode";
+
+export interface PathPolicy {
+  /** RFC 3986 §6.2.2: unreserved characters decoded, percent-encodings upper-cased, dot segments removed. */
+  readonly normalize: boolean;
+  /** Runs of "/" become one (nginx and Envoy merge_slashes). */
+  readonly mergeSlashes: boolean;
+  /** reject: 400; keep: passed on as received and matched literally; decode: each one is a "/". */
+  readonly escapedSlashes: EscapedSlashAction;
 }
 
 export interface RuntimeConfig {

@@ -16,8 +16,14 @@ export interface DownstreamTlsInfo {
   /** "TLSv1.3", "TLSv1.2". */
   readonly version: string;
   readonly cipher: string;
-  /** The verified client certificate (downstream mTLS), undefined when none was presented. */
+  /** The verified client certificate (downstream mTLS), undefined when none was presented or it was refused. */
   readonly client: ClientIdentity | undefined;
+  /**
+   * Why the listener's client certificate rules refuse this connection, "" when they do not. The engine
+   * answers every request on such a connection 403 client_certificate_rejected in its own protocol
+   * (HTTP/1.1 or HTTP/2) and closes it (engine/admission.ts).
+   */
+  readonly clientRejected: string;
 }
 
 export interface ClientIdentity {
@@ -57,21 +63,6 @@ function identity(cert: tls.PeerCertificate): ClientIdentity {
   };
 }
 
-/**
- * Answers the first request on a connection whose client certificate the listener's rules refuse,
- * then closes: the client sees why instead of a bare reset.
- */
-function refuse(socket: tls.TLSSocket, reason: string): void {
-  const body = JSON.stringify({ error: "client_certificate_rejected", message: reason });
-  const response =
-    "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n" +
-    `content-length: ${Buffer.byteLength(body)}\r\nx-agw-error: client_certificate_rejected\r\n` +
-    `connection: close\r\n\r\n${body}`;
-  const timer = setTimeout(() => socket.destroy(), REFUSAL_TIMEOUT_MS);
-  socket.once("data", () => socket.end(response));
-  socket.once("close", () => clearTimeout(timer));
-}
-
 export class TlsAcceptor {
   readonly server: tls.Server;
   readonly runtime: ListenerTlsRuntime;
@@ -104,15 +95,18 @@ export class TlsAcceptor {
     }
     const cert = socket.getPeerCertificate();
     let client: ClientIdentity | undefined;
+    let clientRejected = "";
     if (cert && Object.keys(cert).length > 0) {
       const reason = !socket.authorized
         ? `client certificate not verified: ${String(socket.authorizationError)}`
         : this.runtime.checkClient(cert);
       if (reason !== undefined) {
-        refuse(socket, reason);
-        return;
-      }
-      client = identity(cert);
+        // The client is told why, in the protocol ALPN chose, on its first request; a refused
+        // connection gets no longer than REFUSAL_TIMEOUT_MS to send it.
+        clientRejected = reason;
+        const timer = setTimeout(() => socket.destroy(), REFUSAL_TIMEOUT_MS);
+        socket.once("close", () => clearTimeout(timer));
+      } else client = identity(cert);
     }
     const serverName = (socket as tls.TLSSocket & { servername?: string | false }).servername;
     handler(socket, {
@@ -121,6 +115,7 @@ export class TlsAcceptor {
       version: socket.getProtocol() ?? "",
       cipher: socket.getCipher()?.name ?? "",
       client,
+      clientRejected,
     });
   }
 }

@@ -105,6 +105,13 @@ export interface IrListenerLimits {
   http2: { maxConcurrentStreams: number; initialWindowSize: number; maxHeaderListBytes: number };
 }
 
+/** Request path normalisation before routing, every field filled in. */
+export interface IrPathPolicy {
+  normalize: boolean;
+  mergeSlashes: boolean;
+  escapedSlashes: "reject" | "keep" | "decode";
+}
+
 export interface IrListener {
   name: string;
   address: string;
@@ -113,6 +120,8 @@ export interface IrListener {
   tls?: IrListenerTls;
   /** Absent: the data plane defaults (the same values as LISTENER_LIMITS). */
   limits?: IrListenerLimits;
+  /** Absent: every normalisation step on, escaped slashes refused (docs/routing.md). */
+  paths?: IrPathPolicy;
   routes: IrRoute[];
 }
 

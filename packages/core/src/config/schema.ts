@@ -401,6 +401,26 @@ export const listenerLimitsSchema = z
     "Downstream limits and timeouts (docs/proxy.md); a push applies them to new connections and requests.",
   );
 
+export const listenerPathsSchema = z
+  .strictObject({
+    normalize: z
+      .boolean()
+      .optional()
+      .describe(
+        "RFC 3986: percent-encoded unreserved characters decoded, other percent-encodings upper-cased, dot segments removed. Default true.",
+      ),
+    mergeSlashes: z.boolean().optional().describe('Runs of "/" become one. Default true.'),
+    escapedSlashes: z
+      .enum(["reject", "keep", "decode"])
+      .optional()
+      .describe(
+        '%2F, %5C and a raw backslash: reject (400), keep (passed as received, matched literally) or decode (each is a "/"). Default reject.',
+      ),
+  })
+  .describe(
+    "How request paths are normalised before routing (docs/routing.md); the upstream gets the result.",
+  );
+
 export const listenerSchema = z.strictObject({
   name: resourceName,
   address: z.string().min(1).optional().describe('Address to bind; default "0.0.0.0".'),
@@ -408,6 +428,7 @@ export const listenerSchema = z.strictObject({
   protocol: z.enum(["http", "https"]).optional().describe("Default http; https needs tls."),
   tls: listenerTlsSchema.optional(),
   limits: listenerLimitsSchema.optional(),
+  paths: listenerPathsSchema.optional(),
   routes: z.array(routeSchema).optional(),
 });
 

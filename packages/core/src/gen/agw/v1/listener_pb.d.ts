@@ -59,6 +59,14 @@ export declare type Listener = Message<"agw.v1.Listener"> & {
    * @generated from field: agw.v1.ListenerLimits limits = 7;
    */
   limits?: ListenerLimits | undefined;
+
+  /**
+   * How request paths are normalised before routing (docs/routing.md); absent: every step on and
+   * escaped slashes refused.
+   *
+   * @generated from field: agw.v1.PathNormalization paths = 8;
+   */
+  paths?: PathNormalization | undefined;
 };
 
 /**
@@ -66,6 +74,41 @@ export declare type Listener = Message<"agw.v1.Listener"> & {
  * Use `create(ListenerSchema)` to create a new message.
  */
 export declare const ListenerSchema: GenMessage<Listener>;
+
+/**
+ * Request path normalisation, done before routing; the upstream receives the normalised path.
+ *
+ * @generated from message agw.v1.PathNormalization
+ */
+export declare type PathNormalization = Message<"agw.v1.PathNormalization"> & {
+  /**
+   * RFC 3986: percent-encoded unreserved characters decoded, other percent-encodings upper-cased,
+   * dot segments removed. Absent: true.
+   *
+   * @generated from field: optional bool normalize = 1;
+   */
+  normalize?: boolean | undefined;
+
+  /**
+   * Runs of "/" become one. Absent: true.
+   *
+   * @generated from field: optional bool merge_slashes = 2;
+   */
+  mergeSlashes?: boolean | undefined;
+
+  /**
+   * What happens to %2F, %5C (either case) and a raw backslash.
+   *
+   * @generated from field: agw.v1.EscapedSlashes escaped_slashes = 3;
+   */
+  escapedSlashes: EscapedSlashes;
+};
+
+/**
+ * Describes the message agw.v1.PathNormalization.
+ * Use `create(PathNormalizationSchema)` to create a new message.
+ */
+export declare const PathNormalizationSchema: GenMessage<PathNormalization>;
 
 /**
  * Zero in a count or size field means the default, except where a field says otherwise.
@@ -235,6 +278,44 @@ export declare type ListenerTls = Message<"agw.v1.ListenerTls"> & {
  * Use `create(ListenerTlsSchema)` to create a new message.
  */
 export declare const ListenerTlsSchema: GenMessage<ListenerTls>;
+
+/**
+ * @generated from enum agw.v1.EscapedSlashes
+ */
+export enum EscapedSlashes {
+  /**
+   * The same as ESCAPED_SLASHES_REJECT.
+   *
+   * @generated from enum value: ESCAPED_SLASHES_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * 400 bad_request.
+   *
+   * @generated from enum value: ESCAPED_SLASHES_REJECT = 1;
+   */
+  REJECT = 1,
+
+  /**
+   * Passed to the upstream as received; routing matches them literally.
+   *
+   * @generated from enum value: ESCAPED_SLASHES_KEEP = 2;
+   */
+  KEEP = 2,
+
+  /**
+   * Each one becomes a "/" separator before the other steps.
+   *
+   * @generated from enum value: ESCAPED_SLASHES_DECODE = 3;
+   */
+  DECODE = 3,
+}
+
+/**
+ * Describes the enum agw.v1.EscapedSlashes.
+ */
+export declare const EscapedSlashesSchema: GenEnum<EscapedSlashes>;
 
 /**
  * @generated from enum agw.v1.Protocol

@@ -9,7 +9,7 @@ import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
  * Describes the file agw/v1/listener.proto.
  */
 export const file_agw_v1_listener = /*@__PURE__*/
-  fileDesc("ChVhZ3cvdjEvbGlzdGVuZXIucHJvdG8SBmFndy52MSK7AQoITGlzdGVuZXISDAoEbmFtZRgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEgwKBHBvcnQYAyABKA0SIgoIcHJvdG9jb2wYBCABKA4yEC5hZ3cudjEuUHJvdG9jb2wSFAoMcm91dGVfY29uZmlnGAUgASgJEiAKA3RscxgGIAEoCzITLmFndy52MS5MaXN0ZW5lclRscxImCgZsaW1pdHMYByABKAsyFi5hZ3cudjEuTGlzdGVuZXJMaW1pdHMizQIKDkxpc3RlbmVyTGltaXRzEiAKGG1heF9yZXF1ZXN0X2hlYWRlcl9ieXRlcxgBIAEoDRIbChNtYXhfcmVxdWVzdF9oZWFkZXJzGAIgASgNEh4KFm1heF9yZXF1ZXN0X2JvZHlfYnl0ZXMYAyABKAQSMQoOaGVhZGVyX3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMYm9keV90aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDGlkbGVfdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIjChttYXhfcmVxdWVzdHNfcGVyX2Nvbm5lY3Rpb24YByABKA0SIgoFaHR0cDIYCCABKAsyEy5hZ3cudjEuSHR0cDJMaW1pdHMiaQoLSHR0cDJMaW1pdHMSHgoWbWF4X2NvbmN1cnJlbnRfc3RyZWFtcxgBIAEoDRIbChNpbml0aWFsX3dpbmRvd19zaXplGAIgASgNEh0KFW1heF9oZWFkZXJfbGlzdF9ieXRlcxgDIAEoDSLtAQoLTGlzdGVuZXJUbHMSGwoTY2VydGlmaWNhdGVfc2VjcmV0cxgBIAMoCRIYChBjbGllbnRfY2Ffc2VjcmV0GAIgASgJEiIKGnJlcXVpcmVfY2xpZW50X2NlcnRpZmljYXRlGAMgASgIEhMKC21pbl92ZXJzaW9uGAQgASgJEgwKBGFscG4YBSADKAkSFQoNY2lwaGVyX3N1aXRlcxgGIAEoCRImCh5tYXRjaF9jbGllbnRfc3ViamVjdF9hbHRfbmFtZXMYByADKAkSIQoZbWF0Y2hfY2xpZW50X2NvbW1vbl9uYW1lcxgIIAMoCSpLCghQcm90b2NvbBIYChRQUk9UT0NPTF9VTlNQRUNJRklFRBAAEhEKDVBST1RPQ09MX0hUVFAQARISCg5QUk9UT0NPTF9IVFRQUxACYgZwcm90bzM", [file_google_protobuf_duration]);
+  fileDesc("ChVhZ3cvdjEvbGlzdGVuZXIucHJvdG8SBmFndy52MSLlAQoITGlzdGVuZXISDAoEbmFtZRgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEgwKBHBvcnQYAyABKA0SIgoIcHJvdG9jb2wYBCABKA4yEC5hZ3cudjEuUHJvdG9jb2wSFAoMcm91dGVfY29uZmlnGAUgASgJEiAKA3RscxgGIAEoCzITLmFndy52MS5MaXN0ZW5lclRscxImCgZsaW1pdHMYByABKAsyFi5hZ3cudjEuTGlzdGVuZXJMaW1pdHMSKAoFcGF0aHMYCCABKAsyGS5hZ3cudjEuUGF0aE5vcm1hbGl6YXRpb24imAEKEVBhdGhOb3JtYWxpemF0aW9uEhYKCW5vcm1hbGl6ZRgBIAEoCEgAiAEBEhoKDW1lcmdlX3NsYXNoZXMYAiABKAhIAYgBARIvCg9lc2NhcGVkX3NsYXNoZXMYAyABKA4yFi5hZ3cudjEuRXNjYXBlZFNsYXNoZXNCDAoKX25vcm1hbGl6ZUIQCg5fbWVyZ2Vfc2xhc2hlcyLNAgoOTGlzdGVuZXJMaW1pdHMSIAoYbWF4X3JlcXVlc3RfaGVhZGVyX2J5dGVzGAEgASgNEhsKE21heF9yZXF1ZXN0X2hlYWRlcnMYAiABKA0SHgoWbWF4X3JlcXVlc3RfYm9keV9ieXRlcxgDIAEoBBIxCg5oZWFkZXJfdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgxib2R5X3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMaWRsZV90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiMKG21heF9yZXF1ZXN0c19wZXJfY29ubmVjdGlvbhgHIAEoDRIiCgVodHRwMhgIIAEoCzITLmFndy52MS5IdHRwMkxpbWl0cyJpCgtIdHRwMkxpbWl0cxIeChZtYXhfY29uY3VycmVudF9zdHJlYW1zGAEgASgNEhsKE2luaXRpYWxfd2luZG93X3NpemUYAiABKA0SHQoVbWF4X2hlYWRlcl9saXN0X2J5dGVzGAMgASgNIu0BCgtMaXN0ZW5lclRscxIbChNjZXJ0aWZpY2F0ZV9zZWNyZXRzGAEgAygJEhgKEGNsaWVudF9jYV9zZWNyZXQYAiABKAkSIgoacmVxdWlyZV9jbGllbnRfY2VydGlmaWNhdGUYAyABKAgSEwoLbWluX3ZlcnNpb24YBCABKAkSDAoEYWxwbhgFIAMoCRIVCg1jaXBoZXJfc3VpdGVzGAYgASgJEiYKHm1hdGNoX2NsaWVudF9zdWJqZWN0X2FsdF9uYW1lcxgHIAMoCRIhChltYXRjaF9jbGllbnRfY29tbW9uX25hbWVzGAggAygJKoMBCg5Fc2NhcGVkU2xhc2hlcxIfChtFU0NBUEVEX1NMQVNIRVNfVU5TUEVDSUZJRUQQABIaChZFU0NBUEVEX1NMQVNIRVNfUkVKRUNUEAESGAoURVNDQVBFRF9TTEFTSEVTX0tFRVAQAhIaChZFU0NBUEVEX1NMQVNIRVNfREVDT0RFEAMqSwoIUHJvdG9jb2wSGAoUUFJPVE9DT0xfVU5TUEVDSUZJRUQQABIRCg1QUk9UT0NPTF9IVFRQEAESEgoOUFJPVE9DT0xfSFRUUFMQAmIGcHJvdG8z", [file_google_protobuf_duration]);
 
 /**
  * Describes the message agw.v1.Listener.
@@ -19,31 +19,50 @@ export const ListenerSchema = /*@__PURE__*/
   messageDesc(file_agw_v1_listener, 0);
 
 /**
+ * Describes the message agw.v1.PathNormalization.
+ * Use `create(PathNormalizationSchema)` to create a new message.
+ */
+export const PathNormalizationSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_listener, 1);
+
+/**
  * Describes the message agw.v1.ListenerLimits.
  * Use `create(ListenerLimitsSchema)` to create a new message.
  */
 export const ListenerLimitsSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_listener, 1);
+  messageDesc(file_agw_v1_listener, 2);
 
 /**
  * Describes the message agw.v1.Http2Limits.
  * Use `create(Http2LimitsSchema)` to create a new message.
  */
 export const Http2LimitsSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_listener, 2);
+  messageDesc(file_agw_v1_listener, 3);
 
 /**
  * Describes the message agw.v1.ListenerTls.
  * Use `create(ListenerTlsSchema)` to create a new message.
  */
 export const ListenerTlsSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_listener, 3);
+  messageDesc(file_agw_v1_listener, 4);
+
+/**
+ * Describes the enum agw.v1.EscapedSlashes.
+ */
+export const EscapedSlashesSchema = /*@__PURE__*/
+  enumDesc(file_agw_v1_listener, 0);
+
+/**
+ * @generated from enum agw.v1.EscapedSlashes
+ */
+export const EscapedSlashes = /*@__PURE__*/
+  tsEnum(EscapedSlashesSchema);
 
 /**
  * Describes the enum agw.v1.Protocol.
  */
 export const ProtocolSchema = /*@__PURE__*/
-  enumDesc(file_agw_v1_listener, 0);
+  enumDesc(file_agw_v1_listener, 1);
 
 /**
  * @generated from enum agw.v1.Protocol

@@ -104,15 +104,20 @@ export class RequestTraffic {
   /** Response header lines the policies add: the attempt count, the affinity cookie. */
   responseHeaders(): string {
     let h = this.extraResponseHeaders;
-    if (this.retry !== null) h += `x-agw-attempts: ${this.attempts}\r\n`;
+    const attempts = this.attemptsValue;
+    if (attempts !== "") h += `x-agw-attempts: ${attempts}\r\n`;
     const cookie = this.affinitySetCookie();
     if (cookie !== "") h += `set-cookie: ${cookie}\r\n`;
     return h;
   }
 
-  /** Whether the response reports `x-agw-attempts` (the route has a retry policy). */
-  get reportsAttempts(): boolean {
-    return this.retry !== null;
+  /**
+   * The `x-agw-attempts` value of any answer to this request, the gateway's own errors included (a
+   * final 503 upstream_connect_failed says how many attempts failed); "" when the route has no retry
+   * policy or no attempt was started.
+   */
+  get attemptsValue(): string {
+    return this.retry !== null && this.attempts > 0 ? String(this.attempts) : "";
   }
 
   /** The affinity cookie to set (the client's does not name this endpoint), "" when none is needed. */

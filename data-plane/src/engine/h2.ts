@@ -1116,7 +1116,8 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     for (const [n, v] of ops.set) out[n.toLowerCase()] = v;
     for (const [n, v] of ops.add) addHeader(out, n.toLowerCase(), v);
     const traffic = this.traffic;
-    if (traffic.reportsAttempts) out["x-agw-attempts"] = String(traffic.attempts);
+    const attempts = traffic.attemptsValue;
+    if (attempts !== "") out["x-agw-attempts"] = attempts;
     const cookie = traffic.affinitySetCookie();
     if (cookie !== "") addHeader(out, "set-cookie", cookie);
   }
@@ -1131,31 +1132,30 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   /** A gateway error: JSON for HTTP clients, a trailers-only response with grpc-status for gRPC ones. */
   sendLocal(status: number, code: AgwErrorCode, message: string): void {
     this.errorCode = code;
+    const attempts = this.traffic.attemptsValue;
     if (this.grpc) {
-      this.finishLocal(
-        {
-          ":status": 200,
-          "content-type": "application/grpc",
-          "grpc-status": grpcStatusFor(status),
-          "grpc-message": encodeURIComponent(message),
-          "x-agw-error": code,
-          "x-request-id": this.requestId,
-        },
-        null,
-      );
+      const headers: http2.OutgoingHttpHeaders = {
+        ":status": 200,
+        "content-type": "application/grpc",
+        "grpc-status": grpcStatusFor(status),
+        "grpc-message": encodeURIComponent(message),
+        "x-agw-error": code,
+        "x-request-id": this.requestId,
+      };
+      if (attempts !== "") headers["x-agw-attempts"] = attempts;
+      this.finishLocal(headers, null);
       return;
     }
     const body = Buffer.from(JSON.stringify({ error: code, message, request_id: this.requestId }));
-    this.finishLocal(
-      {
-        ":status": status,
-        "content-type": "application/json",
-        "content-length": body.length,
-        "x-agw-error": code,
-        "x-request-id": this.requestId,
-      },
-      this.head?.method === "HEAD" ? null : body,
-    );
+    const headers: http2.OutgoingHttpHeaders = {
+      ":status": status,
+      "content-type": "application/json",
+      "content-length": body.length,
+      "x-agw-error": code,
+      "x-request-id": this.requestId,
+    };
+    if (attempts !== "") headers["x-agw-attempts"] = attempts;
+    this.finishLocal(headers, this.head?.method === "HEAD" ? null : body);
   }
 
   finishLocal(headers: http2.OutgoingHttpHeaders, body: Buffer | null): void {

@@ -1157,6 +1157,8 @@ class ClientConn implements UpstreamHandler {
     let h =
       `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-type: application/json\r\n` +
       `content-length: ${body.length}\r\nx-agw-error: ${code}\r\nx-request-id: ${this.requestId}\r\n`;
+    const attempts = this.traffic.attemptsValue;
+    if (attempts !== "") h += `x-agw-attempts: ${attempts}\r\n`;
     if (close) h += "connection: close\r\n";
     else if (head !== null && head.minor === 0) h += "connection: keep-alive\r\n";
     this.socket.write(this.isHead ? `${h}\r\n` : `${h}\r\n${body}`, "latin1");

@@ -388,6 +388,19 @@ test("an invalid GatewayRoute is rejected by the schema, or served nowhere and r
       ],
     }),
   );
+  // A tenant's pattern that only a backtracking engine could run: refused, never sent to a data plane.
+  await client.request(
+    "POST",
+    ns("gatewayroutes", GR),
+    gatewayRoute("backtracking-regex", listenerPort, {
+      rules: [
+        {
+          matches: [{ headers: [{ name: "x-id", type: "RegularExpression", value: "(a+)\\1" }] }],
+          backendRefs: [{ name: "echo", port: 80 }],
+        },
+      ],
+    }),
+  );
   await client.request(
     "POST",
     ns("gatewayroutes", GR),
@@ -404,12 +417,27 @@ test("an invalid GatewayRoute is rejected by the schema, or served nowhere and r
   });
   const accepted = badRegex.find((x) => x.type === "Accepted");
   assert.equal(accepted?.status, "False");
-  assert.match(accepted?.message ?? "", /invalid regular expression/);
+  assert.match(accepted?.message ?? "", /matches\[0\]\.path: invalid regex: Invalid regular expression/);
   assert.equal(badRegex.find((x) => x.type === "Programmed")?.status, "False");
   const routes = pair.cp.cache.snapshot?.get(TYPE_URL.route)?.resources;
   assert.ok(
     ![...(routes?.keys() ?? [])].some((k) => k.includes("/bad-regex/")),
     "the bad route is not served",
+  );
+  const backtracking = await waitFor("backtracking-regex status", async () => {
+    const c = await conditionsOf("backtracking-regex");
+    return c.find((x) => x.type === "Accepted") ? c : undefined;
+  });
+  assert.equal(backtracking.find((x) => x.type === "Accepted")?.status, "False");
+  assert.match(
+    backtracking.find((x) => x.type === "Accepted")?.message ?? "",
+    /matches\[0\]\.headers\[0\]: regex \/\(a\+\)\\1\/ cannot run in linear time/,
+  );
+  assert.ok(
+    ![...(pair.cp.cache.snapshot?.get(TYPE_URL.route)?.resources.keys() ?? [])].some((k) =>
+      k.includes("/backtracking-regex/"),
+    ),
+    "the route is not sent to data planes",
   );
 
   const missing = await waitFor("missing-svc status", async () => {
@@ -422,6 +450,7 @@ test("an invalid GatewayRoute is rejected by the schema, or served nowhere and r
     /Service agw-test\/nowhere not found/,
   );
   await client.request("DELETE", `${ns("gatewayroutes", GR)}/bad-regex`);
+  await client.request("DELETE", `${ns("gatewayroutes", GR)}/backtracking-regex`);
   await client.request("DELETE", `${ns("gatewayroutes", GR)}/missing-svc`);
 });
 

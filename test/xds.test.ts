@@ -123,7 +123,7 @@ test("NACK: the data plane rejects a bad route with error_detail; the stream and
 
   const nack = await waitFor("the NACK", () => registry.list()[0]?.types.get(TYPE_URL.route)?.lastNack);
   assert.equal(nack.version, badVersion);
-  assert.match(nack.message, /agw\.v1\.Route main\/all: Invalid regular expression/);
+  assert.match(nack.message, /agw\.v1\.Route main\/all: invalid regex: Invalid regular expression/);
   const routeState = registry.list()[0]?.types.get(TYPE_URL.route);
   assert.equal(routeState?.ackedVersion, goodRouteVersion, "the last ACKed version is kept");
   assert.equal(store.current(), configBefore, "the data plane keeps serving its previous config");
@@ -151,6 +151,58 @@ test("NACK: the data plane rejects a bad route with error_detail; the stream and
   );
   assert.equal(registry.list()[0]?.streamId, streamId, "same stream");
   assert.notEqual(store.current(), configBefore);
+});
+
+test("NACK: a regex that cannot run in linear time is refused by the data plane itself, whatever control plane sent it", async (t) => {
+  const cache = new SnapshotCache();
+  const registry = new DataPlaneRegistry();
+  const ir = IR(await freePort());
+  const good = irToSnapshot(ir);
+  cache.set(good);
+  const server = await startAdsServer("127.0.0.1", 0, createAdsService(cache, registry, capture().log));
+  const dp = capture();
+  const listeners = new ListenerManager(() => ({ handle: (socket) => socket.destroy() }), dp.log);
+  const store = new ConfigStore(listeners, dp.log);
+  const client = new XdsClient({
+    servers: [`127.0.0.1:${server.address.port}`],
+    nodeId: "dp-1",
+    log: dp.log,
+    onUpdate: (type, resources, version) => store.apply(type, resources, version),
+  });
+  t.after(async () => {
+    await client.stop();
+    listeners.closeAll();
+    await server.close();
+  });
+  client.start();
+  await waitFor("the first ACK of routes", () =>
+    registry.list()[0]?.types.get(TYPE_URL.route)?.ackedVersion === good.get(TYPE_URL.route)?.version
+      ? true
+      : undefined,
+  );
+  const configBefore = store.current();
+  // What go-control-plane or any other server could send: our control plane's validation is bypassed.
+  const bad = new Map(good);
+  bad.set(
+    TYPE_URL.route,
+    typeSnapshot([
+      versioned(
+        RouteSchema,
+        "main/all",
+        create(RouteSchema, {
+          name: "all",
+          routeConfig: "main",
+          match: { path: { case: "regex", value: "/(a+)\\1" } },
+          action: { target: { case: "cluster", value: "c" } },
+        }),
+      ),
+    ]),
+  );
+  cache.set(bad);
+  const nack = await waitFor("the NACK", () => registry.list()[0]?.types.get(TYPE_URL.route)?.lastNack);
+  assert.equal(nack.version, bad.get(TYPE_URL.route)?.version);
+  assert.match(nack.message, /agw\.v1\.Route main\/all: .*cannot run in linear time/);
+  assert.equal(store.current(), configBefore, "the data plane keeps serving its previous config");
 });
 
 test("replicas: a data plane skips a dead address, fails over when its control plane shuts down, and reconnects after max stream age", async (t) => {

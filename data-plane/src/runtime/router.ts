@@ -8,6 +8,7 @@
  *    matches, then more query matches, then config order.
  */
 import type { Route } from "@agw/core/gen/agw/v1/route_pb.js";
+import { compileLinearRegex } from "@agw/core/regex";
 import type { CompiledRoute, RequestView, Router } from "./types.ts";
 
 type ValueTest = (value: string | undefined) => boolean;
@@ -95,9 +96,12 @@ function walkPrefixes(node: PrefixNode, req: RequestView, pos: number): Compiled
   return undefined;
 }
 
-/** Anchored regex for a whole value; throws SyntaxError with the engine's message when invalid. */
+/**
+ * Anchored regex for a whole value, run in linear time (packages/core/src/regex.ts); throws when the
+ * pattern is invalid or cannot run in linear time, whatever control plane sent it.
+ */
 export function anchored(source: string): RegExp {
-  return new RegExp(`^(?:${source})$`);
+  return compileLinearRegex(`^(?:${source})$`);
 }
 
 function valueTest(

@@ -3,6 +3,7 @@
  * config; the engine calls `target` and `host` while it builds the upstream head.
  */
 import type { RegexRewrite, RewritePolicy } from "@agw/core/gen/agw/v1/route_pb.js";
+import { compileLinearRegex } from "@agw/core/regex";
 import type { Endpoint } from "../runtime/types.ts";
 
 /** What a rewrite reads of the request; RequestHead (HTTP/1.1 and HTTP/2) has it. */
@@ -81,7 +82,7 @@ function regexRewriter(r: RegexRewrite): (path: string) => string {
   if (!VISIBLE.test(r.substitution)) throw new Error("the regex rewrite substitution must be visible ASCII");
   let re: RegExp;
   try {
-    re = new RegExp(r.pattern, "g");
+    re = compileLinearRegex(r.pattern, "g");
   } catch (e) {
     throw new Error(`invalid rewrite regex: ${(e as Error).message}`);
   }

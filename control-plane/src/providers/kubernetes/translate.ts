@@ -15,6 +15,7 @@ import {
   type IrSecret,
   type ValueMatch,
 } from "@agw/core/ir";
+import { linearRegexError } from "@agw/core/regex";
 import { clusterPolicies, routePolicies } from "../../translator.ts";
 import {
   type EndpointSlice,
@@ -145,11 +146,8 @@ function valueMatch(m: GatewayRouteValueMatch, lowerName: boolean): ValueMatch {
 }
 
 function checkRegex(source: string, what: string, problems: string[]): void {
-  try {
-    new RegExp(source);
-  } catch (e) {
-    problems.push(`${what}: invalid regular expression: ${(e as Error).message}`);
-  }
+  const error = linearRegexError(source);
+  if (error !== undefined) problems.push(`${what}: ${error}`);
 }
 
 /** config.yaml's own schemas, so a GatewayRoute policy is held to exactly the same rules. */

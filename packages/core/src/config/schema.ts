@@ -4,6 +4,7 @@
  * (references, uniqueness) live in semantic.ts.
  */
 import { z } from "zod";
+import { linearRegexError } from "../regex.ts";
 
 const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -33,13 +34,13 @@ function regexSource(what: string) {
     .string()
     .min(1)
     .superRefine((source, ctx) => {
-      try {
-        new RegExp(source);
-      } catch (e) {
-        ctx.addIssue({ code: "custom", message: `invalid regex: ${(e as Error).message}` });
-      }
+      const error = linearRegexError(source);
+      if (error !== undefined) ctx.addIssue({ code: "custom", message: error });
     })
-    .describe(`ECMAScript regular expression matched against the whole ${what}.`);
+    .describe(
+      `ECMAScript regular expression matched against the whole ${what}, run in linear time: ` +
+        "no backreferences, lookahead or counted repetitions above 16 (docs/security.md).",
+    );
 }
 
 const HOST = /^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;

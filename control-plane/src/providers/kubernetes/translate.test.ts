@@ -427,6 +427,42 @@ test("policies are held to config.yaml's rules: a bad one makes the route not Ac
   assert.deepEqual(out.listeners, []);
 });
 
+test("a regex that cannot run in linear time (a tenant's backreference, lookahead, {64}) keeps the route from being Accepted or served", () => {
+  const out = translateKube(
+    objects({
+      gatewayRoutes: [
+        route("slow", {
+          listener: { name: "http", port: 8080 },
+          rules: [
+            {
+              matches: [
+                {
+                  path: { type: "RegularExpression", value: "/(a+)\\1" },
+                  headers: [{ name: "x-id", type: "RegularExpression", value: "(?=a)a+" }],
+                  queryParams: [{ name: "id", type: "RegularExpression", value: "[0-9a-f]{64}" }],
+                },
+              ],
+              backendRefs: [{ name: "web", port: "http" }],
+              rewrite: { pathRegex: { pattern: "(a)\\1", substitution: "/" } },
+            },
+          ],
+        }),
+      ],
+    }),
+  );
+  const message = out.routes[0]?.conditions.find(
+    (c) => c.type === "Accepted" && c.status === "False",
+  )?.message;
+  for (const where of [
+    "matches\\[0\\]\\.path",
+    "matches\\[0\\]\\.headers\\[0\\]",
+    "matches\\[0\\]\\.queryParams\\[0\\]",
+    "rewrite\\.pathRegex\\.pattern",
+  ])
+    assert.match(message ?? "", new RegExp(`${where}: regex .* cannot run in linear time`));
+  assert.deepEqual(out.listeners, []);
+});
+
 test("a mirror to a Service that does not exist is reported like a missing backend", () => {
   const out = translateKube(
     objects({

@@ -211,7 +211,7 @@ function onRouteTimer(c: ClientConn): void {
 const ROUTE_TIMEOUT = 1;
 
 function kickPending(c: ClientConn): void {
-  if (c.phase === P_HEAD) c.onHeadBytes(null);
+  if (c.phase === P_HEAD && !c.awaitingDrain) c.onHeadBytes(null);
 }
 
 /**
@@ -245,6 +245,12 @@ class ClientConn implements UpstreamHandler {
   limits: ListenerLimits;
   /** Requests started on this connection (counted only under maxRequestsPerConnection). */
   requests = 0;
+  /**
+   * Responses are backed up (the socket's write buffer is over its high-water mark): no request is read
+   * or started until the client drains them, so a pipelining client that never reads cannot make the
+   * gateway buffer its answers without bound (docs/proxy.md, "Memory per connection").
+   */
+  awaitingDrain = false;
 
   // The request in flight. Everything below is reset by finishExchange().
   head: RequestHead | null = null;
@@ -323,7 +329,8 @@ class ClientConn implements UpstreamHandler {
   onData(chunk: Buffer): void {
     switch (this.phase) {
       case P_HEAD:
-        this.onHeadBytes(chunk);
+        if (this.awaitingDrain) this.stash(chunk);
+        else this.onHeadBytes(chunk);
         break;
       case P_TUNNEL: {
         const up = this.upstream;
@@ -343,6 +350,11 @@ class ClientConn implements UpstreamHandler {
   }
 
   onDrain(): void {
+    if (this.awaitingDrain) {
+      this.awaitingDrain = false;
+      if (this.phase === P_HEAD) this.nextRequest();
+      return;
+    }
     const up = this.upstream;
     if (up?.socket.isPaused()) up.socket.resume();
   }
@@ -354,7 +366,7 @@ class ClientConn implements UpstreamHandler {
       return;
     }
     // Requests already received in full (in flight or pipelined) are still answered.
-    if (this.phase === P_ACTIVE && this.reqBodyDone) return;
+    if ((this.phase === P_ACTIVE && this.reqBodyDone) || this.awaitingDrain) return;
     if (this.phase === P_HEAD && this.buf !== null)
       this.onHeadBytes(null); // destroys if the head is partial
     else this.socket.destroy();
@@ -448,7 +460,7 @@ class ClientConn implements UpstreamHandler {
   }
 
   closeIfIdle(): void {
-    if (this.phase === P_HEAD && this.buf === null) this.socket.destroy();
+    if (this.phase === P_HEAD && (this.buf === null || this.awaitingDrain)) this.socket.destroy();
   }
 
   // ---- request head
@@ -1200,6 +1212,19 @@ class ClientConn implements UpstreamHandler {
     }
     this.phase = P_HEAD;
     this.scanner.reset();
+    if (this.socket.writableNeedDrain) {
+      // The client is not reading what it was sent: read nothing more until it does. A client that
+      // never drains is an idle connection, closed after idleTimeout.
+      this.awaitingDrain = true;
+      this.socket.pause();
+      this.timer.arm(T_KEEPALIVE, this.limits.idleTimeoutMs);
+      return;
+    }
+    this.nextRequest();
+  }
+
+  /** Between requests, with the client's responses flowing: the next pipelined request, or wait for one. */
+  nextRequest(): void {
     if (this.buf !== null) {
       this.timer.arm(T_HEADER, this.limits.headerTimeoutMs);
       setImmediate(kickPending, this);

@@ -150,3 +150,55 @@ test("quickstart: agw run with the demo upstream answers curl through the gatewa
   assert.match(stdout, /"message": "Hello from the AGW demo upstream"/);
   assert.match(stdout, /"x-forwarded-for": "127\.0\.0\.1"/);
 });
+
+test("agw demo-upstream: several --port instances, --id, --status, --delay, --log, and usage errors", async (t) => {
+  const [a, b, c] = await Promise.all([freePort(), freePort(), freePort()]);
+  const pair = agw(["demo-upstream", "--port", String(a), "--port", String(b)]);
+  const failing = agw([
+    "demo-upstream",
+    "--port",
+    String(c),
+    "--id",
+    "slow-one",
+    "--status",
+    "503",
+    "--delay",
+    "300ms",
+    "--log",
+  ]);
+  t.after(() => Promise.all([pair.stop(), failing.stop()]));
+  await waitFor("both demo upstreams", () =>
+    pair.output().split("listening").length === 3 && failing.output().includes("listening")
+      ? true
+      : undefined,
+  );
+  for (const port of [a, b]) {
+    const res = await get(`http://127.0.0.1:${port}/x`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-upstream-id"), `127.0.0.1:${port}`);
+    assert.equal(JSON.parse(res.body).upstream, `127.0.0.1:${port}`);
+  }
+  const started = Date.now();
+  const res = await get(`http://127.0.0.1:${c}/y?z=1`);
+  assert.ok(Date.now() - started >= 300, "--delay 300ms holds the response head back");
+  assert.equal(res.status, 503);
+  assert.equal(res.headers.get("x-upstream-id"), "slow-one");
+  assert.equal(JSON.parse(res.body).upstream, "slow-one");
+  await waitFor("the request log line", () =>
+    failing.output().includes(`slow-one GET /y?z=1 host=127.0.0.1:${c}`) ? true : undefined,
+  );
+
+  for (const [args, message] of [
+    [["--status", "700"], /--status: expected a status within 200\.\.599, got "700"/],
+    [["--delay", "soon"], /--delay: expected a duration such as 500ms or 3s, got "soon"/],
+    [["--port", "99999"], /--port: expected a port number within 0\.\.65535, got "99999"/],
+    [["--port", "1", "--port", "2", "--id", "x"], /--id names one instance/],
+  ] as const) {
+    const e = await run(process.execPath, [CLI, "demo-upstream", ...args]).then(
+      () => assert.fail(`expected a usage error for ${args.join(" ")}`),
+      (err: { code: number; stderr: string }) => err,
+    );
+    assert.equal(e.code, 2);
+    assert.match(e.stderr, message);
+  }
+});

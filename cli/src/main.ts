@@ -3,6 +3,7 @@
 import { parseArgs } from "node:util";
 import { certificateCommonName, xdsTransportSecurity } from "@agw/control-plane/xds/transport-security";
 import { loadConfigFile } from "@agw/core/config/loader";
+import { parseDuration } from "@agw/core/config/schema";
 import { parseHostPort } from "@agw/core/config/semantic";
 import { addressOf, startDemoUpstream } from "./demo-upstream.ts";
 import { PLUGIN_USAGE, PluginUsageError, pluginCommand } from "./plugin.ts";
@@ -120,9 +121,18 @@ handle stay plain TCP, and when it stops (even killed) everything it attached go
   --admin-allow-host NAME  also answer metrics requests whose Host is NAME (repeatable); IP addresses
                            and localhost always are`,
   plugin: PLUGIN_USAGE,
-  "demo-upstream": `Usage: agw demo-upstream [--listen ADDR:PORT]
+  "demo-upstream": `Usage: agw demo-upstream [options]
 
-  --listen ADDR:PORT       default 127.0.0.1:9080`,
+An HTTP server that answers every request with a JSON echo of it (method, url, headers, body size)
+and says which instance answered: the x-upstream-id header and "upstream" in the body.
+
+  --port N                 listen on 127.0.0.1:N; repeat for several instances in one process
+  --listen ADDR:PORT       listen on ADDR:PORT; repeatable (default, without --port: 127.0.0.1:9080)
+  --id ID                  the instance's name in x-upstream-id and the body (default: its ADDR:PORT);
+                           only with one address
+  --status N               answer every request with this status, 200..599 (default 200)
+  --delay DURATION         wait this long before the response head, e.g. 500ms, 3s (default 0)
+  --log                    print a line per request: ID METHOD URL host=HOST`,
 };
 
 class UsageError extends Error {}
@@ -188,7 +198,11 @@ async function main(argv: string[]): Promise<number> {
       "bind-address": { type: "string" },
       workers: { type: "string" },
       "drain-timeout": { type: "string" },
-      listen: { type: "string" },
+      listen: { type: "string", multiple: true },
+      id: { type: "string" },
+      status: { type: "string" },
+      delay: { type: "string" },
+      log: { type: "boolean" },
       cgroup: { type: "string" },
       "local-address": { type: "string", multiple: true },
       port: { type: "string", multiple: true },
@@ -302,10 +316,38 @@ async function main(argv: string[]): Promise<number> {
       return ok ? 0 : 1;
     }
     case "demo-upstream": {
-      const at = hostPort(values.listen, "127.0.0.1:9080", "--listen");
-      const server = await startDemoUpstream(at.host, at.port);
-      console.log(`demo upstream listening on http://${addressOf(server)}`);
-      onShutdown(async () => void server.close());
+      const addresses = [
+        ...(values.port ?? []).map((p) => {
+          if (!/^\d{1,5}$/.test(p) || Number(p) > 65535)
+            throw new UsageError(`--port: expected a port number within 0..65535, got "${p}"`);
+          return { host: "127.0.0.1", port: Number(p) };
+        }),
+        ...(values.listen ?? []).map((l) => hostPort(l, "", "--listen")),
+      ];
+      if (addresses.length === 0) addresses.push(hostPort(undefined, "127.0.0.1:9080", "--listen"));
+      if (values.id !== undefined && addresses.length > 1)
+        throw new UsageError("--id names one instance: give one --port or --listen with it");
+      const status = values.status === undefined ? 200 : Number(values.status);
+      if (!Number.isInteger(status) || status < 200 || status > 599)
+        throw new UsageError(`--status: expected a status within 200..599, got "${values.status}"`);
+      const delayMs = values.delay === undefined ? 0 : parseDuration(values.delay);
+      if (delayMs === undefined)
+        throw new UsageError(`--delay: expected a duration such as 500ms or 3s, got "${values.delay}"`);
+      const servers = await Promise.all(
+        addresses.map((a) =>
+          startDemoUpstream({
+            ...a,
+            ...(values.id !== undefined ? { id: values.id } : {}),
+            status,
+            delayMs,
+            ...(values.log ? { log: (line: string) => console.log(line) } : {}),
+          }),
+        ),
+      );
+      for (const server of servers) console.log(`demo upstream listening on http://${addressOf(server)}`);
+      onShutdown(async () => {
+        for (const server of servers) server.close();
+      });
       return -1;
     }
     case "control-plane": {
@@ -382,7 +424,7 @@ async function main(argv: string[]): Promise<number> {
       const file = configOrKube();
       if (file && !(await validate(file))) return 1;
       const demoAt = values["demo-upstream"] && hostPort(values["demo-upstream"], "", "--demo-upstream");
-      const demo = demoAt ? await startDemoUpstream(demoAt.host, demoAt.port) : undefined;
+      const demo = demoAt ? await startDemoUpstream(demoAt) : undefined;
       const xds = hostPort(values["xds-listen"], "127.0.0.1:18000", "--xds-listen");
       // With mTLS the built-in data plane presents the control plane's own certificate, so its
       // node id is that certificate's CN (which must also name the xDS address it dials).

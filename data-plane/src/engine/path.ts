@@ -29,6 +29,12 @@ const BAD_ESCAPE = new PathRejection("the path contains an invalid percent-encod
 const ESCAPED_SLASH = new PathRejection("the path contains an escaped slash (%2F or %5C) or a backslash");
 
 const HEX_DIGITS = "0123456789ABCDEF";
+/**
+ * What only the slow path can deal with: a percent-encoding, a backslash, an empty segment or a dot
+ * segment ("/./", "/../", at the end too). One native regex scan: cheaper than a charCodeAt loop
+ * over the parser's sliced strings (bench/path.ts), and "/.well-known" stays on the fast path.
+ */
+const NEEDS_WORK = /[%\\]|\/\/|\/\.\.?(?:\/|$)/;
 
 function hexValue(c: number): number {
   if (c >= 48 && c <= 57) return c - 48;
@@ -55,17 +61,7 @@ function unreserved(v: number): boolean {
  * `path` starts with "/". The common, already-normal path costs one scan and is returned as is.
  */
 export function normalizePath(path: string, policy: PathPolicy): string | PathRejection {
-  const n = path.length;
-  let i = 0;
-  for (; i < n; i++) {
-    const c = path.charCodeAt(i);
-    if (c === 37 /* % */ || c === 92 /* \ */) break;
-    if (c === 47 /* / */ && i + 1 < n) {
-      const d = path.charCodeAt(i + 1);
-      if (d === 47 || d === 46 /* . */) break;
-    }
-  }
-  if (i === n) return path;
+  if (!NEEDS_WORK.test(path)) return path;
   return slowNormalize(path, policy);
 }
 

@@ -460,7 +460,10 @@ class ClientConn implements UpstreamHandler {
   }
 
   closeIfIdle(): void {
-    if (this.phase === P_HEAD && (this.buf === null || this.awaitingDrain)) this.socket.destroy();
+    if (this.phase !== P_HEAD || this.buf !== null) return;
+    // Responses still on their way out are flushed first (end(), bounded by the linger timeout).
+    if (this.awaitingDrain) this.linger();
+    else this.socket.destroy();
   }
 
   // ---- request head
@@ -1225,6 +1228,10 @@ class ClientConn implements UpstreamHandler {
 
   /** Between requests, with the client's responses flowing: the next pipelined request, or wait for one. */
   nextRequest(): void {
+    if (this.buf === null && this.proxy.draining) {
+      this.linger();
+      return;
+    }
     if (this.buf !== null) {
       this.timer.arm(T_HEADER, this.limits.headerTimeoutMs);
       setImmediate(kickPending, this);

@@ -57,6 +57,11 @@ test("h2load cut off mid-flight with --access-log: the gateway keeps serving; h2
   assert.equal(await gw.stop(), 0, gw.output());
   const line = accessLogEntry(accessLog, "after-h2load");
   assert.equal(line.status, 200);
+  assert.equal(
+    line.protocol,
+    "HTTP/2",
+    "an HTTP/2 stream is logged as HTTP/2, not as the HTTP/1.1 head it is built on",
+  );
   assert.equal(line.bytes_sent, BODY.length, "an HTTP/2 line counts its stream's DATA bytes");
   assert.equal(line.bytes_received, 0);
 });

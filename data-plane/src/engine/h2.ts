@@ -288,6 +288,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   upExtra = false;
   done = false;
   /** For the observer (metrics, access logs, traces): as on HTTP/1.1 (ExchangeView). */
+  readonly http2 = true;
   startedAt = performance.now();
   status = 0;
   errorCode = "";

@@ -54,7 +54,14 @@ const FIELDS: Record<string, Field> = {
   method: (x) => json(x.head?.method),
   authority: (x) => json(x.head?.rawHost),
   path: (x) => (x.head === null ? NULL : json(x.head.originForm)),
-  protocol: (x) => (x.head === null ? NULL : x.head.minor === 1 ? '"HTTP/1.1"' : `"HTTP/1.${x.head.minor}"`),
+  protocol: (x) =>
+    x.http2 === true
+      ? '"HTTP/2"'
+      : x.head === null
+        ? NULL
+        : x.head.minor === 1
+          ? '"HTTP/1.1"'
+          : `"HTTP/1.${x.head.minor}"`,
   status: (x) => String(x.status),
   response_flags: (x, f) => (x.errorCode !== "" ? json(x.errorCode) : f.aborted ? '"aborted"' : NULL),
   duration_ms: (x, f) =>

@@ -176,6 +176,49 @@ function netnsUnavailable(): string | undefined {
   return undefined;
 }
 
+/** Namespaces left by a docs test that was killed (its pid is gone): their processes and the namespace. */
+function removeStaleNamespaces(): void {
+  let names: string[] = [];
+  try {
+    names = execFileSync("ip", ["netns", "list"], { encoding: "utf8" })
+      .split("\n")
+      .map((l) => l.split(" ")[0] ?? "");
+  } catch {
+    return;
+  }
+  for (const ns of names) {
+    const pid = /^agwdoc(\d+)-\d+$/.exec(ns)?.[1];
+    if (pid === undefined) continue;
+    try {
+      process.kill(Number(pid), 0);
+      continue; // that test is still running
+    } catch {}
+    killNamespace(ns);
+    try {
+      execFileSync("ip", ["netns", "del", ns]);
+    } catch {}
+  }
+}
+
+/** Kills every process in the namespace (a page's shell, its background jobs and their children). */
+function killNamespace(ns: string): void {
+  for (let round = 0; round < 10; round++) {
+    let pids: number[] = [];
+    try {
+      pids = execFileSync("ip", ["netns", "pids", ns], { encoding: "utf8" })
+        .split("\n")
+        .filter(Boolean)
+        .map(Number);
+    } catch {}
+    if (pids.length === 0) return;
+    for (const pid of pids)
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {}
+    execFileSync("sleep", ["0.1"]);
+  }
+}
+
 /** A copy of the repository's files (tracked and untracked, not ignored) with node_modules linked. */
 function repositoryCopy(): string {
   const dir = mkdtempSync(join(tmpdir(), "agw-docs-"));
@@ -281,23 +324,8 @@ class Session {
     throw new Error(`a command failed (exit status ${this.exit}); the block's output:\n${out()}`);
   }
 
-  /** Kills every process in the namespace (the shell, its background jobs and their children). */
   kill(): void {
-    for (let round = 0; round < 10; round++) {
-      let pids: number[] = [];
-      try {
-        pids = execFileSync("ip", ["netns", "pids", this.ns], { encoding: "utf8" })
-          .split("\n")
-          .filter(Boolean)
-          .map(Number);
-      } catch {}
-      if (pids.length === 0) return;
-      for (const pid of pids)
-        try {
-          process.kill(pid, "SIGKILL");
-        } catch {}
-      execFileSync("sleep", ["0.1"]);
-    }
+    killNamespace(this.ns);
   }
 
   close(): void {
@@ -318,6 +346,8 @@ const walkThroughs = pages.filter(({ blocks }) =>
   blocks.some((b) => b.marker?.kind === "run" || b.marker?.kind === "pending"),
 );
 
+let staleRemoved = false;
+
 describe("walk-throughs", { concurrency: 3 }, () => {
   walkThroughs.forEach(({ page, blocks }, index) => {
     test(page, async (t) => {
@@ -327,6 +357,10 @@ describe("walk-throughs", { concurrency: 3 }, () => {
       if (runs.length === 0) return;
       const unavailable = netnsUnavailable();
       if (!requireOrSkip(t, unavailable === undefined, unavailable ?? "")) return;
+      if (!staleRemoved) {
+        staleRemoved = true;
+        removeStaleNamespaces();
+      }
       assert.ok(
         existsSync(join(ROOT, "node_modules/.bin/agw")),
         "node_modules/.bin/agw is missing: run npm ci (the cli workspace's bin, which the docs call as agw)",

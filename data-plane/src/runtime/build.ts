@@ -17,6 +17,7 @@ import {
 } from "@agw/core/gen/agw/v1/listener_pb.js";
 import type { HeaderOperations, Route, RouteConfig } from "@agw/core/gen/agw/v1/route_pb.js";
 import type { Secret } from "@agw/core/gen/agw/v1/secret_pb.js";
+import { routeProblems } from "@agw/core/xds/route-check";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import { clusterPolicies, retrySpec } from "../cluster/build.ts";
 import { ClusterStates } from "../cluster/state.ts";
@@ -60,23 +61,16 @@ export class ResourceError extends Error {
   }
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
-
 function ms(d: Duration | undefined, fallback: number): number {
   return d ? durationMs(d) : fallback;
 }
 
-function headerOps(ops: HeaderOperations | undefined, where: string): HeaderOps {
-  const check = (name: string, value: string) => {
-    if (!TOKEN.test(name)) throw new ResourceError(where, `invalid header name "${name}"`);
-    if (!FIELD_VALUE.test(value)) throw new ResourceError(where, `invalid value for header "${name}"`);
-    return [name.toLowerCase(), value] as const;
-  };
+/** Names and values were checked by routeProblems. */
+function headerOps(ops: HeaderOperations | undefined): HeaderOps {
   return {
-    add: (ops?.add ?? []).map((h) => check(h.name, h.value)),
-    set: (ops?.set ?? []).map((h) => check(h.name, h.value)),
-    remove: (ops?.remove ?? []).map((n) => check(n, "")[0]),
+    add: (ops?.add ?? []).map((h) => [h.name.toLowerCase(), h.value] as const),
+    set: (ops?.set ?? []).map((h) => [h.name.toLowerCase(), h.value] as const),
+    remove: (ops?.remove ?? []).map((n) => n.toLowerCase()),
   };
 }
 
@@ -90,6 +84,7 @@ function pluginChain(
   return new PluginChain(
     refs.map((ref) => {
       const plugin = plugins?.get(ref.name);
+      // routeProblems has refused unknown plugins; this only narrows the type.
       if (plugin === undefined) throw new ResourceError(where, `unknown plugin "${ref.name}"`);
       return { plugin, configJson: JSON.stringify({ ...plugin.spec.config, ...(ref.config ?? {}) }) };
     }),
@@ -101,6 +96,9 @@ function compileRoute(
   where: string,
   plugins?: ReadonlyMap<string, PluginRuntime>,
 ): CompiledRoute {
+  // The check the control plane also runs on Kubernetes routes before they reach a snapshot.
+  const problems = routeProblems(route, { plugins: plugins ?? new Map() });
+  if (problems.length > 0) throw new ResourceError(where, problems.join("; "));
   const action = route.action;
   const target = action?.target;
   let pickCluster: () => string;
@@ -110,7 +108,6 @@ function compileRoute(
   } else if (target?.case === "weightedClusters") {
     const choices = target.value.clusters.filter((c) => c.weight > 0);
     const total = choices.reduce((sum, c) => sum + c.weight, 0);
-    if (total === 0) throw new ResourceError(where, "weighted clusters need a positive total weight");
     pickCluster = () => {
       let r = Math.random() * total;
       for (const c of choices) {
@@ -119,18 +116,16 @@ function compileRoute(
       }
       return choices[choices.length - 1]?.name ?? "";
     };
-  } else if (target?.case === "redirect" || target?.case === "directResponse") {
-    pickCluster = () => "";
   } else {
-    throw new ResourceError(where, "route has no cluster");
+    pickCluster = () => "";
   }
-  const requestHeaders = headerOps(action?.requestHeaders, where);
+  const requestHeaders = headerOps(action?.requestHeaders);
   return {
     name: route.name,
     pickCluster,
     timeoutMs: ms(action?.timeout, DEFAULTS.routeTimeoutMs),
     requestHeaders,
-    responseHeaders: headerOps(action?.responseHeaders, where),
+    responseHeaders: headerOps(action?.responseHeaders),
     plugins: pluginChain(route, plugins, where),
     retry: action?.retry ? retrySpec(action.retry, where) : null,
     ...routeTraffic(route, requestHeaders),

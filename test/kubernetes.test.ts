@@ -6,8 +6,8 @@
  * written by the Lease holder only.
  */
 import assert from "node:assert/strict";
-import { execFile, execFileSync, spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { execFile, execFileSync, spawn, spawnSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import { join } from "node:path";
@@ -22,7 +22,7 @@ import { type DataPlane, startDataPlane } from "@agw/data-plane";
 import { parse, parseAllDocuments } from "yaml";
 import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
 import { createPodNetwork, netnsUnavailableReason, type PodNetwork } from "../scripts/kube/netns.ts";
-import { agw, freePort, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import { agw, freePort, ROOT, requireOrSkip, tempDir, tracked, waitFor } from "./helpers.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 const NS = "agw-test";
@@ -308,35 +308,101 @@ function tlsSecret(name: string, cert: string, key: string) {
   };
 }
 
-test("TLS Secrets: the snapshot carries each one by namespace/name, follows rotation, and leaves out a bad PEM", async (t) => {
-  if (!ready(t) || !api) return;
-  const pair = await startPair(api.kubeconfig, "replica-tls");
-  t.after(() => pair.close());
-  const secretsOf = () => pair.cp.cache.snapshot?.get(TYPE_URL.secret)?.resources;
-  const first = tlsPair("one.example");
-  await client.request("POST", ns("secrets"), tlsSecret("site", first.cert, first.key));
-  const v1 = await waitFor("secret in the snapshot", () => secretsOf()?.get(`${NS}/site`)?.version);
+/** The Secrets a data plane holds: what it received over xDS (its config dump lists them by name). */
+function secretsHeld(dp: DataPlane): string[] {
+  const dump = dp.store.dump() as Record<string, { resources?: Array<{ name?: string }> }>;
+  return (dump["agw.v1.Secret"]?.resources ?? []).map((r) => r.name ?? "").sort();
+}
 
-  const second = tlsPair("two.example");
-  await client.request("PUT", `${ns("secrets")}/site`, tlsSecret("site", second.cert, second.key));
-  const v2 = await waitFor("rotated secret", () => {
-    const v = secretsOf()?.get(`${NS}/site`)?.version;
-    return v && v !== v1 ? v : undefined;
+/** The subject CN a TLS handshake with host:port presents. */
+function handshakeCommonName(host: string, port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = tlsConnect({ host, port, rejectUnauthorized: false, timeout: 3_000 }, () => {
+      resolve(String(socket.getPeerCertificate().subject?.CN ?? ""));
+      socket.end();
+    });
+    socket.on("timeout", () => socket.destroy());
+    socket.on("error", () => resolve(""));
   });
-  assert.notEqual(v2, v1);
+}
+
+test("TLS Secrets: a data plane receives only those a listener references in its own namespace; an unreferenced one and another tenant's are never sent", async (t) => {
+  if (!ready(t) || !api) return;
+  const TENANT_B = "agw-tenant-b";
+  await client.request("POST", "/api/v1/namespaces", { metadata: { name: TENANT_B } });
+  const site = tlsPair("site.example");
+  const vault = tlsPair("vault.example");
+  await client.request("POST", ns("secrets"), tlsSecret("site", site.cert, site.key));
+  await client.request("POST", ns("secrets"), tlsSecret("unused", vault.cert, vault.key));
+  await client.request("POST", `/api/v1/namespaces/${TENANT_B}/secrets`, {
+    ...tlsSecret("vault", vault.cert, vault.key),
+    metadata: { name: "vault", namespace: TENANT_B },
+  });
+  const [ownPort, thiefPort] = [await freePort(), await freePort()];
+  const tlsRoute = (name: string, port: number, ref: { name: string; namespace?: string }) =>
+    gatewayRoute(name, port, {
+      listener: { name: `tls-${name}`, port, tls: { certificateRefs: [ref] } },
+      rules: [{ directResponse: { status: 200, body: name } }],
+    });
+  await client.request("POST", ns("gatewayroutes", GR), tlsRoute("own", ownPort, { name: "site" }));
+  // A tenant of agw-test names another namespace's Secret: it must not get that key served, or sent.
   await client.request(
     "POST",
-    ns("secrets"),
-    tlsSecret("broken", "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n", first.key),
+    ns("gatewayroutes", GR),
+    tlsRoute("thief", thiefPort, { name: "vault", namespace: TENANT_B }),
   );
-  await client.request("POST", ns("secrets"), tlsSecret("mismatched", first.cert, second.key));
-  await waitFor("bad secrets reported", () =>
-    (pair.cp.kubernetes?.translation?.secretErrors.length ?? 0) >= 2 ? true : undefined,
+  t.after(async () => {
+    for (const name of ["own", "thief"])
+      await client.request("DELETE", `${ns("gatewayroutes", GR)}/${name}`).catch(() => undefined);
+    for (const name of ["site", "unused"])
+      await client.request("DELETE", `${ns("secrets")}/${name}`).catch(() => undefined);
+    await client.request("DELETE", `/api/v1/namespaces/${TENANT_B}`).catch(() => undefined);
+  });
+
+  // Every namespace watched, so the control plane does see the other tenant's Secret.
+  const cp = await startControlPlane({
+    xdsHost: "127.0.0.1",
+    xdsPort: 0,
+    log: quiet,
+    kubernetes: {
+      kubeconfig: api.kubeconfig,
+      leaderElection: { identity: "replica-secrets", leaseDurationSeconds: 3, renewMs: 500 },
+    },
+  });
+  t.after(() => cp.close());
+  const host = `127.0.1.${nextBindAddress++}`;
+  const dp = await startDataPlane({
+    xds: `127.0.0.1:${cp.xds.address.port}`,
+    nodeId: "dp-secrets",
+    bindAddress: host,
+    log: quiet,
+  });
+  t.after(() => dp.close());
+  assert.ok(await dp.ready(15_000), "data plane got a config");
+  assert.equal(
+    await waitFor("own's certificate", async () =>
+      (await handshakeCommonName(host, ownPort)) === "site.example" ? "site.example" : undefined,
+    ),
+    "site.example",
   );
-  const errors = pair.cp.kubernetes?.translation?.secretErrors ?? [];
-  assert.match(errors.join("\n"), new RegExp(`${NS}/broken: tls.crt is not a PEM certificate`));
-  assert.match(errors.join("\n"), new RegExp(`${NS}/mismatched: tls.key does not match`));
-  assert.deepEqual([...(secretsOf()?.keys() ?? [])], [`${NS}/site`]);
+  assert.deepEqual(secretsHeld(dp), [`${NS}/site`], "only the referenced Secret reached the data plane");
+  assert.deepEqual([...(cp.cache.snapshot?.get(TYPE_URL.secret)?.resources.keys() ?? [])], [`${NS}/site`]);
+  assert.equal(await handshakeCommonName(host, thiefPort), "", "nothing listens for the thief");
+
+  const thief = await waitFor("thief's status", async () => {
+    const c = (await client.request<GatewayRoute>("GET", `${ns("gatewayroutes", GR)}/thief`)).status
+      ?.conditions;
+    return c?.find((x) => x.type === "ResolvedRefs") ? c : undefined;
+  });
+  const resolved = thief.find((x) => x.type === "ResolvedRefs");
+  assert.equal(resolved?.status, "False");
+  assert.equal(resolved?.reason, "RefNotPermitted");
+  assert.match(resolved?.message ?? "", new RegExp(`Secret ${TENANT_B}/vault is in another namespace`));
+  assert.equal(thief.find((x) => x.type === "Accepted")?.status, "False");
+
+  // No listener references it any more: the data plane is told to drop it.
+  await client.request("DELETE", `${ns("gatewayroutes", GR)}/own`);
+  await waitFor("site dropped from the data plane", () => (secretsHeld(dp).length === 0 ? true : undefined));
 });
 
 test("an invalid GatewayRoute is rejected by the schema, or served nowhere and reported in status", async (t) => {
@@ -408,9 +474,6 @@ test("an invalid GatewayRoute is rejected by the schema, or served nowhere and r
       rules: [{ backendRefs: [{ name: "nowhere", port: 80 }] }],
     }),
   );
-  const conditionsOf = async (name: string) =>
-    (await client.request<GatewayRoute>("GET", `${ns("gatewayroutes", GR)}/${name}`)).status?.conditions ??
-    [];
   const badRegex = await waitFor("bad-regex status", async () => {
     const c = await conditionsOf("bad-regex");
     return c.find((x) => x.type === "Accepted") ? c : undefined;
@@ -452,6 +515,136 @@ test("an invalid GatewayRoute is rejected by the schema, or served nowhere and r
   await client.request("DELETE", `${ns("gatewayroutes", GR)}/bad-regex`);
   await client.request("DELETE", `${ns("gatewayroutes", GR)}/backtracking-regex`);
   await client.request("DELETE", `${ns("gatewayroutes", GR)}/missing-svc`);
+});
+
+const conditionsOf = async (name: string) =>
+  (await client.request<GatewayRoute>("GET", `${ns("gatewayroutes", GR)}/${name}`)).status?.conditions ?? [];
+const conditionOf = async (name: string, type: string) =>
+  (await conditionsOf(name)).find((c) => c.type === type);
+
+test("a GatewayRoute naming a plugin nothing defines: its status says why, it is left out, the other routes serve; Programmed only once the data plane ACKed", async (t) => {
+  if (!ready(t) || !api || !pods) return;
+  const [ip1 = ""] = pods.addresses;
+  const { port, stop } = await pods.serve([ip1]);
+  t.after(stop);
+  const listenerPort = await freePort();
+  await client.request("POST", ns("services"), {
+    metadata: { name: "plain", namespace: NS },
+    spec: { ports: [{ name: "http", port: 80, protocol: "TCP" }] },
+  });
+  await client.request("POST", ns("endpointslices", SLICES), slice("plain-a", "plain", port, [{ ip: ip1 }]));
+  const rule = (path: string) => ({
+    matches: [{ path: { type: "PathPrefix", value: path } }],
+    backendRefs: [{ name: "plain", port: 80 }],
+  });
+  // The example docs/kubernetes.md used to give: under `agw run --kube` no config.yaml defines it.
+  await client.request(
+    "POST",
+    ns("gatewayroutes", GR),
+    gatewayRoute("keyed", listenerPort, {
+      rules: [
+        rule("/public"),
+        { ...rule("/keyed"), plugins: [{ name: "api-key", config: { header: "x-api-key" } }] },
+      ],
+    }),
+  );
+  await client.request(
+    "POST",
+    ns("gatewayroutes", GR),
+    gatewayRoute("open", listenerPort, { rules: [rule("/open")] }),
+  );
+  t.after(async () => {
+    for (const name of ["keyed", "open"])
+      await client.request("DELETE", `${ns("gatewayroutes", GR)}/${name}`).catch(() => undefined);
+  });
+
+  // The control plane alone: no data plane has anything, so nothing is Programmed.
+  const cp = await startControlPlane({
+    xdsHost: "127.0.0.1",
+    xdsPort: 0,
+    log: quiet,
+    kubernetes: {
+      kubeconfig: api.kubeconfig,
+      namespace: NS,
+      leaderElection: { identity: "replica-programmed", leaseDurationSeconds: 3, renewMs: 500 },
+    },
+  });
+  t.after(() => cp.close());
+  const keyed = await waitFor("keyed refused in status", async () => {
+    const c = await conditionOf("keyed", "Accepted");
+    return c?.status === "False" ? c : undefined;
+  });
+  assert.match(keyed.message, /rules\[1\]: unknown plugin "api-key"/);
+  assert.equal((await conditionOf("keyed", "Programmed"))?.status, "False");
+  const pending = await waitFor("open's Programmed", () => conditionOf("open", "Programmed"));
+  assert.equal((await conditionOf("open", "Accepted"))?.status, "True");
+  assert.deepEqual([pending.status, pending.reason], ["False", "Pending"]);
+  assert.match(pending.message, /No data plane is connected/);
+  const routes = [...(cp.cache.snapshot?.get(TYPE_URL.route)?.resources.keys() ?? [])];
+  assert.ok(
+    routes.some((k) => k.includes(`/k8s/${NS}/open/`)),
+    "open is in the snapshot",
+  );
+  assert.ok(!routes.some((k) => k.includes(`/k8s/${NS}/keyed/`)), "keyed is not, not even its good rule");
+
+  // A data plane: it accepts everything it is sent, serves open, and then open is Programmed.
+  const host = `127.0.1.${nextBindAddress++}`;
+  const dp = await startDataPlane({
+    xds: `127.0.0.1:${cp.xds.address.port}`,
+    nodeId: "dp-programmed",
+    bindAddress: host,
+    log: quiet,
+  });
+  t.after(() => dp.close());
+  assert.ok(await dp.ready(15_000), "the data plane took the config (before: it NACKed every route)");
+  assert.equal(await servedBy(`http://${host}:${listenerPort}/open`), `200 ${ip1}`);
+  assert.equal((await fetch(`http://${host}:${listenerPort}/keyed`)).status, 404);
+  assert.equal((await fetch(`http://${host}:${listenerPort}/public`)).status, 404);
+  const programmed = await waitFor("open Programmed", async () => {
+    const c = await conditionOf("open", "Programmed");
+    return c?.status === "True" ? c : undefined;
+  });
+  assert.match(programmed.message, /Acknowledged by 1 data plane/);
+  const nacks = cp.dataPlanes.list().flatMap((d) => [...d.types.values()].map((x) => x.nacks));
+  assert.deepEqual(
+    nacks.filter((n) => n > 0),
+    [],
+    "no data plane refused anything",
+  );
+  assert.equal((await conditionOf("keyed", "Programmed"))?.status, "False");
+});
+
+test("a route a data plane refuses (NACK) is reported on that route: Programmed=False, Rejected, with the data plane's reason", async (t) => {
+  if (!ready(t) || !api) return;
+  const listenerPort = await freePort();
+  const answer = (name: string, address: string) =>
+    gatewayRoute(name, listenerPort, {
+      listener: { name: `nack-${name}`, port: listenerPort, address },
+      rules: [{ directResponse: { status: 200, body: name } }],
+    });
+  // Two addresses, one port: the control plane cannot see a clash, but a data plane started with
+  // --bind-address binds both on one address, and refuses the second listener.
+  await client.request("POST", ns("gatewayroutes", GR), answer("first", "127.0.0.1"));
+  await client.request("POST", ns("gatewayroutes", GR), answer("second", "127.0.0.2"));
+  t.after(async () => {
+    for (const name of ["first", "second"])
+      await client.request("DELETE", `${ns("gatewayroutes", GR)}/${name}`).catch(() => undefined);
+  });
+  const pair = await startPair(api.kubeconfig, "replica-nack");
+  t.after(() => pair.close());
+  const refused = await waitFor("second's NACK in status", async () => {
+    const c = await conditionOf("second", "Programmed");
+    return c?.reason === "Rejected" ? c : undefined;
+  });
+  assert.equal(refused.status, "False");
+  assert.match(
+    refused.message,
+    /replica-nack: agw\.v1\.Listener nack-second: address .* is also used by listener nack-first/,
+  );
+  // The update was refused whole: first's listener is not acknowledged either, and says so.
+  const first = await conditionOf("first", "Programmed");
+  assert.deepEqual([first?.status, first?.reason], ["False", "Pending"]);
+  assert.equal((await conditionOf("second", "Accepted"))?.status, "True");
 });
 
 test("status is written by the Lease holder only; the other replica takes over when it leaves", async (t) => {
@@ -1269,4 +1462,46 @@ test("GatewayRoute policies: a retry hides a refusing endpoint, a redirect and a
   assert.equal(moved.status, 308);
   assert.equal(moved.headers.get("location"), "https://shop.example/new/item?id=7");
   assert.equal(await servedBy(`${base}/healthz`), "200 gateway ok");
+});
+
+test("npm run kube:local starts the API server the tests use, with the GatewayRoute CRD, and prints the kubeconfig and kubectl to use", async (t) => {
+  if (!ready(t)) return;
+  const dir = tempDir("agw-kube-local-");
+  const local = tracked(
+    spawn(process.execPath, [join(ROOT, "scripts/kube/local.ts"), "--dir", dir], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+    }),
+  );
+  t.after(() => local.stop("SIGKILL"));
+  await waitFor(
+    "kube:local ready",
+    () => (local.output().includes("source ") ? true : undefined),
+    120_000,
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}\n${local.output()}`);
+  });
+  assert.match(local.output(), new RegExp(`source ${join(dir, "env")}`));
+  const env = readFileSync(join(dir, "env"), "utf8");
+  const kubeconfig = /export KUBECONFIG=(.+)/.exec(env)?.[1] ?? "";
+  const bin = /export PATH=(.+):\$PATH/.exec(env)?.[1] ?? "";
+  assert.equal(kubeconfig, join(dir, "kubeconfig"));
+  const localClient = new KubeClient(loadKubeConfig(kubeconfig));
+  const crd = await localClient.request<{ spec: { names: { shortNames?: string[] } } }>(
+    "GET",
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gatewayroutes.gateway.agw.dev",
+  );
+  assert.deepEqual(crd.spec.names.shortNames, ["gr"]);
+  if (
+    requireOrSkip(t, existsSync(join(bin, "kubectl")), `${bin}/kubectl not built (scripts/kube/build.sh)`)
+  ) {
+    const { stdout } = await run(join(bin, "kubectl"), ["get", "gr", "-A", "-o", "name"], {
+      env: { ...process.env, KUBECONFIG: kubeconfig },
+    });
+    assert.equal(stdout, "");
+  }
+  // Ctrl-C: it stops etcd and kube-apiserver (which may take a few seconds) and exits cleanly.
+  const exited = new Promise<number | null>((resolve) => local.child.once("exit", (code) => resolve(code)));
+  local.child.kill("SIGINT");
+  assert.equal(await exited, 0, local.output());
 });

@@ -75,6 +75,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   let kubeIr: KubeTranslation | undefined;
   let listenerErrors: string[] = [];
   let servedKubeSecrets = new Map<string, IrSecret>();
+  let rejected: ReadonlyMap<string, string[]> = new Map();
 
   // Nothing is served until every configured source has delivered once: a data plane must not
   // see the file's routes without the cluster's, or the other way round.
@@ -83,6 +84,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     if (options.kubernetes && !kubeIr) return;
     const merged = mergeIr(fileIr, kubeIr, servedKubeSecrets);
     servedKubeSecrets = merged.servedSecrets;
+    if (merged.rejected.size > 0 && JSON.stringify([...merged.rejected]) !== JSON.stringify([...rejected]))
+      for (const [route, why] of merged.rejected)
+        log.error({ route, errors: why }, "Kubernetes route left out: data planes would refuse it");
+    rejected = merged.rejected;
     ir = merged.ir;
     if (JSON.stringify(merged.listenerErrors) !== JSON.stringify(listenerErrors))
       for (const e of merged.listenerErrors) log.error({ listener: e }, "listener not served");
@@ -94,14 +99,19 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       [...(cache.snapshot ?? [])].map(([t, s]) => [t.split(".").pop(), s.version]),
     );
     log.info({ versions }, "snapshot updated");
+    kube?.published(rejected);
   };
 
   // The Kubernetes client is loaded only when asked for: it costs ~85 MiB of RSS and 1–2.5 s of
   // start-up (measured by importing @kubernetes/client-node alone on Node 24, 2026-11-25).
+  const program = options.kubernetes
+    ? new (await import("./providers/kubernetes/programmed.ts")).ProgramTracker(cache, dataPlanes)
+    : undefined;
   const kube = options.kubernetes
     ? new (await import("./providers/kubernetes/provider.ts")).KubernetesProvider({
         ...options.kubernetes,
         log,
+        ...(program && { program }),
         onTranslation(translation) {
           kubeIr = translation;
           publish();
@@ -179,7 +189,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
                 identity: kube.identity,
                 leading: kube.leading,
                 secret_errors: kube.translation?.secretErrors,
-                routes: kube.translation?.routes,
+                routes: kube.reports(),
                 informers: kube.informerStats(),
               },
               versions: Object.fromEntries([...(cache.snapshot ?? [])].map(([t, s]) => [t, s.version])),
@@ -203,6 +213,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     async close() {
       provider?.stop();
       tlsSecret?.stop();
+      program?.close();
       await kube?.stop();
       await Promise.all([xds.close(), admin?.close()]);
     },

@@ -275,7 +275,7 @@ function listenerPaths(p: ListenerConfig["paths"]): IrPathPolicy | undefined {
   };
 }
 
-function listenerTls(tls: ListenerConfig["tls"]): IrListenerTls | undefined {
+export function listenerTls(tls: ListenerConfig["tls"]): IrListenerTls | undefined {
   if (tls === undefined) return undefined;
   const client = tls.clientCertificate;
   return {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd from the Go module proxy into a cache outside the repository,
-# keyed by version, so a machine builds them once. Prints the directory holding the binaries.
+# Builds kube-apiserver, etcd and kubectl from the Go module proxy into a cache outside the
+# repository, keyed by version, so a machine builds them once. Prints the directory holding the
+# binaries. A binary already in the cache is not built again (kubectl came later than the others).
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces every k8s.io/* staging module
 # with ./staging/... . A wrapper module requires it and replaces each staging module with its
@@ -11,7 +12,7 @@ KUBE_VERSION="${AGW_KUBE_VERSION:-v1.37.2}"
 CACHE_ROOT="${AGW_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agw-k8s}"
 OUT="$CACHE_ROOT/$KUBE_VERSION"
 
-if [[ -x "$OUT/kube-apiserver" && -x "$OUT/etcd" ]]; then
+if [[ -x "$OUT/kube-apiserver" && -x "$OUT/etcd" && -x "$OUT/kubectl" ]]; then
   echo "$OUT"
   exit 0
 fi
@@ -46,19 +47,28 @@ package tools
 import (
 	_ "go.etcd.io/etcd/server/v3"
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
 
 go mod tidy >&2
 mkdir -p "$OUT.partial"
+for bin in kube-apiserver etcd kubectl; do
+  if [[ -x "$OUT/$bin" ]]; then cp "$OUT/$bin" "$OUT.partial/$bin"; fi
+done
 # Without these the server reports v0.0.0-master, and clients that check version skew complain.
 VERSION_PKG=k8s.io/component-base/version
 MINOR="${KUBE_VERSION#v1.}"
 MINOR="${MINOR%%.*}"
-CGO_ENABLED=0 go build -trimpath \
-  -ldflags "-s -w -X $VERSION_PKG.gitVersion=$KUBE_VERSION -X $VERSION_PKG.gitMajor=1 -X $VERSION_PKG.gitMinor=$MINOR" \
-  -o "$OUT.partial/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$OUT.partial/etcd" go.etcd.io/etcd/server/v3 >&2
+KUBE_LDFLAGS="-s -w -X $VERSION_PKG.gitVersion=$KUBE_VERSION -X $VERSION_PKG.gitMajor=1 -X $VERSION_PKG.gitMinor=$MINOR"
+[[ -x "$OUT.partial/kube-apiserver" ]] ||
+  CGO_ENABLED=0 go build -trimpath -ldflags "$KUBE_LDFLAGS" \
+    -o "$OUT.partial/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
+[[ -x "$OUT.partial/etcd" ]] ||
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$OUT.partial/etcd" go.etcd.io/etcd/server/v3 >&2
+# kubectl for the local walk-through in docs/kubernetes.md (npm run kube:local).
+[[ -x "$OUT.partial/kubectl" ]] ||
+  CGO_ENABLED=0 go build -trimpath -ldflags "$KUBE_LDFLAGS" -o "$OUT.partial/kubectl" k8s.io/kubernetes/cmd/kubectl >&2
 rm -rf "$OUT"
 mv "$OUT.partial" "$OUT"
 echo "$OUT"

@@ -19,6 +19,7 @@ import { PluginSchema } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import {
   type HeaderOperations,
   HeaderOperationsSchema,
+  type Route,
   RouteConfigSchema,
   type RouteMatch,
   RouteMatchSchema,
@@ -144,6 +145,33 @@ export function typeSnapshot(resources: VersionedResource[]): TypeSnapshot {
 /** Resource name of a route: routes are scoped by their parent route config. */
 export function routeResourceName(routeConfig: string, route: string): string {
   return `${routeConfig}/${route}`;
+}
+
+/** An IR route → the agw.v1.Route a data plane receives (also checked with routeProblems before). */
+export function routeMessage(routeConfig: string, r: IrRoute): Route {
+  return create(RouteSchema, {
+    name: r.name,
+    routeConfig,
+    order: r.order,
+    match: routeMatch(r),
+    action: {
+      target: routeTarget(r),
+      timeout: durationFromMs(r.timeoutMs),
+      requestHeaders: headerOperations(r.requestHeaders),
+      responseHeaders: headerOperations(r.responseHeaders),
+      plugins: r.plugins.map((p) => ({
+        name: p.name,
+        config: p.config as JsonObject,
+      })),
+      ...(r.retry && { retry: retryPolicy(r.retry) }),
+      ...routeTrafficFields(r),
+      ...(r.accessLogOff && { accessLogOff: true }),
+      ...(r.maxRequestBodyBytes !== undefined && {
+        maxRequestBodyBytes: BigInt(r.maxRequestBodyBytes),
+      }),
+      ...(r.connect && { connect: true }),
+    },
+  });
 }
 
 /** Builds a snapshot from scratch (tests, one-off conversions). */
@@ -276,35 +304,7 @@ export class SnapshotBuilder {
       );
       for (const r of l.routes) {
         const name = routeResourceName(l.name, r.name);
-        add(TYPE_URL.route, name, r, () =>
-          versioned(
-            RouteSchema,
-            name,
-            create(RouteSchema, {
-              name: r.name,
-              routeConfig: l.name,
-              order: r.order,
-              match: routeMatch(r),
-              action: {
-                target: routeTarget(r),
-                timeout: durationFromMs(r.timeoutMs),
-                requestHeaders: headerOperations(r.requestHeaders),
-                responseHeaders: headerOperations(r.responseHeaders),
-                plugins: r.plugins.map((p) => ({
-                  name: p.name,
-                  config: p.config as JsonObject,
-                })),
-                ...(r.retry && { retry: retryPolicy(r.retry) }),
-                ...routeTrafficFields(r),
-                ...(r.accessLogOff && { accessLogOff: true }),
-                ...(r.maxRequestBodyBytes !== undefined && {
-                  maxRequestBodyBytes: BigInt(r.maxRequestBodyBytes),
-                }),
-                ...(r.connect && { connect: true }),
-              },
-            }),
-          ),
-        );
+        add(TYPE_URL.route, name, r, () => versioned(RouteSchema, name, routeMessage(l.name, r)));
       }
     }
     for (const p of ir.plugins ?? []) {

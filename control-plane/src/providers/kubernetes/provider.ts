@@ -12,6 +12,9 @@ import type { Logger } from "@agw/core";
 import { KubeApiError, KubeClient, loadKubeConfig } from "./client.ts";
 import { Informer } from "./informer.ts";
 import { LeaderElector } from "./leader.ts";
+import { reportKey } from "./merge.ts";
+import type { ProgramState } from "./programmed.ts";
+import { routeConditions } from "./status.ts";
 import { type Condition, type KubeTranslation, type RouteReport, translateKube } from "./translate.ts";
 import {
   type EndpointSlice,
@@ -42,9 +45,20 @@ export interface KubernetesProviderOptions {
   };
   log: Logger;
   onTranslation: (translation: KubeTranslation) => void;
+  /**
+   * Whether data planes run a route (ProgramTracker). Without it Programmed says Pending: the
+   * control plane cannot know.
+   */
+  program?: {
+    state(listener: string, routeNames: string[]): ProgramState;
+    /** Changes when a data plane connects, leaves, ACKs or NACKs. */
+    fingerprint(): string;
+  };
 }
 
 const DEBOUNCE_MS = 10;
+/** How often the leader looks for ACKs and NACKs that change a route's Programmed condition. */
+const PROGRAM_POLL_MS = 250;
 
 function sameConditions(
   current: NonNullable<GatewayRoute["status"]>["conditions"],
@@ -95,6 +109,11 @@ export class KubernetesProvider {
   private lastHash = "";
   private last: KubeTranslation | undefined;
   private statusWrites: Promise<void> = Promise.resolve();
+  private statusPending = false;
+  /** mergeIr's verdict on each route report (reportKey): what data planes would refuse. */
+  private rejected: ReadonlyMap<string, string[]> = new Map();
+  private programTimer: NodeJS.Timeout | undefined;
+  private programFingerprint = "";
   /** Count of status writes this replica made (tests check that followers make none). */
   statusWriteCount = 0;
 
@@ -172,11 +191,45 @@ export class KubernetesProvider {
     this.translate();
     this.elector.start();
     this.scheduleResync();
+    const program = this.options.program;
+    if (program) {
+      this.programTimer = setInterval(() => {
+        const now = program.fingerprint();
+        if (now === this.programFingerprint) return;
+        this.programFingerprint = now;
+        if (this.leading) this.writeStatuses();
+      }, PROGRAM_POLL_MS);
+      this.programTimer.unref();
+    }
+  }
+
+  /**
+   * What the merge with config.yaml refused (mergeIr's `rejected`), after each publication: the
+   * objects' status tells it, and Programmed follows the publication.
+   */
+  published(rejected: ReadonlyMap<string, string[]>): void {
+    this.rejected = rejected;
+    if (this.leading) this.writeStatuses();
+  }
+
+  /** Each route report with the conditions its object's status gets. */
+  reports(): RouteReport[] {
+    return (this.last?.routes ?? []).map((r) => ({ ...r, conditions: this.conditionsOf(r) }));
+  }
+
+  private conditionsOf(report: RouteReport): Condition[] {
+    const program = this.options.program;
+    return routeConditions(report, this.rejected.get(reportKey(report)), (listener, routeNames) =>
+      program
+        ? program.state(listener, routeNames)
+        : { status: "False", reason: "Pending", message: "Data plane acknowledgements are not tracked." },
+    );
   }
 
   async stop(): Promise<void> {
     clearTimeout(this.debounce);
     clearTimeout(this.resyncTimer);
+    clearInterval(this.programTimer);
     for (const i of this.informers()) i.stop();
     await this.statusWrites;
     await this.elector.stop();
@@ -231,10 +284,17 @@ export class KubernetesProvider {
     if (this.leading) this.writeStatuses();
   }
 
+  /**
+   * Writes every GatewayRoute's status that changed. Calls while a round runs coalesce into one
+   * more round, which computes the conditions afresh (ACKs may have come meanwhile).
+   */
   private writeStatuses(): void {
-    // HTTPRoute status (per parent) is not written yet: GatewayRoutes only.
-    const reports = (this.last?.routes ?? []).filter((r) => r.kind === "GatewayRoute");
+    if (this.statusPending) return;
+    this.statusPending = true;
     this.statusWrites = this.statusWrites.then(async () => {
+      this.statusPending = false;
+      // HTTPRoute status (per parent) is not written yet: GatewayRoutes only.
+      const reports = this.reports().filter((r) => r.kind === "GatewayRoute");
       for (const report of reports) {
         if (!this.leading) return;
         await this.writeStatus(report).catch((err) => {

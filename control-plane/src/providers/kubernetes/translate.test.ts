@@ -187,7 +187,7 @@ const secret = (namespace: string, name: string, cert: string, key: string): Sec
   data: { "tls.crt": Buffer.from(cert).toString("base64"), "tls.key": Buffer.from(key).toString("base64") },
 });
 
-test("TLS Secrets are keyed by namespace/name; a bad PEM is reported and not served", () => {
+test("TLS Secrets are keyed by namespace/name; only a referenced one is served; a bad PEM is reported", () => {
   const good = selfSigned();
   const other = selfSigned();
   const out = translateKube(
@@ -200,13 +200,55 @@ test("TLS Secrets are keyed by namespace/name; a bad PEM is reported and not ser
       ],
     }),
   );
+  assert.deepEqual(out.secrets, [], "no listener references a Secret: none is served");
   assert.deepEqual(
-    out.secrets.map((s) => s.name),
+    out.tlsSecrets.map((s) => s.name),
     ["a/site", "b/site"],
   );
   assert.equal(out.secretErrors.length, 2);
   assert.match(out.secretErrors[0] ?? "", /^a\/broken: tls.crt is not a PEM certificate/);
   assert.match(out.secretErrors[1] ?? "", /^a\/mismatch: tls.key does not match/);
+});
+
+test("a GatewayRoute listener serves a TLS Secret of its own namespace only; another namespace's is refused", () => {
+  const pem = selfSigned();
+  const secrets = [
+    secret("shop", "site", pem.cert, pem.key),
+    secret("shop", "unused", pem.cert, pem.key),
+    secret("bank", "vault", pem.cert, pem.key),
+  ];
+  const tlsRoute = (name: string, port: number, refs: Array<{ name: string; namespace?: string }>) =>
+    route(name, {
+      listener: { name: `tls-${port}`, port, tls: { certificateRefs: refs } },
+      rules: [{ backendRefs: [{ name: "web", port: 80 }] }],
+    });
+  const out = translateKube(
+    objects({
+      secrets,
+      gatewayRoutes: [
+        tlsRoute("own", 8443, [{ name: "site" }]),
+        tlsRoute("thief", 9443, [{ name: "vault", namespace: "bank" }]),
+        tlsRoute("typo", 10443, [{ name: "nowhere" }]),
+      ],
+    }),
+  );
+  assert.deepEqual(
+    out.secrets.map((s) => s.name),
+    ["shop/site"],
+    "only the Secret a served listener references; never bank/vault, never the unused one",
+  );
+  const listener = out.listeners.find((l) => l.name === "tls-8443");
+  assert.equal(listener?.protocol, "https");
+  assert.deepEqual(listener?.tls?.certificates, ["shop/site"]);
+  assert.equal(out.listeners.length, 1);
+  const cond = (name: string, type: string) =>
+    out.routes.find((r) => r.name === name)?.conditions.find((c) => c.type === type);
+  assert.equal(cond("thief", "Accepted")?.status, "False");
+  assert.equal(cond("thief", "ResolvedRefs")?.reason, "RefNotPermitted");
+  assert.match(cond("thief", "ResolvedRefs")?.message ?? "", /Secret bank\/vault is in another namespace/);
+  assert.equal(cond("typo", "ResolvedRefs")?.reason, "InvalidCertificateRef");
+  assert.match(cond("typo", "ResolvedRefs")?.message ?? "", /Secret shop\/nowhere not found/);
+  assert.equal(cond("own", "Accepted")?.status, "True");
 });
 
 test("the same objects in any order translate to the same IR", () => {

@@ -2,6 +2,10 @@
  * Kubernetes objects (as the informers hold them) → an IR fragment plus what to report: each
  * GatewayRoute's conditions and each TLS Secret that could not be served. Pure and order-independent
  * (everything is sorted), so a resync or a cold start over the same objects gives the same IR.
+ *
+ * Only the TLS Secrets a GatewayRoute's listener references, in the route's own namespace, go into
+ * the fragment's `secrets`; every usable one is offered in `tlsSecrets` for config.yaml listeners
+ * (the operator's file may name any namespace), and mergeIr keeps only those a listener uses.
  */
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { clusterSchema, parseDuration, routeSchema } from "@agw/core/config/schema";
@@ -16,7 +20,7 @@ import {
   type ValueMatch,
 } from "@agw/core/ir";
 import { linearRegexError } from "@agw/core/regex";
-import { clusterPolicies, routePolicies } from "../../translator.ts";
+import { clusterPolicies, listenerTls, routePolicies } from "../../translator.ts";
 import {
   type EndpointSlice,
   GATEWAY_API,
@@ -55,13 +59,21 @@ export interface RouteReport {
   namespace: string;
   name: string;
   generation: number;
+  /** Accepted and ResolvedRefs as the translation sees them (status.ts adds what came later). */
   conditions: Condition[];
+  /** The AGW listener the route asks for. */
+  listener: string;
+  /** Names of the IR routes it became, on `listener` (none when not accepted). */
+  routeNames: string[];
 }
 
 export interface KubeTranslation {
   listeners: IrListener[];
   clusters: IrCluster[];
+  /** The TLS Secrets the fragment's listeners serve. */
   secrets: IrSecret[];
+  /** Every usable TLS Secret, by "namespace/name", for config.yaml listeners that name one. */
+  tlsSecrets: IrSecret[];
   routes: RouteReport[];
   /** "namespace/name: why" for each TLS Secret left out of the snapshot. */
   secretErrors: string[];
@@ -201,6 +213,38 @@ function tlsSecret(secret: Secret): IrSecret | string {
   };
 }
 
+/**
+ * A GatewayRoute listener's certificateRefs → the Secret names it serves, or why not. A Secret is
+ * looked up in the route's own namespace only: a tenant of namespace A cannot serve (or read
+ * through a data plane) a Secret of namespace B.
+ */
+function certificateSecrets(
+  refs: Array<{ name: string; namespace?: string }>,
+  namespace: string,
+  usable: ReadonlyMap<string, IrSecret>,
+  invalid: ReadonlyMap<string, string>,
+): { names: string[]; notPermitted: string[]; invalid: string[] } {
+  const names: string[] = [];
+  const notPermitted: string[] = [];
+  const bad: string[] = [];
+  for (const [i, ref] of refs.entries()) {
+    const at = `spec.listener.tls.certificateRefs[${i}]`;
+    if ((ref.namespace ?? namespace) !== namespace) {
+      notPermitted.push(
+        `${at}: Secret ${ref.namespace}/${ref.name} is in another namespace; a route may use only Secrets of its own namespace (${namespace})`,
+      );
+      continue;
+    }
+    const name = key(namespace, ref.name);
+    if (usable.has(name)) names.push(name);
+    else
+      bad.push(
+        `${at}: Secret ${name} ${invalid.get(name) ?? "not found (or not of type kubernetes.io/tls)"}`,
+      );
+  }
+  return { names, notPermitted, invalid: bad };
+}
+
 /** One route object as the translation loop sees it: a GatewayRoute, or an HTTPRoute on one listener. */
 interface RouteSource {
   key: string;
@@ -301,6 +345,22 @@ function httpRouteSources(route: HttpRoute, gateways: Map<string, Gateway>): Rou
 }
 
 export function translateKube(objects: KubeObjects): KubeTranslation {
+  const usableSecrets = new Map<string, IrSecret>();
+  const invalidSecrets = new Map<string, string>();
+  const secretErrors: string[] = [];
+  const tls = [...objects.secrets]
+    .filter((s) => s.type === "kubernetes.io/tls")
+    .map((s) => [key(s.metadata?.namespace, s.metadata?.name), s] as [string, Secret])
+    .sort(byKey);
+  for (const [secretKey, s] of tls) {
+    const result = tlsSecret(s);
+    if (typeof result === "string") {
+      secretErrors.push(`${secretKey}: ${result}`);
+      invalidSecrets.set(secretKey, `is not usable: ${result}`);
+    } else usableSecrets.set(secretKey, result);
+  }
+  const servedSecrets = new Set<string>();
+
   const services = new Map<string, Service>();
   for (const s of objects.services) services.set(key(s.metadata?.namespace, s.metadata?.name), s);
   const slicesByService = new Map<string, EndpointSlice[]>();
@@ -314,7 +374,7 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
     list.sort((a, b) => (a.metadata?.name ?? "").localeCompare(b.metadata?.name ?? ""));
 
   const clusters = new Map<string, IrCluster>();
-  const listeners = new Map<string, IrListener & { owner: string }>();
+  const listeners = new Map<string, IrListener & { owner: string; spec: string }>();
   const reports: RouteReport[] = [];
   const gateways = new Map<string, Gateway>();
   for (const g of objects.gateways ?? []) gateways.set(key(g.metadata?.namespace, g.metadata?.name), g);
@@ -465,80 +525,87 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
     const listenerSpec = spec?.listener;
     const listenerName = listenerSpec?.name ?? "";
     const address = listenerSpec?.address ?? DEFAULTS.listenerAddress;
+    const certs = certificateSecrets(
+      listenerSpec?.tls?.certificateRefs ?? [],
+      namespace,
+      usableSecrets,
+      invalidSecrets,
+    );
+    // A certificate that cannot be used leaves the listener unable to start: not served.
+    problems.push(...certs.notPermitted, ...certs.invalid);
+    const protocol = listenerSpec?.tls ? ("https" as const) : ("http" as const);
+    // Everything routes sharing a listener must agree on, as one comparable string.
+    const listenerShape = `${address}:${listenerSpec?.port}${protocol === "https" ? ` (HTTPS: ${certs.names.join(", ")})` : ""}`;
     const existing = listeners.get(listenerName);
     if (!listenerSpec || !listenerName) problems.push("spec.listener is required");
-    else if (existing && (existing.port !== listenerSpec.port || existing.address !== address))
+    else if (listenerSpec.tls && (listenerSpec.tls.certificateRefs ?? []).length === 0)
+      problems.push("spec.listener.tls: needs at least one certificateRef");
+    else if (existing && existing.spec !== listenerShape)
       problems.push(
-        `listener "${listenerName}" is already ${existing.address}:${existing.port} (GatewayRoute ${existing.owner}); this route asks for ${address}:${listenerSpec.port}`,
+        `listener "${listenerName}" is already ${existing.spec} (${existing.owner}); this route asks for ${listenerShape}`,
       );
 
     const accepted = problems.length === 0;
     if (accepted && listenerSpec) {
+      const ir = listenerTls(listenerSpec.tls ? { certificates: certs.names } : undefined);
       const listener = existing ?? {
         name: listenerName,
         address,
         port: listenerSpec.port,
-        protocol: "http" as const,
+        protocol,
+        ...(ir && { tls: ir }),
         routes: [],
-        owner: routeKey,
+        owner: `${source.kind} ${routeKey.replace(/#.*$/, "")}`,
+        spec: listenerShape,
       };
       listener.routes.push(...irRoutes);
       listeners.set(listenerName, listener);
       for (const [name, c] of wanted) clusters.set(name, c);
+      for (const name of certs.names) servedSecrets.add(name);
     }
+    const refReason =
+      certs.notPermitted.length > 0
+        ? "RefNotPermitted"
+        : certs.invalid.length > 0
+          ? "InvalidCertificateRef"
+          : "BackendNotFound";
+    const unresolvedAll = [...certs.notPermitted, ...certs.invalid, ...unresolved];
     reports.push({
       kind: source.kind,
       namespace,
       name: source.name,
       generation: source.generation,
+      listener: listenerName,
+      routeNames: accepted ? irRoutes.map((r) => r.name) : [],
       conditions: [
         accepted
           ? { type: "Accepted", status: "True", reason: "Accepted", message: "Route is valid." }
           : { type: "Accepted", status: "False", reason: "Invalid", message: problems.join("; ") },
-        unresolved.length === 0
+        unresolvedAll.length === 0
           ? {
               type: "ResolvedRefs",
               status: "True",
               reason: "ResolvedRefs",
-              message: "All backends resolved.",
+              message: "All references resolved.",
             }
           : {
               type: "ResolvedRefs",
               status: "False",
-              reason: "BackendNotFound",
-              message: unresolved.join("; "),
+              reason: refReason,
+              message: unresolvedAll.join("; "),
             },
-        accepted
-          ? {
-              type: "Programmed",
-              status: "True",
-              reason: "Programmed",
-              message: "Route is in the xDS snapshot.",
-            }
-          : { type: "Programmed", status: "False", reason: "Invalid", message: "Route is not served." },
       ],
     });
   }
 
-  const secrets: IrSecret[] = [];
-  const secretErrors: string[] = [];
-  const tls = [...objects.secrets]
-    .filter((s) => s.type === "kubernetes.io/tls")
-    .map((s) => [key(s.metadata?.namespace, s.metadata?.name), s] as [string, Secret])
-    .sort(byKey);
-  for (const [secretKey, s] of tls) {
-    const result = tlsSecret(s);
-    if (typeof result === "string") secretErrors.push(`${secretKey}: ${result}`);
-    else secrets.push(result);
-  }
-
   return {
-    listeners: [...listeners.values()].map(({ owner: _owner, ...l }) => ({
+    listeners: [...listeners.values()].map(({ owner: _owner, spec: _spec, ...l }) => ({
       ...l,
       routes: l.routes.map((r, i) => ({ ...r, order: i })),
     })),
     clusters: [...clusters.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
-    secrets,
+    secrets: [...usableSecrets.values()].filter((s) => servedSecrets.has(s.name)),
+    tlsSecrets: [...usableSecrets.values()],
     routes: reports,
     secretErrors,
   };

@@ -58,7 +58,13 @@ export interface GatewayRouteRule {
 
 export interface GatewayRoute extends KubernetesObject {
   spec?: {
-    listener?: { name: string; port: number; address?: string };
+    listener?: {
+      name: string;
+      port: number;
+      address?: string;
+      /** HTTPS: the kubernetes.io/tls Secrets to serve, in the route's own namespace. */
+      tls?: { certificateRefs?: Array<{ name: string; namespace?: string }> };
+    };
     hostnames?: string[];
     rules?: GatewayRouteRule[];
   };

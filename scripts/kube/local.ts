@@ -1,0 +1,97 @@
+/**
+ * `npm run kube:local`: the local Kubernetes API server the tests use (etcd + kube-apiserver from
+ * scripts/kube/build.sh, started by scripts/kube/apiserver.ts), with the GatewayRoute CRD applied,
+ * for trying the Kubernetes provider by hand (docs/kubernetes.md). No controller-manager, scheduler
+ * or kubelet runs: objects are stored and watched, Pods never start, so EndpointSlices are written
+ * by hand as in the walk-through.
+ *
+ * Prints the kubeconfig and the PATH holding the matching kubectl, writes them to
+ * `<dir>/env` for `source`, and keeps running until SIGINT/SIGTERM (then removes everything).
+ *
+ *   --dir DIR       where the kubeconfig and env files go (default: .kube-local in the repository)
+ *   --build         run scripts/kube/build.sh first when the binaries are missing (minutes, cold)
+ *   --gateway-api   also install the Gateway API CRDs (scripts/kube/gateway-api-crds.sh)
+ */
+import { execFileSync } from "node:child_process";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { KubeApiError, KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
+import { parse } from "yaml";
+import { kubeBinDir, kubeUnavailableReason, startTestApiServer } from "./apiserver.ts";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+
+const { values } = parseArgs({
+  options: {
+    dir: { type: "string", default: join(ROOT, ".kube-local") },
+    build: { type: "boolean", default: false },
+    "gateway-api": { type: "boolean", default: false },
+  },
+});
+
+if (kubeUnavailableReason() && values.build)
+  execFileSync("bash", [join(ROOT, "scripts/kube/build.sh")], { stdio: ["ignore", "ignore", "inherit"] });
+const unavailable = kubeUnavailableReason();
+if (unavailable) {
+  console.error(`kube:local: ${unavailable}; run with --build (or bash scripts/kube/build.sh) first`);
+  process.exit(1);
+}
+
+const api = await startTestApiServer();
+let stopping = false;
+const stop = async (code: number) => {
+  if (stopping) return;
+  stopping = true;
+  await api.close();
+  process.exit(code);
+};
+process.on("SIGINT", () => void stop(0));
+process.on("SIGTERM", () => void stop(0));
+
+try {
+  const client = new KubeClient(loadKubeConfig(api.kubeconfig));
+  const post = (path: string, body: unknown) =>
+    client.request("POST", path, body).catch((e: unknown) => {
+      if (!(e instanceof KubeApiError && e.status === 409)) throw e;
+    });
+  const crds = [parse(readFileSync(join(ROOT, "deploy/crds/gateway.agw.dev_gatewayroutes.yaml"), "utf8"))];
+  if (values["gateway-api"]) {
+    const dir = execFileSync("bash", [join(ROOT, "scripts/kube/gateway-api-crds.sh")], {
+      encoding: "utf8",
+    }).trim();
+    for (const plural of ["gatewayclasses", "gateways", "httproutes", "referencegrants"])
+      crds.push(parse(readFileSync(join(dir, `gateway.networking.k8s.io_${plural}.yaml`), "utf8")));
+  }
+  for (const crd of crds) await post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd);
+  // Established, so that the first `kubectl apply` of a GatewayRoute finds its API.
+  for (const crd of crds) {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const c = await client.request<{ status?: { conditions?: Array<{ type: string; status: string }> } }>(
+        "GET",
+        `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`,
+      );
+      if (c.status?.conditions?.some((x) => x.type === "Established" && x.status === "True")) break;
+      if (Date.now() > deadline) throw new Error(`CRD ${crd.metadata.name} not established after 30 s`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  mkdirSync(values.dir, { recursive: true });
+  const kubeconfig = join(values.dir, "kubeconfig");
+  copyFileSync(api.kubeconfig, kubeconfig);
+  const bin = kubeBinDir();
+  const env = join(values.dir, "env");
+  writeFileSync(env, `export KUBECONFIG=${kubeconfig}\nexport PATH=${bin}:$PATH\n`);
+  console.log(`kube-apiserver ${api.server} is up (etcd + kube-apiserver, no controllers or kubelet).`);
+  console.log(`CRDs applied: ${crds.map((c: { metadata: { name: string } }) => c.metadata.name).join(", ")}`);
+  console.log("In another shell:");
+  console.log(`  source ${env}`);
+  console.log(`  # = export KUBECONFIG=${kubeconfig}; export PATH=${bin}:$PATH (kubectl ${bin}/kubectl)`);
+  console.log("Ctrl-C stops it and deletes its data.");
+} catch (e) {
+  console.error(`kube:local: ${(e as Error).message}`);
+  await stop(1);
+}

@@ -17,6 +17,8 @@ if [[ -x "$OUT/kube-apiserver" && -x "$OUT/etcd" && -x "$OUT/kubectl" ]]; then
   exit 0
 fi
 
+# npm run kube:local -- --build calls this without Go's directory on PATH.
+command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "scripts/kube/build.sh: go is not installed" >&2; exit 1; }
 
 STAGING_VERSION="v0.${KUBE_VERSION#v1.}"

@@ -13,7 +13,7 @@
  *   --gateway-api   also install the Gateway API CRDs (scripts/kube/gateway-api-crds.sh)
  */
 import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -31,7 +31,8 @@ const { values } = parseArgs({
   },
 });
 
-if (kubeUnavailableReason() && values.build)
+const kubectl = join(kubeBinDir(), "kubectl");
+if ((kubeUnavailableReason() || !existsSync(kubectl)) && values.build)
   execFileSync("bash", [join(ROOT, "scripts/kube/build.sh")], { stdio: ["ignore", "ignore", "inherit"] });
 const unavailable = kubeUnavailableReason();
 if (unavailable) {
@@ -90,6 +91,7 @@ try {
   console.log("In another shell:");
   console.log(`  source ${env}`);
   console.log(`  # = export KUBECONFIG=${kubeconfig}; export PATH=${bin}:$PATH (kubectl ${bin}/kubectl)`);
+  if (!existsSync(kubectl)) console.log(`(${kubectl} is not built: npm run kube:local -- --build builds it)`);
   console.log("Ctrl-C stops it and deletes its data.");
 } catch (e) {
   console.error(`kube:local: ${(e as Error).message}`);

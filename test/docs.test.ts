@@ -13,8 +13,9 @@
  * `&` carry over to the next block. The session starts in a fresh copy of the repository (the files
  * git knows, with node_modules linked) with node_modules/.bin first on PATH, as README.md asks of a
  * user, and inside a network namespace of its own, so the docs keep their literal ports (8080,
- * 9901, ...) and pages run side by side. Every process the page started lives in that namespace and
- * is killed with it when the page ends or a block overruns its time.
+ * 9901, ...) and pages run side by side. The namespace has loopback and one other address,
+ * 192.0.2.10 (`hostname -I`), as a machine has. Every process the page started lives in that
+ * namespace and is killed with it when the page ends or a block overruns its time.
  *
  * Expected output: each line of the ```text block must appear in the block's output (stdout and
  * stderr, as a terminal shows them), in the order given; other lines may come between (`...` lines
@@ -43,6 +44,8 @@ import { ROOT, requireOrSkip } from "./helpers.ts";
 
 const SHELL_LANGUAGES = new Set(["sh", "bash", "shell", "console", "zsh"]);
 const DEFAULT_TIMEOUT_MS = 60_000;
+/** The one non-loopback address in a page's namespace (TEST-NET-1, never routed). */
+const HOST_ADDRESS = "192.0.2.10";
 
 export interface Block {
   page: string;
@@ -264,7 +267,16 @@ class Session {
     this.work = repositoryCopy();
     this.blocks = mkdtempSync(join(tmpdir(), "agw-docs-blocks-"));
     execFileSync("ip", ["netns", "add", this.ns]);
-    execFileSync("ip", ["-n", this.ns, "link", "set", "lo", "up"]);
+    // lo, and one address besides loopback as a machine has (`hostname -I`), e.g. for endpoints that
+    // must not be loopback (Kubernetes EndpointSlices): a veth pair with both ends in the namespace.
+    for (const args of [
+      ["link", "set", "lo", "up"],
+      ["link", "add", "eth0", "type", "veth", "peer", "name", "eth1"],
+      ["addr", "add", `${HOST_ADDRESS}/24`, "dev", "eth0"],
+      ["link", "set", "eth0", "up"],
+      ["link", "set", "eth1", "up"],
+    ])
+      execFileSync("ip", ["-n", this.ns, ...args]);
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       PATH: `${join(this.work, "node_modules/.bin")}:${process.env.PATH ?? ""}`,

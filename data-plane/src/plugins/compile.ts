@@ -3,16 +3,22 @@
  * an ES module plus core modules, the core modules are instrumented (fuel, memory cap) and compiled.
  * All of it happens once per digest and options, off the request path; the transpiled output is
  * cached on disk (transpiling a JS guest costs seconds of CPU), the compiled modules in memory.
+ *
+ * The cache holds code the gateway runs, so it is trusted only as far as it is private: the cache
+ * directory must be a real directory (not a symlink) owned by this process's user with no access for
+ * group or others (0700); a directory that is not is refused and the component is transpiled in
+ * memory instead. Every cached file is checked against the sha256 recorded when it was written, and
+ * what is compiled and imported are the bytes that were checked (the JS through a data: URL), never a
+ * second read of the path; a file that fails the check is a miss and the entry is rewritten.
  */
 import { createHash } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { pathToFileURL } from "node:url";
+import { lstat, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join } from "node:path";
 import { instrumentCoreModule } from "./instrument.ts";
 
 /** Bump when the on-disk layout or the transpile/instrument options change. */
-const CACHE_FORMAT = "agw-plugin-cache-3";
+const CACHE_FORMAT = "agw-plugin-cache-4";
 
 /** Host imports that may wait (on Redis, on the network): they suspend the guest through JSPI. */
 export const ASYNC_IMPORTS: readonly string[] = [
@@ -27,7 +33,7 @@ const ASYNC_INTERFACES = ["agw:plugin/redis", "agw:plugin/http-request"];
 
 export interface CompileOptions {
   readonly memoryMaxBytes: number;
-  /** Directory for transpiled output; default $AGW_PLUGIN_CACHE or <tmpdir>/agw-plugin-cache. */
+  /** Directory for transpiled output; default `defaultCacheDir()`. */
   readonly cacheDir?: string;
 }
 
@@ -51,6 +57,8 @@ export interface CompiledComponent {
   readonly imports: readonly string[];
   /** Whether calls may suspend on an async import (the exports then return promises). */
   readonly async: boolean;
+  /** How the disk cache served this compilation: "hit", "written", or why it was not used. */
+  readonly cache: string;
   instantiate(imports: ImportObject): GuestInstance;
 }
 
@@ -64,15 +72,53 @@ interface CacheMeta {
   format: string;
   imports: string[];
   async: boolean;
+  /** Core module file names, in jco's naming. */
   modules: string[];
+  /** sha256 (hex) of every file of the entry: the core modules and component.mjs. */
+  files: Record<string, string>;
 }
 
+/** What a load works from: the metadata and the (checked) bytes of every file. */
+interface Transpiled {
+  meta: CacheMeta;
+  files: Map<string, Uint8Array>;
+}
+
+const JS_FILE = "component.mjs";
+
+/** `$AGW_PLUGIN_CACHE`, else `$XDG_CACHE_HOME/agw/plugins`, else `~/.cache/agw/plugins`. */
 export function defaultCacheDir(): string {
-  return process.env.AGW_PLUGIN_CACHE ?? join(tmpdir(), "agw-plugin-cache");
+  const env = process.env;
+  if (env.AGW_PLUGIN_CACHE) return env.AGW_PLUGIN_CACHE;
+  return join(env.XDG_CACHE_HOME || join(homedir(), ".cache"), "agw", "plugins");
 }
 
 export function sha256Digest(bytes: Uint8Array): string {
-  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+  return `sha256:${sha256Hex(bytes)}`;
+}
+
+function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/**
+ * Creates `dir` (0700) if it is missing and returns undefined when it is private to this user, or
+ * why it is not: a symlink, not a directory, another owner, or access for group or others.
+ */
+export async function privateDirProblem(dir: string): Promise<string | undefined> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const st = await lstat(dir);
+    if (st.isSymbolicLink()) return `${dir} is a symbolic link`;
+    if (!st.isDirectory()) return `${dir} is not a directory`;
+    const uid = process.getuid?.();
+    if (uid !== undefined && st.uid !== uid) return `${dir} is owned by uid ${st.uid}, not ${uid}`;
+    if ((st.mode & 0o077) !== 0)
+      return `${dir} has mode ${(st.mode & 0o777).toString(8)}; it must be 700 (no access for group or others)`;
+    return undefined;
+  } catch (e) {
+    return `${dir}: ${(e as Error).message}`;
+  }
 }
 
 /**
@@ -86,7 +132,7 @@ function withoutDebugLog(js: string): string {
   );
 }
 
-async function transpileToDir(bytes: Uint8Array, dir: string, options: CompileOptions): Promise<CacheMeta> {
+async function transpile(bytes: Uint8Array, options: CompileOptions): Promise<Transpiled> {
   // jco is loaded by the first plugin compiled, not at start-up (~27 MiB RSS, ~170 ms).
   const { transpileBytes } = await import("@bytecodealliance/jco-transpile");
   const probe = await transpileBytes(bytes, { name: "component", instantiation: "sync", wasiShim: false });
@@ -101,69 +147,120 @@ async function transpileToDir(bytes: Uint8Array, dir: string, options: CompileOp
         asyncExports: ["on-request", "on-response"],
       })
     : probe;
-  const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
-  await mkdir(tmp, { recursive: true });
+  const files = new Map<string, Uint8Array>();
   const modules: string[] = [];
   for (const [name, file] of Object.entries(out.files)) {
     if (name.endsWith(".wasm")) {
       const { bytes: rewritten } = await instrumentCoreModule(file, options);
-      await writeFile(join(tmp, name), rewritten);
+      files.set(name, rewritten);
       modules.push(name);
     } else if (name === "component.js") {
-      await writeFile(join(tmp, "component.mjs"), withoutDebugLog(new TextDecoder().decode(file)));
+      files.set(JS_FILE, new TextEncoder().encode(withoutDebugLog(new TextDecoder().decode(file))));
     }
   }
-  const meta: CacheMeta = { format: CACHE_FORMAT, imports: probe.imports, async: isAsync, modules };
-  await writeFile(join(tmp, "meta.json"), JSON.stringify(meta));
-  await rm(dir, { recursive: true, force: true });
-  await rename(tmp, dir);
-  return meta;
+  const hashes: Record<string, string> = {};
+  for (const [name, b] of files) hashes[name] = sha256Hex(b);
+  return {
+    meta: { format: CACHE_FORMAT, imports: probe.imports, async: isAsync, modules, files: hashes },
+    files,
+  };
 }
 
-async function readMeta(dir: string): Promise<CacheMeta | undefined> {
+/** Writes an entry next to `dir` and renames it into place, so a reader never sees half of one. */
+async function writeEntry(dir: string, t: Transpiled): Promise<void> {
+  const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+  await mkdir(tmp, { mode: 0o700 });
+  for (const [name, b] of t.files) await writeFile(join(tmp, name), b, { mode: 0o600, flag: "wx" });
+  await writeFile(join(tmp, "meta.json"), JSON.stringify(t.meta), { mode: 0o600, flag: "wx" });
+  await rm(dir, { recursive: true, force: true });
+  await rename(tmp, dir);
+}
+
+/** The entry in `dir` when every file it records is there with the recorded hash; else undefined. */
+async function readEntry(dir: string): Promise<Transpiled | undefined> {
+  let meta: CacheMeta;
   try {
-    const meta = JSON.parse(await readFile(join(dir, "meta.json"), "utf8")) as CacheMeta;
-    return meta.format === CACHE_FORMAT ? meta : undefined;
+    meta = JSON.parse(await readFile(join(dir, "meta.json"), "utf8")) as CacheMeta;
   } catch {
     return undefined;
   }
+  if (meta.format !== CACHE_FORMAT || typeof meta.files !== "object" || meta.files === null) return undefined;
+  const names = [...meta.modules, JS_FILE];
+  const files = new Map<string, Uint8Array>();
+  for (const name of names) {
+    const expected = meta.files[name];
+    if (typeof expected !== "string" || name.includes("/") || name.startsWith(".")) return undefined;
+    let b: Uint8Array;
+    try {
+      b = new Uint8Array(await readFile(join(dir, name)));
+    } catch {
+      return undefined;
+    }
+    if (sha256Hex(b) !== expected) return undefined;
+    files.set(name, b);
+  }
+  return { meta, files };
 }
 
 const compiled = new Map<string, Promise<CompiledComponent>>();
 
-/** Compiles (or returns the cached compilation of) a component; the digest must be the bytes' sha256. */
-export function compileComponent(bytes: Uint8Array, options: CompileOptions): Promise<CompiledComponent> {
-  const digest = sha256Digest(bytes);
-  const key = createHash("sha256")
+/** The name of a compilation's entry in the cache directory. */
+export function cacheKey(digest: string, options: CompileOptions): string {
+  return createHash("sha256")
     .update(`${CACHE_FORMAT}\n${digest}\n${options.memoryMaxBytes}`)
     .digest("hex")
     .slice(0, 32);
+}
+
+/** Compiles (or returns the cached compilation of) a component; the digest must be the bytes' sha256. */
+export function compileComponent(bytes: Uint8Array, options: CompileOptions): Promise<CompiledComponent> {
+  const digest = sha256Digest(bytes);
+  const key = cacheKey(digest, options);
   let p = compiled.get(key);
   if (p === undefined) {
-    p = load(bytes, digest, join(options.cacheDir ?? defaultCacheDir(), key), options);
+    p = load(bytes, digest, options.cacheDir ?? defaultCacheDir(), key, options);
     compiled.set(key, p);
     p.catch(() => compiled.delete(key));
   }
   return p;
 }
 
+/** Forgets the in-memory compilations of a digest no config uses any more (the disk cache stays). */
+export function forgetCompiled(digest: string, options: CompileOptions): void {
+  compiled.delete(cacheKey(digest, options));
+}
+
 async function load(
   bytes: Uint8Array,
   digest: string,
-  dir: string,
+  root: string,
+  key: string,
   options: CompileOptions,
 ): Promise<CompiledComponent> {
-  await mkdir(dirname(dir), { recursive: true });
-  const meta = (await readMeta(dir)) ?? (await transpileToDir(bytes, dir, options));
-  const present = new Set(await readdir(dir));
-  const modules = new Map<string, WebAssembly.Module>();
-  for (const name of meta.modules) {
-    if (!present.has(name)) throw new Error(`plugin cache ${dir} is missing ${name}`);
-    modules.set(name, await WebAssembly.compile(await readFile(join(dir, name))));
+  const refused = await privateDirProblem(root);
+  const dir = join(root, key);
+  let cache: string;
+  let t = refused === undefined ? await readEntry(dir) : undefined;
+  if (t !== undefined) cache = "hit";
+  else {
+    t = await transpile(bytes, options);
+    if (refused !== undefined) cache = `not used: ${refused}`;
+    else {
+      try {
+        await writeEntry(dir, t);
+        cache = "written";
+      } catch (e) {
+        cache = `not written: ${(e as Error).message}`;
+      }
+    }
   }
-  const mod = (await import(pathToFileURL(join(dir, "component.mjs")).href)) as {
-    instantiate: InstantiateFn;
-  };
+  const { meta, files } = t;
+  const modules = new Map<string, WebAssembly.Module>();
+  for (const name of meta.modules)
+    modules.set(name, await WebAssembly.compile(files.get(name) as Uint8Array));
+  // The checked bytes themselves are imported: nothing can swap the file between check and load.
+  const js = Buffer.from(files.get(JS_FILE) as Uint8Array).toString("base64");
+  const mod = (await import(`data:text/javascript;base64,${js}`)) as { instantiate: InstantiateFn };
   const getCoreModule = (name: string): WebAssembly.Module => {
     const m = modules.get(name);
     if (m === undefined) throw new Error(`component has no core module ${name}`);
@@ -173,6 +270,7 @@ async function load(
     digest,
     imports: meta.imports,
     async: meta.async,
+    cache,
     instantiate(imports) {
       const fuel: WebAssembly.Global[] = [];
       const exports = mod.instantiate(getCoreModule, imports, (module, coreImports) => {

@@ -11,7 +11,7 @@ import type { Logger } from "@agw/core";
 import type { Plugin } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import { ResourceError } from "../runtime/build.ts";
-import { compileComponent, sha256Digest } from "./compile.ts";
+import { compileComponent, forgetCompiled, sha256Digest } from "./compile.ts";
 import { PLUGIN_DEFAULTS, PluginRuntime, type PluginSpec } from "./host.ts";
 
 export type { PluginReply } from "./chain.ts";
@@ -59,6 +59,10 @@ async function readSource(source: string): Promise<Uint8Array> {
   return new Uint8Array(await readFile(path));
 }
 
+function compiledKey(spec: PluginSpec): string {
+  return `${spec.digest} ${spec.memoryMaxBytes}`;
+}
+
 export class PluginHost {
   private readonly log: Logger;
   private readonly cacheDir: string | undefined;
@@ -95,7 +99,14 @@ export class PluginHost {
 
   /** Makes `next` current; runtimes no longer used stop taking calls (calls in flight finish). */
   commit(next: Map<string, { key: string; runtime: PluginRuntime }>): void {
-    for (const [name, r] of this.current) if (next.get(name) !== r) r.runtime.close();
+    const used = new Set([...next.values()].map((r) => compiledKey(r.runtime.spec)));
+    for (const [name, r] of this.current) {
+      if (next.get(name) === r) continue;
+      r.runtime.close();
+      // A rebuilt component's old compilation is dropped once no plugin uses it.
+      const spec = r.runtime.spec;
+      if (!used.has(compiledKey(spec))) forgetCompiled(spec.digest, { memoryMaxBytes: spec.memoryMaxBytes });
+    }
     this.current = next;
   }
 
@@ -118,14 +129,16 @@ export class PluginHost {
       throw new Error(`the component imports what the host does not provide: ${unknown.join(", ")}`);
     const runtime = new PluginRuntime(spec, component, this.log);
     await runtime.start();
-    this.log.info(
+    const cacheRefused = component.cache.startsWith("not ");
+    this.log[cacheRefused ? "warn" : "info"](
       {
         plugin: spec.name,
         digest: spec.digest,
         ms: Math.round(performance.now() - started),
         imports: component.imports,
+        cache: component.cache,
       },
-      "plugin loaded",
+      cacheRefused ? "plugin loaded without the transpile cache" : "plugin loaded",
     );
     return runtime;
   }

@@ -170,3 +170,14 @@ export async function get(url: string, headers: Record<string, string> = {}) {
   const res = await fetch(url, { headers, signal: AbortSignal.timeout(5_000) });
   return { status: res.status, body: await res.text(), headers: res.headers };
 }
+
+/**
+ * Transpiles a component into this user's plugin transpile cache, which the gateways a test starts
+ * share: a QuickJS guest takes seconds of CPU to transpile (tens on a busy machine), which would
+ * otherwise be spent inside a gateway's start-up wait, once per data plane.
+ */
+export async function warmPluginCache(bytes: Uint8Array, memoryMaxBytes?: number): Promise<void> {
+  const { compileComponent } = await import("../data-plane/src/plugins/compile.ts");
+  const { PLUGIN_DEFAULTS } = await import("../data-plane/src/plugins/host.ts");
+  await compileComponent(bytes, { memoryMaxBytes: memoryMaxBytes ?? PLUGIN_DEFAULTS.memoryMaxBytes });
+}

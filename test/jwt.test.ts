@@ -10,7 +10,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { buildJs } from "../plugins/sdk/build.ts";
-import { agw, freePort, get, ROOT, tempDir, waitFor } from "./helpers.ts";
+import { agw, freePort, get, ROOT, tempDir, waitFor, warmPluginCache } from "./helpers.ts";
 
 const b64 = (data: Buffer | string) => Buffer.from(data).toString("base64url");
 
@@ -31,10 +31,9 @@ function hs256(secret: string, claims: Record<string, unknown>): string {
 
 test("jwt plugin: valid, bad signature, expired, claims, HS256, JWKS key rotation", async (t) => {
   const dir = tempDir("agw-jwt-");
-  writeFileSync(
-    join(dir, "jwt.wasm"),
-    await buildJs(readFileSync(join(ROOT, "plugins/jwt/plugin.ts"), "utf8"), true),
-  );
+  const component = await buildJs(readFileSync(join(ROOT, "plugins/jwt/plugin.ts"), "utf8"), true);
+  writeFileSync(join(dir, "jwt.wasm"), component);
+  await warmPluginCache(component);
   const first = rsaKey("k1");
   const second = rsaKey("k2");
   const impostor = rsaKey("k1");

@@ -12,7 +12,16 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { buildJs, buildWat } from "../plugins/sdk/build.ts";
 import { WAT_GUESTS } from "../plugins/testdata/wat-guests.ts";
-import { agw, freePort, type Proc, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import {
+  agw,
+  freePort,
+  type Proc,
+  ROOT,
+  requireOrSkip,
+  tempDir,
+  waitFor,
+  warmPluginCache,
+} from "./helpers.ts";
 
 function hasCommand(cmd: string): boolean {
   try {
@@ -80,7 +89,9 @@ before(async () => {
     writeFileSync(join(dir, `${name}.wasm`), await buildWat(wat));
   for (const name of ["api-key", "rate-limit"]) {
     const source = readFileSync(join(ROOT, "plugins", name, "plugin.ts"), "utf8");
-    writeFileSync(join(dir, `${name}.wasm`), await buildJs(source, true));
+    const bytes = await buildJs(source, true);
+    writeFileSync(join(dir, `${name}.wasm`), bytes);
+    await warmPluginCache(bytes);
   }
 });
 

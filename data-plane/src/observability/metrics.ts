@@ -361,6 +361,20 @@ export class DataPlaneMetrics {
       ["plugin"],
       perPlugin((s) => s.timeouts),
     );
+    countedElsewhere(
+      registry,
+      "agw_plugin_log_dropped_total",
+      "Guest log lines dropped by the per-plugin rate limit",
+      ["plugin"],
+      perPlugin((s) => s.logDropped),
+    );
+    countedElsewhere(
+      registry,
+      "agw_plugin_kv_refused_total",
+      "kv sets refused because the plugin's store was full",
+      ["plugin"],
+      perPlugin((s) => s.kvRefused),
+    );
     new Gauge({
       name: "agw_plugin_instances",
       help: "Live instances of each plugin",

@@ -12,7 +12,8 @@
 import type { Logger } from "@agw/core";
 import { type BucketCounts, newBucketCounts, observeSeconds } from "../observability/bucket-counts.ts";
 import type { CompiledComponent, GuestInstance, ImportObject } from "./compile.ts";
-import { awaitReady, loadRedis, redisClient } from "./redis.ts";
+import { EgressPolicy, type Incoming, type Outgoing, send } from "./egress.ts";
+import { awaitConfined, loadRedis, type PluginRedis, pluginRedis } from "./redis.ts";
 
 export interface PluginSpec {
   readonly name: string;
@@ -43,6 +44,21 @@ export const PLUGIN_DEFAULTS = {
   httpTimeoutMs: 2000,
 } as const;
 
+/**
+ * What one plugin may hold and say on one data plane (docs/security.md). The kv store refuses a set
+ * past either cap with an error the guest sees; log lines past the size are cut, past the rate dropped
+ * (counted in agw_plugin_log_dropped_total).
+ */
+export const PLUGIN_HOST_LIMITS = {
+  kvMaxEntries: 10_000,
+  /** UTF-8 bytes of keys plus values. */
+  kvMaxBytes: 16 << 20,
+  logMaxBytes: 4096,
+  /** Log lines per second, sustained; up to `logBurst` at once. */
+  logPerSecond: 50,
+  logBurst: 100,
+} as const;
+
 /** Upper bounds (seconds) of the call latency buckets kept per plugin: 50 µs … 1 s. */
 export const PLUGIN_CALL_BUCKETS = [
   0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1,
@@ -55,6 +71,10 @@ export interface PluginStats extends BucketCounts {
   /** Instances discarded after a failed call. */
   discarded: number;
   instances: number;
+  /** Log lines dropped by the rate limit. */
+  logDropped: number;
+  /** kv sets refused because the store was full. */
+  kvRefused: number;
   counters: Record<string, number>;
 }
 
@@ -66,7 +86,12 @@ export function countCall(stats: PluginStats, seconds: number): void {
 /** What one call sees through its imports; set before each call on the instance that runs it. */
 export interface CallState {
   configJson: string;
+  /** The guest's uncaught exception, as its SDK logged it during this call; "" when none. */
+  uncaught: string;
 }
+
+/** How a guest's SDK marks the log line of an uncaught exception (wit/plugin.wit, interface log). */
+const UNCAUGHT = "uncaught: ";
 
 export interface PluginInstance {
   readonly guest: GuestInstance;
@@ -84,6 +109,8 @@ function redisError(
 interface KvEntry {
   value: string;
   expiresAt: number;
+  /** UTF-8 bytes of key and value. */
+  bytes: number;
 }
 
 const LOG_LEVELS = new Set(["debug", "info", "warn", "error"]);
@@ -96,13 +123,21 @@ export class PluginRuntime {
     timeouts: 0,
     discarded: 0,
     instances: 0,
+    logDropped: 0,
+    kvRefused: 0,
     ...newBucketCounts(PLUGIN_CALL_BUCKETS),
     counters: {},
   };
   private readonly log: Logger;
+  private readonly egress: EgressPolicy;
+  private redis: PluginRedis | undefined;
   private readonly idle: PluginInstance[] = [];
   private readonly waiters: Array<(i: PluginInstance) => void> = [];
   private readonly kv = new Map<string, KvEntry>();
+  private kvBytes = 0;
+  private kvSweptAt = 0;
+  private logTokens: number = PLUGIN_HOST_LIMITS.logBurst;
+  private logRefilledAt = Date.now();
   private size = 0;
   private closed = false;
   private lastFailureLog = 0;
@@ -111,14 +146,20 @@ export class PluginRuntime {
     this.spec = spec;
     this.component = component;
     this.log = log.child({ plugin: spec.name });
+    this.egress = new EgressPolicy(spec.httpAllowHosts);
   }
 
   /** Makes the first instance (so a broken component fails the config, not a request) and connects Redis. */
   async start(): Promise<void> {
-    const redisUrl = this.spec.redisUrl;
-    if (redisUrl !== "") await loadRedis();
+    const spec = this.spec;
+    if (spec.redisUrl !== "") {
+      await loadRedis();
+      this.redis = pluginRedis(spec.redisUrl, spec.redisTimeoutMs, spec.name, (problem) =>
+        this.reportFailure(problem),
+      );
+    }
     this.idle.push(this.create());
-    if (redisUrl !== "") await awaitReady(redisClient(redisUrl, this.spec.redisTimeoutMs), 1000);
+    if (this.redis !== undefined) await awaitConfined(this.redis, 1000);
   }
 
   close(): void {
@@ -177,7 +218,7 @@ export class PluginRuntime {
   }
 
   private create(): PluginInstance {
-    const state: CallState = { configJson: "{}" };
+    const state: CallState = { configJson: "{}", uncaught: "" };
     const guest = this.component.instantiate(this.imports(state));
     this.size++;
     this.stats.instances = this.size;
@@ -186,17 +227,15 @@ export class PluginRuntime {
 
   private imports(state: CallState): ImportObject {
     const spec = this.spec;
-    const log = this.log;
     const kv = this.kv;
     const stats = this.stats;
     const prefix = `${spec.name}:`;
-    const redis = spec.redisUrl === "" ? undefined : redisClient(spec.redisUrl, spec.redisTimeoutMs);
-    const noRedis = () => {
-      throw redisError("unavailable", `redis is not granted to plugin ${spec.name}`);
-    };
+    const confined = this.redis;
+    const redis = confined?.client;
     const run = async <T>(f: () => Promise<T>): Promise<T> => {
-      if (redis === undefined) return noRedis();
-      if (redis.status !== "ready") throw redisError("unavailable", `redis is ${redis.status}`);
+      if (confined === undefined)
+        throw redisError("unavailable", `redis is not granted to plugin ${spec.name}`);
+      if (!confined.confined) throw redisError("unavailable", confined.problem);
       try {
         return await f();
       } catch (e) {
@@ -207,8 +246,13 @@ export class PluginRuntime {
     };
     return {
       "agw:plugin/log": {
-        log(level: string, message: string) {
-          log[LOG_LEVELS.has(level) ? (level as "info") : "info"]({ guest: true }, message);
+        log: (level: string, message: string) => {
+          if (level === "error" && message.startsWith(UNCAUGHT)) {
+            // Reported with the call's failure (rate-limited there), not as a line of its own.
+            state.uncaught = message.slice(UNCAUGHT.length, UNCAUGHT.length + PLUGIN_HOST_LIMITS.logMaxBytes);
+            return;
+          }
+          this.guestLog(level, message);
         },
       },
       "agw:plugin/config": { get: () => state.configJson },
@@ -217,20 +261,18 @@ export class PluginRuntime {
         monotonicNs: () => process.hrtime.bigint(),
       },
       "agw:plugin/kv": {
-        get(key: string) {
+        get: (key: string) => {
           const e = kv.get(key);
           if (e === undefined) return undefined;
           if (e.expiresAt !== 0 && e.expiresAt <= Date.now()) {
-            kv.delete(key);
+            this.kvDelete(key);
             return undefined;
           }
           return e.value;
         },
-        set(key: string, value: string, ttlMs: bigint) {
-          kv.set(key, { value, expiresAt: ttlMs === 0n ? 0 : Date.now() + Number(ttlMs) });
-        },
-        remove(key: string) {
-          kv.delete(key);
+        set: (key: string, value: string, ttlMs: bigint | number) => this.kvSet(key, value, Number(ttlMs)),
+        remove: (key: string) => {
+          this.kvDelete(key);
         },
       },
       "agw:plugin/redis": {
@@ -251,13 +293,7 @@ export class PluginRuntime {
           }),
       },
       "agw:plugin/http-request": {
-        send: (req: {
-          method: string;
-          url: string;
-          headers: [string, string][];
-          body: Uint8Array;
-          timeoutMs: number;
-        }) => this.httpSend(req),
+        send: (req: Outgoing) => this.httpSend(req),
       },
       "agw:plugin/metrics": {
         counterAdd(name: string, value: bigint) {
@@ -267,34 +303,71 @@ export class PluginRuntime {
     };
   }
 
-  private async httpSend(req: {
-    method: string;
-    url: string;
-    headers: [string, string][];
-    body: Uint8Array;
-    timeoutMs: number;
-  }): Promise<{ status: number; headers: [string, string][]; body: Uint8Array }> {
-    const spec = this.spec;
-    let url: URL;
-    try {
-      url = new URL(req.url);
-    } catch {
-      throw { payload: `invalid url ${req.url}` };
+  /** Logs a guest's line: cut to `logMaxBytes`, dropped (and counted) past the rate. */
+  private guestLog(level: string, message: string): void {
+    const limits = PLUGIN_HOST_LIMITS;
+    const now = Date.now();
+    this.logTokens = Math.min(
+      limits.logBurst,
+      this.logTokens + ((now - this.logRefilledAt) * limits.logPerSecond) / 1000,
+    );
+    this.logRefilledAt = now;
+    if (this.logTokens < 1) {
+      this.stats.logDropped++;
+      return;
     }
-    if (!spec.httpAllowHosts.includes(url.host) && !spec.httpAllowHosts.includes(url.hostname))
-      throw { payload: `host ${url.host} is not allowed for plugin ${spec.name}` };
+    this.logTokens--;
+    let text = String(message);
+    if (text.length > limits.logMaxBytes || Buffer.byteLength(text) > limits.logMaxBytes) {
+      const cut = Buffer.from(text)
+        .subarray(0, limits.logMaxBytes)
+        .toString()
+        .replace(/\uFFFD$/, "");
+      text = `${cut}… (cut at ${limits.logMaxBytes} bytes)`;
+    }
+    this.log[LOG_LEVELS.has(level) ? (level as "info") : "info"]({ guest: true }, text);
+  }
+
+  private kvDelete(key: string): void {
+    const e = this.kv.get(key);
+    if (e === undefined) return;
+    this.kv.delete(key);
+    this.kvBytes -= e.bytes;
+  }
+
+  /** Stores an entry unless the store would pass a cap; then the guest gets an error (result's err case). */
+  private kvSet(key: string, value: string, ttlMs: number): void {
+    const limits = PLUGIN_HOST_LIMITS;
+    const bytes = Buffer.byteLength(key) + Buffer.byteLength(value);
+    const old = this.kv.get(key);
+    const fits = () =>
+      this.kvBytes - (old?.bytes ?? 0) + bytes <= limits.kvMaxBytes &&
+      this.kv.size + (old === undefined ? 1 : 0) <= limits.kvMaxEntries;
+    if (!fits()) {
+      // Expired entries make room; the sweep runs at most once a second so a full store stays cheap.
+      const now = Date.now();
+      if (now - this.kvSweptAt >= 1000) {
+        this.kvSweptAt = now;
+        for (const [k, e] of this.kv) if (e.expiresAt !== 0 && e.expiresAt <= now) this.kvDelete(k);
+      }
+      if (!fits()) {
+        this.stats.kvRefused++;
+        throw {
+          payload: `kv is full: plugin ${this.spec.name} holds ${this.kv.size} entries, ${this.kvBytes} bytes (caps: ${limits.kvMaxEntries} entries, ${limits.kvMaxBytes} bytes)`,
+        };
+      }
+    }
+    this.kvDelete(key);
+    this.kv.set(key, { value, expiresAt: ttlMs === 0 ? 0 : Date.now() + ttlMs, bytes });
+    this.kvBytes += bytes;
+  }
+
+  private async httpSend(req: Outgoing): Promise<Incoming> {
+    if (this.egress.empty) throw { payload: `http-request is not granted to plugin ${this.spec.name}` };
     try {
-      const res = await fetch(url, {
-        method: req.method || "GET",
-        headers: req.headers,
-        ...(req.body.length > 0 ? { body: req.body } : {}),
-        signal: AbortSignal.timeout(req.timeoutMs || spec.httpTimeoutMs),
-        redirect: "manual",
-      });
-      const body = new Uint8Array(await res.arrayBuffer());
-      return { status: res.status, headers: [...res.headers], body };
+      return await send(this.egress, req, this.spec.httpTimeoutMs);
     } catch (e) {
-      throw { payload: `request to ${url.host} failed: ${(e as Error).message}` };
+      throw { payload: (e as Error).message };
     }
   }
 }

@@ -1,5 +1,6 @@
 export * from "./admin-http.ts";
 export * from "./async-queue.ts";
+export * from "./config/http-grant.ts";
 export * from "./config/loader.ts";
 export * from "./config/schema.ts";
 export * from "./config/semantic.ts";

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { linearRegexError } from "../regex.ts";
+import { parseHttpGrant } from "./http-grant.ts";
 
 const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -572,9 +573,22 @@ export const pluginSchema = z
       .describe("Grants the redis interface."),
     redisTimeout: duration.optional().describe("Per Redis command; default 250ms."),
     httpAllowHosts: z
-      .array(z.string().min(1))
+      .array(
+        z
+          .string()
+          .min(1)
+          .superRefine((entry, ctx) => {
+            try {
+              parseHttpGrant(entry);
+            } catch (e) {
+              ctx.addIssue({ code: "custom", message: (e as Error).message });
+            }
+          }),
+      )
       .optional()
-      .describe("Grants http-request to these hosts (host or host:port)."),
+      .describe(
+        "Grants http-request: host (the scheme's default port only), host:port, an address (may be private), or an address range names may resolve into (docs/plugins.md).",
+      ),
     httpTimeout: duration.optional().describe("Default 2s."),
     fuel: z
       .number()

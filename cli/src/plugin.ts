@@ -3,8 +3,8 @@
  * the SDK (plugins/sdk/build.ts: componentize-qjs, then checked against the agw:plugin world).
  */
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { basename, join, relative, resolve } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 export const PLUGIN_USAGE = `Usage: agw plugin new NAME [--dir DIR]
@@ -54,7 +54,11 @@ export function onResponse() {
 `;
 }
 
-function readme(name: string, dir: string): string {
+/**
+ * The README of a new plugin: a complete config.yaml (it passes `agw validate`, test/plugin-cli.test.ts
+ * checks) for the directory `agw plugin new` ran in, and the loop that follows.
+ */
+export function readme(name: string, dir: string): string {
   return `# ${name}
 
 An AGW plugin written in TypeScript (see docs/plugins.md for the world and the host imports).
@@ -63,7 +67,7 @@ An AGW plugin written in TypeScript (see docs/plugins.md for the world and the h
 agw plugin build ${dir}          # → ${dir}/${name}.wasm
 \`\`\`
 
-config.yaml (the source is relative to config.yaml's directory):
+config.yaml, next to \`${dir}/\` (a plugin's source is relative to config.yaml's directory):
 
 \`\`\`yaml
 plugins:
@@ -72,10 +76,24 @@ plugins:
     config: { header: x-${name} }
 listeners:
   - name: public
+    address: 127.0.0.1
     port: 8080
     routes:
       - { name: all, cluster: app, plugins: [{ name: ${name} }] }
+clusters:
+  - name: app
+    endpoints: ["127.0.0.1:9080"]
 \`\`\`
+
+\`\`\`sh
+agw validate -c config.yaml
+agw run -c config.yaml --demo-upstream 127.0.0.1:9080   # the demo upstream echoes the request it got
+curl -s http://127.0.0.1:8080/hello                      # "x-${name}": "GET /hello"
+\`\`\`
+
+Edit plugin.ts and run \`agw plugin build ${dir}\` again: \`agw run\` watches the component and loads
+the new build (new digest) while it keeps serving. An exception thrown by the plugin fails the
+request (500, \`x-agw-error: plugin_failed\`) and its message is in the gateway's log.
 `;
 }
 
@@ -102,7 +120,10 @@ async function build(dir: string, output: string | undefined): Promise<void> {
   console.log(`building ${source} with componentize-qjs (QuickJS)...`);
   const { buildJs } = await import("../../plugins/sdk/build.ts");
   const component = await buildJs(readFileSync(source, "utf8"), true);
-  writeFileSync(out, component);
+  // Written next to its place and renamed over it: a gateway watching the file never reads half of it.
+  const tmp = join(dirname(resolve(out)), `.${basename(out)}.tmp-${process.pid}`);
+  writeFileSync(tmp, component);
+  renameSync(tmp, out);
   const digest = createHash("sha256").update(component).digest("hex");
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   console.log(

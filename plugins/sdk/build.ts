@@ -4,8 +4,10 @@
  * through wasm-tools' parser and component encoder (a few KB; used for the tests' hostile guests).
  * After building, the component's imports and exports are checked against the world.
  */
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { stripTypeScriptTypes } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   componentEmbed,
@@ -27,20 +29,52 @@ export async function buildWat(wat: string): Promise<Uint8Array> {
   return component;
 }
 
+/**
+ * The component's entry module: it calls the guest's exports and, when one throws, logs the
+ * exception (message and stack) before rethrowing. QuickJS reports an uncaught exception by
+ * writing to WASI stderr, which a plugin does not have, so without this the host saw only
+ * `wasm trap: unreachable`. The host keeps a line at level error that starts with `uncaught: `
+ * as the failed call's reason (wit/plugin.wit, interface log).
+ */
+const ENTRY = `import * as guest from "./guest.js";
+import { log } from "agw:plugin/log@0.1.0";
+function report(e) {
+  try {
+    const stack = e && typeof e.stack === "string" ? e.stack : "";
+    log("error", "uncaught: " + String(e) + (stack ? "\\n" + stack : ""));
+  } catch (_) {}
+}
+export function onRequest(request, context) {
+  try { return guest.onRequest(request, context); } catch (e) { report(e); throw e; }
+}
+export function onResponse(response, context) {
+  try { return guest.onResponse(response, context); } catch (e) { report(e); throw e; }
+}
+`;
+
 /** `source` is TypeScript when `typescript` is set (types are stripped: erasable syntax only). */
 export async function buildJs(source: string, typescript: boolean): Promise<Uint8Array> {
   const js = typescript ? stripTypeScriptTypes(source, { mode: "strip" }) : source;
   const { componentize } = await import("componentize-qjs");
-  const { component } = await componentize({
-    witPath: WIT_DIR,
-    jsSource: js,
-    world: WORLD,
-    stubWasi: true,
-    sync: true,
-  });
-  const bytes = new Uint8Array(component);
-  await checkComponent(bytes);
-  return bytes;
+  const dir = await mkdtemp(join(tmpdir(), "agw-plugin-build-"));
+  try {
+    await writeFile(join(dir, "guest.js"), js);
+    await writeFile(join(dir, "entry.js"), ENTRY);
+    const { component } = await componentize({
+      witPath: WIT_DIR,
+      jsSource: ENTRY,
+      jsPath: join(dir, "entry.js"),
+      moduleRoot: dir,
+      world: WORLD,
+      stubWasi: true,
+      sync: true,
+    });
+    const bytes = new Uint8Array(component);
+    await checkComponent(bytes);
+    return bytes;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** Fails unless the component exports the world's functions and imports nothing outside agw:plugin. */

@@ -21,7 +21,10 @@ export class FileProvider {
   private readonly events: FileProviderEvents;
   private readonly log: Logger;
   private watcher: FSWatcher | undefined;
-  /** Directories of the secret files config.yaml names, so a renewed certificate is pushed too. */
+  /**
+   * Directories of the secret files and plugin components config.yaml names, so a renewed
+   * certificate or a rebuilt component is pushed too.
+   */
   private readonly secretWatchers = new Map<string, FSWatcher>();
   private timer: NodeJS.Timeout | undefined;
   private lastHash = "";
@@ -59,10 +62,10 @@ export class FileProvider {
       if (this.secretWatchers.has(dir)) continue;
       try {
         const w = watch(dir, { persistent: false }, () => this.schedule());
-        w.on("error", (err) => this.log.error({ err, dir }, "secret watch failed"));
+        w.on("error", (err) => this.log.error({ err, dir }, "secret/plugin watch failed"));
         this.secretWatchers.set(dir, w);
       } catch (err) {
-        this.log.error({ err, dir }, "secret watch failed");
+        this.log.error({ err, dir }, "secret/plugin watch failed");
       }
     }
   }
@@ -84,7 +87,7 @@ export class FileProvider {
       this.events.onInvalid(result.errors);
       return;
     }
-    this.watchSecretDirs(result.secretFiles);
+    this.watchSecretDirs([...result.secretFiles, ...result.pluginFiles]);
     const hash = createHash("sha256").update(JSON.stringify(result.config)).digest("hex");
     if (hash === this.lastHash) return;
     this.lastHash = hash;

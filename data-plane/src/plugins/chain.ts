@@ -175,6 +175,7 @@ export class PluginChain {
     const plugin = entry.plugin;
     const started = performance.now();
     inst.state.configJson = entry.configJson;
+    inst.state.uncaught = "";
     plugin.refuel(inst);
     const request = {
       method: req.method,
@@ -247,7 +248,12 @@ export class PluginChain {
     const timedOut = plugin.outOfFuel(inst);
     if (timedOut) s.timeouts++;
     plugin.discard(inst);
-    return failed(plugin, timedOut ? "ran out of fuel" : String((e as Error)?.message ?? e));
+    const error = String((e as Error)?.message ?? e);
+    const uncaught = inst.state.uncaught;
+    return failed(
+      plugin,
+      timedOut ? "ran out of fuel" : uncaught !== "" ? `${uncaught} (then ${error})` : error,
+    );
   }
 }
 

@@ -15,6 +15,7 @@ import { createHash } from "node:crypto";
 import { lstat, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { Worker } from "node:worker_threads";
 import { instrumentCoreModule } from "./instrument.ts";
 
 /** Bump when the on-disk layout or the transpile/instrument options change. */
@@ -68,7 +69,7 @@ type InstantiateFn = (
   instantiateCore: (module: WebAssembly.Module, imports?: WebAssembly.Imports) => WebAssembly.Instance,
 ) => GuestExports;
 
-interface CacheMeta {
+export interface CacheMeta {
   format: string;
   imports: string[];
   async: boolean;
@@ -79,7 +80,7 @@ interface CacheMeta {
 }
 
 /** What a load works from: the metadata and the (checked) bytes of every file. */
-interface Transpiled {
+export interface Transpiled {
   meta: CacheMeta;
   files: Map<string, Uint8Array>;
 }
@@ -132,7 +133,8 @@ function withoutDebugLog(js: string): string {
   );
 }
 
-async function transpile(bytes: Uint8Array, options: CompileOptions): Promise<Transpiled> {
+/** Transpiles and instruments on the calling thread; the host calls it on a worker (transpileOffThread). */
+export async function transpile(bytes: Uint8Array, options: CompileOptions): Promise<Transpiled> {
   // jco is loaded by the first plugin compiled, not at start-up (~27 MiB RSS, ~170 ms).
   const { transpileBytes } = await import("@bytecodealliance/jco-transpile");
   const probe = await transpileBytes(bytes, { name: "component", instantiation: "sync", wasiShim: false });
@@ -164,6 +166,27 @@ async function transpile(bytes: Uint8Array, options: CompileOptions): Promise<Tr
     meta: { format: CACHE_FORMAT, imports: probe.imports, async: isAsync, modules, files: hashes },
     files,
   };
+}
+
+/** `transpile` on a worker thread (transpile-worker.ts): the event loop keeps serving meanwhile. */
+function transpileOffThread(bytes: Uint8Array, options: CompileOptions): Promise<Transpiled> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL("./transpile-worker.ts", import.meta.url), {
+      workerData: { bytes, memoryMaxBytes: options.memoryMaxBytes },
+    });
+    let done = false;
+    worker.once("message", (m: { meta: CacheMeta; files: Array<[string, Uint8Array]> }) => {
+      done = true;
+      resolve({ meta: m.meta, files: new Map(m.files) });
+    });
+    worker.once("error", (e) => {
+      done = true;
+      reject(e);
+    });
+    worker.once("exit", (code) => {
+      if (!done) reject(new Error(`the transpile worker exited with code ${code}`));
+    });
+  });
 }
 
 /** Writes an entry next to `dir` and renames it into place, so a reader never sees half of one. */
@@ -243,7 +266,7 @@ async function load(
   let t = refused === undefined ? await readEntry(dir) : undefined;
   if (t !== undefined) cache = "hit";
   else {
-    t = await transpile(bytes, options);
+    t = await transpileOffThread(bytes, options);
     if (refused !== undefined) cache = `not used: ${refused}`;
     else {
       try {
@@ -259,7 +282,12 @@ async function load(
   for (const name of meta.modules)
     modules.set(name, await WebAssembly.compile(files.get(name) as Uint8Array));
   // The checked bytes themselves are imported: nothing can swap the file between check and load.
-  const js = Buffer.from(files.get(JS_FILE) as Uint8Array).toString("base64");
+  // sourceURL names the module in stack traces (instead of the whole data: URL).
+  const source = Buffer.concat([
+    files.get(JS_FILE) as Uint8Array,
+    Buffer.from(`\n//# sourceURL=agw-plugin/${digest}/component.mjs\n`),
+  ]);
+  const js = source.toString("base64");
   const mod = (await import(`data:text/javascript;base64,${js}`)) as { instantiate: InstantiateFn };
   const getCoreModule = (name: string): WebAssembly.Module => {
     const m = modules.get(name);

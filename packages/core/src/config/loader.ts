@@ -3,9 +3,11 @@
  * `config.yaml:14 listeners[0].routes[2].match.path.regex: invalid regex: ...`, and all errors are
  * collected rather than stopping at the first.
  */
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { dirname, isAbsolute, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { type Document, isNode, LineCounter, parseDocument } from "yaml";
 import { configSchema, type GatewayConfig } from "./schema.ts";
 import { semanticErrors } from "./semantic.ts";
@@ -32,7 +34,13 @@ export class ConfigError {
 }
 
 export type LoadResult =
-  | { ok: true; config: GatewayConfig; secretFiles: string[] }
+  | {
+      ok: true;
+      config: GatewayConfig;
+      secretFiles: string[];
+      /** Plugin components read for their digest: watched like secret files, so a rebuild reloads. */
+      pluginFiles: string[];
+    }
   | { ok: false; errors: ConfigError[] };
 
 /** Reads a secret's PEM file (absolute path); throws with the OS error. */
@@ -97,7 +105,21 @@ export function parseConfig(text: string, file: string, readPem?: PemReader): Lo
       plugin.source = resolve(dirname(resolve(file)), plugin.source);
   }
   const secretFiles: string[] = [];
+  const pluginFiles: string[] = [];
   if (readPem) {
+    // A component without a pinned digest gets the digest of the file as it is now, so a rebuilt
+    // .wasm is a changed config (new digest → data planes load it); a missing file is left to the
+    // data planes, which refuse a plugin without a digest.
+    for (const plugin of parsed.data.plugins ?? []) {
+      const path = plugin.source.startsWith("file://") ? fileURLToPath(plugin.source) : plugin.source;
+      pluginFiles.push(path);
+      if (plugin.digest !== undefined) continue;
+      try {
+        plugin.digest = `sha256:${createHash("sha256").update(readFileSync(path)).digest("hex")}`;
+      } catch {
+        // reported by the data planes (no digest)
+      }
+    }
     const errors: ConfigError[] = [];
     (parsed.data.secrets ?? []).forEach((secret, i) => {
       for (const part of ["certificate", "key", "ca"] as const) {
@@ -116,7 +138,7 @@ export function parseConfig(text: string, file: string, readPem?: PemReader): Lo
     });
     if (errors.length > 0) return { ok: false, errors };
   }
-  return { ok: true, config: parsed.data, secretFiles };
+  return { ok: true, config: parsed.data, secretFiles, pluginFiles };
 }
 
 export async function loadConfigFile(file: string): Promise<LoadResult> {

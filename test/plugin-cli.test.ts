@@ -104,7 +104,8 @@ test("agw plugin new → README config validates → build → request → excep
   // takes over without a restart.
   writeFileSync(
     source,
-    withThrow.replace("`${request.method} ${request.path}`", "`v2 ${request.method} ${request.path}`"),
+    // The template literal of the scaffold, as text (the same edit as docs/plugins.md's sed).
+    withThrow.replace("`$" + "{request.method}", "`v2 $" + "{request.method}"),
   );
   const statuses = new Map<number, number>();
   let polling = true;

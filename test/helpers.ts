@@ -104,17 +104,15 @@ export interface RunningGateway {
 }
 
 /**
- * `agw run -c file [extra]` on loopback ports of its own (xDS, both admins), returned once its data
+ * `agw run -c file [extra]` on loopback ports of its own (both admins; xDS is a private Unix socket), returned once its data
  * plane answers /ready; on a timeout the process is stopped and its output is in the error.
  */
 export async function startGateway(file: string, extra: string[] = []): Promise<RunningGateway> {
-  const [xds, adminPort, cpAdminPort] = await Promise.all([freePort(), freePort(), freePort()]);
+  const [adminPort, cpAdminPort] = await Promise.all([freePort(), freePort()]);
   const proc = agw([
     "run",
     "-c",
     file,
-    "--xds-listen",
-    `127.0.0.1:${xds}`,
     "--admin",
     `127.0.0.1:${adminPort}`,
     "--cp-admin",

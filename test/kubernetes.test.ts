@@ -119,8 +119,7 @@ async function startPair(
 ): Promise<{ cp: ControlPlane; dp: DataPlane; host: string; close: () => Promise<void> }> {
   const host = `127.0.1.${nextBindAddress++}`;
   const cp = await startControlPlane({
-    xdsHost: "127.0.0.1",
-    xdsPort: 0,
+    xdsLocal: true,
     log: quiet,
     kubernetes: {
       kubeconfig,
@@ -129,7 +128,7 @@ async function startPair(
     },
   });
   const dp = await startDataPlane({
-    xds: `127.0.0.1:${cp.xds.address.port}`,
+    xds: `${cp.xdsLocal?.target}`,
     nodeId: identity,
     bindAddress: host,
     log: quiet,
@@ -1269,10 +1268,10 @@ test("xDS mTLS from a Kubernetes Secret: data planes of its CA get config; a rot
     xdsTlsSecret: { namespace: NS, name: "agw-xds" },
   });
   t.after(() => cp.close());
-  assert.equal(cp.xds.tls, true);
+  assert.equal(cp.xds?.tls, true);
   const dataPlane = async (issued: ReturnType<typeof issue>, bindAddress: string) => {
     const dp = await startDataPlane({
-      xds: `127.0.0.1:${cp.xds.address.port}`,
+      xds: `${cp.xds?.target}`,
       nodeId: issued.edge.cn,
       bindAddress,
       log: quiet,

@@ -87,10 +87,10 @@ plugins:
   - { name: trap, source: ${dir}/trap.wasm }
 `,
   );
-  const cp: ControlPlane = await startControlPlane({ configFile, xdsHost: "127.0.0.1", xdsPort: 0 });
+  const cp: ControlPlane = await startControlPlane({ configFile, xdsLocal: true });
   t.after(() => cp.close());
   const dp: DataPlane = await startDataPlane({
-    xds: `127.0.0.1:${cp.xds.address.port}`,
+    xds: `${cp.xdsLocal?.target}`,
     nodeId: "obs-policies",
     admin: { host: "127.0.0.1", port: 0 },
   });

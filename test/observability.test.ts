@@ -134,13 +134,12 @@ clusters:
   );
   const cp = await startControlPlane({
     configFile,
-    xdsHost: "127.0.0.1",
-    xdsPort: 0,
+    xdsLocal: true,
     admin: { host: "127.0.0.1", port: 0 },
   });
   const accessLogFile = join(dir, "access.log");
   const dp = await startDataPlane({
-    xds: `127.0.0.1:${cp.xds.address.port}`,
+    xds: `${cp.xdsLocal?.target}`,
     nodeId: "obs-dp",
     admin: { host: "127.0.0.1", port: 0 },
     observability: observability ?? {
@@ -356,12 +355,11 @@ test("admin on 0.0.0.0 refuses clients that are not local, unless they present t
   );
   const cp = await startControlPlane({
     configFile,
-    xdsHost: "127.0.0.1",
-    xdsPort: 0,
+    xdsLocal: true,
   });
   t.after(() => cp.close());
   const open = await startDataPlane({
-    xds: `127.0.0.1:${cp.xds.address.port}`,
+    xds: `${cp.xdsLocal?.target}`,
     nodeId: "open",
     admin: { host: "0.0.0.0", port: 0 },
     bindAddress: "127.0.0.1",
@@ -377,7 +375,7 @@ test("admin on 0.0.0.0 refuses clients that are not local, unless they present t
   assert.equal(remoteStats.status, 403);
 
   const withToken = await startDataPlane({
-    xds: `127.0.0.1:${cp.xds.address.port}`,
+    xds: `${cp.xdsLocal?.target}`,
     nodeId: "token",
     admin: { host: "0.0.0.0", port: 0 },
     adminToken: "s3cret-token",

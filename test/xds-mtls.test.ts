@@ -214,11 +214,17 @@ clusters:
     "--bind-address",
     "127.0.0.3",
   ]);
-  await waitFor("the foreign data plane's refusal", () =>
-    /xDS stream failed/.test(foreign.output()) ? true : undefined,
-  );
-  await waitFor("the impostor's refusal", () =>
-    /does not match the client certificate's identity/.test(impostor.output()) ? true : undefined,
+  await waitFor(
+    "the foreign data plane's refusal",
+    () => (/xDS stream failed/.test(foreign.output()) ? true : undefined),
+    30_000,
+  ).catch((e) => {
+    throw new Error(`${e.message}\n${foreign.output()}\n${cp.output()}`);
+  });
+  await waitFor(
+    "the impostor's refusal",
+    () => (/does not match the client certificate's identity/.test(impostor.output()) ? true : undefined),
+    30_000,
   ).catch((e) => {
     throw new Error(`${e.message}\n${impostor.output()}`);
   });

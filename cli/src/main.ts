@@ -26,10 +26,13 @@ Run 'agw <command> --help' for the options of a command.`,
   run: `Usage: agw run -c FILE [options]
 
   -c, --config FILE        config.yaml to serve (watched for changes)
-  --xds-listen ADDR:PORT   control plane gRPC (xDS) address (default 127.0.0.1:18000)
+                           The built-in data plane talks xDS over a private Unix socket (0600 in a
+                           0700 directory): no xDS TCP port is opened unless --xds-listen is given
+  --xds-listen ADDR:PORT   also serve xDS over TCP there, for more data planes (agw data-plane);
+                           plaintext streams get no Secret (TLS keys): use mTLS below
   --xds-cert/--xds-key/--xds-ca FILE
-                           mTLS for xDS: the control plane's certificate and key, and the CA that
-                           signs data plane certificates (node id = the client certificate's CN).
+                           mTLS for --xds-listen: the control plane's certificate and key, and the CA
+                           that signs data plane certificates (node id = the client certificate's CN).
                            Required unless --xds-listen is loopback or --xds-plaintext is given
   --xds-plaintext          allow plaintext xDS on a non-loopback --xds-listen
   --admin ADDR:PORT        data plane admin: /ready, /config_dump, ... (default 127.0.0.1:9901)
@@ -62,7 +65,8 @@ Run 'agw <command> --help' for the options of a command.`,
                            mTLS for xDS: the control plane's certificate and key, and the CA that
                            signs data plane certificates (node id = the client certificate's CN).
                            Required unless --xds-listen is loopback or --xds-plaintext is given
-  --xds-plaintext          allow plaintext xDS on a non-loopback --xds-listen
+  --xds-plaintext          allow plaintext xDS on a non-loopback --xds-listen (its data planes get no
+                           Secret: HTTPS listeners need mTLS)
   --xds-tls-secret NS/NAME mTLS for xDS from a Kubernetes Secret (tls.crt, tls.key, ca.crt = the CA of
                            data plane certificates), watched for rotation; needs --kube/--kubeconfig
   --admin ADDR:PORT        admin: /ready, /dataplanes, /config_dump (default 127.0.0.1:9902)
@@ -78,14 +82,17 @@ Run 'agw <command> --help' for the options of a command.`,
   "data-plane": `Usage: agw data-plane --xds ADDR:PORT --node-id ID [options]
 
   --xds ADDR:PORT          control plane gRPC (xDS) address; repeat (or comma-separate) for replicas,
-                           a DNS name resolving to several addresses counts as several
+                           a DNS name resolving to several addresses counts as several;
+                           unix:PATH for a Unix socket
   --xds-protocol P         delta (incremental, default) or sotw (state of the world)
   --xds-cert/--xds-key/--xds-ca FILE
                            mTLS to the control plane: this data plane's certificate and key, and the
                            CA of the control plane's certificate. Required unless every --xds
                            address is loopback or --xds-plaintext is given
-  --xds-plaintext          allow plaintext xDS to a non-loopback control plane
-  --node-id ID             this data plane's node id (default: the host name)
+  --xds-plaintext          allow plaintext xDS to a non-loopback control plane (no Secret is sent
+                           over plaintext: HTTPS listeners need mTLS)
+  --node-id ID             this data plane's node id (default: the CN of --xds-cert, else the host
+                           name)
   --admin ADDR:PORT        admin: /ready, /healthz, /config_dump, /server_info (default 127.0.0.1:9901)
   --bind-address ADDR      bind every listener on ADDR instead of its configured address
   --workers N              threads serving traffic (default 1); listeners bind with SO_REUSEPORT
@@ -368,7 +375,7 @@ async function main(argv: string[]): Promise<number> {
         adminHosts,
       });
       console.log(
-        `control plane: xDS on ${cp.xds.address.address}:${cp.xds.address.port}, admin http://${cp.admin?.address.address}:${cp.admin?.address.port}/dataplanes`,
+        `control plane: xDS on ${cp.xds?.target}, admin http://${cp.admin?.address.address}:${cp.admin?.address.port}/dataplanes`,
       );
       onShutdown(() => cp.close());
       return -1;
@@ -377,15 +384,20 @@ async function main(argv: string[]): Promise<number> {
       const { startDataPlane } = await import("@agw/data-plane");
       const servers = (values.xds ?? []).flatMap((x) => x.split(",")).filter((x) => x !== "");
       if (servers.length === 0) throw new UsageError("--xds ADDR:PORT is required");
-      const xdsHosts = servers.map((s) => hostPort(s, "", "--xds").host);
+      const xdsHosts = servers
+        .filter((s) => !s.startsWith("unix:"))
+        .map((s) => hostPort(s, "", "--xds").host);
       const xdsProtocol = values["xds-protocol"] ?? "delta";
       if (xdsProtocol !== "delta" && xdsProtocol !== "sotw")
         throw new UsageError(`--xds-protocol: expected delta or sotw, got "${xdsProtocol}"`);
+      const xdsTls = xdsCertificates(xdsHosts, "data plane");
+      // With mTLS the control plane takes the node id from the client certificate: default to it.
+      const dpNodeId = values["node-id"] ?? (xdsTls ? certificateCommonName(xdsTls.cert) : nodeId);
       const dp = await startDataPlane({
         xds: servers,
         xdsProtocol,
-        xdsTls: xdsCertificates(xdsHosts, "data plane"),
-        nodeId,
+        xdsTls,
+        nodeId: dpNodeId,
         admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),
         adminToken,
         adminHosts,
@@ -394,7 +406,7 @@ async function main(argv: string[]): Promise<number> {
         ...(workers !== undefined ? { workers } : {}),
       });
       console.log(
-        `data plane ${nodeId}: xDS ${servers.join(",")}, admin http://${dp.admin?.address.address}:${dp.admin?.address.port}/ready`,
+        `data plane ${dpNodeId}: xDS ${servers.join(",")}, admin http://${dp.admin?.address.address}:${dp.admin?.address.port}/ready`,
       );
       onShutdown(async () => {
         await dp.drain(drainMs);
@@ -425,15 +437,15 @@ async function main(argv: string[]): Promise<number> {
       if (file && !(await validate(file))) return 1;
       const demoAt = values["demo-upstream"] && hostPort(values["demo-upstream"], "", "--demo-upstream");
       const demo = demoAt ? await startDemoUpstream(demoAt) : undefined;
-      const xds = hostPort(values["xds-listen"], "127.0.0.1:18000", "--xds-listen");
-      // With mTLS the built-in data plane presents the control plane's own certificate, so its
-      // node id is that certificate's CN (which must also name the xDS address it dials).
-      const runTls = xdsCertificates([xds.host], "control plane");
+      // The built-in data plane dials a private Unix socket: no TCP port, and its Secrets stay on
+      // this machine. --xds-listen adds a TCP port for other data planes (mTLS rules as usual).
+      const xds = values["xds-listen"] ? hostPort(values["xds-listen"], "", "--xds-listen") : undefined;
+      const runTls = xds ? xdsCertificates([xds.host], "control plane") : undefined;
       const cp = await startControlPlane({
         ...(file ? { configFile: file } : {}),
         ...(kubernetes ? { kubernetes } : {}),
-        xdsHost: xds.host,
-        xdsPort: xds.port,
+        ...(xds ? { xdsHost: xds.host, xdsPort: xds.port } : {}),
+        xdsLocal: true,
         xdsTls: runTls,
         admin: hostPort(values["cp-admin"], "127.0.0.1:9902", "--cp-admin"),
         adminToken,
@@ -441,9 +453,8 @@ async function main(argv: string[]): Promise<number> {
         dataPlaneStats: async () => (await dataPlane).observer.metrics.registry.metrics(),
       });
       const dataPlane = startDataPlane({
-        xds: `${cp.xds.address.address}:${cp.xds.address.port}`,
-        xdsTls: runTls,
-        nodeId: runTls && !values["node-id"] ? certificateCommonName(runTls.cert) : nodeId,
+        xds: (cp.xdsLocal as NonNullable<typeof cp.xdsLocal>).target,
+        nodeId,
         admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),
         adminToken,
         adminHosts,
@@ -467,7 +478,7 @@ async function main(argv: string[]): Promise<number> {
           ...lines,
           `  data plane admin: http://${dp.admin?.address.address}:${dp.admin?.address.port}/ready`,
           `  control plane admin: http://${cp.admin?.address.address}:${cp.admin?.address.port}/dataplanes`,
-          `  xDS: ${cp.xds.address.address}:${cp.xds.address.port}`,
+          `  xDS: ${cp.xdsLocal?.target}${cp.xds ? `, ${cp.xds.target}${cp.xds.tls ? " (mTLS)" : ""}` : ""}`,
           ...(demo ? [`  demo upstream: http://${addressOf(demo)}/`] : []),
           ...(file ? [`  config: ${file} (edits apply live)`] : []),
           ...(kubernetes ? [`  kubernetes: ${kubernetes.namespace ?? "all namespaces"}`] : []),

@@ -9,7 +9,7 @@ import {
   type Ir,
   type IrSecret,
   type Logger,
-  redactIr,
+  redact,
   startAdminServer,
 } from "@agw/core";
 import { ControlPlaneObservability } from "./dashboard/index.ts";
@@ -18,7 +18,13 @@ import { mergeIr } from "./providers/kubernetes/merge.ts";
 import type { KubernetesProvider, KubernetesProviderOptions } from "./providers/kubernetes/provider.ts";
 import type { KubeTranslation } from "./providers/kubernetes/translate.ts";
 import { translateConfig } from "./translator.ts";
-import { type AdsServer, type AdsTlsOptions, createAdsService, startAdsServer } from "./xds/ads-server.ts";
+import {
+  type AdsServer,
+  type AdsTlsOptions,
+  createAdsService,
+  startAdsServer,
+  startLocalAdsServer,
+} from "./xds/ads-server.ts";
 import { SnapshotCache } from "./xds/cache.ts";
 import { DataPlaneRegistry } from "./xds/dataplanes.ts";
 import { SnapshotBuilder } from "./xds/resources.ts";
@@ -29,8 +35,14 @@ export interface ControlPlaneOptions {
   configFile?: string;
   /** Also read Services, EndpointSlices, GatewayRoutes and TLS Secrets (docs/kubernetes.md). */
   kubernetes?: Omit<KubernetesProviderOptions, "log" | "onTranslation">;
-  xdsHost: string;
-  xdsPort: number;
+  /**
+   * xDS over TCP, for data planes on other hosts (or processes): mTLS with `xdsTls`/`xdsTlsSecret`,
+   * else plaintext, whose streams get no Secret. Omitted = no TCP port.
+   */
+  xdsHost?: string;
+  xdsPort?: number;
+  /** Also serve xDS on a private Unix socket (0600 in a 0700 directory): `agw run`'s own data plane. */
+  xdsLocal?: boolean;
   /** mTLS for xDS (data planes need a client certificate from `ca`); omitted = plaintext. */
   xdsTls?: AdsTlsOptions | undefined;
   /** mTLS material from a Kubernetes Secret (tls.crt, tls.key, ca.crt), watched for rotation; needs `kubernetes`. */
@@ -49,7 +61,10 @@ export interface ControlPlaneOptions {
 }
 
 export interface ControlPlane {
-  readonly xds: AdsServer;
+  /** xDS over TCP (xdsHost/xdsPort), if asked for. */
+  readonly xds: AdsServer | undefined;
+  /** xDS on the private Unix socket (xdsLocal), if asked for. */
+  readonly xdsLocal: AdsServer | undefined;
   readonly admin: AdminServer | undefined;
   readonly cache: SnapshotCache;
   readonly dataPlanes: DataPlaneRegistry;
@@ -162,13 +177,22 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         throw e;
       })
     : options.xdsTls;
-  const xds = await startAdsServer(
-    options.xdsHost,
-    options.xdsPort,
-    createAdsService(cache, dataPlanes, log, { maxStreamAgeMs: options.xdsMaxStreamAgeMs ?? 30 * 60_000 }),
-    { tls: xdsTls },
-  );
-  rotateXdsTls = (tls) => xds.setTls(tls);
+  if (options.xdsHost === undefined && !options.xdsLocal)
+    throw new Error("xDS needs a TCP address (xdsHost/xdsPort) or the local Unix socket (xdsLocal)");
+  const service = createAdsService(cache, dataPlanes, log, {
+    maxStreamAgeMs: options.xdsMaxStreamAgeMs ?? 30 * 60_000,
+  });
+  const xdsLocal = options.xdsLocal ? await startLocalAdsServer(service) : undefined;
+  const xds =
+    options.xdsHost !== undefined
+      ? await startAdsServer(options.xdsHost, options.xdsPort ?? 0, service, { tls: xdsTls, log }).catch(
+          async (e: unknown) => {
+            await xdsLocal?.close();
+            throw e;
+          },
+        )
+      : undefined;
+  rotateXdsTls = (tls) => xds?.setTls(tls);
   await provider?.start();
   await kube?.start();
   const admin = options.admin
@@ -181,8 +205,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           "/dataplanes": () => ({ body: dataPlanes.toJSON() }),
           ...observability.routes(),
           "/config_dump": () => ({
-            body: {
-              ir: ir && redactIr(ir),
+            body: redact({
+              ir,
               config_errors: lastErrors.map(String),
               listener_errors: listenerErrors,
               kubernetes: kube && {
@@ -193,19 +217,17 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
                 informers: kube.informerStats(),
               },
               versions: Object.fromEntries([...(cache.snapshot ?? [])].map(([t, s]) => [t, s.version])),
-            },
+            }),
           }),
         },
         { token: options.adminToken, allowedHosts: options.adminHosts },
       )
     : undefined;
-  log.info(
-    { xds: `${xds.address.address}:${xds.address.port}`, admin: admin?.address },
-    "control plane started",
-  );
+  log.info({ xds: xds?.target, xds_local: xdsLocal?.target, admin: admin?.address }, "control plane started");
 
   return {
     xds,
+    xdsLocal,
     admin,
     cache,
     dataPlanes,
@@ -215,7 +237,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       tlsSecret?.stop();
       program?.close();
       await kube?.stop();
-      await Promise.all([xds.close(), admin?.close()]);
+      await Promise.all([xds?.close(), xdsLocal?.close(), admin?.close()]);
     },
   };
 }

@@ -9,7 +9,7 @@
  * the previous config keeps serving until the missing resources arrive. `warming` names what waits
  * for what.
  */
-import { type Logger, RESOURCE_TYPES, shortType, TYPE_URL, type TypeUrl } from "@agw/core";
+import { type Logger, RESOURCE_TYPES, redact, shortType, TYPE_URL, type TypeUrl } from "@agw/core";
 import { ClusterLoadAssignmentSchema, ClusterSchema } from "@agw/core/gen/agw/v1/cluster_pb.js";
 import { ListenerSchema } from "@agw/core/gen/agw/v1/listener_pb.js";
 import { type Plugin, PluginSchema } from "@agw/core/gen/agw/v1/plugin_pb.js";
@@ -56,7 +56,16 @@ export interface ConfigStoreOptions {
   onSwap?: (config: RuntimeConfig) => void;
   /** Secure contexts and session ticket keys, kept across configs. */
   tls?: TlsManager;
+  /**
+   * False when this data plane talks xDS in plaintext TCP: the control plane then sends it no
+   * Secret, and a listener's missing certificate is explained as such.
+   */
+  xdsAuthenticated?: boolean;
 }
+
+/** Why a Secret named by a listener or cluster never arrives over plaintext xDS. */
+export const SECRETS_WITHHELD =
+  "not sent: this data plane's xDS is plaintext TCP (unauthenticated), and the control plane sends Secrets only over mTLS (--xds-cert/--xds-key/--xds-ca) or agw run's private Unix socket";
 
 const EMPTY_CONFIG: RuntimeConfig = { version: "", listeners: new Map(), clusters: new Map() };
 
@@ -70,6 +79,8 @@ export class ConfigStore {
   /** Loads Plugin resources (transpile, compile, first instance) before a config may use them. */
   readonly plugins: PluginHost;
   private waitingFor: string[] = [];
+  /** The last update rejected (NACKed) and why, until an update of that type is accepted. */
+  private rejected = new Map<TypeUrl, string>();
   /** Endpoint health, ejections and counters, kept across configs (data-plane/src/cluster). */
   readonly clusterStates = new ClusterStates();
   private readonly healthCheckers = new HealthCheckers(this.clusterStates);
@@ -129,19 +140,38 @@ export class ConfigStore {
     return this.waitingFor;
   }
 
+  /** Updates rejected (NACKed) and not yet replaced by an accepted one: type → reason. */
+  get rejections(): Record<string, string> {
+    return Object.fromEntries([...this.rejected].map(([t, m]) => [shortType(t), m]));
+  }
+
   private async stage(typeUrl: TypeUrl, decoded: Decoded, version: string): Promise<void> {
     const nextResources = new Map(this.resources).set(typeUrl, decoded);
     const nextVersions = new Map(this.versions).set(typeUrl, version);
     const set = resourceSet(nextResources);
     if (this.options.tls) set.tls = this.options.tls;
     set.clusterStates = this.clusterStates;
-    const plugins = await this.plugins.prepare(typed<Plugin>(nextResources.get(TYPE_URL.plugin)));
-    set.plugins = new Map([...plugins].map(([name, p]) => [name, p.runtime]));
-    const next = buildRuntimeConfig(
-      set,
-      this.options.bindAddress,
-      [...nextVersions].map(([t, v]) => `${shortType(t).split(".").pop()}=${v}`).join(","),
-    );
+    let next: RuntimeConfig;
+    let plugins: Awaited<ReturnType<PluginHost["prepare"]>>;
+    try {
+      plugins = await this.plugins.prepare(typed<Plugin>(nextResources.get(TYPE_URL.plugin)));
+      set.plugins = new Map([...plugins].map(([name, p]) => [name, p.runtime]));
+      next = buildRuntimeConfig(
+        set,
+        this.options.bindAddress,
+        [...nextVersions].map(([t, v]) => `${shortType(t).split(".").pop()}=${v}`).join(","),
+      );
+    } catch (e) {
+      const error =
+        this.options.xdsAuthenticated === false &&
+        e instanceof ResourceError &&
+        /secret "[^"]*" does not exist/.test(e.message)
+          ? new ResourceError(e.resource, `${e.message.slice(e.resource.length + 2)}: ${SECRETS_WITHHELD}`)
+          : e;
+      this.rejected.set(typeUrl, (error as Error).message);
+      throw error;
+    }
+    this.rejected.delete(typeUrl);
     const missing = missingReferences(set);
     if (missing.length > 0) {
       this.resources.set(typeUrl, decoded);
@@ -171,7 +201,7 @@ export class ConfigStore {
     this.healthCheckers.close();
   }
 
-  /** Accepted resources as JSON, secrets redacted. */
+  /** Accepted resources as JSON: Secrets by name only, the rest through `redact` (plugin configs, URL credentials). */
   dump(): Record<string, JsonValue> {
     const out: Record<string, JsonValue> = {};
     for (const [typeUrl, decoded] of this.resources) {
@@ -181,7 +211,7 @@ export class ConfigStore {
         resources:
           typeUrl === TYPE_URL.secret
             ? [...decoded.keys()].map((name) => ({ name, redacted: true }))
-            : [...decoded.values()].map((m) => toJson(schema, m)),
+            : [...decoded.values()].map((m) => redact(toJson(schema, m))),
       };
     }
     return out;

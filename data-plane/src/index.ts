@@ -10,12 +10,13 @@ import { HttpProxy } from "./engine/proxy.ts";
 import { UpstreamPool } from "./engine/upstream-pool.ts";
 import { ListenerManager, servePort } from "./listeners.ts";
 import { clustersView, GatewayObserver, type ObservabilityOptions } from "./observability/index.ts";
+import { closeRedisClients } from "./plugins/redis.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
 import { TlsManager } from "./tls/manager.ts";
 import { drainProxies, openConnections } from "./workers/drain.ts";
 import { WorkerGroup } from "./workers/group.ts";
 import type { WorkerStatus } from "./workers/protocol.ts";
-import { XdsClient, type XdsTlsOptions } from "./xds-client.ts";
+import { UNIX_PREFIX, XdsClient, type XdsTlsOptions } from "./xds-client.ts";
 
 export interface DataPlaneOptions {
   /** "host:port" of the control plane's ADS server, or of each replica (a DNS name may give several). */
@@ -125,14 +126,18 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     { reusePort: workers !== undefined },
   );
   const tls = new TlsManager();
+  const xdsServers = typeof options.xds === "string" ? [options.xds] : options.xds;
+  // mTLS or only the private Unix socket: the control plane then sends the Secrets we reference.
+  const xdsAuthenticated = options.xdsTls !== undefined || xdsServers.every((s) => s.startsWith(UNIX_PREFIX));
   store = new ConfigStore(listeners, log, {
+    xdsAuthenticated,
     bindAddress: options.bindAddress,
     tls,
     onSwap: (config) => pool.retainOnly(endpointKeys(config)),
   });
   const configStore = store;
   const xds = new XdsClient({
-    servers: typeof options.xds === "string" ? [options.xds] : options.xds,
+    servers: xdsServers,
     nodeId: options.nodeId,
     log,
     protocol: options.xdsProtocol ?? "delta",
@@ -188,12 +193,18 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
               ? { status: 503, body: "draining\n" }
               : configStore.ready
                 ? { body: "ready\n" }
-                : { status: 503, body: "waiting for the first config\n" },
+                : {
+                    status: 503,
+                    body: `waiting for the first config\n${Object.entries(configStore.rejections)
+                      .map(([type, reason]) => `rejected ${type}: ${reason}\n`)
+                      .join("")}`,
+                  },
           "/healthz": () => ({ body: "ok\n" }),
           "/config_dump": () => ({
             body: {
               version: configStore.current().version,
               warming: configStore.warming,
+              rejected: configStore.rejections,
               resources: configStore.dump(),
             },
           }),
@@ -223,6 +234,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
               xds_connected: xds.connected,
               xds_streams: xds.streams,
               xds_tls: options.xdsTls !== undefined,
+              xds_authenticated: xdsAuthenticated,
               started_at: startedAt,
               node_version: process.version,
               listeners: listeners.addresses(),
@@ -264,6 +276,8 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
       pool.close();
       await admin?.close();
       await observer.close();
+      // Plugins' Redis clients reconnect forever otherwise (and keep the process alive).
+      await closeRedisClients();
     },
   };
 }

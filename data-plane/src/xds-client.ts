@@ -11,7 +11,7 @@
  * so only what changed meanwhile is sent again.
  */
 import { lookup } from "node:dns/promises";
-import { isIP } from "node:net";
+import net, { isIP } from "node:net";
 import { AsyncQueue, type Logger, RESOURCE_TYPES, shortType, type TypeUrl } from "@agw/core";
 import { AggregatedDiscoveryService } from "@agw/core/gen/envoy/service/discovery/v3/ads_pb.js";
 import {
@@ -60,6 +60,16 @@ export interface XdsClientOptions {
   backoff?: { initialMs: number; maxMs: number };
 }
 
+/** A server entry "unix:PATH" is a Unix socket (agw run's private one). */
+export const UNIX_PREFIX = "unix:";
+
+interface Target {
+  host: string;
+  address: string;
+  port: number;
+  socketPath?: string;
+}
+
 /** google.rpc.Code INVALID_ARGUMENT */
 const INVALID_ARGUMENT = 3;
 const READ_MAX_BYTES = 256 * 1024 * 1024;
@@ -99,9 +109,14 @@ export class XdsClient {
   }
 
   /** Every configured entry expanded to addresses (a DNS name may give several). */
-  private async resolve(): Promise<Array<{ host: string; address: string; port: number }>> {
-    const out: Array<{ host: string; address: string; port: number }> = [];
+  private async resolve(): Promise<Target[]> {
+    const out: Target[] = [];
     for (const entry of this.options.servers) {
+      if (entry.startsWith(UNIX_PREFIX)) {
+        const path = entry.slice(UNIX_PREFIX.length);
+        out.push({ host: entry, address: path, port: 0, socketPath: path });
+        continue;
+      }
       const colon = entry.lastIndexOf(":");
       const host = entry.slice(0, colon).replace(/^\[|\]$/g, "");
       const port = Number(entry.slice(colon + 1));
@@ -132,20 +147,25 @@ export class XdsClient {
       const target = targets[next++ % Math.max(1, targets.length)];
       let established = false;
       if (target) {
-        const display = `${target.host === target.address ? target.address : `${target.host}/${target.address}`}:${target.port}`;
+        const socketPath = target.socketPath;
+        const display = socketPath
+          ? target.host
+          : `${target.host === target.address ? target.address : `${target.host}/${target.address}`}:${target.port}`;
         const hostForUrl = target.address.includes(":") ? `[${target.address}]` : target.address;
-        const tls = this.options.tls;
+        const tls = socketPath ? undefined : this.options.tls;
         const sessions = new Http2SessionManager(
-          `${tls ? "https" : "http"}://${hostForUrl}:${target.port}`,
+          socketPath ? "http://localhost" : `${tls ? "https" : "http"}://${hostForUrl}:${target.port}`,
           { pingIntervalMs: 15_000, pingTimeoutMs: 10_000 },
-          tls
-            ? {
-                ca: tls.ca,
-                cert: tls.cert,
-                key: tls.key,
-                ...(isIP(target.host) ? {} : { servername: target.host }),
-              }
-            : {},
+          socketPath
+            ? { createConnection: () => net.connect(socketPath) }
+            : tls
+              ? {
+                  ca: tls.ca,
+                  cert: tls.cert,
+                  key: tls.key,
+                  ...(isIP(target.host) ? {} : { servername: target.host }),
+                }
+              : {},
         );
         const client = createClient(
           AggregatedDiscoveryService,

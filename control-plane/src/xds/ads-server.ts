@@ -18,8 +18,12 @@
  * Streams end gracefully (OK status, then HTTP/2 GOAWAY) at shutdown and after a maximum age, so
  * data planes reconnect (to another replica, or this one) without losing their config.
  */
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import http2 from "node:http2";
+import type net from "node:net";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { AsyncQueue, type Logger, RESOURCE_TYPES, shortType, TYPE_URL, type TypeUrl } from "@agw/core";
 import { AggregatedDiscoveryService } from "@agw/core/gen/envoy/service/discovery/v3/ads_pb.js";
@@ -44,7 +48,8 @@ import {
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { SnapshotCache, TypeChanges } from "./cache.ts";
 import { type DataPlaneRegistry, type DataPlaneState, newTypeState, type TypeState } from "./dataplanes.ts";
-import type { TypeSnapshot, VersionedResource } from "./resources.ts";
+import type { Snapshot, TypeSnapshot, VersionedResource } from "./resources.ts";
+import { type StreamScope, type Subscribed, typeView, type XdsTransport } from "./scope.ts";
 import { deltaResponseSize, GRPC_FRAME_BYTES, sotwResponseSize } from "./wire.ts";
 
 /**
@@ -68,8 +73,13 @@ interface Peer {
   address: string;
   /** The client certificate's subject CN (mTLS only). */
   identity: string | undefined;
+  /** mTLS and the private Unix socket are authenticated; plaintext TCP gets no Secret. */
+  transport: XdsTransport;
 }
-const PEER = createContextKey<Peer>({ address: "", identity: undefined }, { description: "xDS peer" });
+const PEER = createContextKey<Peer>(
+  { address: "", identity: undefined, transport: "plaintext" },
+  { description: "xDS peer" },
+);
 
 export interface AdsServiceOptions {
   /** Streams older than this end gracefully (±10% jitter) and the data plane reconnects; 0 = never. */
@@ -147,9 +157,36 @@ function register(
       );
   }
   if (!id) throw new ConnectError("the first request must carry node.id", Code.InvalidArgument);
-  const state = registry.open({ nodeId: id, protocol, peer: peer.address, identity: peer.identity });
-  log.info({ node: id, stream: state.streamId, protocol, peer: peer.address }, "data plane connected");
+  const state = registry.open({
+    nodeId: id,
+    protocol,
+    peer: peer.address,
+    identity: peer.identity,
+    transport: peer.transport,
+  });
+  log.info(
+    { node: id, stream: state.streamId, protocol, peer: peer.address, transport: peer.transport },
+    "data plane connected",
+  );
   return state;
+}
+
+/**
+ * Logs, once per stream, that Secrets exist but this unauthenticated stream gets none of them: the
+ * operator then knows why a data plane's HTTPS listener has no certificate.
+ */
+function withheldSecretsNotice(log: Logger): (state: DataPlaneState, snapshot: Snapshot) => void {
+  let logged = false;
+  return (state, snapshot) => {
+    if (logged || state.transport !== "plaintext") return;
+    const secrets = snapshot.get(TYPE_URL.secret)?.resources.size ?? 0;
+    if (secrets === 0) return;
+    logged = true;
+    log.warn(
+      { node: state.nodeId, stream: state.streamId, peer: state.peer, withheld: secrets },
+      "secrets withheld from this data plane: its xDS stream is plaintext TCP, unauthenticated; secrets go only over mTLS (--xds-cert/--xds-key/--xds-ca) or agw run's private Unix socket",
+    );
+  };
 }
 
 function typeStateOf(state: DataPlaneState, typeUrl: TypeUrl): TypeState {
@@ -296,6 +333,13 @@ export function createAdsService(
       const stream = openStream(requests, ctx, cache, streams as never, options, log);
       let state: DataPlaneState | undefined;
       let nonce = 0;
+      const noticeWithheld = withheldSecretsNotice(log);
+      // SotW sends every listener and cluster: the scope is every Secret they name.
+      const scopeOf = (s: DataPlaneState): StreamScope => ({
+        transport: s.transport,
+        listeners: () => "all",
+        clusters: () => "all",
+      });
       /** What each type's last response contained, to detect SotW removals. */
       const sentResources = new Map<TypeUrl, ReadonlyMap<string, VersionedResource>>();
 
@@ -333,9 +377,11 @@ export function createAdsService(
             const snapshot = cache.snapshot;
             if (!state || !snapshot) continue;
             const shrinkLater: TypeUrl[] = [];
+            const scope = scopeOf(state);
+            noticeWithheld(state, snapshot);
             for (const typeUrl of RESOURCE_TYPES) {
               const typeState = state.types.get(typeUrl);
-              const snap = snapshot.get(typeUrl);
+              const snap = typeView(snapshot, typeUrl, scope);
               if (!typeState || !snap) continue;
               if (typeState.sentNonce !== "" && typeState.sentVersion === snap.version) continue;
               const before = sentResources.get(typeUrl);
@@ -349,7 +395,7 @@ export function createAdsService(
               }
             }
             for (const typeUrl of shrinkLater) {
-              const snap = snapshot.get(typeUrl);
+              const snap = typeView(snapshot, typeUrl, scope);
               const typeState = state.types.get(typeUrl);
               if (snap && typeState) yield respond(typeUrl, typeState, snap.version, snap.resources);
             }
@@ -364,9 +410,12 @@ export function createAdsService(
             // A new subscription (or a reconnect that carries the version it runs): always answer,
             // even with zero resources, so the data plane knows the type is complete.
             typeState.ackedVersion = req.versionInfo;
-            const snap = cache.snapshot?.get(typeUrl);
-            if (cache.snapshot)
+            const snapshot = cache.snapshot;
+            if (snapshot) {
+              noticeWithheld(state, snapshot);
+              const snap = typeView(snapshot, typeUrl, scopeOf(state));
               yield respond(typeUrl, typeState, snap?.version ?? "", snap?.resources ?? new Map());
+            }
             continue;
           }
           if (req.responseNonce !== typeState.sentNonce) continue;
@@ -398,6 +447,17 @@ export function createAdsService(
       let state: DataPlaneState | undefined;
       let nonce = 0;
       const subscriptions = new Map<TypeUrl, DeltaSubscription>();
+      const noticeWithheld = withheldSecretsNotice(log);
+      const subscribed = (typeUrl: TypeUrl): Subscribed => {
+        const sub = subscriptions.get(typeUrl);
+        return !sub ? new Set() : sub.wildcard ? "all" : sub.names;
+      };
+      // Secrets named by the listeners and clusters this stream subscribed to, if authenticated.
+      const scopeOf = (s: DataPlaneState): StreamScope => ({
+        transport: s.transport,
+        listeners: () => subscribed(TYPE_URL.listener),
+        clusters: () => subscribed(TYPE_URL.cluster),
+      });
 
       const respond = (
         typeUrl: TypeUrl,
@@ -406,8 +466,9 @@ export function createAdsService(
       ): DeltaDiscoveryResponse | undefined => {
         const sub = subscriptions.get(typeUrl);
         const typeState = state?.types.get(typeUrl);
-        if (!sub || !typeState) return undefined;
-        const version = cache.snapshot?.get(typeUrl)?.version ?? "";
+        if (!sub || !typeState || !state) return undefined;
+        const snapshot = cache.snapshot;
+        const version = (snapshot && typeView(snapshot, typeUrl, scopeOf(state))?.version) ?? "";
         const responseNonce = String(++nonce);
         sub.inFlight.set(responseNonce, version);
         typeState.sentVersion = version;
@@ -437,14 +498,16 @@ export function createAdsService(
           }
           const snapshot = cache.snapshot;
           if (event.kind === "snapshot") {
-            if (!snapshot) continue;
+            if (!snapshot || !state) continue;
+            noticeWithheld(state, snapshot);
+            const scope = scopeOf(state);
             // Make-before-break: additions and updates in push order, then removals in reverse.
             const removals = new Map<TypeUrl, string[]>();
             for (const typeUrl of RESOURCE_TYPES) {
               const sub = subscriptions.get(typeUrl);
               if (!sub) continue;
               const { updated, removed } = deltaChanges(
-                snapshot.get(typeUrl),
+                typeView(snapshot, typeUrl, scope),
                 sub,
                 [],
                 cache.changesOf(typeUrl),
@@ -523,11 +586,33 @@ export function createAdsService(
             for (const name of [...known.keys()]) if (!sub.names.has(name)) known.delete(name);
           }
           if (!snapshot) continue;
-          const { updated, removed } = deltaChanges(snapshot.get(typeUrl), sub, justSubscribed, undefined);
+          noticeWithheld(state, snapshot);
+          const scope = scopeOf(state);
+          // A listener or cluster subscription decides which Secrets this stream gets: the Secrets
+          // it now names go out before it (make-before-break), those it no longer names after it.
+          const secretSub = subscriptions.get(TYPE_URL.secret);
+          const rescopes = (typeUrl === TYPE_URL.listener || typeUrl === TYPE_URL.cluster) && secretSub;
+          const secretChanges = rescopes
+            ? deltaChanges(typeView(snapshot, TYPE_URL.secret, scope), secretSub, [], undefined)
+            : undefined;
+          if (secretChanges && secretChanges.updated.length > 0) {
+            const response = respond(TYPE_URL.secret, secretChanges.updated, []);
+            if (response) yield response;
+          }
+          const { updated, removed } = deltaChanges(
+            typeView(snapshot, typeUrl, scope),
+            sub,
+            justSubscribed,
+            undefined,
+          );
           // The first answer for a type is sent even when empty: it tells the data plane the type
           // is complete (e.g. a reconnect whose versions all still match).
           if (first || updated.length > 0 || removed.length > 0) {
             const response = respond(typeUrl, updated, removed);
+            if (response) yield response;
+          }
+          if (secretChanges && secretChanges.removed.length > 0) {
+            const response = respond(TYPE_URL.secret, [], secretChanges.removed);
             if (response) yield response;
           }
         }
@@ -554,10 +639,15 @@ export interface AdsServerOptions {
   tls?: AdsTlsOptions | undefined;
   /** HTTP/2 keepalive: connect-node's server sends no pings of its own. */
   pingIntervalMs?: number;
+  /** Where refused TLS handshakes are logged. */
+  log?: Logger;
 }
 
 export interface AdsServer {
+  /** The TCP address; for a Unix socket, `address` is its path and `port` 0. */
   readonly address: AddressInfo;
+  /** What a data plane dials: "host:port", or "unix:PATH". */
+  readonly target: string;
   readonly tls: boolean;
   /** New certificate, key and client CA for connections from now on (rotation); mTLS servers only. */
   setTls(tls: AdsTlsOptions): void;
@@ -565,38 +655,126 @@ export interface AdsServer {
   close(): Promise<void>;
 }
 
-function peerOf(req: http2.Http2ServerRequest): Peer {
+function peerOf(req: http2.Http2ServerRequest, transport: XdsTransport): Peer {
   const socket = req.stream?.session?.socket as TLSSocket | undefined;
+  if (transport === "unix") return { address: "unix", identity: undefined, transport };
   const address = socket ? `${socket.remoteAddress}:${socket.remotePort}` : "";
   const cert = typeof socket?.getPeerCertificate === "function" ? socket.getPeerCertificate() : undefined;
   const cn = cert?.subject?.CN;
-  return { address, identity: cert && cn ? (Array.isArray(cn) ? cn[0] : cn) : undefined };
+  return { address, identity: cert && cn ? (Array.isArray(cn) ? cn[0] : cn) : undefined, transport };
 }
 
-export async function startAdsServer(
-  host: string,
-  port: number,
-  service: ServiceImpl<typeof AggregatedDiscoveryService> & { drain?(): void },
-  options: AdsServerOptions = {},
-): Promise<AdsServer> {
-  const handler = connectNodeAdapter({
+type AdsServiceImpl = ServiceImpl<typeof AggregatedDiscoveryService> & { drain?(): void };
+
+function adsHandler(service: AdsServiceImpl, transport: XdsTransport) {
+  return connectNodeAdapter({
     routes: (router) => router.service(AggregatedDiscoveryService, service),
     // No response compression (connect-node gzips by default whenever the client accepts it): an
     // initial sync of 10,000 routes to 100 data planes spent ~40% of the control plane's CPU in
     // gzip (bench/RESULTS.md), and changes are far below the 1 KiB compression threshold anyway.
     acceptCompression: [],
-    contextValues: (req) => createContextValues().set(PEER, peerOf(req as http2.Http2ServerRequest)),
+    contextValues: (req) =>
+      createContextValues().set(PEER, peerOf(req as http2.Http2ServerRequest, transport)),
   });
+}
+
+/**
+ * The refused handshakes of an mTLS server, logged with the peer's address and the reason (a
+ * certificate from another CA, none at all, a plaintext client): without this the control plane
+ * said nothing and the data plane saw only a reset.
+ */
+function logRefusedHandshakes(server: http2.Http2SecureServer, log: Logger | undefined): void {
+  server.on("tlsClientError", (err: Error & { code?: string }, socket: TLSSocket) => {
+    log?.warn(
+      {
+        peer: `${socket.remoteAddress}:${socket.remotePort}`,
+        reason: err.code ? `${err.code}: ${err.message}` : err.message,
+      },
+      "xDS TLS handshake refused",
+    );
+  });
+}
+
+export async function startAdsServer(
+  host: string,
+  port: number,
+  service: AdsServiceImpl,
+  options: AdsServerOptions = {},
+): Promise<AdsServer> {
   const tls = options.tls;
+  const handler = adsHandler(service, tls ? "mtls" : "plaintext");
   const server = tls
     ? http2.createSecureServer(
         { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true },
         handler,
       )
     : http2.createServer(handler);
+  if (tls) logRefusedHandshakes(server as http2.Http2SecureServer, options.log);
+  await listen(server, (done) => server.listen(port, host, done));
+  const address = server.address() as AddressInfo;
+  const hostForTarget = address.address.includes(":") ? `[${address.address}]` : address.address;
+  return serve(server, service, options, address, `${hostForTarget}:${address.port}`, tls !== undefined);
+}
+
+/**
+ * xDS on a Unix socket that only this user can open: mode 0600 inside a fresh 0700 directory. A
+ * stream on it is authenticated by the file system (it is how `agw run` connects its own data
+ * plane, without an open TCP port), so its data plane may receive Secrets under any node id.
+ */
+export async function startLocalAdsServer(
+  service: AdsServiceImpl,
+  options: AdsServerOptions = {},
+): Promise<AdsServer> {
+  const dir = mkdtempSync(join(tmpdir(), "agw-xds-"));
+  chmodSync(dir, 0o700);
+  const path = join(dir, "xds.sock");
+  const server = http2.createServer(adsHandler(service, "unix"));
+  try {
+    await listen(server, (done) => server.listen({ path, readableAll: false, writableAll: false }, done));
+    chmodSync(path, 0o600);
+  } catch (e) {
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  const served = serve(
+    server,
+    service,
+    options,
+    { address: path, family: "unix", port: 0 },
+    `unix:${path}`,
+    false,
+  );
+  return {
+    ...served,
+    async close() {
+      await served.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function listen(server: net.Server, start: (done: () => void) => void): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    start(() => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+}
+
+function serve(
+  server: http2.Http2Server | http2.Http2SecureServer,
+  service: AdsServiceImpl,
+  options: AdsServerOptions,
+  address: AddressInfo,
+  target: string,
+  tls: boolean,
+): AdsServer {
   const sessions = new Set<http2.ServerHttp2Session>();
   const pingIntervalMs = options.pingIntervalMs ?? 30_000;
-  server.on("session", (session) => {
+  server.on("session", (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     const timer = setInterval(() => {
       if (!session.destroyed) session.ping(() => undefined);
@@ -606,16 +784,10 @@ export async function startAdsServer(
       sessions.delete(session);
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
   return {
-    address: server.address() as AddressInfo,
-    tls: tls !== undefined,
+    address,
+    target,
+    tls,
     setTls(next) {
       if (!tls) throw new Error("this xDS server is plaintext: it has no certificates to replace");
       (server as http2.Http2SecureServer).setSecureContext({ cert: next.cert, key: next.key, ca: next.ca });

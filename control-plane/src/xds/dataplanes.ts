@@ -1,4 +1,5 @@
 /** What the control plane knows about each connected data plane: the xDS state per stream and type. */
+import type { XdsTransport } from "./scope.ts";
 
 export interface TypeState {
   /** Version and nonce of the last response sent on this stream. */
@@ -37,6 +38,8 @@ export interface DataPlaneState {
   peer: string;
   /** Identity from the client certificate (mTLS), if any. */
   identity: string | undefined;
+  /** How the stream was authenticated: mTLS, the private Unix socket, or not at all (no Secrets). */
+  transport: XdsTransport;
   connectedSince: string;
   types: Map<string, TypeState>;
 }
@@ -45,7 +48,9 @@ export class DataPlaneRegistry {
   private readonly streams = new Map<number, DataPlaneState>();
   private nextId = 1;
 
-  open(init: Pick<DataPlaneState, "nodeId" | "protocol" | "peer" | "identity">): DataPlaneState {
+  open(
+    init: Pick<DataPlaneState, "nodeId" | "protocol" | "peer" | "identity" | "transport">,
+  ): DataPlaneState {
     const state: DataPlaneState = {
       ...init,
       streamId: this.nextId++,
@@ -72,6 +77,8 @@ export class DataPlaneRegistry {
       protocol: dp.protocol,
       peer: dp.peer,
       identity: dp.identity,
+      transport: dp.transport,
+      secrets: dp.transport === "plaintext" ? "withheld (unauthenticated)" : "referenced only",
       connected_since: dp.connectedSince,
       types: Object.fromEntries(
         [...dp.types].map(([type, t]) => [

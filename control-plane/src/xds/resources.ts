@@ -27,7 +27,16 @@ import {
 } from "@agw/core/gen/agw/v1/route_pb.js";
 import { SecretSchema } from "@agw/core/gen/agw/v1/secret_pb.js";
 import { ResourceSchema } from "@agw/core/gen/envoy/service/discovery/v3/discovery_pb.js";
-import type { HeaderOps, Ir, IrListenerLimits, IrPathPolicy, IrRoute, ValueMatch } from "@agw/core/ir";
+import type {
+  HeaderOps,
+  Ir,
+  IrCluster,
+  IrListener,
+  IrListenerLimits,
+  IrPathPolicy,
+  IrRoute,
+  ValueMatch,
+} from "@agw/core/ir";
 import { RESOURCE_TYPES, TYPE_URL, type TypeUrl } from "@agw/core/xds/types";
 import { create, type DescMessage, type JsonObject, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
@@ -45,6 +54,8 @@ export interface VersionedResource {
   sotwBytes: Uint8Array;
   /** The envoy Resource {name, version, resource}, length-prefixed: one entry of a Delta response's `resources`. */
   deltaBytes: Uint8Array;
+  /** Listeners and clusters: the Secret resources they name (certificates, CA bundles). */
+  secrets?: readonly string[];
 }
 
 export interface TypeSnapshot {
@@ -120,6 +131,7 @@ export function versioned<D extends DescMessage>(
   schema: D,
   name: string,
   message: MessageShape<D>,
+  secrets?: readonly string[],
 ): VersionedResource {
   const bytes = toBinary(schema, message);
   const resource = anyPack(schema, message);
@@ -133,6 +145,7 @@ export function versioned<D extends DescMessage>(
     size: anyBytes.length,
     sotwBytes: new BinaryWriter().bytes(anyBytes).finish(),
     deltaBytes: new BinaryWriter().bytes(deltaResource).finish(),
+    ...(secrets && secrets.length > 0 && { secrets }),
   };
 }
 
@@ -140,6 +153,18 @@ export function typeSnapshot(resources: VersionedResource[]): TypeSnapshot {
   const sorted = [...resources].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const version = hash(sorted.map((r) => `${r.name}=${r.version}`).join("\n"));
   return { version, resources: new Map(sorted.map((r) => [r.name, r])) };
+}
+
+/** The Secret names a listener references: its certificates and its client CA. */
+export function listenerSecrets(l: IrListener): string[] {
+  if (!l.tls) return [];
+  const ca = l.tls.clientCertificate?.ca;
+  return [...l.tls.certificates, ...(ca ? [ca] : [])];
+}
+
+/** The Secret names a cluster references: the upstream CA and the client certificate. */
+export function clusterSecrets(c: IrCluster): string[] {
+  return [c.tls?.ca, c.tls?.certificate].filter((n): n is string => !!n);
 }
 
 /** Resource name of a route: routes are scoped by their parent route config. */
@@ -242,6 +267,7 @@ export class SnapshotBuilder {
               },
             }),
           }),
+          clusterSecrets(c),
         ),
       );
       add(TYPE_URL.endpoints, c.name, endpoints, () =>
@@ -252,7 +278,14 @@ export class SnapshotBuilder {
         ),
       );
     }
+    // Only what some listener or cluster names: an unreferenced Secret (every TLS Secret of a
+    // namespace, say) is never sent to any data plane.
+    const referenced = new Set([
+      ...ir.listeners.flatMap(listenerSecrets),
+      ...ir.clusters.flatMap(clusterSecrets),
+    ]);
     for (const s of ir.secrets ?? []) {
+      if (!referenced.has(s.name)) continue;
       add(TYPE_URL.secret, s.name, s, () =>
         versioned(
           SecretSchema,
@@ -297,6 +330,7 @@ export class SnapshotBuilder {
             ...(l.limits && { limits: listenerLimits(l.limits) }),
             ...(l.paths && { paths: pathNormalization(l.paths) }),
           }),
+          listenerSecrets(l),
         ),
       );
       add(TYPE_URL.routeConfig, l.name, null, () =>

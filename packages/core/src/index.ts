@@ -6,4 +6,5 @@ export * from "./config/schema.ts";
 export * from "./config/semantic.ts";
 export * from "./ir.ts";
 export * from "./log.ts";
+export * from "./redact.ts";
 export * from "./xds/types.ts";

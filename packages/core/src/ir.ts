@@ -2,6 +2,7 @@
  * The internal representation every config source translates into (config.yaml today, Kubernetes
  * later). Defaults are filled in and units are normalised here, so the xDS layer maps fields 1:1.
  */
+import { redact } from "./redact.ts";
 export type PathMatch = { kind: "exact" | "prefix" | "regex"; value: string };
 
 export interface ValueMatch {
@@ -207,18 +208,9 @@ export interface IrSecret {
   caPem?: string;
 }
 
-/** The IR with key material replaced, for admin dumps: PEM is never shown. */
+/** The IR for admin dumps: PEM, plugin configs and URL credentials hidden (redact.ts). */
 export function redactIr(ir: Ir): Ir {
-  const hide = (pem: string) => (pem === "" ? "" : "[redacted]");
-  return {
-    ...ir,
-    secrets: (ir.secrets ?? []).map((s) => ({
-      ...s,
-      certificateChainPem: hide(s.certificateChainPem),
-      privateKeyPem: hide(s.privateKeyPem),
-      ...(s.caPem === undefined ? {} : { caPem: hide(s.caPem) }),
-    })),
-  };
+  return redact(ir);
 }
 
 /** A WebAssembly component plugin (docs/plugins.md); durations in ms, 0 = the data plane's default. */

@@ -157,7 +157,8 @@ clusters:
   });
 
   // The good data plane names the control plane by DNS name (verified against the certificate's SAN)
-  // and takes its node id from its certificate: no --node-id.
+  // and takes its node id from its certificate: no --node-id (it used to default to the host name,
+  // which the control plane refused).
   const good = start([
     "data-plane",
     "--xds",
@@ -167,8 +168,6 @@ clusters:
     join(dir, "ca.crt"),
     "--admin",
     "127.0.0.1:0",
-    "--node-id",
-    "edge-1",
   ]);
   await waitFor(
     "traffic through the mTLS-configured data plane",
@@ -200,6 +199,19 @@ clusters:
     "--bind-address",
     "127.0.0.2",
   ]);
+  // Its own --xds-ca is another CA than the one that signed the control plane's certificate.
+  const distrustful = start([
+    "data-plane",
+    "--xds",
+    `127.0.0.1:${xdsPort}`,
+    ...pem("edge-1"),
+    "--xds-ca",
+    join(dir, "other-ca.crt"),
+    "--admin",
+    "127.0.0.1:0",
+    "--bind-address",
+    "127.0.0.4",
+  ]);
   const impostor = start([
     "data-plane",
     "--xds",
@@ -229,6 +241,25 @@ clusters:
     throw new Error(`${e.message}\n${impostor.output()}`);
   });
   assert.doesNotMatch(foreign.output(), /xDS stream established/);
+  // Both sides say what is wrong: not a bare "read ECONNRESET" and silence.
+  assert.match(
+    foreign.output(),
+    /the control plane does not trust this data plane's client certificate \(UNABLE_TO_VERIFY_LEAF_SIGNATURE\): it must be signed by the CA the control plane was given \(--xds-ca\)/,
+  );
+  assert.match(
+    cp.output(),
+    /"peer":"127\.0\.0\.1:\d+","reason":"UNABLE_TO_VERIFY_LEAF_SIGNATURE","msg":"xDS client certificate refused/,
+  );
+  await waitFor(
+    "the distrustful data plane's message",
+    () => (/xDS stream failed/.test(distrustful.output()) ? true : undefined),
+    30_000,
+  );
+  assert.match(
+    distrustful.output(),
+    /the control plane's certificate is not trusted \(SELF_SIGNED_CERT_IN_CHAIN\): --xds-ca must be the CA that signed the control plane's certificate/,
+  );
+  assert.doesNotMatch(distrustful.output(), /use-system-ca|ECONNRESET/);
   assert.deepEqual(
     (await dataPlanes()).map((d) => d.node_id),
     ["edge-1"],

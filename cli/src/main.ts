@@ -144,13 +144,32 @@ and says which instance answered: the x-upstream-id header and "upstream" in the
 
 class UsageError extends Error {}
 
+/** The flag each address we listen on came from, to name it when the port cannot be had. */
+const listenFlags: Array<{ flag: string; port: number }> = [];
+
 function hostPort(text: string | undefined, fallback: string, flag: string): { host: string; port: number } {
   const value = text ?? fallback;
   const hp = value.endsWith(":0")
     ? { host: value.slice(0, -2).replace(/^\[|\]$/g, ""), port: 0 }
     : parseHostPort(value);
   if (!hp) throw new UsageError(`${flag}: expected ADDR:PORT, got "${value}"`);
+  if (flag !== "--xds") listenFlags.push({ flag, port: hp.port });
   return hp;
+}
+
+const LISTEN_FAILURES: Record<string, string> = {
+  EADDRINUSE: "the address is already in use (another agw, or another program, listens there)",
+  EACCES: "permission denied (ports below 1024 need privileges)",
+  EADDRNOTAVAIL: "no interface of this machine has that address",
+};
+
+/** One line for a port we could not listen on (admin, metrics, xDS, demo upstream), or undefined. */
+function listenFailure(e: unknown): string | undefined {
+  const err = e as NodeJS.ErrnoException & { address?: string; port?: number };
+  if (err?.syscall !== "listen" || !err.code || !(err.code in LISTEN_FAILURES)) return undefined;
+  const at = err.port !== undefined ? `${err.address}:${err.port}` : String(err.address ?? "");
+  const flag = listenFlags.find((f) => f.port !== 0 && f.port === err.port)?.flag;
+  return `cannot listen on ${at}${flag ? ` (${flag})` : ""}: ${LISTEN_FAILURES[err.code]}${flag ? `; choose another address with ${flag}` : ""}`;
 }
 
 function onShutdown(close: () => Promise<void>): void {
@@ -327,6 +346,7 @@ async function main(argv: string[]): Promise<number> {
         ...(values.port ?? []).map((p) => {
           if (!/^\d{1,5}$/.test(p) || Number(p) > 65535)
             throw new UsageError(`--port: expected a port number within 0..65535, got "${p}"`);
+          listenFlags.push({ flag: "--port", port: Number(p) });
           return { host: "127.0.0.1", port: Number(p) };
         }),
         ...(values.listen ?? []).map((l) => hostPort(l, "", "--listen")),
@@ -499,7 +519,8 @@ main(process.argv.slice(2)).then(
       console.error(`agw: ${(e as Error).message}\nRun 'agw --help' for usage.`);
       process.exit(2);
     }
-    console.error(`agw: ${(e as Error).stack ?? e}`);
+    const listen = listenFailure(e);
+    console.error(listen ? `agw: ${listen}` : `agw: ${(e as Error).stack ?? e}`);
     process.exit(1);
   },
 );

@@ -22,7 +22,7 @@ import {
 } from "@agw/core/gen/envoy/service/discovery/v3/discovery_pb.js";
 import { create } from "@bufbuild/protobuf";
 import type { Any } from "@bufbuild/protobuf/wkt";
-import { type Client, createClient } from "@connectrpc/connect";
+import { type Client, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 
 export interface DeltaResource {
@@ -68,6 +68,36 @@ interface Target {
   address: string;
   port: number;
   socketPath?: string;
+}
+
+/** Verification errors that mean "--xds-ca did not sign the control plane's certificate". */
+const UNTRUSTED = new Set([
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "CERT_UNTRUSTED",
+  "CERT_SIGNATURE_FAILURE",
+]);
+
+/**
+ * A failed stream in words an operator can act on. Node's own messages for a CA mismatch end with a
+ * hint about `--use-system-ca` (wrong here: xDS trusts --xds-ca only), and a refused client
+ * certificate used to show as a bare `read ECONNRESET`.
+ */
+export function explainXdsFailure(e: unknown, tls: boolean): string {
+  const err = e as Error & { code?: unknown; cause?: { code?: unknown; message?: string } };
+  const message = err instanceof ConnectError ? err.rawMessage : String(err?.message ?? e);
+  const code = typeof err?.cause?.code === "string" ? err.cause.code : typeof err?.code === "string" ? err.code : "";
+  if (tls && UNTRUSTED.has(code))
+    return `the control plane's certificate is not trusted (${code}): --xds-ca must be the CA that signed the control plane's certificate`;
+  if (tls && code === "CERT_HAS_EXPIRED") return "the control plane's certificate has expired (CERT_HAS_EXPIRED)";
+  if (tls && code === "ERR_TLS_CERT_ALTNAME_INVALID")
+    return `the control plane's certificate does not name the address dialled: ${err.cause?.message ?? message}`;
+  if (tls && (code === "ECONNRESET" || /ECONNRESET|socket hang up/.test(message)))
+    return `the control plane closed the TLS connection (${message}): it may not trust this data plane's certificate (--xds-cert must be signed by the CA the control plane has as --xds-ca)`;
+  return message;
 }
 
 /** google.rpc.Code INVALID_ARGUMENT */
@@ -189,7 +219,7 @@ export class XdsClient {
         } catch (e) {
           if (!signal.aborted)
             log.warn(
-              { server: display, error: (e as Error).message },
+              { server: display, error: explainXdsFailure(e, tls !== undefined) },
               "xDS stream failed; serving the last config",
             );
         } finally {

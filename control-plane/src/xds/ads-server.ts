@@ -75,6 +75,8 @@ interface Peer {
   identity: string | undefined;
   /** mTLS and the private Unix socket are authenticated; plaintext TCP gets no Secret. */
   transport: XdsTransport;
+  /** mTLS: why the client certificate was not trusted (the stream is then refused). */
+  refused?: string | undefined;
 }
 const PEER = createContextKey<Peer>(
   { address: "", identity: undefined, transport: "plaintext" },
@@ -147,6 +149,11 @@ function register(
   log: Logger,
 ): DataPlaneState {
   const peer = ctx.values.get(PEER);
+  if (peer.refused !== undefined)
+    throw new ConnectError(
+      `the control plane does not trust this data plane's client certificate (${peer.refused}): it must be signed by the CA the control plane was given (--xds-ca)`,
+      Code.Unauthenticated,
+    );
   let id = nodeId;
   if (peer.identity !== undefined) {
     if (id === "") id = peer.identity;
@@ -659,9 +666,17 @@ function peerOf(req: http2.Http2ServerRequest, transport: XdsTransport): Peer {
   const socket = req.stream?.session?.socket as TLSSocket | undefined;
   if (transport === "unix") return { address: "unix", identity: undefined, transport };
   const address = socket ? `${socket.remoteAddress}:${socket.remotePort}` : "";
+  if (transport === "mtls" && socket?.authorized !== true)
+    return { address, identity: undefined, transport, refused: refusal(socket) };
   const cert = typeof socket?.getPeerCertificate === "function" ? socket.getPeerCertificate() : undefined;
   const cn = cert?.subject?.CN;
   return { address, identity: cert && cn ? (Array.isArray(cn) ? cn[0] : cn) : undefined, transport };
+}
+
+function refusal(socket: TLSSocket | undefined): string {
+  const reason = socket?.authorizationError;
+  const presented = socket && Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
+  return presented ? String(reason ?? "not verified") : "no client certificate";
 }
 
 type AdsServiceImpl = ServiceImpl<typeof AggregatedDiscoveryService> & { drain?(): void };
@@ -679,18 +694,34 @@ function adsHandler(service: AdsServiceImpl, transport: XdsTransport) {
 }
 
 /**
- * The refused handshakes of an mTLS server, logged with the peer's address and the reason (a
- * certificate from another CA, none at all, a plaintext client): without this the control plane
- * said nothing and the data plane saw only a reset.
+ * Refused clients of an mTLS server, logged with the peer's address and the reason. Node verifies a
+ * client certificate only after the TLS 1.3 handshake and, when it rejects one itself, closes the
+ * socket without a word to either side: the data plane saw `read ECONNRESET` and the control plane
+ * logged nothing. So the server verifies (`rejectUnauthorized: false`, `requestCert: true`), logs a
+ * certificate it does not trust here, and refuses every stream on that connection before anything
+ * is sent, with a message the data plane logs (UNAUTHENTICATED, see `register`).
  */
-function logRefusedHandshakes(server: http2.Http2SecureServer, log: Logger | undefined): void {
-  server.on("tlsClientError", (err: Error & { code?: string }, socket: TLSSocket) => {
+function logRefusedClients(server: http2.Http2SecureServer, log: Logger | undefined): void {
+  const addresses = new WeakMap<object, string>();
+  server.on("connection", (socket: net.Socket) => {
+    addresses.set(socket, `${socket.remoteAddress}:${socket.remotePort}`);
+  });
+  const addressOf = (socket: TLSSocket) =>
+    addresses.get((socket as unknown as { _parent?: object })._parent ?? socket) ??
+    `${socket.remoteAddress}:${socket.remotePort}`;
+  server.prependListener("secureConnection", (socket: TLSSocket) => {
+    if (socket.authorized) return;
     log?.warn(
-      {
-        peer: `${socket.remoteAddress}:${socket.remotePort}`,
-        reason: err.code ? `${err.code}: ${err.message}` : err.message,
-      },
-      "xDS TLS handshake refused",
+      { peer: addressOf(socket), reason: refusal(socket) },
+      "xDS client certificate refused: not signed by the CA of data plane certificates (--xds-ca)",
+    );
+  });
+  server.on("tlsClientError", (err: Error & { code?: string }, socket: TLSSocket) => {
+    // A client that hangs up mid-handshake (e.g. it did not trust our certificate) says so itself.
+    if (err.code === "ECONNRESET") return;
+    log?.warn(
+      { peer: addressOf(socket), reason: err.code ? `${err.code}: ${err.message}` : err.message },
+      "xDS TLS handshake failed",
     );
   });
 }
@@ -705,11 +736,12 @@ export async function startAdsServer(
   const handler = adsHandler(service, tls ? "mtls" : "plaintext");
   const server = tls
     ? http2.createSecureServer(
-        { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true },
+        // Verified by us, not by Node's silent close: see logRefusedClients and peerOf.
+        { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: false },
         handler,
       )
     : http2.createServer(handler);
-  if (tls) logRefusedHandshakes(server as http2.Http2SecureServer, options.log);
+  if (tls) logRefusedClients(server as http2.Http2SecureServer, options.log);
   await listen(server, (done) => server.listen(port, host, done));
   const address = server.address() as AddressInfo;
   const hostForTarget = address.address.includes(":") ? `[${address.address}]` : address.address;

@@ -1330,11 +1330,11 @@ test("the Helm chart renders (helm template, built from the Go module proxy) and
     "--set",
     "ebpfAgent.enabled=true",
     "--set",
-    "controlPlane.xdsTlsSecret=agw-xds",
+    "xds.tls.generate=false",
     "--set",
-    "dataPlane.xdsTlsSecret=agw-xds-edge",
+    "xds.tls.controlPlaneSecret=agw-xds",
     "--set",
-    "dataPlane.nodeId=edge-1",
+    "xds.tls.dataPlaneSecret=agw-xds-edge",
     "--set",
     "controlPlane.watchNamespace=shop",
   );
@@ -1347,12 +1347,15 @@ test("the Helm chart renders (helm template, built from the Go module proxy) and
     "Deployment",
     "Role",
     "RoleBinding",
+    "Secret",
+    "Secret",
     "Service",
     "Service",
     "Service",
     "ServiceAccount",
   ]);
   assert.ok(kinds(full).includes("DaemonSet"), "ebpfAgent.enabled adds the DaemonSet");
+  assert.ok(!kinds(full).includes("Secret"), "xds.tls.generate=false: the Secrets are the user's");
   const args = (objects: typeof plain, name: string) =>
     JSON.stringify(
       (
@@ -1361,9 +1364,9 @@ test("the Helm chart renders (helm template, built from the Go module proxy) and
         }
       ).spec,
     );
-  assert.match(args(plain, "agw-control-plane"), /--xds-plaintext/);
-  assert.match(args(full, "agw-control-plane"), /--xds-tls-secret=agw-system\/agw-xds/);
-  assert.match(args(full, "agw-data-plane"), /--xds-ca=\/etc\/agw\/xds\/ca.crt/);
+  // The secure defaults and the generated certificates themselves: test/helm.test.ts.
+  assert.match(args(plain, "agw-control-plane"), /--xds-tls-secret=agw-system\/agw-xds-control-plane/);
+  assert.match(args(full, "agw-control-plane"), /--xds-tls-secret=agw-system\/agw-xds"/);
 
   for (const namespace of ["agw-system", "shop"])
     await client

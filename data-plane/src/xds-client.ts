@@ -37,6 +37,8 @@ export interface XdsTlsOptions {
   /** This data plane's client certificate and key. */
   cert: string | Buffer;
   key: string | Buffer;
+  /** The name the control plane's certificate must carry; default: the host dialled, when a name. */
+  serverName?: string;
 }
 
 export interface XdsClientOptions {
@@ -193,7 +195,11 @@ export class XdsClient {
                   ca: tls.ca,
                   cert: tls.cert,
                   key: tls.key,
-                  ...(isIP(target.host) ? {} : { servername: target.host }),
+                  ...(tls.serverName
+                    ? { servername: tls.serverName }
+                    : isIP(target.host)
+                      ? {}
+                      : { servername: target.host }),
                 }
               : {},
         );

@@ -360,8 +360,7 @@ test("TLS Secrets: a data plane receives only those a listener references in its
 
   // Every namespace watched, so the control plane does see the other tenant's Secret.
   const cp = await startControlPlane({
-    xdsHost: "127.0.0.1",
-    xdsPort: 0,
+    xdsLocal: true,
     log: quiet,
     kubernetes: {
       kubeconfig: api.kubeconfig,
@@ -371,7 +370,7 @@ test("TLS Secrets: a data plane receives only those a listener references in its
   t.after(() => cp.close());
   const host = `127.0.1.${nextBindAddress++}`;
   const dp = await startDataPlane({
-    xds: `127.0.0.1:${cp.xds.address.port}`,
+    xds: `${cp.xdsLocal?.target}`,
     nodeId: "dp-secrets",
     bindAddress: host,
     log: quiet,
@@ -559,8 +558,7 @@ test("a GatewayRoute naming a plugin nothing defines: its status says why, it is
 
   // The control plane alone: no data plane has anything, so nothing is Programmed.
   const cp = await startControlPlane({
-    xdsHost: "127.0.0.1",
-    xdsPort: 0,
+    xdsLocal: true,
     log: quiet,
     kubernetes: {
       kubeconfig: api.kubeconfig,
@@ -589,7 +587,7 @@ test("a GatewayRoute naming a plugin nothing defines: its status says why, it is
   // A data plane: it accepts everything it is sent, serves open, and then open is Programmed.
   const host = `127.0.1.${nextBindAddress++}`;
   const dp = await startDataPlane({
-    xds: `127.0.0.1:${cp.xds.address.port}`,
+    xds: `${cp.xdsLocal?.target}`,
     nodeId: "dp-programmed",
     bindAddress: host,
     log: quiet,

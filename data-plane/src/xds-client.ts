@@ -91,10 +91,12 @@ const UNTRUSTED = new Set([
 export function explainXdsFailure(e: unknown, tls: boolean): string {
   const err = e as Error & { code?: unknown; cause?: { code?: unknown; message?: string } };
   const message = err instanceof ConnectError ? err.rawMessage : String(err?.message ?? e);
-  const code = typeof err?.cause?.code === "string" ? err.cause.code : typeof err?.code === "string" ? err.code : "";
+  const code =
+    typeof err?.cause?.code === "string" ? err.cause.code : typeof err?.code === "string" ? err.code : "";
   if (tls && UNTRUSTED.has(code))
     return `the control plane's certificate is not trusted (${code}): --xds-ca must be the CA that signed the control plane's certificate`;
-  if (tls && code === "CERT_HAS_EXPIRED") return "the control plane's certificate has expired (CERT_HAS_EXPIRED)";
+  if (tls && code === "CERT_HAS_EXPIRED")
+    return "the control plane's certificate has expired (CERT_HAS_EXPIRED)";
   if (tls && code === "ERR_TLS_CERT_ALTNAME_INVALID")
     return `the control plane's certificate does not name the address dialled: ${err.cause?.message ?? message}`;
   if (tls && (code === "ECONNRESET" || /ECONNRESET|socket hang up/.test(message)))

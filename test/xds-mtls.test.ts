@@ -175,7 +175,7 @@ clusters:
       const res = await get(`http://127.0.0.1:${listenerPort}/`);
       return res.status === 200 ? res.body : undefined;
     },
-    20_000,
+    60_000,
   ).catch((e) => {
     throw new Error(`${e.message}\n${good.output()}\n${cp.output()}`);
   });

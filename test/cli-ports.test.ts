@@ -46,6 +46,11 @@ test("a taken port: one clear line and exit 1, in every command that listens", a
     ["--admin", ["data-plane", "--xds", "127.0.0.1:9", "--node-id", "n", "--admin", at]],
     ["--listen", ["demo-upstream", "--listen", at]],
     ["--port", ["demo-upstream", "--port", String(port)]],
+    // A cgroup that does not exist: nothing is attached, the inert agent still serves metrics.
+    [
+      "--metrics",
+      ["ebpf-agent", "--cgroup", "/nonexistent-agw-test", "--inert-if-unsupported", "--metrics", at],
+    ],
   ];
   const results = await Promise.all(cases.map(([, args]) => run(args)));
   cases.forEach(([flag, args], i) => {

@@ -67,8 +67,11 @@ clusters:
     await gateway.stop();
     origin.close();
   });
-  await waitFor(`the gateway\n${gateway.output()}`, () =>
-    gateway.output().includes("AGW is running") ? true : undefined,
+  // Bounded for a busy machine: the component is transpiled on a worker thread at start-up.
+  await waitFor(
+    `the gateway\n${gateway.output()}`,
+    () => (gateway.output().includes("AGW is running") ? true : undefined),
+    60_000,
   );
 
   const base = `http://127.0.0.1:${port}`;

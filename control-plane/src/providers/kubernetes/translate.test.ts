@@ -4,7 +4,9 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { routeProblems } from "@agw/core/xds/route-check";
 import { translateConfig } from "../../translator.ts";
+import { routeMessage } from "../../xds/resources.ts";
 import { clusterName, type KubeObjects, translateKube } from "./translate.ts";
 import type { EndpointSlice, Gateway, GatewayRoute, HttpRoute, Secret, Service } from "./types.ts";
 
@@ -559,4 +561,29 @@ test("a Service port with appProtocol kubernetes.io/h2c or grpc is an http2 clus
   assert.equal(protocol(clusterName("shop", "rpc", 8081)), "http2");
   assert.equal(protocol(clusterName("shop", "rpc", 80)), "http1");
   assert.equal(protocol("k8s/shop/rpc/3/rpc/50051"), "http1");
+});
+
+test("an HTTPRoute rule without a usable backend answers 500 (Gateway API) instead of a route data planes refuse", () => {
+  const out = translateKube(
+    objects({
+      gateways: [
+        {
+          metadata: { name: "edge", namespace: "shop" },
+          spec: { gatewayClassName: "agw", listeners: [{ name: "web", port: 8080, protocol: "HTTP" }] },
+        },
+      ],
+      httpRoutes: [
+        {
+          metadata: { name: "empty", namespace: "shop" },
+          spec: {
+            parentRefs: [{ name: "edge" }],
+            rules: [{ matches: [{ path: { type: "PathPrefix", value: "/none" } }] }],
+          },
+        },
+      ],
+    }),
+  );
+  const r = out.listeners[0]?.routes[0];
+  assert.deepEqual(r?.directResponse, { status: 500, body: "", contentType: "" });
+  assert.deepEqual(routeProblems(routeMessage("l", r as NonNullable<typeof r>), { plugins: new Set() }), []);
 });

@@ -294,6 +294,9 @@ function httpRouteSources(route: HttpRoute, gateways: Map<string, Gateway>): Rou
       else converted.backendRefs.push({ name: ref.name, port: ref.port, weight: ref.weight ?? 1 });
     }
     if (rule.timeouts?.request) converted.timeout = rule.timeouts.request;
+    // Gateway API: a rule with no usable backend answers 500. (Sent on as a route without a
+    // cluster it would be refused by data planes, and by the control plane's check first.)
+    if (converted.backendRefs.length === 0) converted.directResponse = { status: 500 };
     return converted;
   });
 

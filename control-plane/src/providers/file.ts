@@ -1,16 +1,19 @@
 /**
- * Watches config.yaml. The directory is watched rather than the file, so saves that replace the
- * file (editors writing a temp file and renaming it, Kubernetes ConfigMap symlink swaps) are seen.
+ * Watches config.yaml, and loads and translates it off the event loop (config-loader.ts). The
+ * directory is watched rather than the file, so saves that replace the file (editors writing a temp
+ * file and renaming it, Kubernetes ConfigMap symlink swaps) are seen.
  * Events are debounced, identical content is ignored, and an invalid file is reported and never
  * replaces the last good config.
  */
 import { createHash } from "node:crypto";
 import { type FSWatcher, watch } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
-import { type ConfigError, type GatewayConfig, type Logger, loadConfigFile } from "@agw/core";
+import type { ConfigError, Ir, Logger } from "@agw/core";
+import { OffThreadConfigLoader } from "./config-loader.ts";
 
 export interface FileProviderEvents {
-  onConfig(config: GatewayConfig): void;
+  /** A valid file, translated. */
+  onConfig(ir: Ir): void;
   onInvalid(errors: ConfigError[]): void;
 }
 
@@ -29,6 +32,8 @@ export class FileProvider {
   private timer: NodeJS.Timeout | undefined;
   private lastHash = "";
   private loading: Promise<void> = Promise.resolve();
+  /** Parsing and validating happen off the event loop that may be serving (agw run). */
+  private readonly loader = new OffThreadConfigLoader();
 
   constructor(file: string, events: FileProviderEvents, log: Logger) {
     this.file = resolve(file);
@@ -48,6 +53,7 @@ export class FileProvider {
     this.watcher?.close();
     for (const w of this.secretWatchers.values()) w.close();
     this.secretWatchers.clear();
+    this.loader.stop();
   }
 
   private watchSecretDirs(files: readonly string[]): void {
@@ -78,7 +84,7 @@ export class FileProvider {
   }
 
   private async reload(): Promise<void> {
-    const result = await loadConfigFile(this.file);
+    const result = await this.loader.load(this.file);
     if (!result.ok) {
       const text = result.errors.map(String).join("\n");
       const hash = createHash("sha256").update(text).digest("hex");
@@ -88,10 +94,9 @@ export class FileProvider {
       return;
     }
     this.watchSecretDirs([...result.secretFiles, ...result.pluginFiles]);
-    const hash = createHash("sha256").update(JSON.stringify(result.config)).digest("hex");
-    if (hash === this.lastHash) return;
-    this.lastHash = hash;
+    if (result.hash === this.lastHash) return;
+    this.lastHash = result.hash;
     this.log.info({ file: basename(this.file) }, "config loaded");
-    this.events.onConfig(result.config);
+    this.events.onConfig(result.ir);
   }
 }

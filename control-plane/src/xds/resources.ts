@@ -37,6 +37,7 @@ import type {
   IrRoute,
   ValueMatch,
 } from "@agw/core/ir";
+import { runSliced, runToEnd, type Steps } from "@agw/core/slices";
 import { RESOURCE_TYPES, TYPE_URL, type TypeUrl } from "@agw/core/xds/types";
 import { create, type DescMessage, type JsonObject, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
@@ -217,7 +218,21 @@ export class SnapshotBuilder {
   /** Resources encoded vs reused by the last build. */
   readonly lastBuild = { encoded: 0, reused: 0 };
 
+  /** Builds at once (tests, one-off conversions). */
   build(ir: Ir): Snapshot {
+    return runToEnd(this.steps(ir));
+  }
+
+  /**
+   * Builds in slices with the event loop free in between: a process that also serves (`agw run`,
+   * a control plane answering data planes) keeps serving while 20,000 routes are encoded. One
+   * build at a time: the caller waits for one before it starts the next.
+   */
+  buildSliced(ir: Ir): Promise<Snapshot> {
+    return runSliced(this.steps(ir));
+  }
+
+  private *steps(ir: Ir): Steps<Snapshot> {
     const next = new Map<string, BuiltResource>();
     const byType = new Map<TypeUrl, { list: VersionedResource[]; encoded: number }>(
       RESOURCE_TYPES.map((t) => [t, { list: [], encoded: 0 }]),
@@ -243,6 +258,7 @@ export class SnapshotBuilder {
     };
 
     for (const c of ir.clusters) {
+      yield;
       const { endpoints, ...cluster } = c;
       add(TYPE_URL.cluster, c.name, cluster, () =>
         versioned(
@@ -337,6 +353,7 @@ export class SnapshotBuilder {
         versioned(RouteConfigSchema, l.name, create(RouteConfigSchema, { name: l.name })),
       );
       for (const r of l.routes) {
+        yield;
         const name = routeResourceName(l.name, r.name);
         add(TYPE_URL.route, name, r, () => versioned(RouteSchema, name, routeMessage(l.name, r)));
       }

@@ -17,6 +17,7 @@ import {
 } from "@agw/core/gen/agw/v1/listener_pb.js";
 import type { HeaderOperations, Route, RouteConfig } from "@agw/core/gen/agw/v1/route_pb.js";
 import type { Secret } from "@agw/core/gen/agw/v1/secret_pb.js";
+import { runSliced, runToEnd, type Steps } from "@agw/core/slices";
 import { routeProblems } from "@agw/core/xds/route-check";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import { clusterPolicies, retrySpec } from "../cluster/build.ts";
@@ -26,7 +27,7 @@ import type { PluginRuntime } from "../plugins/host.ts";
 import { type ListenerTlsRuntime, type TlsBuild, TlsManager } from "../tls/manager.ts";
 import type { SecretMaterial } from "../tls/secrets.ts";
 import { routeTraffic } from "../traffic/build.ts";
-import { type Candidate, compileCandidate, compileRouter } from "./router.ts";
+import { type Candidate, compileCandidate, compileRouterSteps } from "./router.ts";
 import type {
   ClusterRuntime,
   CompiledRoute,
@@ -250,6 +251,23 @@ export function buildRuntimeConfig(
   bindAddress: string | undefined,
   version: string,
 ): RuntimeConfig {
+  return runToEnd(buildSteps(set, bindAddress, version));
+}
+
+/** buildRuntimeConfig in slices, the event loop free in between (packages/core/src/slices.ts). */
+export function buildRuntimeConfigSliced(
+  set: ResourceSet,
+  bindAddress: string | undefined,
+  version: string,
+): Promise<RuntimeConfig> {
+  return runSliced(buildSteps(set, bindAddress, version));
+}
+
+function* buildSteps(
+  set: ResourceSet,
+  bindAddress: string | undefined,
+  version: string,
+): Steps<RuntimeConfig> {
   let contexts: TlsContexts | undefined;
   const tls = () => {
     contexts ??= tlsContexts(set);
@@ -258,11 +276,14 @@ export function buildRuntimeConfig(
   if ((set.secrets?.size ?? 0) > 0) tls();
   const clusterStates = set.clusterStates ?? new ClusterStates();
   const clusters = new Map<string, ClusterRuntime>();
-  for (const [name, cluster] of set.clusters)
+  for (const [name, cluster] of set.clusters) {
+    yield;
     clusters.set(name, buildCluster(cluster, set.endpoints.get(name), tls, clusterStates));
+  }
 
   const routesByConfig = new Map<string, Candidate[]>();
   for (const [name, route] of set.routes) {
+    yield;
     const where = `agw.v1.Route ${name}`;
     let candidate: Candidate;
     try {
@@ -287,7 +308,7 @@ export function buildRuntimeConfig(
       throw new ResourceError(where, `address ${address}:${l.port} is also used by listener ${other}`);
     bound.set(`${address}:${l.port}`, name);
     const router = set.routeConfigs.has(l.routeConfig)
-      ? compileRouter(routesByConfig.get(l.routeConfig) ?? [])
+      ? yield* compileRouterSteps(routesByConfig.get(l.routeConfig) ?? [])
       : undefined;
     let listenerTls: ListenerTlsRuntime | undefined;
     if (l.protocol === Protocol.HTTPS) {

@@ -9,6 +9,7 @@
  */
 import type { Route } from "@agw/core/gen/agw/v1/route_pb.js";
 import { compileLinearRegex } from "@agw/core/regex";
+import { runToEnd, type Steps } from "@agw/core/slices";
 import type { CompiledRoute, RequestView, Router } from "./types.ts";
 
 type ValueTest = (value: string | undefined) => boolean;
@@ -158,12 +159,13 @@ function candidateMatches(c: Candidate, req: RequestView): boolean {
   return true;
 }
 
-function buildTable(candidates: readonly Candidate[]): PathTable {
+function* buildTable(candidates: readonly Candidate[]): Steps<PathTable> {
   const exact = new Map<string, Candidate[]>();
   const regex: Array<readonly [RegExp, Candidate]> = [];
   const prefix = new PrefixNode();
   const oddPrefix: Array<readonly [string, Candidate]> = [];
   for (const c of candidates) {
+    yield;
     if (c.path.kind === "exact") {
       const list = exact.get(c.path.value) ?? [];
       list.push(c);
@@ -217,6 +219,11 @@ export function compileCandidate(route: Route, compiled: CompiledRoute): Candida
 }
 
 export function compileRouter(candidates: readonly Candidate[]): Router {
+  return runToEnd(compileRouterSteps(candidates));
+}
+
+/** compileRouter a candidate at a time, for a build in slices (packages/core/src/slices.ts). */
+export function* compileRouterSteps(candidates: readonly Candidate[]): Steps<Router> {
   const byExactHost = new Map<string, Candidate[]>();
   const byWildcard = new Map<string, Candidate[]>();
   const anyHost: Candidate[] = [];
@@ -230,10 +237,12 @@ export function compileRouter(candidates: readonly Candidate[]): Router {
       target.set(key, list);
     }
   }
-  const exactTables = new Map([...byExactHost].map(([h, list]) => [h, buildTable(list)]));
+  const exactTables = new Map<string, PathTable>();
+  for (const [h, list] of byExactHost) exactTables.set(h, yield* buildTable(list));
   // Keyed by ".example.com": a host's suffixes are looked up at each "." from the left, longest first.
-  const wildcardTables = new Map([...byWildcard].map(([suffix, list]) => [suffix, buildTable(list)]));
-  const anyTable = buildTable(anyHost);
+  const wildcardTables = new Map<string, PathTable>();
+  for (const [suffix, list] of byWildcard) wildcardTables.set(suffix, yield* buildTable(list));
+  const anyTable = yield* buildTable(anyHost);
 
   return {
     match(req) {

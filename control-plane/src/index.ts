@@ -9,7 +9,6 @@ import {
   type Ir,
   type IrSecret,
   type Logger,
-  redact,
   startAdminServer,
 } from "@agw/core";
 import { ControlPlaneObservability } from "./dashboard/index.ts";
@@ -226,7 +225,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           "/dataplanes": () => ({ body: dataPlanes.toJSON() }),
           ...observability.routes(),
           "/config_dump": () => ({
-            body: redact({
+            body: {
               ir,
               config_errors: lastErrors.map(String),
               listener_errors: listenerErrors,
@@ -238,7 +237,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
                 informers: kube.informerStats(),
               },
               versions: Object.fromEntries([...(cache.snapshot ?? [])].map(([t, s]) => [t, s.version])),
-            }),
+            },
           }),
         },
         { token: options.adminToken, allowedHosts: options.adminHosts },

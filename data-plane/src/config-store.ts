@@ -9,7 +9,7 @@
  * the previous config keeps serving until the missing resources arrive. `warming` names what waits
  * for what.
  */
-import { type Logger, RESOURCE_TYPES, redact, shortType, TYPE_URL, type TypeUrl } from "@agw/core";
+import { type Logger, RESOURCE_TYPES, shortType, TYPE_URL, type TypeUrl } from "@agw/core";
 import { ClusterLoadAssignmentSchema, ClusterSchema } from "@agw/core/gen/agw/v1/cluster_pb.js";
 import { ListenerSchema } from "@agw/core/gen/agw/v1/listener_pb.js";
 import { type Plugin, PluginSchema } from "@agw/core/gen/agw/v1/plugin_pb.js";
@@ -189,7 +189,7 @@ export class ConfigStore {
     this.healthCheckers.close();
   }
 
-  /** Accepted resources as JSON: Secrets by name only, the rest through `redact` (plugin configs, URL credentials). */
+  /** Accepted resources as JSON, Secrets by name only (the admin server redacts the rest: redact.ts). */
   dump(): Record<string, JsonValue> {
     const out: Record<string, JsonValue> = {};
     for (const [typeUrl, decoded] of this.resources) {
@@ -199,7 +199,7 @@ export class ConfigStore {
         resources:
           typeUrl === TYPE_URL.secret
             ? [...decoded.keys()].map((name) => ({ name, redacted: true }))
-            : [...decoded.values()].map((m) => redact(toJson(schema, m))),
+            : [...decoded.values()].map((m) => toJson(schema, m)),
       };
     }
     return out;

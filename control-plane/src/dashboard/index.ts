@@ -3,7 +3,7 @@
  * one read-only page (no framework, no build step) that polls /dashboard/state.
  */
 import { readFileSync } from "node:fs";
-import { type AdminRoutes, type ConfigError, type Ir, redact } from "@agw/core";
+import type { AdminRoutes, ConfigError, Ir } from "@agw/core";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { SnapshotCache } from "../xds/cache.ts";
 import type { DataPlaneRegistry } from "../xds/dataplanes.ts";
@@ -219,7 +219,7 @@ export class ControlPlaneObservability {
         ),
       }),
       "/dashboard": () => ({ body: PAGE, contentType: "text/html; charset=utf-8" }),
-      "/dashboard/state": async () => ({ body: redact(await this.state()) }),
+      "/dashboard/state": async () => ({ body: await this.state() }),
     };
   }
 }

@@ -14,6 +14,7 @@
 import { timingSafeEqual } from "node:crypto";
 import http from "node:http";
 import { type AddressInfo, isIP } from "node:net";
+import { redact } from "./redact.ts";
 
 export interface AdminReply {
   status?: number;
@@ -128,7 +129,9 @@ export async function startAdminServer(
     const url = new URL(req.url ?? "/", "http://admin");
     const send = (reply: AdminReply) => {
       const body = reply.body;
-      const text = typeof body === "string" ? body : `${JSON.stringify(body, null, 2)}\n`;
+      // Every JSON answer (config dumps, /dataplanes and its NACK messages, the dashboard's state)
+      // goes through the one redaction: keys, plugin configs, URL credentials (redact.ts).
+      const text = typeof body === "string" ? body : `${JSON.stringify(redact(body), null, 2)}\n`;
       res.writeHead(reply.status ?? 200, {
         "content-type":
           reply.contentType ?? (typeof body === "string" ? "text/plain; charset=utf-8" : "application/json"),

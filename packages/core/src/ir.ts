@@ -2,7 +2,6 @@
  * The internal representation every config source translates into (config.yaml today, Kubernetes
  * later). Defaults are filled in and units are normalised here, so the xDS layer maps fields 1:1.
  */
-import { redact } from "./redact.ts";
 export type PathMatch = { kind: "exact" | "prefix" | "regex"; value: string };
 
 export interface ValueMatch {
@@ -206,11 +205,6 @@ export interface IrSecret {
   privateKeyPem: string;
   /** Set instead of the certificate and key (left "") when the secret is a CA bundle for verifying peers. */
   caPem?: string;
-}
-
-/** The IR for admin dumps: PEM, plugin configs and URL credentials hidden (redact.ts). */
-export function redactIr(ir: Ir): Ir {
-  return redact(ir);
 }
 
 /** A WebAssembly component plugin (docs/plugins.md); durations in ms, 0 = the data plane's default. */

@@ -1,6 +1,7 @@
 /**
- * The one redaction every dump and log goes through (control plane and data plane /config_dump,
- * the dashboard, log lines): what it hides is hidden everywhere.
+ * The one redaction every dump and log goes through: the admin server applies it to every JSON
+ * answer (control plane and data plane /config_dump, /dataplanes, the dashboard's state), and the
+ * logger to every argument of every log call (log.ts). What it hides is hidden everywhere.
  *
  * - PEM material: any field whose name ends in `Pem`/`_pem` (certificates, keys, CA bundles), and
  *   any private key block found inside a string.

@@ -771,6 +771,7 @@ function objectPath(o: {
     CustomResourceDefinition: "customresourcedefinitions",
     Service: "services",
     ConfigMap: "configmaps",
+    Secret: "secrets",
     Deployment: "deployments",
     DaemonSet: "daemonsets",
   };

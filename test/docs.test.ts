@@ -3,7 +3,7 @@
  * rustdoc runs a crate's examples. A page marks its shell blocks with an HTML comment on the line
  * right above the fence (invisible on GitHub):
  *
- *   <!-- doc-test: run -->               run this block (also `run timeout=120s`; default 60 s)
+ *   <!-- doc-test: run -->               run this block (also `run timeout=300s`; default 120 s)
  *   <!-- doc-test: output -->            on a ```text block: what the run block before it prints
  *   <!-- doc-test: not-run REASON -->    shown, never run, and the reason says why
  *   <!-- doc-test: pending REASON -->    a walk-through that does not work yet: reported as a TODO
@@ -43,7 +43,7 @@ import { describe, test } from "node:test";
 import { ROOT, requireOrSkip } from "./helpers.ts";
 
 const SHELL_LANGUAGES = new Set(["sh", "bash", "shell", "console", "zsh"]);
-const DEFAULT_TIMEOUT_MS = 60_000;
+const DEFAULT_TIMEOUT_MS = 120_000;
 /** The one non-loopback address in a page's namespace (TEST-NET-1, never routed). */
 const HOST_ADDRESS = "192.0.2.10";
 
@@ -365,9 +365,12 @@ function slowest(blocks: Block[]): number {
 
 let staleRemoved = false;
 
-describe("walk-throughs", { concurrency: 3 }, () => {
+// Each block is bounded by its own timeout (Session.run); the test runner's timeouts (npm test
+// passes --test-timeout) are set from those, as a page may run longer than any one test elsewhere.
+describe("walk-throughs", { concurrency: 3, timeout: 60 * 60_000 }, () => {
   walkThroughs.forEach(({ page, blocks }, index) => {
-    test(page, async (t) => {
+    const budget = blocks.reduce((sum, b) => sum + (b.marker?.kind === "run" ? b.timeoutMs : 0), 60_000);
+    test(page, { timeout: budget }, async (t) => {
       for (const b of blocks.filter((b) => b.marker?.kind === "pending"))
         await t.test(`${page}:${b.line}`, { todo: `pending: ${b.marker?.args}` }, () => {});
       const runs = blocks.filter((b) => b.marker?.kind === "run");
@@ -385,7 +388,7 @@ describe("walk-throughs", { concurrency: 3 }, () => {
       const session = new Session(index);
       t.after(() => session.close());
       for (const [n, b] of runs.entries()) {
-        await t.test(`${page}:${b.line}`, async () => {
+        await t.test(`${page}:${b.line}`, { timeout: b.timeoutMs + 30_000 }, async () => {
           let output: string;
           try {
             output = await session.run(n, b.code, b.timeoutMs);

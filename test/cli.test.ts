@@ -6,7 +6,7 @@ import { basename, join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { agw, CLI, freePort, get, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
-import { hasOpenssl } from "./tls-certs.ts";
+import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 const run = promisify(execFile);
 
@@ -93,6 +93,65 @@ test("agw validate lists every error with its line and exits 1", async () => {
   );
   assert.equal(failure.code, 1);
   assert.match(failure.stderr, new RegExp(`${file}:3 listeners\\[0\\]\\.port: Too big`));
+  // The schema error does not hide the semantic one (issue 25).
+  assert.match(
+    failure.stderr,
+    new RegExp(`${file}:6 clusters\\[0\\]\\.endpoints\\[0\\]: missing port in "nope"`),
+  );
+  assert.match(failure.stderr, /2 errors in/);
+});
+
+/** `agw validate -c FILE` → exit code and stderr. */
+async function validateFile(file: string): Promise<{ code: number; stderr: string; stdout: string }> {
+  return run(process.execPath, [CLI, "validate", "-c", file], { timeout: 60_000 }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
+}
+
+test("agw validate: a certificate whose key does not match, and a bad port, are named with their line", async (t) => {
+  if (!requireOrSkip(t, hasOpenssl(), "the openssl command makes the certificates")) return;
+  const dir = tempDir("agw-validate-pem-");
+  const ca = makeCa(dir, "ca");
+  makeLeaf(dir, ca, { cn: "a.example", sans: ["DNS:a.example"] });
+  makeLeaf(dir, ca, { cn: "b.example", sans: ["DNS:b.example"] });
+  const file = join(dir, "config.yaml");
+  writeFileSync(
+    file,
+    `listeners:
+  - name: web
+    port: 8443
+    protocol: https
+    tls: { certificates: [mixed] }
+    routes: [{ name: all, cluster: app }]
+clusters:
+  - name: app
+    endpoints: ["localhost:99999", "localhost:80x"]
+secrets:
+  - name: mixed
+    certificate: { file: a.example.crt }
+    key: { file: b.example.key }
+`,
+  );
+  const failure = await validateFile(file);
+  assert.equal(failure.code, 1, failure.stdout);
+  const lines = failure.stderr.trim().split("\n");
+  assert.deepEqual(lines, [
+    `${file}:9 clusters[0].endpoints[0]: port 99999 in "localhost:99999" is out of range (1-65535)`,
+    `${file}:9 clusters[0].endpoints[1]: bad port "80x" in "localhost:80x": expected a number 1-65535`,
+    `${file}:13 secrets[0].key: the key does not match the certificate`,
+    `3 errors in ${file}`,
+  ]);
+
+  // The same pair from one key is valid.
+  writeFileSync(
+    file,
+    readFileSync(file, "utf8")
+      .replace("b.example.key", "a.example.key")
+      .replace(/"localhost:99999", "localhost:80x"/, '"localhost:9999"'),
+  );
+  const ok = await validateFile(file);
+  assert.equal(ok.code, 0, ok.stderr);
 });
 
 test("agw --help and unknown commands", async () => {

@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { certificateCommonName, xdsTransportSecurity } from "@agw/control-plane/xds/transport-security";
 import { loadConfigFile } from "@agw/core/config/loader";
 import { parseDuration } from "@agw/core/config/schema";
-import { parseHostPort } from "@agw/core/config/semantic";
+import { checkHostPort } from "@agw/core/config/semantic";
 import { addressOf, startDemoUpstream } from "./demo-upstream.ts";
 import { PLUGIN_USAGE, PluginUsageError, pluginCommand } from "./plugin.ts";
 
@@ -151,8 +151,8 @@ function hostPort(text: string | undefined, fallback: string, flag: string): { h
   const value = text ?? fallback;
   const hp = value.endsWith(":0")
     ? { host: value.slice(0, -2).replace(/^\[|\]$/g, ""), port: 0 }
-    : parseHostPort(value);
-  if (!hp) throw new UsageError(`${flag}: expected ADDR:PORT, got "${value}"`);
+    : checkHostPort(value);
+  if (typeof hp === "string") throw new UsageError(`${flag}: ${hp}`);
   if (flag !== "--xds") listenFlags.push({ flag, port: hp.port });
   return hp;
 }

@@ -3,8 +3,9 @@
  * certificate, a certificate inside its validity period. Key material stays in memory; error messages
  * name the secret and the fault, never the content (OpenSSL's messages carry no key bytes either).
  */
-import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
+import { createHash, type X509Certificate } from "node:crypto";
 import type { Secret } from "@agw/core/gen/agw/v1/secret_pb.js";
+import { checkKeyPair, PemError, parseCertificates as parsePem } from "@agw/core/pem";
 
 export interface CertificateMaterial {
   readonly kind: "certificate";
@@ -31,18 +32,14 @@ export type SecretMaterial = CertificateMaterial | CaMaterial;
 
 export class SecretError extends Error {}
 
-const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
-
-function parseCertificates(pem: string, what: string): X509Certificate[] {
-  const blocks = pem.match(PEM_CERT) ?? [];
-  if (blocks.length === 0) throw new SecretError(`${what}: no PEM certificate found`);
-  return blocks.map((block, i) => {
-    try {
-      return new X509Certificate(block);
-    } catch (e) {
-      throw new SecretError(`${what}: certificate ${i + 1} is malformed (${(e as Error).message})`);
-    }
-  });
+/** Runs a PEM check; a PemError becomes a SecretError naming the proto field at fault. */
+function pemCheck<T>(check: () => T, certificateField: string): T {
+  try {
+    return check();
+  } catch (e) {
+    if (!(e instanceof PemError)) throw e;
+    throw new SecretError(`${e.part === "key" ? "private_key_pem" : certificateField}: ${e.message}`);
+  }
 }
 
 function sha256(...parts: string[]): string {
@@ -80,18 +77,7 @@ function certificateMaterial(
   keyPem: string,
   checkDates: boolean,
 ): CertificateMaterial {
-  const [leaf] = parseCertificates(chainPem, "certificate_chain_pem");
-  if (!leaf) throw new SecretError("certificate_chain_pem: no PEM certificate found");
-  let key: ReturnType<typeof createPrivateKey>;
-  try {
-    key = createPrivateKey(keyPem);
-  } catch (e) {
-    throw new SecretError(`private_key_pem: malformed private key (${(e as Error).message})`);
-  }
-  if (key.asymmetricKeyType !== "rsa" && key.asymmetricKeyType !== "ec")
-    throw new SecretError(`private_key_pem: ${key.asymmetricKeyType} keys are not supported (RSA or ECDSA)`);
-  if (!leaf.checkPrivateKey(key))
-    throw new SecretError("private_key_pem: the key does not match the certificate");
+  const { leaf } = pemCheck(() => checkKeyPair(chainPem, keyPem), "certificate_chain_pem");
   if (checkDates) checkValidity(leaf, "certificate_chain_pem", Date.now());
   const dns = subjectAltNames(leaf)
     .filter((s) => s.type === "DNS")
@@ -129,7 +115,7 @@ export function checkSecret(
     }
     case "validationContext": {
       const pem = kind.value.trustedCaPem;
-      parseCertificates(pem, "trusted_ca_pem");
+      pemCheck(() => parsePem(pem), "trusted_ca_pem");
       return {
         kind: "ca",
         name: secret.name,

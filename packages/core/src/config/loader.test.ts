@@ -74,7 +74,7 @@ clusters:
     'config.yaml:5 listeners[0].routes[0].cluster: unknown cluster "missing"',
     "config.yaml:6 listeners[0].routes[1].clusters: weights must not all be zero",
     "config.yaml:7 listeners[0].routes[2]: a route needs exactly one of cluster, clusters, redirect or directResponse",
-    'config.yaml:11 clusters[0].endpoints[0]: expected "host:port" or "[ipv6]:port", got "no-port"',
+    'config.yaml:11 clusters[0].endpoints[0]: missing port in "no-port": expected "host:port"',
   ]);
 });
 
@@ -115,4 +115,37 @@ test("a relative plugin source is resolved against the config file's directory",
     r.config.plugins?.map((p) => p.source),
     ["/etc/agw/plugins/auth.wasm", "/opt/agw/abs.wasm", "file:///opt/agw/url.wasm"],
   );
+});
+
+test("a schema error does not hide the semantic errors of the rest of the document", () => {
+  const errors = errorsOf(`listeners:
+  - name: main
+    port: 8080
+    routes:
+      - { name: bad, cluster: app, timeout: soon }
+      - { name: lost, cluster: missing }
+      - { name: uses-broken, cluster: broken }
+  - name: other
+    port: eighty
+    routes:
+      - { name: x, cluster: missing-too }
+  - name: third
+    port: 8081
+    routes:
+      - { name: dup, cluster: app }
+      - { name: dup, cluster: app }
+clusters:
+  - { name: broken, endpoints: ["127.0.0.1:9000"], lb: fastest }
+  - { name: app, endpoints: ["localhost:99999"] }
+`);
+  assert.deepEqual(errors, [
+    'config.yaml:5 listeners[0].routes[0].timeout: expected a duration such as "500ms", "2s", "1m"',
+    "config.yaml:9 listeners[1].port: Invalid input: expected number, received string",
+    'config.yaml:18 clusters[0].lb: Invalid option: expected one of "round_robin"|"least_request"|"ring_hash"|"random"',
+    // Indices are the file's, though the elements above were set aside; "broken" exists, so a route
+    // naming it is not reported again; a rejected listener's routes are not checked.
+    'config.yaml:6 listeners[0].routes[1].cluster: unknown cluster "missing"',
+    'config.yaml:16 listeners[2].routes[1].name: duplicate route name "dup" (first at index 0)',
+    'config.yaml:19 clusters[1].endpoints[0]: port 99999 in "localhost:99999" is out of range (1-65535)',
+  ]);
 });

@@ -7,6 +7,20 @@ export interface SemanticError {
   message: string;
 }
 
+/**
+ * Names of elements that exist in the file but were set aside because the schema rejected them
+ * ("all": the whole list was rejected): a reference to one is not reported as unknown on top of the
+ * schema error.
+ */
+export interface InvalidNames {
+  clusters?: ReadonlySet<string> | "all";
+  plugins?: ReadonlySet<string> | "all";
+  secrets?: ReadonlySet<string> | "all";
+}
+
+const among = (names: ReadonlySet<string> | "all" | undefined, name: string) =>
+  names === "all" || (names?.has(name) ?? false);
+
 export interface HostPort {
   host: string;
   port: number;
@@ -14,12 +28,23 @@ export interface HostPort {
 
 /** "host:port" or "[v6]:port" → parts; undefined when malformed. */
 export function parseHostPort(text: string): HostPort | undefined {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(text);
-  if (!m) return undefined;
-  const port = Number(m[3]);
-  if (port < 1 || port > 65535) return undefined;
-  const host = m[1] ?? m[2];
-  return host ? { host, port } : undefined;
+  const parsed = checkHostPort(text);
+  return typeof parsed === "string" ? undefined : parsed;
+}
+
+/** "host:port" or "[v6]:port" → parts, or what is wrong with it (naming the bad part). */
+export function checkHostPort(text: string): HostPort | string {
+  const m = /^(?:\[([^\]]*)\]|([^:[\]]*)):([^:]*)$/.exec(text);
+  if (!m && !text.includes(":")) return `missing port in "${text}": expected "host:port"`;
+  if (!m) return `expected "host:port" or "[ipv6]:port", got "${text}"`;
+  const host = m[1] ?? m[2] ?? "";
+  const port = m[3] ?? "";
+  if (m[1] !== undefined ? !/^[0-9a-fA-F:.]+$/.test(host) : !/^[^\s]+$/.test(host))
+    return `bad host "${host}" in "${text}"`;
+  if (!/^\d+$/.test(port)) return `bad port "${port}" in "${text}": expected a number 1-65535`;
+  const n = Number(port);
+  if (n < 1 || n > 65535) return `port ${port} in "${text}" is out of range (1-65535)`;
+  return { host, port: n };
 }
 
 function duplicates<T>(
@@ -39,11 +64,13 @@ function duplicates<T>(
   return errors;
 }
 
-export function semanticErrors(config: GatewayConfig): SemanticError[] {
+export function semanticErrors(config: GatewayConfig, invalid: InvalidNames = {}): SemanticError[] {
   const listeners = config.listeners ?? [];
   const clusters = config.clusters ?? [];
-  const clusterNames = new Set(clusters.map((c) => c.name));
-  const pluginNames = new Set((config.plugins ?? []).map((p) => p.name));
+  const definedClusters = new Set(clusters.map((c) => c.name));
+  const definedPlugins = new Set((config.plugins ?? []).map((p) => p.name));
+  const clusterNames = { has: (name: string) => definedClusters.has(name) || among(invalid.clusters, name) };
+  const pluginNames = { has: (name: string) => definedPlugins.has(name) || among(invalid.plugins, name) };
   const errors: SemanticError[] = [
     ...duplicates(
       listeners,
@@ -114,7 +141,7 @@ export function semanticErrors(config: GatewayConfig): SemanticError[] {
       });
     });
   });
-  errors.push(...secretErrors(config));
+  errors.push(...secretErrors(config, invalid));
   errors.push(
     ...duplicates(
       config.plugins ?? [],
@@ -125,12 +152,9 @@ export function semanticErrors(config: GatewayConfig): SemanticError[] {
   );
   clusters.forEach((cluster, ci) => {
     cluster.endpoints.forEach((endpoint, ei) => {
-      if (typeof endpoint === "string" && !parseHostPort(endpoint)) {
-        errors.push({
-          path: ["clusters", ci, "endpoints", ei],
-          message: `expected "host:port" or "[ipv6]:port", got "${endpoint}"`,
-        });
-      }
+      const checked = typeof endpoint === "string" ? checkHostPort(endpoint) : undefined;
+      if (typeof checked === "string")
+        errors.push({ path: ["clusters", ci, "endpoints", ei], message: checked });
     });
   });
   return errors;
@@ -143,7 +167,7 @@ export function semanticErrors(config: GatewayConfig): SemanticError[] {
 const KUBERNETES_SECRET = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\/[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$/;
 
 /** Secrets are well-formed and every reference names one of the right kind. */
-function secretErrors(config: GatewayConfig): SemanticError[] {
+function secretErrors(config: GatewayConfig, invalid: InvalidNames): SemanticError[] {
   const secrets = config.secrets ?? [];
   const kinds = new Map<string, "certificate" | "ca">();
   const errors: SemanticError[] = duplicates(
@@ -165,8 +189,9 @@ function secretErrors(config: GatewayConfig): SemanticError[] {
   });
   const ref = (name: string, kind: "certificate" | "ca", path: ConfigPath) => {
     const actual = kinds.get(name);
-    if (actual === undefined) errors.push({ path, message: `unknown secret "${name}"` });
-    else if (actual !== kind)
+    if (actual === undefined) {
+      if (!among(invalid.secrets, name)) errors.push({ path, message: `unknown secret "${name}"` });
+    } else if (actual !== kind)
       errors.push({
         path,
         message: `secret "${name}" holds ${actual === "ca" ? "a CA bundle" : "a certificate"}, expected ${kind === "ca" ? "a CA bundle" : "a certificate and key"}`,

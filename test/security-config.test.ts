@@ -39,7 +39,13 @@ clusters:
 `;
   const gw = await startGateway(file);
   t.after(() => gw.proc.stop());
-  const serving = async () => (await get(`http://127.0.0.1:${port}/x`)).status;
+  const serving = async () => {
+    try {
+      return (await get(`http://127.0.0.1:${port}/x`)).status;
+    } catch (e) {
+      throw new Error(`${(e as Error).message}: ${(e as Error).cause}\n${gw.proc.output().slice(-6000)}`);
+    }
+  };
   assert.equal(await serving(), 200);
 
   const hostile: Array<[string, string, RegExp | RegExp[]]> = [

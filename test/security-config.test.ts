@@ -4,7 +4,7 @@
  * still applies.
  */
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { renameSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { test } from "node:test";
@@ -86,7 +86,10 @@ clusters:
   for (const [what, text, expected] of hostile) {
     const errors = Array.isArray(expected) ? expected : [expected];
     const before = gw.proc.output().length;
-    writeFileSync(file, text);
+    // Saved as editors do (a temp file renamed over it): a watcher that fires in the middle of a slow
+    // in-place write of the 17 MiB file could read a prefix that is a valid, empty config.
+    writeFileSync(`${file}.tmp`, text);
+    renameSync(`${file}.tmp`, file);
     await waitFor(
       `the error for ${what}`,
       () => {

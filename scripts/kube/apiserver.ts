@@ -184,6 +184,9 @@ export async function startTestApiServer(): Promise<TestApiServer> {
     apiserver = startChild(join(bin, "kube-apiserver"), [
       `--etcd-servers=${etcdUrl}`,
       "--bind-address=127.0.0.1",
+      // Without it the API server derives its address from the default route, and a network
+      // namespace with only lo (the doc tests', a sandbox's) has none.
+      "--advertise-address=127.0.0.1",
       `--secure-port=${securePort}`,
       `--cert-dir=${dir}`,
       `--tls-cert-file=${join(dir, "server.crt")}`,

@@ -13,7 +13,7 @@
  *   --gateway-api   also install the Gateway API CRDs (scripts/kube/gateway-api-crds.sh)
  */
 import { execFileSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -40,11 +40,15 @@ if (unavailable) {
   process.exit(1);
 }
 
+// A file left by an earlier run must not pass for this one's (the walk-through waits for it).
+const envFile = join(values.dir, "env");
+rmSync(envFile, { force: true });
 const api = await startTestApiServer();
 let stopping = false;
 const stop = async (code: number) => {
   if (stopping) return;
   stopping = true;
+  rmSync(envFile, { force: true });
   await api.close();
   process.exit(code);
 };
@@ -84,7 +88,7 @@ try {
   const kubeconfig = join(values.dir, "kubeconfig");
   copyFileSync(api.kubeconfig, kubeconfig);
   const bin = kubeBinDir();
-  const env = join(values.dir, "env");
+  const env = envFile;
   writeFileSync(env, `export KUBECONFIG=${kubeconfig}\nexport PATH=${bin}:$PATH\n`);
   console.log(`kube-apiserver ${api.server} is up (etcd + kube-apiserver, no controllers or kubelet).`);
   console.log(`CRDs applied: ${crds.map((c: { metadata: { name: string } }) => c.metadata.name).join(", ")}`);

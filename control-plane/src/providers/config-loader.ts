@@ -45,6 +45,7 @@ type Reply =
 type Request = { id: number; file: string } | { id: number; next: true };
 
 const PART = 256;
+const MAX_HEAP_MB = 1024;
 
 if (!isMainThread && workerData === ROLE && parentPort) {
   const port = parentPort;
@@ -112,7 +113,13 @@ export class OffThreadConfigLoader {
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(new URL(import.meta.url), { workerData: ROLE });
+    // The heap cap makes a file that would exhaust memory end this worker (ERR_WORKER_OUT_OF_MEMORY,
+    // reported as an error of the file), not the process; the loader's own bounds keep real files far
+    // below it (docs/security.md, "Config input").
+    const worker = new Worker(new URL(import.meta.url), {
+      workerData: ROLE,
+      resourceLimits: { maxOldGenerationSizeMb: MAX_HEAP_MB },
+    });
     worker.unref();
     worker.on("message", (reply: Reply) => {
       const waiting = this.pending.get(reply.id);

@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto";
 import { type FSWatcher, watch } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
-import type { ConfigError, Ir, Logger } from "@agw/core";
+import { ConfigError, type Ir, type Logger } from "@agw/core";
 import { OffThreadConfigLoader } from "./config-loader.ts";
 
 export interface FileProviderEvents {
@@ -83,7 +83,24 @@ export class FileProvider {
     }, DEBOUNCE_MS);
   }
 
+  /**
+   * Never rejects: a failure while applying a valid file is reported as an error of the file (the
+   * last good config stays), and the reload chain goes on to the next save.
+   */
   private async reload(): Promise<void> {
+    try {
+      await this.apply();
+    } catch (e) {
+      this.lastHash = "";
+      try {
+        this.events.onInvalid([new ConfigError(this.file, 0, [], `not applied: ${(e as Error).message}`)]);
+      } catch (err) {
+        this.log.error({ err, file: this.file }, "config reload failed");
+      }
+    }
+  }
+
+  private async apply(): Promise<void> {
     const result = await this.loader.load(this.file);
     if (!result.ok) {
       const text = result.errors.map(String).join("\n");

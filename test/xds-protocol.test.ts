@@ -65,11 +65,11 @@ function snapshot(routes: IrRoute[], clusters = ["c"]): Snapshot {
   return irToSnapshot(ir);
 }
 
-async function setup(t: { after(fn: () => Promise<void>): void }, first: Snapshot) {
+async function setup(t: { after(fn: () => Promise<void>): void }, first?: Snapshot) {
   // minIntervalMs 0: every set is published at once, so each step below is one publication.
   const cache = new SnapshotCache({ minIntervalMs: 0 });
   const registry = new DataPlaneRegistry();
-  cache.set(first);
+  if (first) cache.set(first);
   const server = await startAdsServer("127.0.0.1", 0, createAdsService(cache, registry, silent));
   const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${server.address.port}` });
   const client = createClient(AggregatedDiscoveryService, transport);
@@ -184,6 +184,28 @@ test("SotW: a NACK keeps the last ACKed version, and the rejected version is not
   const v3 = await s.next();
   assert.equal(v3.typeUrl, TYPE_URL.route);
   assert.notEqual(v3.versionInfo, v2.versionInfo);
+});
+
+test("Delta: a data plane that subscribed before the control plane's first config gets every type's first answer with it, empty types included", async (t) => {
+  // A data plane started before its control plane had loaded config.yaml stayed unready for ever:
+  // the empty Secret and Plugin types were never answered (docs/xds.md's walk-through under load).
+  const env = await setup(t);
+  const s = env.delta();
+  s.send(deltaRequest({ typeUrl: TYPE_URL.secret }));
+  s.send(deltaRequest({ typeUrl: TYPE_URL.route }));
+  await waitFor("both subscriptions", () => {
+    const types = env.registry.list()[0]?.types;
+    return types?.has(TYPE_URL.secret) && types.has(TYPE_URL.route) ? true : undefined;
+  });
+  assert.equal(s.pending(), 0, "nothing is answered before there is a config");
+  env.cache.set(snapshot([route("a")]));
+  const answers = [await s.next(), await s.next()];
+  const secret = answers.find((r) => r.typeUrl === TYPE_URL.secret);
+  const routes = answers.find((r) => r.typeUrl === TYPE_URL.route);
+  assert.ok(secret, "the empty Secret type is answered");
+  assert.deepEqual(secret.resources, []);
+  assert.ok(routes);
+  assert.deepEqual(names(routes), ["main/a"]);
 });
 
 test("Delta: unsubscribe stops updates, resubscribe sends the current version", async (t) => {

@@ -260,6 +260,11 @@ interface DeltaSubscription {
   known: Map<string, string>;
   /** nonce → system version of responses not yet ACKed or NACKed. */
   inFlight: Map<string, string>;
+  /**
+   * Whether this type got its first response. It is sent even when empty (the type is complete), also
+   * when the subscription came before the control plane's first config: then with that config.
+   */
+  answered: boolean;
 }
 
 /** The data plane's versions as a map of this stream's own, built from `syncedTo` on demand. */
@@ -477,6 +482,7 @@ export function createAdsService(
         const snapshot = cache.snapshot;
         const version = (snapshot && typeView(snapshot, typeUrl, scopeOf(state))?.version) ?? "";
         const responseNonce = String(++nonce);
+        sub.answered = true;
         sub.inFlight.set(responseNonce, version);
         typeState.sentVersion = version;
         typeState.sentNonce = responseNonce;
@@ -520,7 +526,7 @@ export function createAdsService(
                 cache.changesOf(typeUrl),
               );
               if (removed.length > 0) removals.set(typeUrl, removed);
-              if (updated.length > 0) {
+              if (updated.length > 0 || !sub.answered) {
                 const response = respond(typeUrl, updated, []);
                 if (response) yield response;
               }
@@ -563,7 +569,6 @@ export function createAdsService(
           }
 
           let sub = subscriptions.get(typeUrl);
-          const first = !sub;
           if (!sub) {
             sub = {
               // Envoy's legacy wildcard: a first request that names nothing subscribes to everything.
@@ -572,6 +577,7 @@ export function createAdsService(
               syncedTo: undefined,
               known: new Map(Object.entries(req.initialResourceVersions)),
               inFlight: new Map(),
+              answered: false,
             };
             subscriptions.set(typeUrl, sub);
           }
@@ -614,7 +620,7 @@ export function createAdsService(
           );
           // The first answer for a type is sent even when empty: it tells the data plane the type
           // is complete (e.g. a reconnect whose versions all still match).
-          if (first || updated.length > 0 || removed.length > 0) {
+          if (!sub.answered || updated.length > 0 || removed.length > 0) {
             const response = respond(typeUrl, updated, removed);
             if (response) yield response;
           }

@@ -414,6 +414,9 @@ test("every shell block in the docs is run or says why not; every fence names it
     "docs/tls.md",
     "docs/xds.md",
     "docs/plugins.md",
+    "docs/kubernetes.md",
+    "docs/config.md",
+    "docs/operability.md",
     ...readdirSync(join(ROOT, "docs/traffic")).map((f) => `docs/traffic/${f}`),
   ])
     assert.ok(covered.includes(page), `${page} has no walk-through that runs`);

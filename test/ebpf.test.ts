@@ -130,8 +130,10 @@ async function startGatewayAndApp(t: TestContext, cgroup: string, appHost: strin
     "127.0.0.1:0",
   ]);
   t.after(() => gateway.stop());
-  await waitFor(`"AGW is running"\n${gateway.output()}`, () =>
-    gateway.output().includes("AGW is running") ? true : undefined,
+  await waitFor(
+    `"AGW is running"\n${gateway.output()}`,
+    () => (gateway.output().includes("AGW is running") ? true : undefined),
+    30_000,
   );
   const clientHost = gatewayHost === "::1" ? "[::1]" : "127.0.0.1";
   return { url: `http://${clientHost}:${listenerPort}`, appPort, gateway, app };

@@ -40,6 +40,7 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
+import { netnsUnavailableReason } from "../scripts/kube/netns.ts";
 import { ROOT, requireOrSkip } from "./helpers.ts";
 
 const SHELL_LANGUAGES = new Set(["sh", "bash", "shell", "console", "zsh"]);
@@ -165,16 +166,6 @@ export function outputMismatch(expected: string, actual: string): string | undef
     if (found < 0)
       return `expected the line\n  ${want}\nafter output line ${from} (of ${actualLines.length}); the output was:\n${actual}`;
     from = found + 1;
-  }
-  return undefined;
-}
-
-function netnsUnavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return "each page runs in a network namespace of its own, which needs root";
-  try {
-    execFileSync("ip", ["-V"], { stdio: "ignore" });
-  } catch {
-    return "iproute2 (ip) is not installed";
   }
   return undefined;
 }
@@ -375,7 +366,7 @@ describe("walk-throughs", { concurrency: 3, timeout: 60 * 60_000 }, () => {
         await t.test(`${page}:${b.line}`, { todo: `pending: ${b.marker?.args}` }, () => {});
       const runs = blocks.filter((b) => b.marker?.kind === "run");
       if (runs.length === 0) return;
-      const unavailable = netnsUnavailable();
+      const unavailable = netnsUnavailableReason();
       if (!requireOrSkip(t, unavailable === undefined, unavailable ?? "")) return;
       if (!staleRemoved) {
         staleRemoved = true;

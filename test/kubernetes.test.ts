@@ -678,10 +678,15 @@ test("status is written by the Lease holder only; the other replica takes over w
 
   await a.close();
   await waitFor("replica-2 takes over", () => (b.cp.kubernetes?.leading ? true : undefined), 15_000);
-  const current = await client.request<GatewayRoute>("GET", `${ns("gatewayroutes", GR)}/leader-check`);
-  await client.request("PUT", `${ns("gatewayroutes", GR)}/leader-check`, {
-    ...current,
-    spec: { ...current.spec, hostnames: ["leader.example"] },
+  // The new leader may write status between this GET and PUT (Programmed follows the data planes'
+  // ACKs): a 409 Conflict is retried with the latest object, as kubectl does.
+  await waitFor("the spec update", async () => {
+    const current = await client.request<GatewayRoute>("GET", `${ns("gatewayroutes", GR)}/leader-check`);
+    await client.request("PUT", `${ns("gatewayroutes", GR)}/leader-check`, {
+      ...current,
+      spec: { ...current.spec, hostnames: ["leader.example"] },
+    });
+    return true;
   });
   const generation2 = await waitFor("status by the new leader", async () => {
     const r = await client.request<GatewayRoute>("GET", `${ns("gatewayroutes", GR)}/leader-check`);

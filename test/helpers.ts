@@ -179,3 +179,32 @@ export async function warmPluginCache(bytes: Uint8Array, memoryMaxBytes?: number
   const { PLUGIN_DEFAULTS } = await import("../data-plane/src/plugins/host.ts");
   await compileComponent(bytes, { memoryMaxBytes: memoryMaxBytes ?? PLUGIN_DEFAULTS.memoryMaxBytes });
 }
+
+/** A throwaway redis-server on 127.0.0.1:`port` (no persistence), resolved once it accepts connections. */
+export async function startRedisServer(port: number): Promise<ChildProcess> {
+  const child = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    { stdio: "ignore" },
+  );
+  await waitFor(
+    `redis-server on ${port}`,
+    () =>
+      new Promise<true | undefined>((resolve) => {
+        const s = net.connect(port, "127.0.0.1", () => {
+          s.end();
+          resolve(true);
+        });
+        s.on("error", () => resolve(undefined));
+      }),
+  );
+  return child;
+}
+
+/** SIGKILL, then wait for the exit (a no-op when the process has already exited). */
+export async function killAndWait(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGKILL");
+  await exited;
+}

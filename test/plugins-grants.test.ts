@@ -5,20 +5,22 @@
  * scripts after another plugin's Redis keys — and each attempt is refused with a clear error.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import net, { type AddressInfo } from "node:net";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { buildJs } from "../plugins/sdk/build.ts";
 import {
   freePort,
   get,
+  killAndWait,
   ROOT,
   type RunningGateway,
   requireOrSkip,
   startGateway,
+  startRedisServer,
   tempDir,
   waitFor,
   warmPluginCache,
@@ -189,42 +191,13 @@ function hasCommand(cmd: string): boolean {
   }
 }
 
-async function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn(
-    "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-    {
-      stdio: "ignore",
-    },
-  );
-  await waitFor(
-    `redis-server on ${port}`,
-    () =>
-      new Promise<true | undefined>((resolve) => {
-        const s = net.connect(port, "127.0.0.1", () => {
-          s.end();
-          resolve(true);
-        });
-        s.on("error", () => resolve(undefined));
-      }),
-  );
-  return child;
-}
-
-async function stopRedis(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGKILL");
-  await exited;
-}
-
 test("redis: a plugin's Lua cannot read another plugin's keys or list the keyspace, also after Redis restarts", async (t) => {
   if (
     !requireOrSkip(t, hasCommand("redis-server"), "redis-server not installed (Debian package redis-server)")
   )
     return;
   const redisPort = await freePort();
-  let redis = await startRedis(redisPort);
+  let redis = await startRedisServer(redisPort);
   const { gw, url } = await gateway(`  - name: victim
     source: SOURCE
     redis: redis://127.0.0.1:${redisPort}
@@ -233,7 +206,7 @@ test("redis: a plugin's Lua cannot read another plugin's keys or list the keyspa
     redis: redis://127.0.0.1:${redisPort}`);
   t.after(async () => {
     await gw.proc.stop();
-    await stopRedis(redis);
+    await killAndWait(redis);
   });
   const attack = async () => {
     await waitFor("the victim's key stored", async () =>
@@ -263,7 +236,7 @@ test("redis: a plugin's Lua cannot read another plugin's keys or list the keyspa
   };
   await attack();
   // A restarted Redis has no ACL users: the connection must be confined again before a guest uses it.
-  await stopRedis(redis);
-  redis = await startRedis(redisPort);
+  await killAndWait(redis);
+  redis = await startRedisServer(redisPort);
   await attack();
 });

@@ -4,10 +4,10 @@
  * unbounded memory), api-key, and the Redis rate limiter exact across both data planes.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import net, { type AddressInfo } from "node:net";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { buildJs, buildWat } from "../plugins/sdk/build.ts";
@@ -15,9 +15,11 @@ import { WAT_GUESTS } from "../plugins/testdata/wat-guests.ts";
 import {
   agw,
   freePort,
+  killAndWait,
   type Proc,
   ROOT,
   requireOrSkip,
+  startRedisServer,
   tempDir,
   waitFor,
   warmPluginCache,
@@ -40,32 +42,7 @@ interface Redis {
 }
 
 async function startRedis(port: number): Promise<Redis> {
-  const child = spawn(
-    "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-    {
-      stdio: "ignore",
-    },
-  );
-  await waitFor(
-    `redis-server on ${port}`,
-    () =>
-      new Promise<true | undefined>((resolve) => {
-        const s = net.connect(port, "127.0.0.1", () => {
-          s.end();
-          resolve(true);
-        });
-        s.on("error", () => resolve(undefined));
-      }),
-  );
-  return { port, child };
-}
-
-async function stopRedis(r: Redis): Promise<void> {
-  if (r.child.exitCode !== null) return;
-  const exited = new Promise((resolve) => r.child.once("exit", resolve));
-  r.child.kill("SIGKILL");
-  await exited;
+  return { port, child: await startRedisServer(port) };
 }
 
 async function request(url: string, headers: Record<string, string> = {}) {
@@ -254,7 +231,7 @@ plugins:
   );
   t.after(async () => {
     await stopAll(g);
-    await stopRedis(redis);
+    await killAndWait(redis.child);
   });
   const [a, b] = g.urls as [string, string];
 
@@ -279,7 +256,7 @@ plugins:
   );
 
   // Redis down: the closed route answers 503, the open one lets requests through.
-  await stopRedis(redis);
+  await killAndWait(redis.child);
   await waitFor("fail closed while Redis is down", async () =>
     (await request(`${a}/limited`, { "x-client": "c3" })).status === 503 ? true : undefined,
   );

@@ -1,19 +1,14 @@
 /**
- * The data plane: xDS client → ConfigStore (validate, build, swap) → listeners → proxy engine,
+ * The data plane: xDS client → the serving unit (serving.ts: ConfigStore → listeners → proxy engine),
  * plus the admin listener (/ready, /healthz, /config_dump, /clusters, /stats/prometheus, /server_info;
  * POST /drain) and the observer (metrics, access logs, traces: ./observability).
  */
 import { type AdminServer, createLogger, type Logger, startAdminServer } from "@agw/core";
 import { AggregatorRegistry } from "prom-client";
-import { ConfigStore } from "./config-store.ts";
-import { HttpProxy } from "./engine/proxy.ts";
-import { UpstreamPool } from "./engine/upstream-pool.ts";
-import { ListenerManager, servePort } from "./listeners.ts";
-import { clustersView, GatewayObserver, type ObservabilityOptions } from "./observability/index.ts";
-import { closeRedisClients } from "./plugins/redis.ts";
-import type { RuntimeConfig } from "./runtime/types.ts";
-import { TlsManager } from "./tls/manager.ts";
-import { drainProxies, openConnections } from "./workers/drain.ts";
+import type { ConfigStore } from "./config-store.ts";
+import type { ListenerManager } from "./listeners.ts";
+import { clustersView, type GatewayObserver, type ObservabilityOptions } from "./observability/index.ts";
+import { ServingUnit } from "./serving.ts";
 import { WorkerGroup } from "./workers/group.ts";
 import type { WorkerStatus } from "./workers/protocol.ts";
 import { UNIX_PREFIX, XdsClient, type XdsTlsOptions } from "./xds-client.ts";
@@ -43,13 +38,8 @@ export interface DataPlaneOptions {
   log?: Logger;
 }
 
-function endpointKeys(config: RuntimeConfig): Set<string> {
-  const keys = new Set<string>();
-  for (const cluster of config.clusters.values()) for (const e of cluster.endpoints) keys.add(e.key);
-  return keys;
-}
-
 export interface DataPlane {
+  readonly serving: ServingUnit;
   readonly store: ConfigStore;
   readonly listeners: ListenerManager;
   readonly xds: XdsClient;
@@ -70,12 +60,7 @@ export interface DataPlane {
 export async function startDataPlane(options: DataPlaneOptions): Promise<DataPlane> {
   const log = options.log ?? createLogger("data-plane");
   const startedAt = new Date().toISOString();
-  const pool = new UpstreamPool();
-  let store: ConfigStore | undefined;
   let xdsClient: XdsClient | undefined;
-  /** Every proxy ever made; a listener keeps one for its life. */
-  const proxies = new Set<HttpProxy>();
-  let draining = false;
   const workerCount = Math.max(1, options.workers ?? 1);
   const workers =
     workerCount > 1
@@ -85,57 +70,18 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
           log,
         )
       : undefined;
-  const observer = await GatewayObserver.create(
-    {
-      *downstreamConnections() {
-        for (const p of proxies) yield [p.listenerName, p.connectionCount];
-      },
-      upstreamIdleConnections: () => pool.idleConnections,
-      upstreamHttp2Sessions: () => pool.h2.sessionStates(),
-      *clusterEndpoints() {
-        for (const c of (store as ConfigStore).current().clusters.values())
-          yield [c.name, c.endpoints.length];
-      },
-      xdsConnected: () => xdsClient?.connected === true,
-      clusters: () => (store as ConfigStore).current().clusters.values(),
-      *plugins() {
-        for (const [name, runtime] of (store as ConfigStore).plugins.runtimes()) yield [name, runtime.stats];
-      },
-      *xdsVersions() {
-        const version = (store as ConfigStore).current().version;
-        for (const pair of version === "" ? [] : version.split(",")) {
-          const at = pair.indexOf("=");
-          yield [pair.slice(0, at), pair.slice(at + 1)];
-        }
-      },
-    },
-    options.observability,
-  );
-  const listeners = new ListenerManager(
-    (listenerName) => {
-      const proxy = new HttpProxy({
-        listenerName,
-        getConfig: () => (store as ConfigStore).current(),
-        pool,
-        ...(observer.observesRequests ? { observer } : {}),
-      });
-      if (draining) proxy.shutdown();
-      return servePort(proxies, proxy);
-    },
-    log,
-    { reusePort: workers !== undefined },
-  );
-  const tls = new TlsManager();
   const xdsServers = typeof options.xds === "string" ? [options.xds] : options.xds;
   // mTLS or only the private Unix socket: the control plane then sends the Secrets we reference.
   const xdsAuthenticated = options.xdsTls !== undefined || xdsServers.every((s) => s.startsWith(UNIX_PREFIX));
-  store = new ConfigStore(listeners, log, {
-    xdsAuthenticated,
+  const serving = await ServingUnit.start({
+    log,
     bindAddress: options.bindAddress,
-    tls,
-    onSwap: (config) => pool.retainOnly(endpointKeys(config)),
+    observability: options.observability,
+    reusePort: workers !== undefined,
+    xdsAuthenticated,
+    xdsConnected: () => xdsClient?.connected === true,
   });
-  const configStore = store;
+  const { store: configStore, listeners, observer } = serving;
   const xds = new XdsClient({
     servers: xdsServers,
     nodeId: options.nodeId,
@@ -145,14 +91,14 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     onUpdate: (typeUrl, resources, version) =>
       countUpdate(
         typeUrl,
-        configStore
+        serving
           .apply(typeUrl, resources, version)
           .then(() => workers?.forward({ op: "sotw", typeUrl, resources, version })),
       ),
     onDeltaUpdate: (typeUrl, updated, removed, version) =>
       countUpdate(
         typeUrl,
-        configStore
+        serving
           .applyDelta(typeUrl, updated, removed, version)
           .then(() => workers?.forward({ op: "delta", typeUrl, updated, removed, version })),
       ),
@@ -173,13 +119,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     return AggregatorRegistry.aggregate(all).metrics();
   };
   const workerStatus = async (): Promise<Array<Omit<WorkerStatus, "metrics">>> => {
-    const primary = {
-      worker: 0,
-      accepted: listeners.accepted,
-      connections: openConnections(proxies),
-      version: configStore.current().version,
-      ready: configStore.ready,
-    };
+    const primary = { worker: 0, ...serving.status() };
     const others = (await workers?.status()) ?? [];
     return [primary, ...others.map(({ metrics: _, ...rest }) => rest)];
   };
@@ -189,7 +129,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
         options.admin.port,
         {
           "/ready": () =>
-            draining
+            serving.draining
               ? { status: 503, body: "draining\n" }
               : configStore.ready
                 ? { body: "ready\n" }
@@ -216,14 +156,8 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
           }),
           "/drain": {
             post: () => {
-              draining = true;
-              for (const p of proxies) p.shutdown();
-              return {
-                body: {
-                  draining: true,
-                  connections: [...proxies].reduce((n, p) => n + p.connectionCount, 0),
-                },
-              };
+              serving.shutdown();
+              return { body: { draining: true, connections: serving.connectionCount } };
             },
           },
           "/server_info": () => ({
@@ -238,7 +172,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
               started_at: startedAt,
               node_version: process.version,
               listeners: listeners.addresses(),
-              draining,
+              draining: serving.draining,
             },
           }),
         },
@@ -247,6 +181,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     : undefined;
   xds.start();
   return {
+    serving,
     store: configStore,
     listeners,
     xds,
@@ -259,25 +194,15 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     },
     metricsText,
     async drain(deadlineMs) {
-      draining = true;
-      listeners.stopAccepting();
-      const [here, there] = await Promise.all([
-        drainProxies(proxies, deadlineMs),
-        workers?.drain(deadlineMs) ?? 0,
-      ]);
+      const [here, there] = await Promise.all([serving.drain(deadlineMs), workers?.drain(deadlineMs) ?? 0]);
       log.info({ cut: here + there }, "drained");
       return here + there;
     },
     async close() {
       await xds.stop();
       await workers?.close();
-      listeners.closeAll();
-      tls.close();
-      pool.close();
       await admin?.close();
-      await observer.close();
-      // Plugins' Redis clients reconnect forever otherwise (and keep the process alive).
-      await closeRedisClients();
+      await serving.close();
     },
   };
 }

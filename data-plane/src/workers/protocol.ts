@@ -3,6 +3,7 @@ import type { TypeUrl } from "@agw/core";
 import type { Any } from "@bufbuild/protobuf/wkt";
 import type { MetricObjectWithValues, MetricValue } from "prom-client";
 import type { ObservabilityOptions } from "../observability/index.ts";
+import type { ServingStatus } from "../serving.ts";
 import type { DeltaResource } from "../xds-client.ts";
 
 export interface WorkerInit {
@@ -29,15 +30,8 @@ export type WorkerRequest =
   | { readonly op: "status" }
   | { readonly op: "drain"; readonly deadlineMs: number };
 
-export interface WorkerStatus {
+export interface WorkerStatus extends ServingStatus {
   readonly worker: number;
-  /** Connections accepted since start. */
-  readonly accepted: number;
-  /** Downstream connections open now. */
-  readonly connections: number;
-  /** The active config's version (per type). */
-  readonly version: string;
-  readonly ready: boolean;
   readonly metrics: MetricObjectWithValues<MetricValue<string>>[];
 }
 

@@ -1,67 +1,22 @@
 /**
- * A worker thread of a data plane started with several workers: its own listeners (bound with
- * SO_REUSEPORT next to the primary's, so the kernel spreads connections), engine, upstream pool and
- * metrics, fed with the xDS updates the primary accepted. It has no xDS stream and no admin.
+ * A worker thread of a data plane started with several workers: its own serving unit (listeners bound
+ * with SO_REUSEPORT next to the primary's, so the kernel spreads connections; engine, upstream pool,
+ * metrics), fed with the xDS updates the primary accepted. It has no xDS stream and no admin.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { createLogger } from "@agw/core";
-import { ConfigStore } from "../config-store.ts";
-import { HttpProxy } from "../engine/proxy.ts";
-import { UpstreamPool } from "../engine/upstream-pool.ts";
-import { ListenerManager, servePort } from "../listeners.ts";
-import { GatewayObserver } from "../observability/index.ts";
-import { TlsManager } from "../tls/manager.ts";
-import { drainProxies, openConnections } from "./drain.ts";
+import { ServingUnit } from "../serving.ts";
 import type { WorkerInit, WorkerReply, WorkerRequest, WorkerStatus } from "./protocol.ts";
 
 const init = workerData as WorkerInit;
 const port = parentPort;
 if (port === null) throw new Error("data-plane/src/workers/worker.ts runs as a worker thread");
-const log = createLogger("data-plane").child({ worker: init.index });
-const pool = new UpstreamPool();
-const proxies = new Set<HttpProxy>();
-let draining = false;
-let store: ConfigStore | undefined;
-// The primary reports xDS state and endpoint counts; a worker's share of those gauges is zero, so
-// the aggregated metrics (a sum over workers) stay right.
-const observer = await GatewayObserver.create(
-  {
-    *downstreamConnections() {
-      for (const p of proxies) yield [p.listenerName, p.connectionCount];
-    },
-    upstreamIdleConnections: () => pool.idleConnections,
-    upstreamHttp2Sessions: () => pool.h2.sessionStates(),
-    clusterEndpoints: () => [],
-    xdsConnected: () => false,
-    xdsVersions: () => [],
-  },
-  init.observability,
-);
-const listeners = new ListenerManager(
-  (listenerName) => {
-    const proxy = new HttpProxy({
-      listenerName,
-      getConfig: () => (store as ConfigStore).current(),
-      pool,
-      observer,
-    });
-    if (draining) proxy.shutdown();
-    return servePort(proxies, proxy);
-  },
-  log,
-  { reusePort: true },
-);
-const tls = new TlsManager();
-const configStore = new ConfigStore(listeners, log, {
+const serving = await ServingUnit.start({
+  log: createLogger("data-plane").child({ worker: init.index }),
   bindAddress: init.bindAddress,
-  tls,
-  onSwap: (config) => {
-    const keys = new Set<string>();
-    for (const cluster of config.clusters.values()) for (const e of cluster.endpoints) keys.add(e.key);
-    pool.retainOnly(keys);
-  },
+  observability: init.observability,
+  reusePort: true,
 });
-store = configStore;
 
 /** Updates apply one after another, in the order the primary accepted them. */
 let updates: Promise<unknown> = Promise.resolve();
@@ -75,26 +30,18 @@ function inOrder(apply: () => Promise<void>): Promise<unknown> {
 async function handle(req: WorkerRequest): Promise<unknown> {
   switch (req.op) {
     case "sotw":
-      return inOrder(() => configStore.apply(req.typeUrl, req.resources, req.version));
+      return inOrder(() => serving.apply(req.typeUrl, req.resources, req.version));
     case "delta":
-      return inOrder(() => configStore.applyDelta(req.typeUrl, req.updated, req.removed, req.version));
+      return inOrder(() => serving.applyDelta(req.typeUrl, req.updated, req.removed, req.version));
     case "status":
       return {
         worker: init.index,
-        accepted: listeners.accepted,
-        connections: openConnections(proxies),
-        version: configStore.current().version,
-        ready: configStore.ready,
-        metrics: await observer.metrics.registry.getMetricsAsJSON(),
+        ...serving.status(),
+        metrics: await serving.observer.metrics.registry.getMetricsAsJSON(),
       } satisfies WorkerStatus;
     case "drain": {
-      draining = true;
-      listeners.stopAccepting();
-      const cut = await drainProxies(proxies, req.deadlineMs);
-      configStore.close();
-      tls.close();
-      pool.close();
-      await observer.close();
+      const cut = await serving.drain(req.deadlineMs);
+      await serving.close();
       return cut;
     }
   }

@@ -2,8 +2,10 @@
  * Loads config.yaml (read, YAML parse, schema and semantic checks: `loadConfigFile`) and translates
  * it to IR on a worker thread of its own. For 20,000 routes that is seconds of CPU and of garbage
  * collection; on the main thread it stalled the requests `agw run` proxies on the same event loop
- * for 6.6 s. The worker is started on the first load, kept for the next ones, and does not keep the
- * process alive.
+ * for 6.6 s. The worker is started on the first load that asks for it, kept for the next ones, and
+ * does not keep the process alive. A load before anything serves (the watcher's first) may run here
+ * instead: booting the worker (importing the loader and translator a second time) took 0.8 s, most of
+ * `agw run`'s start-up.
  */
 import { createHash } from "node:crypto";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
@@ -94,8 +96,19 @@ export class OffThreadConfigLoader {
   private nextId = 0;
   private readonly pending = new Map<number, Pending>();
 
-  /** The file's IR or its errors; a crashed load is an error of the file. */
-  load(file: string): Promise<LoadResult> {
+  /**
+   * The file's IR or its errors; a crashed load is an error of the file. `onThisThread` loads on the
+   * caller's event loop, for a first load with nothing serving yet: the loader's own bounds still
+   * hold (docs/security.md, "Config input"), only the worker's heap cap does not.
+   */
+  async load(file: string, onThisThread = false): Promise<LoadResult> {
+    if (onThisThread) {
+      try {
+        return await loadAndTranslate(file);
+      } catch (e) {
+        return failure(file, (e as Error).message);
+      }
+    }
     const id = this.nextId++;
     return new Promise((resolve) => {
       this.pending.set(id, { file, resolve, routes: new Map(), clusters: [] });

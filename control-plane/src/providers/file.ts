@@ -41,11 +41,14 @@ export class FileProvider {
     this.log = log;
   }
 
-  /** Loads once, then watches. Resolves after the first load, valid or not. */
+  /**
+   * Loads once, then watches. Resolves after the first load, valid or not. The first load runs on
+   * this thread: nothing serves before it, and the worker's start would double start-up time.
+   */
   async start(): Promise<void> {
     this.watcher = watch(dirname(this.file), { persistent: false }, () => this.schedule());
     this.watcher.on("error", (err) => this.log.error({ err, file: this.file }, "config watch failed"));
-    await this.reload();
+    await this.reload(true);
   }
 
   stop(): void {
@@ -87,9 +90,9 @@ export class FileProvider {
    * Never rejects: a failure while applying a valid file is reported as an error of the file (the
    * last good config stays), and the reload chain goes on to the next save.
    */
-  private async reload(): Promise<void> {
+  private async reload(first = false): Promise<void> {
     try {
-      await this.apply();
+      await this.apply(first);
     } catch (e) {
       this.lastHash = "";
       try {
@@ -100,8 +103,8 @@ export class FileProvider {
     }
   }
 
-  private async apply(): Promise<void> {
-    const result = await this.loader.load(this.file);
+  private async apply(first: boolean): Promise<void> {
+    const result = await this.loader.load(this.file, first);
     if (!result.ok) {
       const text = result.errors.map(String).join("\n");
       const hash = createHash("sha256").update(text).digest("hex");

@@ -54,8 +54,19 @@ import type { WrkResult } from "./wrk.ts";
 
 // agw-bare and agw-log measure what observing requests costs: agw keeps per-request metrics (its
 // default), agw-bare keeps none (--no-request-metrics), agw-log adds a JSON access log to a file.
-// direct is no proxy: the load generator goes straight to the origin.
-const CONTENDERS = ["direct", "nginx", "haproxy", "agw", "agw-bare", "agw-log", "pingora"] as const;
+// direct is no proxy: the load generator goes straight to the origin. agw-before is AGW from another
+// checkout (--agw-before DIR, e.g. a git worktree at the commit before a change): the A/B of a change
+// on the hot path, side by side in one run.
+const CONTENDERS = [
+  "direct",
+  "nginx",
+  "haproxy",
+  "agw",
+  "agw-bare",
+  "agw-log",
+  "agw-before",
+  "pingora",
+] as const;
 type ContenderName = (typeof CONTENDERS)[number];
 const ALL_CPUS = `${GEN_CPU},${PROXY_CPU}`;
 const AGW_FLAGS: Partial<Record<ContenderName, (tmp: string) => string[]>> = {
@@ -79,6 +90,7 @@ const USAGE = `usage: node bench/run.ts [options]
                            (default direct,nginx,haproxy,agw,pingora; pingora only once
                            bench/pingora/build.sh has built it)
   --baseline NAME          the contender the "×" column divides by (default nginx)
+  --agw-before DIR         the agw-before contender runs AGW from this checkout (npm ci done there)
   --retries N              re-runs of a run disturbed by CPU use not ours (default 2)
   --disturbed PCT          a run is disturbed when busy CPU not ours exceeds PCT% of a core (default 25)
   --calm-wait S            before each run, wait up to S seconds for a calm second (default 60)
@@ -100,6 +112,7 @@ interface Options {
   warmup: number;
   only: ContenderName[];
   baseline: ContenderName;
+  agwBefore: string | undefined;
   retries: number;
   disturbedPct: number;
   calmWait: number;
@@ -120,6 +133,7 @@ const FLAGS = {
   warmup: { type: "string", default: "3" },
   only: { type: "string", default: "direct,nginx,haproxy,agw,pingora" },
   baseline: { type: "string", default: "nginx" },
+  "agw-before": { type: "string" },
   retries: { type: "string", default: "2" },
   disturbed: { type: "string", default: "25" },
   "calm-wait": { type: "string", default: "60" },
@@ -152,6 +166,11 @@ function parseOptions(argv: string[]): Options {
     }
   }
   if (only.length === 0) fail("--only: no contender given");
+  const agwBefore = values["agw-before"] && path.resolve(values["agw-before"]);
+  if (only.includes("agw-before") !== (agwBefore !== undefined))
+    fail("--agw-before DIR and the agw-before contender in --only go together");
+  if (agwBefore && !fs.existsSync(path.join(agwBefore, "cli/src/main.ts")))
+    fail(`--agw-before: ${agwBefore} is not an AGW checkout (no cli/src/main.ts)`);
   if (!only.includes(values.baseline)) fail(`--baseline: "${values.baseline}" is not among --only`);
   if (values.baseline === "direct") fail("--baseline: direct is no proxy; pick a proxy");
   const workers = values.workers.split(",").map((w) => int("workers", w, 1));
@@ -174,6 +193,7 @@ function parseOptions(argv: string[]): Options {
     warmup: int("warmup", values.warmup, 0),
     only: only as ContenderName[],
     baseline: values.baseline as ContenderName,
+    agwBefore,
     retries: int("retries", values.retries, 0),
     disturbedPct: int("disturbed", values.disturbed, 0),
     calmWait: int("calm-wait", values["calm-wait"], 0),
@@ -484,6 +504,7 @@ async function startContender(
   name: Exclude<ContenderName, "direct">,
   workers: number,
   originPort: number,
+  agwBefore: string | undefined,
 ): Promise<Contender> {
   const id = `${name}-w${workers}`; // names its log, config and temp files
   const cpus = workers === 1 ? PROXY_CPU : ALL_CPUS;
@@ -510,7 +531,8 @@ async function startContender(
     // Every listener on a free port, so nothing collides with a running AGW or another bench. Each
     // variant reads its own config file: the control plane watches it and applies edits live.
     const flags = ["--admin", "--xds-listen", "--cp-admin"];
-    const argv = [process.execPath, path.join(REPO, "cli/src/main.ts"), "run", "--workers", String(workers)];
+    const repo = name === "agw-before" ? (agwBefore ?? fail("agw-before: no --agw-before DIR")) : REPO;
+    const argv = [process.execPath, path.join(repo, "cli/src/main.ts"), "run", "--workers", String(workers)];
     argv.push("-c", file(`${id}.yaml`, agwConf(port, originPort)), ...(AGW_FLAGS[name]?.(env.tmp) ?? []));
     for (const flag of flags) argv.push(flag, `127.0.0.1:${await freePort()}`);
     proc = start(env, id, cpus, argv);
@@ -604,7 +626,7 @@ async function main(opts: Options, env: Env, command: string, skipped: string[])
           h2Port: undefined,
           dataPlanePid: undefined,
         });
-      } else contenders.push(await startContender(env, name, workers, originPort));
+      } else contenders.push(await startContender(env, name, workers, originPort, opts.agwBefore));
     }
   }
 

@@ -1167,8 +1167,8 @@ test("Gateway API: HTTPRoutes on an agw Gateway are routed like GatewayRoutes; a
           matches: [{ path: { type: "PathPrefix", value: "/rewrite" } }],
           filters: [
             {
-              type: "URLRewrite",
-              urlRewrite: { path: { type: "ReplacePrefixMatch", replacePrefixMatch: "/" } },
+              type: "ExtensionRef",
+              extensionRef: { group: "example.com", kind: "Thing", name: "x" },
             },
           ],
           backendRefs: [{ name: "gw-echo", port: 80 }],
@@ -1230,7 +1230,7 @@ test("Gateway API: HTTPRoutes on an agw Gateway are routed like GatewayRoutes; a
   );
   const accepted = report?.conditions.find((c) => c.type === "Accepted");
   assert.equal(accepted?.status, "False");
-  assert.match(accepted?.message ?? "", /URLRewrite is not supported/);
+  assert.match(accepted?.message ?? "", /ExtensionRef is not supported/);
   const rewrite = await fetch(`http://${pair.host}:${listenerPort}/rewrite`, {
     signal: AbortSignal.timeout(3_000),
   });

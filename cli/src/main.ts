@@ -45,6 +45,8 @@ Run 'agw <command> --help' for the options of a command.`,
                            Kubernetes (kubeconfig: KUBECONFIG, ~/.kube/config or in-cluster); -c optional
   --kubeconfig FILE        as --kube, with this kubeconfig
   --namespace NS           with --kube: watch one namespace only (default: all)
+  --gateway-addresses CIDR with --kube: each Gateway API Gateway gets its own address from this IPv4
+                           block (e.g. 127.0.20.0/24), shown in its status.addresses
   --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
                            ?token=); without it the admin answers loopback clients only
                            (also AGW_ADMIN_TOKEN)
@@ -74,6 +76,8 @@ Run 'agw <command> --help' for the options of a command.`,
                            Kubernetes (kubeconfig: KUBECONFIG, ~/.kube/config or in-cluster); -c optional
   --kubeconfig FILE        as --kube, with this kubeconfig
   --namespace NS           with --kube: watch one namespace only (default: all)
+  --gateway-addresses CIDR with --kube: each Gateway API Gateway gets its own address from this IPv4
+                           block (e.g. 127.0.20.0/24), shown in its status.addresses
   --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
                            ?token=); without it the admin answers loopback clients only
                            (also AGW_ADMIN_TOKEN)
@@ -238,6 +242,7 @@ async function main(argv: string[]): Promise<number> {
       kube: { type: "boolean" },
       kubeconfig: { type: "string" },
       namespace: { type: "string" },
+      "gateway-addresses": { type: "string" },
       "admin-token": { type: "string" },
       "admin-allow-host": { type: "string", multiple: true },
       "access-log": { type: "string" },
@@ -294,6 +299,7 @@ async function main(argv: string[]): Promise<number> {
       ? {
           ...(values.kubeconfig ? { kubeconfig: values.kubeconfig } : {}),
           ...(values.namespace ? { namespace: values.namespace } : {}),
+          ...(values["gateway-addresses"] ? { gatewayAddressPool: values["gateway-addresses"] } : {}),
         }
       : undefined;
   const configOrKube = () => (kubernetes && !values.config ? undefined : needConfig());

@@ -17,6 +17,11 @@ export interface InformerOptions {
   log: Logger;
   /** Called after the store changed (not for bookmarks or relists that changed nothing). */
   onChange: () => void;
+  /**
+   * A 403 on the list counts as empty (logged, checked again like a missing CRD): for the
+   * cluster-scoped extras a namespace-bound control plane may not be granted.
+   */
+  forbiddenIsEmpty?: boolean;
 }
 
 const BACKOFF_MIN_MS = 100;
@@ -95,11 +100,12 @@ export class Informer<T extends KubernetesObject> {
         this.notServed = false;
         return;
       } catch (err) {
-        if (err instanceof KubeApiError && err.status === 404) {
+        const forbidden = err instanceof KubeApiError && err.status === 403 && this.options.forbiddenIsEmpty;
+        if ((err instanceof KubeApiError && err.status === 404) || forbidden) {
           if (!this.notServed)
             this.options.log.warn(
               { path: this.path },
-              `not served by the API server (CRD not installed?); treated as empty, checked every ${BACKOFF_MAX_MS / 1000} s`,
+              `${forbidden ? "not permitted (403)" : "not served by the API server (CRD not installed?)"}; treated as empty, checked every ${BACKOFF_MAX_MS / 1000} s`,
             );
           this.notServed = true;
           this.resourceVersion = "";

@@ -10,6 +10,7 @@ import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import type { Logger } from "@agw/core";
 import { KubeApiError, KubeClient, loadKubeConfig } from "./client.ts";
+import { addressPool, gatewayClassConditions, gatewayStatus, httpRouteParents } from "./gateway-api.ts";
 import { Informer } from "./informer.ts";
 import { LeaderElector } from "./leader.ts";
 import { reportKey } from "./merge.ts";
@@ -17,14 +18,19 @@ import type { ProgramState } from "./programmed.ts";
 import { routeConditions } from "./status.ts";
 import { type Condition, type KubeTranslation, type RouteReport, translateKube } from "./translate.ts";
 import {
+  CONTROLLER_NAME,
   type EndpointSlice,
   GATEWAY_API,
   GATEWAY_ROUTE,
   type Gateway,
+  type GatewayClass,
   type GatewayRoute,
   type HttpRoute,
+  type Namespace,
+  type ReferenceGrant,
   type Secret,
   type Service,
+  type StatusCondition,
 } from "./types.ts";
 
 export interface KubernetesProviderOptions {
@@ -43,6 +49,11 @@ export interface KubernetesProviderOptions {
     leaseDurationSeconds?: number;
     renewMs?: number;
   };
+  /**
+   * IPv4 CIDR (e.g. 127.0.20.0/24) each Gateway without spec.addresses gets its own address from
+   * (docs/kubernetes.md); omitted: such Gateways bind the default address and show none.
+   */
+  gatewayAddressPool?: string;
   log: Logger;
   onTranslation: (translation: KubeTranslation) => void;
   /**
@@ -92,6 +103,41 @@ function podNamespace(): string | undefined {
   }
 }
 
+/** JSON with sorted keys: two statuses compare equal whatever order the API server keeps. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) =>
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1)))
+      : v,
+  );
+}
+
+function sameStatus(current: unknown, wanted: unknown): boolean {
+  return canonical(current ?? {}) === canonical(wanted);
+}
+
+const now = () => new Date().toISOString().replace(/\.\d+Z$/, "Z");
+
+/**
+ * Conditions as written: with observedGeneration, and the lastTransitionTime kept from the
+ * current condition of the same type while its status is unchanged.
+ */
+function timed(
+  wanted: Array<Omit<StatusCondition, "observedGeneration" | "lastTransitionTime">>,
+  current: StatusCondition[] | undefined,
+  generation: number,
+): StatusCondition[] {
+  return wanted.map((c) => {
+    const before = current?.find((x) => x.type === c.type);
+    return {
+      ...c,
+      observedGeneration: generation,
+      lastTransitionTime:
+        before && before.status === c.status && before.lastTransitionTime ? before.lastTransitionTime : now(),
+    };
+  });
+}
+
 export class KubernetesProvider {
   readonly client: KubeClient;
   readonly identity: string;
@@ -102,6 +148,9 @@ export class KubernetesProvider {
   private readonly secrets: Informer<Secret>;
   private readonly gateways: Informer<Gateway>;
   private readonly httpRoutes: Informer<HttpRoute>;
+  private readonly gatewayClasses: Informer<GatewayClass>;
+  private readonly referenceGrants: Informer<ReferenceGrant>;
+  private readonly namespaces: Informer<Namespace>;
   private readonly elector: LeaderElector;
   private synced = false;
   private debounce: NodeJS.Timeout | undefined;
@@ -119,17 +168,32 @@ export class KubernetesProvider {
 
   constructor(options: KubernetesProviderOptions) {
     this.options = options;
+    // A bad pool is the operator's error, said at start rather than at the first Gateway.
+    if (options.gatewayAddressPool !== undefined) addressPool(options.gatewayAddressPool);
     this.client = new KubeClient(loadKubeConfig(options.kubeconfig));
     const ns = options.namespace;
     const scoped = (prefix: string, plural: string) =>
       ns ? `${prefix}/namespaces/${encodeURIComponent(ns)}/${plural}` : `${prefix}/${plural}`;
-    const informer = <T extends Service | EndpointSlice | GatewayRoute | Secret | Gateway | HttpRoute>(
+    const informer = <
+      T extends
+        | Service
+        | EndpointSlice
+        | GatewayRoute
+        | Secret
+        | Gateway
+        | HttpRoute
+        | GatewayClass
+        | ReferenceGrant
+        | Namespace,
+    >(
       path: string,
       fieldSelector?: string,
+      forbiddenIsEmpty = false,
     ) =>
       new Informer<T>({
         client: this.client,
         path,
+        forbiddenIsEmpty,
         ...(fieldSelector ? { fieldSelector } : {}),
         log: options.log,
         onChange: () => this.schedule(),
@@ -144,6 +208,14 @@ export class KubernetesProvider {
     const gatewayApi = `/apis/${GATEWAY_API.group}/${GATEWAY_API.version}`;
     this.gateways = informer<Gateway>(scoped(gatewayApi, "gateways"));
     this.httpRoutes = informer<HttpRoute>(scoped(gatewayApi, "httproutes"));
+    // Cluster-scoped: GatewayClasses (which are ours), and Namespaces (allowedRoutes selectors).
+    // A control plane bound to one namespace (a RoleBinding) may not read them: then no Gateway
+    // is ours and selectors match nothing, and it serves the rest (docs/kubernetes.md).
+    this.gatewayClasses = informer<GatewayClass>(`${gatewayApi}/gatewayclasses`, undefined, true);
+    this.namespaces = informer<Namespace>("/api/v1/namespaces", undefined, true);
+    this.referenceGrants = informer<ReferenceGrant>(
+      scoped(`/apis/${GATEWAY_API.group}/v1beta1`, "referencegrants"),
+    );
     const le = options.leaderElection ?? {};
     this.identity = le.identity ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
     this.elector = new LeaderElector({
@@ -168,6 +240,9 @@ export class KubernetesProvider {
       this.secrets,
       this.gateways,
       this.httpRoutes,
+      this.gatewayClasses,
+      this.referenceGrants,
+      this.namespaces,
     ];
   }
 
@@ -261,15 +336,21 @@ export class KubernetesProvider {
   }
 
   private translate(): void {
-    const translation = translateKube({
-      services: this.services.values(),
-      endpointSlices: this.endpointSlices.values(),
-      gatewayRoutes: this.gatewayRoutes.values(),
-      secrets: this.secrets.values(),
-      gateways: this.gateways.values(),
-      httpRoutes: this.httpRoutes.values(),
-    });
-    const { routes: _routes, ...served } = translation;
+    const translation = translateKube(
+      {
+        services: this.services.values(),
+        endpointSlices: this.endpointSlices.values(),
+        gatewayRoutes: this.gatewayRoutes.values(),
+        secrets: this.secrets.values(),
+        gatewayClasses: this.gatewayClasses.values(),
+        gateways: this.gateways.values(),
+        httpRoutes: this.httpRoutes.values(),
+        referenceGrants: this.referenceGrants.values(),
+        namespaces: this.namespaces.values(),
+      },
+      { gatewayAddressPool: this.options.gatewayAddressPool },
+    );
+    const { routes: _routes, gatewayApi: _gatewayApi, ...served } = translation;
     const hash = createHash("sha256").update(JSON.stringify(served)).digest("hex");
     const secretErrorsChanged =
       JSON.stringify(translation.secretErrors) !== JSON.stringify(this.last?.secretErrors);
@@ -293,19 +374,136 @@ export class KubernetesProvider {
     this.statusPending = true;
     this.statusWrites = this.statusWrites.then(async () => {
       this.statusPending = false;
-      // HTTPRoute status (per parent) is not written yet: GatewayRoutes only.
-      const reports = this.reports().filter((r) => r.kind === "GatewayRoute");
-      for (const report of reports) {
+      const reports = this.reports();
+      const guard = (what: string) => (err: unknown) => {
+        if (err instanceof KubeApiError && (err.status === 404 || err.status === 409)) return;
+        this.options.log.warn({ err: String(err), object: what }, "status write failed");
+      };
+      for (const report of reports.filter((r) => r.kind === "GatewayRoute")) {
         if (!this.leading) return;
-        await this.writeStatus(report).catch((err) => {
-          if (err instanceof KubeApiError && (err.status === 404 || err.status === 409)) return;
-          this.options.log.warn(
-            { err: String(err), route: `${report.namespace}/${report.name}` },
-            "status write failed",
-          );
-        });
+        await this.writeStatus(report).catch(guard(`${report.namespace}/${report.name}`));
+      }
+      for (const write of this.gatewayApiWrites(reports)) {
+        if (!this.leading) return;
+        await write.run().catch(guard(write.what));
       }
     });
+  }
+
+  /** The status writes the Gateway API objects need (none for those already as wanted). */
+  private gatewayApiWrites(reports: RouteReport[]): Array<{ what: string; run: () => Promise<void> }> {
+    const api = this.last?.gatewayApi;
+    if (!api) return [];
+    const program = this.options.program;
+    const programmed = (listener: string) =>
+      program
+        ? program.state(listener, [])
+        : {
+            status: "False" as const,
+            reason: "Pending",
+            message: "Data plane acknowledgements are not tracked.",
+          };
+    const find = <T extends { metadata?: { namespace?: string; name?: string } }>(
+      list: T[],
+      namespace: string | undefined,
+      name: string,
+    ) => list.find((o) => (o.metadata?.namespace ?? undefined) === namespace && o.metadata?.name === name);
+    const base = `/apis/${GATEWAY_API.group}/${GATEWAY_API.version}`;
+    const nsPath = (ns: string, plural: string, name: string) =>
+      `${base}/namespaces/${encodeURIComponent(ns)}/${plural}/${encodeURIComponent(name)}/status`;
+    const writes: Array<{ what: string; run: () => Promise<void> }> = [];
+    const classes = this.gatewayClasses.values();
+    for (const c of api.classes) {
+      const current = find(classes, undefined, c.name);
+      if (!current) continue;
+      const generation = current.metadata?.generation ?? c.generation;
+      const status = {
+        conditions: timed(gatewayClassConditions(), current.status?.conditions, generation),
+      };
+      if (sameStatus(current.status, status)) continue;
+      writes.push({
+        what: `GatewayClass ${c.name}`,
+        run: () =>
+          this.patchStatus(`${base}/gatewayclasses/${encodeURIComponent(c.name)}/status`, current, status),
+      });
+    }
+    const gateways = this.gateways.values();
+    for (const g of api.gateways) {
+      const current = find(gateways, g.namespace, g.name);
+      if (!current) continue;
+      const generation = current.metadata?.generation ?? g.generation;
+      const wanted = gatewayStatus(g, programmed);
+      const status = {
+        ...(wanted.addresses && { addresses: wanted.addresses }),
+        conditions: timed(wanted.conditions, current.status?.conditions, generation),
+        listeners: wanted.listeners.map((l) => ({
+          ...l,
+          conditions: timed(
+            l.conditions,
+            current.status?.listeners?.find((x) => x.name === l.name)?.conditions,
+            generation,
+          ),
+        })),
+      };
+      if (sameStatus(current.status, status)) continue;
+      writes.push({
+        what: `Gateway ${g.namespace}/${g.name}`,
+        run: () => this.patchStatus(nsPath(g.namespace, "gateways", g.name), current, status),
+      });
+    }
+    const routes = this.httpRoutes.values();
+    for (const r of api.httpRoutes) {
+      const current = find(routes, r.namespace, r.name);
+      if (!current) continue;
+      const generation = current.metadata?.generation ?? r.generation;
+      const ours = httpRouteParents(r, (listener) =>
+        reports.find(
+          (x) =>
+            x.kind === "HTTPRoute" &&
+            x.namespace === r.namespace &&
+            x.name === r.name &&
+            x.listener === listener,
+        ),
+      );
+      const before = current.status?.parents ?? [];
+      const parents = [
+        // Other controllers' entries stay as they are.
+        ...before.filter((p) => p.controllerName !== CONTROLLER_NAME),
+        ...ours.map((p) => ({
+          ...p,
+          conditions: timed(
+            p.conditions,
+            before.find(
+              (b) =>
+                b.controllerName === CONTROLLER_NAME && canonical(b.parentRef) === canonical(p.parentRef),
+            )?.conditions,
+            generation,
+          ),
+        })),
+      ];
+      const status = { parents };
+      if (sameStatus(current.status ?? { parents: [] }, status)) continue;
+      writes.push({
+        what: `HTTPRoute ${r.namespace}/${r.name}`,
+        run: () => this.patchStatus(nsPath(r.namespace, "httproutes", r.name), current, status),
+      });
+    }
+    return writes;
+  }
+
+  /** A merge patch of `status`, conditional on the resourceVersion the status was computed from. */
+  private async patchStatus(
+    path: string,
+    current: { metadata?: { resourceVersion?: string } },
+    status: object,
+  ): Promise<void> {
+    await this.client.request(
+      "PATCH",
+      path,
+      { metadata: { resourceVersion: current.metadata?.resourceVersion }, status },
+      "application/merge-patch+json",
+    );
+    this.statusWriteCount++;
   }
 
   private async writeStatus(report: RouteReport): Promise<void> {

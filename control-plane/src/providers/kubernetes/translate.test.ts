@@ -8,7 +8,15 @@ import { routeProblems } from "@agw/core/xds/route-check";
 import { translateConfig } from "../../translator.ts";
 import { routeMessage } from "../../xds/resources.ts";
 import { clusterName, type KubeObjects, translateKube } from "./translate.ts";
-import type { EndpointSlice, Gateway, GatewayRoute, HttpRoute, Secret, Service } from "./types.ts";
+import {
+  CONTROLLER_NAME,
+  type EndpointSlice,
+  type Gateway,
+  type GatewayRoute,
+  type HttpRoute,
+  type Secret,
+  type Service,
+} from "./types.ts";
 
 const service: Service = {
   metadata: { name: "web", namespace: "shop" },
@@ -42,6 +50,7 @@ const objects = (o: Partial<KubeObjects>): KubeObjects => ({
   endpointSlices: [],
   gatewayRoutes: [],
   secrets: [],
+  gatewayClasses: [{ metadata: { name: "agw" }, spec: { controllerName: CONTROLLER_NAME } }],
   ...o,
 });
 
@@ -269,7 +278,7 @@ test("the same objects in any order translate to the same IR", () => {
   assert.deepEqual(a, b);
 });
 
-test("HTTPRoutes attach to the HTTP listeners of agw Gateways only; a listener's hostname applies to a route without its own", () => {
+test("HTTPRoutes attach to the listeners of Gateways whose class is ours only; a listener's hostname applies to a route without its own", () => {
   const gateway = (name: string, gatewayClassName: string): Gateway => ({
     metadata: { name, namespace: "shop" },
     spec: {
@@ -308,9 +317,21 @@ test("HTTPRoutes attach to the HTTP listeners of agw Gateways only; a listener's
     ],
     "gateway/shop/edge/9090:9090": ["k8s/shop/httproute/on-all/9090/0/0 "],
   });
-  const foreign = out.routes.find((r) => r.name === "foreign");
-  assert.equal(foreign?.kind, "HTTPRoute");
-  assert.equal(foreign?.conditions.find((c) => c.type === "Accepted")?.status, "False");
+  // A Gateway of another controller's class is not ours: nothing served, no status of ours.
+  assert.equal(
+    out.routes.find((r) => r.name === "foreign"),
+    undefined,
+  );
+  assert.deepEqual(out.gatewayApi.httpRoutes.find((r) => r.name === "foreign")?.parents, []);
+  // The HTTPS listener without a certificateRef is not served, and says why.
+  const secure = out.gatewayApi.gateways
+    .find((g) => g.name === "edge")
+    ?.listeners.find((l) => l.name === "secure");
+  assert.equal(secure?.agwListener, undefined);
+  assert.match(
+    JSON.stringify(secure?.conditions.find((c) => c.type === "ResolvedRefs")),
+    /InvalidCertificateRef.*needs a certificateRef/,
+  );
 });
 
 const policyRule = {

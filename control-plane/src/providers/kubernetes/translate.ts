@@ -21,18 +21,19 @@ import {
 } from "@agw/core/ir";
 import { linearRegexError } from "@agw/core/regex";
 import { clusterPolicies, listenerTls, routePolicies } from "../../translator.ts";
-import {
-  type EndpointSlice,
-  GATEWAY_API,
-  GATEWAY_CLASS_NAME,
-  type Gateway,
-  type GatewayRoute,
-  type GatewayRouteHeaderModifier,
-  type GatewayRouteRule,
-  type GatewayRouteValueMatch,
-  type HttpRoute,
-  type Secret,
-  type Service,
+import { type GatewayApiTranslation, translateGatewayApi } from "./gateway-api.ts";
+import type {
+  EndpointSlice,
+  Gateway,
+  GatewayClass,
+  GatewayRoute,
+  GatewayRouteHeaderModifier,
+  GatewayRouteValueMatch,
+  HttpRoute,
+  Namespace,
+  ReferenceGrant,
+  Secret,
+  Service,
 } from "./types.ts";
 
 export const SERVICE_NAME_LABEL = "kubernetes.io/service-name";
@@ -43,8 +44,16 @@ export interface KubeObjects {
   gatewayRoutes: Iterable<GatewayRoute>;
   secrets: Iterable<Secret>;
   /** Gateway API objects; empty when its CRDs are not installed. */
+  gatewayClasses?: Iterable<GatewayClass>;
   gateways?: Iterable<Gateway>;
   httpRoutes?: Iterable<HttpRoute>;
+  referenceGrants?: Iterable<ReferenceGrant>;
+  namespaces?: Iterable<Namespace>;
+}
+
+export interface KubeTranslateOptions {
+  /** IPv4 CIDR Gateways get their address from (gateway-api.ts). */
+  gatewayAddressPool?: string | undefined;
 }
 
 export interface Condition {
@@ -77,6 +86,8 @@ export interface KubeTranslation {
   routes: RouteReport[];
   /** "namespace/name: why" for each TLS Secret left out of the snapshot. */
   secretErrors: string[];
+  /** GatewayClass, Gateway and HTTPRoute reports, for their status. */
+  gatewayApi: Pick<GatewayApiTranslation, "classes" | "gateways" | "httpRoutes">;
 }
 
 const key = (namespace: string | undefined, name: string | undefined) => `${namespace ?? ""}/${name ?? ""}`;
@@ -246,7 +257,7 @@ function certificateSecrets(
 }
 
 /** One route object as the translation loop sees it: a GatewayRoute, or an HTTPRoute on one listener. */
-interface RouteSource {
+export interface RouteSource {
   key: string;
   kind: RouteReport["kind"];
   namespace: string;
@@ -258,96 +269,13 @@ interface RouteSource {
   /** Problems found while converting an HTTPRoute: they make it not Accepted. */
   problems: string[];
   unresolved: string[];
+  /** ResolvedRefs' reason when `unresolved` is not empty (default BackendNotFound). */
+  unresolvedReason?: string;
+  /** An HTTPRoute's: the Gateway's AGW listener (gateway-api.ts made it) its routes join. */
+  gatewayListener?: string;
 }
 
-/**
- * An HTTPRoute → one GatewayRoute-shaped source per AGW listener it attaches to. A parentRef
- * names a Gateway of class "agw" in the route's namespace (listeners' allowedRoutes default);
- * `sectionName` / `port` narrow it to listeners; HTTP listeners of one Gateway that share a port
- * are one AGW listener, `gateway/NAMESPACE/GATEWAY/PORT`.
- */
-function httpRouteSources(route: HttpRoute, gateways: Map<string, Gateway>): RouteSource[] {
-  const namespace = route.metadata?.namespace ?? "default";
-  const name = route.metadata?.name ?? "";
-  const spec = route.spec;
-  const problems: string[] = [];
-  const unresolved: string[] = [];
-  const rules: GatewayRouteRule[] = (spec?.rules ?? []).map((rule, ruleIndex) => {
-    const converted: GatewayRouteRule = {};
-    if (rule.matches) converted.matches = rule.matches;
-    for (const f of rule.filters ?? []) {
-      converted.filters ??= {};
-      if (f.type === "RequestHeaderModifier" && f.requestHeaderModifier)
-        converted.filters.requestHeaderModifier = f.requestHeaderModifier;
-      else if (f.type === "ResponseHeaderModifier" && f.responseHeaderModifier)
-        converted.filters.responseHeaderModifier = f.responseHeaderModifier;
-      else problems.push(`rules[${ruleIndex}].filters: ${f.type} is not supported`);
-    }
-    converted.backendRefs = [];
-    for (const ref of rule.backendRefs ?? []) {
-      if ((ref.group ?? "") !== "" || (ref.kind ?? "Service") !== "Service")
-        unresolved.push(`backendRef ${ref.group ?? ""}/${ref.kind}/${ref.name}: only Services are supported`);
-      else if ((ref.namespace ?? namespace) !== namespace)
-        unresolved.push(`backendRef ${ref.namespace}/${ref.name}: other namespaces are not supported`);
-      else if (ref.port === undefined)
-        problems.push(`rules[${ruleIndex}]: backendRef ${ref.name} needs a port`);
-      else converted.backendRefs.push({ name: ref.name, port: ref.port, weight: ref.weight ?? 1 });
-    }
-    if (rule.timeouts?.request) converted.timeout = rule.timeouts.request;
-    // Gateway API: a rule with no usable backend answers 500. (Sent on as a route without a
-    // cluster it would be refused by data planes, and by the control plane's check first.)
-    if (converted.backendRefs.length === 0) converted.directResponse = { status: 500 };
-    return converted;
-  });
-
-  const listeners = new Map<string, { name: string; port: number; hostnames: string[] }>();
-  for (const parent of spec?.parentRefs ?? []) {
-    if ((parent.group ?? GATEWAY_API.group) !== GATEWAY_API.group || (parent.kind ?? "Gateway") !== "Gateway")
-      continue;
-    if ((parent.namespace ?? namespace) !== namespace) continue;
-    const gateway = gateways.get(key(namespace, parent.name));
-    if (gateway?.spec?.gatewayClassName !== GATEWAY_CLASS_NAME) continue;
-    for (const l of gateway.spec.listeners ?? []) {
-      if (l.protocol !== "HTTP") continue;
-      if (parent.sectionName !== undefined && parent.sectionName !== l.name) continue;
-      if (parent.port !== undefined && parent.port !== l.port) continue;
-      const listenerName = `gateway/${namespace}/${parent.name}/${l.port}`;
-      const hostnames = spec?.hostnames?.length ? spec.hostnames : l.hostname ? [l.hostname] : [];
-      const existing = listeners.get(listenerName);
-      if (existing) existing.hostnames = [...new Set([...existing.hostnames, ...hostnames])];
-      else listeners.set(listenerName, { name: listenerName, port: l.port, hostnames });
-    }
-  }
-  const base = {
-    kind: "HTTPRoute" as const,
-    namespace,
-    name,
-    generation: route.metadata?.generation ?? 0,
-    problems,
-    unresolved,
-  };
-  if (listeners.size === 0)
-    return [
-      {
-        ...base,
-        key: `${key(namespace, name)}#`,
-        routePrefix: `k8s/${namespace}/httproute/${name}`,
-        spec: { rules },
-        problems: [
-          ...problems,
-          `no HTTP listener of a Gateway of class "${GATEWAY_CLASS_NAME}" in namespace ${namespace} matches spec.parentRefs`,
-        ],
-      },
-    ];
-  return [...listeners.values()].map((l) => ({
-    ...base,
-    key: `${key(namespace, name)}#${l.name}`,
-    routePrefix: `k8s/${namespace}/httproute/${name}/${l.port}`,
-    spec: { listener: { name: l.name, port: l.port }, hostnames: l.hostnames, rules },
-  }));
-}
-
-export function translateKube(objects: KubeObjects): KubeTranslation {
+export function translateKube(objects: KubeObjects, options: KubeTranslateOptions = {}): KubeTranslation {
   const usableSecrets = new Map<string, IrSecret>();
   const invalidSecrets = new Map<string, string>();
   const secretErrors: string[] = [];
@@ -379,8 +307,30 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
   const clusters = new Map<string, IrCluster>();
   const listeners = new Map<string, IrListener & { owner: string; spec: string }>();
   const reports: RouteReport[] = [];
-  const gateways = new Map<string, Gateway>();
-  for (const g of objects.gateways ?? []) gateways.set(key(g.metadata?.namespace, g.metadata?.name), g);
+  const gatewayApi = translateGatewayApi(
+    {
+      gatewayClasses: objects.gatewayClasses ?? [],
+      gateways: objects.gateways ?? [],
+      httpRoutes: objects.httpRoutes ?? [],
+      referenceGrants: objects.referenceGrants ?? [],
+      namespaces: objects.namespaces ?? [],
+    },
+    {
+      services,
+      usableSecrets,
+      invalidSecrets,
+      addressPool: options.gatewayAddressPool,
+      defaultAddress: DEFAULTS.listenerAddress,
+    },
+  );
+  for (const l of gatewayApi.listeners)
+    listeners.set(l.name, {
+      ...l,
+      routes: [],
+      owner: "a Gateway",
+      spec: `Gateway listener ${l.address}:${l.port}`,
+    });
+  for (const name of gatewayApi.servedSecrets) servedSecrets.add(name);
   const sources: RouteSource[] = [
     ...[...objects.gatewayRoutes].map((gr) => ({
       key: key(gr.metadata?.namespace, gr.metadata?.name),
@@ -393,15 +343,8 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
       problems: [],
       unresolved: [],
     })),
-    // HTTPRoutes after GatewayRoutes: a listener name conflict is reported on the HTTPRoute.
-    ...[...(objects.httpRoutes ?? [])]
-      .sort((a, b) =>
-        byKey(
-          [key(a.metadata?.namespace, a.metadata?.name), a],
-          [key(b.metadata?.namespace, b.metadata?.name), b],
-        ),
-      )
-      .flatMap((r) => httpRouteSources(r, gateways)),
+    // HTTPRoutes after GatewayRoutes.
+    ...gatewayApi.sources,
   ];
   sources.sort((a, b) =>
     a.kind === b.kind ? byKey([a.key, a], [b.key, b]) : a.kind === "GatewayRoute" ? -1 : 1,
@@ -429,23 +372,26 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
        * A Service port → its cluster. With a backendPolicy the cluster belongs to this rule alone,
        * so routes that reach one Service with different policies never fight over it.
        */
-      const backend = (ref: { name: string; port: number | string }, policy: typeof rule.backendPolicy) => {
-        const svc = services.get(key(namespace, ref.name));
+      const backend = (
+        ref: { name: string; port: number | string; namespace?: string },
+        policy: typeof rule.backendPolicy,
+      ) => {
+        // Only an HTTPRoute's conversion names another namespace (after its ReferenceGrant check).
+        const svcNs = source.kind === "HTTPRoute" ? (ref.namespace ?? namespace) : namespace;
+        const svc = services.get(key(svcNs, ref.name));
         const port = svc ? servicePort(svc, ref.port) : undefined;
-        if (!svc) unresolved.push(`Service ${namespace}/${ref.name} not found`);
-        else if (!port) unresolved.push(`Service ${namespace}/${ref.name} has no port ${ref.port}`);
+        if (!svc) unresolved.push(`Service ${svcNs}/${ref.name} not found`);
+        else if (!port) unresolved.push(`Service ${svcNs}/${ref.name} has no port ${ref.port}`);
         // An unresolved backend still gets a cluster, an empty one: its share of traffic fails
         // with 503 rather than silently moving to the other backends.
         const shared = port
-          ? clusterName(namespace, ref.name, port.port)
-          : `k8s/${namespace}/${ref.name}/${ref.port}`;
+          ? clusterName(svcNs, ref.name, port.port)
+          : `k8s/${svcNs}/${ref.name}/${ref.port}`;
         const name = policy
           ? `${source.routePrefix}/${ruleIndex}/${ref.name}/${port?.port ?? ref.port}`
           : shared;
         if (!wanted.has(name)) {
-          const endpoints = port
-            ? endpointsFor(slicesByService.get(key(namespace, ref.name)) ?? [], port)
-            : [];
+          const endpoints = port ? endpointsFor(slicesByService.get(key(svcNs, ref.name)) ?? [], port) : [];
           // A backendPolicy's protocol wins over the Service port's appProtocol.
           const protocol = port?.http2 ? "http2" : "http1";
           wanted.set(
@@ -526,7 +472,8 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
     });
 
     const listenerSpec = spec?.listener;
-    const listenerName = listenerSpec?.name ?? "";
+    const gatewayListener = source.gatewayListener;
+    const listenerName = gatewayListener ?? listenerSpec?.name ?? "";
     const address = listenerSpec?.address ?? DEFAULTS.listenerAddress;
     const certs = certificateSecrets(
       listenerSpec?.tls?.certificateRefs ?? [],
@@ -540,7 +487,9 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
     // Everything routes sharing a listener must agree on, as one comparable string.
     const listenerShape = `${address}:${listenerSpec?.port}${protocol === "https" ? ` (HTTPS: ${certs.names.join(", ")})` : ""}`;
     const existing = listeners.get(listenerName);
-    if (!listenerSpec || !listenerName) problems.push("spec.listener is required");
+    if (gatewayListener !== undefined) {
+      // The Gateway's listener, made by gateway-api.ts: an HTTPRoute's routes join it.
+    } else if (!listenerSpec || !listenerName) problems.push("spec.listener is required");
     else if (listenerSpec.tls && (listenerSpec.tls.certificateRefs ?? []).length === 0)
       problems.push("spec.listener.tls: needs at least one certificateRef");
     else if (existing && existing.spec !== listenerShape)
@@ -549,7 +498,10 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
       );
 
     const accepted = problems.length === 0;
-    if (accepted && listenerSpec) {
+    if (accepted && gatewayListener !== undefined && existing) {
+      existing.routes.push(...irRoutes);
+      for (const [name, c] of wanted) clusters.set(name, c);
+    } else if (accepted && listenerSpec) {
       const ir = listenerTls(listenerSpec.tls ? { certificates: certs.names } : undefined);
       const listener = existing ?? {
         name: listenerName,
@@ -571,7 +523,7 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
         ? "RefNotPermitted"
         : certs.invalid.length > 0
           ? "InvalidCertificateRef"
-          : "BackendNotFound";
+          : (source.unresolvedReason ?? "BackendNotFound");
     const unresolvedAll = [...certs.notPermitted, ...certs.invalid, ...unresolved];
     reports.push({
       kind: source.kind,
@@ -601,6 +553,9 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
     });
   }
 
+  // Gateway listeners sharing an AGW listener: each hostname's requests end at its own routes.
+  for (const [name, hosts] of gatewayApi.fences)
+    listeners.get(name)?.routes.push(...hosts.map((host) => hostFence(name, host)));
   return {
     listeners: [...listeners.values()].map(({ owner: _owner, spec: _spec, ...l }) => ({
       ...l,
@@ -611,5 +566,29 @@ export function translateKube(objects: KubeObjects): KubeTranslation {
     tlsSecrets: [...usableSecrets.values()],
     routes: reports,
     secretErrors,
+    gatewayApi: {
+      classes: gatewayApi.classes,
+      gateways: gatewayApi.gateways,
+      httpRoutes: gatewayApi.httpRoutes,
+    },
+  };
+}
+
+/** A last route for `host` on a listener: 404 for what none of that hostname's routes matched. */
+function hostFence(listener: string, host: string): IrRoute {
+  return {
+    name: `${listener}/fence/${host}`,
+    order: 0,
+    hosts: [host],
+    path: { kind: "prefix", value: "/" },
+    methods: [],
+    headers: [],
+    query: [],
+    target: { cluster: "" },
+    directResponse: { status: 404, body: "", contentType: "" },
+    timeoutMs: DEFAULTS.routeTimeoutMs,
+    requestHeaders: { add: [], set: [], remove: [] },
+    responseHeaders: { add: [], set: [], remove: [] },
+    plugins: [],
   };
 }

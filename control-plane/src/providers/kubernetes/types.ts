@@ -1,5 +1,11 @@
 /** The Kubernetes objects the provider reads, and the GatewayRoute CRD's shape (deploy/crds). */
-import type { KubernetesObject, V1EndpointSlice, V1Secret, V1Service } from "@kubernetes/client-node";
+import type {
+  KubernetesObject,
+  V1EndpointSlice,
+  V1Namespace,
+  V1Secret,
+  V1Service,
+} from "@kubernetes/client-node";
 import type { ClusterPolicyInput, RoutePolicyInput } from "../../translator.ts";
 
 export type Service = V1Service;
@@ -33,7 +39,11 @@ export interface GatewayRouteRule {
     headers?: GatewayRouteValueMatch[];
     queryParams?: GatewayRouteValueMatch[];
   }>;
-  backendRefs?: Array<{ name: string; port: number | string; weight?: number }>;
+  /**
+   * `namespace` is set only by the HTTPRoute conversion, after its ReferenceGrant check; the
+   * translation ignores it on a GatewayRoute (whose CRD has no such field).
+   */
+  backendRefs?: Array<{ name: string; port: number | string; weight?: number; namespace?: string }>;
   filters?: {
     requestHeaderModifier?: GatewayRouteHeaderModifier;
     responseHeaderModifier?: GatewayRouteHeaderModifier;
@@ -48,7 +58,7 @@ export interface GatewayRouteRule {
   cors?: RoutePolicyInput["cors"];
   /** config.yaml's mirror with a Service port in place of a cluster name. */
   mirror?: {
-    backendRef: { name: string; port: number | string };
+    backendRef: { name: string; port: number | string; namespace?: string };
     percent?: number;
     maxBodyBytes?: number;
   };
@@ -84,14 +94,87 @@ export interface GatewayRoute extends KubernetesObject {
 /** Gateway API (gateway.networking.k8s.io/v1): the Gateways and HTTPRoutes the provider reads. */
 export const GATEWAY_API = { group: "gateway.networking.k8s.io", version: "v1" } as const;
 
-/** Gateways of this class are AGW's: their HTTP listeners become AGW listeners. */
-export const GATEWAY_CLASS_NAME = "agw";
+/** GatewayClasses with this controllerName are AGW's; so are their Gateways. */
+export const CONTROLLER_NAME = "agw.dev/gateway-controller";
+
+/** A Gateway API object's condition, as written to its status. */
+export interface StatusCondition {
+  type: string;
+  status: string;
+  reason: string;
+  message: string;
+  observedGeneration?: number;
+  lastTransitionTime?: string;
+}
+
+export interface LabelSelector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: Array<{ key: string; operator: string; values?: string[] }>;
+}
+
+export interface GatewayClass extends KubernetesObject {
+  spec?: { controllerName?: string };
+  status?: { conditions?: StatusCondition[] };
+}
+
+export interface GatewayListenerSpec {
+  name: string;
+  port: number;
+  protocol: string;
+  hostname?: string;
+  tls?: {
+    mode?: "Terminate" | "Passthrough";
+    certificateRefs?: Array<{ group?: string; kind?: string; name: string; namespace?: string }>;
+  };
+  allowedRoutes?: {
+    namespaces?: { from?: "All" | "Same" | "Selector" | "None"; selector?: LabelSelector };
+    kinds?: Array<{ group?: string; kind: string }>;
+  };
+}
+
+export interface GatewayStatus {
+  addresses?: Array<{ type?: string; value: string }>;
+  conditions?: StatusCondition[];
+  listeners?: Array<{
+    name: string;
+    supportedKinds: Array<{ group?: string; kind: string }>;
+    attachedRoutes: number;
+    conditions: StatusCondition[];
+  }>;
+}
 
 export interface Gateway extends KubernetesObject {
   spec?: {
     gatewayClassName?: string;
-    listeners?: Array<{ name: string; port: number; protocol: string; hostname?: string }>;
+    addresses?: Array<{ type?: string; value: string }>;
+    listeners?: GatewayListenerSpec[];
   };
+  status?: GatewayStatus;
+}
+
+/** gateway.networking.k8s.io/v1beta1 ReferenceGrant: lets objects of other namespaces refer here. */
+export interface ReferenceGrant extends KubernetesObject {
+  spec?: {
+    from?: Array<{ group: string; kind: string; namespace: string }>;
+    to?: Array<{ group: string; kind: string; name?: string }>;
+  };
+}
+
+export type Namespace = V1Namespace;
+
+export interface RouteParentRef {
+  group?: string;
+  kind?: string;
+  namespace?: string;
+  name: string;
+  sectionName?: string;
+  port?: number;
+}
+
+export interface RouteParentStatus {
+  parentRef: RouteParentRef;
+  controllerName: string;
+  conditions: StatusCondition[];
 }
 
 export interface HttpRouteValueMatch {
@@ -106,6 +189,12 @@ export interface HttpRouteHeaderFilter {
   remove?: string[];
 }
 
+export interface HttpRoutePathModifier {
+  type: "ReplaceFullPath" | "ReplacePrefixMatch";
+  replaceFullPath?: string;
+  replacePrefixMatch?: string;
+}
+
 export interface HttpRouteRule {
   matches?: Array<{
     path?: { type?: "Exact" | "PathPrefix" | "RegularExpression"; value?: string };
@@ -117,6 +206,19 @@ export interface HttpRouteRule {
     type: string;
     requestHeaderModifier?: HttpRouteHeaderFilter;
     responseHeaderModifier?: HttpRouteHeaderFilter;
+    requestRedirect?: {
+      scheme?: string;
+      hostname?: string;
+      path?: HttpRoutePathModifier;
+      port?: number;
+      statusCode?: number;
+    };
+    urlRewrite?: { hostname?: string; path?: HttpRoutePathModifier };
+    requestMirror?: {
+      backendRef: { group?: string; kind?: string; name: string; namespace?: string; port?: number };
+      percent?: number;
+      fraction?: { numerator: number; denominator?: number };
+    };
   }>;
   backendRefs?: Array<{
     group?: string;
@@ -131,15 +233,9 @@ export interface HttpRouteRule {
 
 export interface HttpRoute extends KubernetesObject {
   spec?: {
-    parentRefs?: Array<{
-      group?: string;
-      kind?: string;
-      namespace?: string;
-      name: string;
-      sectionName?: string;
-      port?: number;
-    }>;
+    parentRefs?: RouteParentRef[];
     hostnames?: string[];
     rules?: HttpRouteRule[];
   };
+  status?: { parents?: RouteParentStatus[] };
 }

@@ -1,0 +1,308 @@
+/**
+ * Gateway API on a real etcd + kube-apiserver (scripts/kube), with the upstream CRDs: the statuses
+ * the spec defines (GatewayClass Accepted; Gateway Accepted, Programmed after the data plane ACKed,
+ * listeners, attachedRoutes and status.addresses; HTTPRoute status.parents with the spec's
+ * reasons), two Gateways on one port each on its own address from the pool, allowedRoutes and a
+ * ReferenceGrant across namespaces, and a RequestRedirect, all through a real data plane.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { type ControlPlane, startControlPlane } from "@agw/control-plane";
+import { KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
+import {
+  CONTROLLER_NAME,
+  type Gateway,
+  type GatewayClass,
+  type HttpRoute,
+} from "@agw/control-plane/providers/kubernetes/types";
+import { type DataPlane, startDataPlane } from "@agw/data-plane";
+import { parse } from "yaml";
+import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
+import { createPodNetwork, netnsUnavailableReason, type PodNetwork } from "../scripts/kube/netns.ts";
+import { freePort, ROOT, requireOrSkip, waitFor } from "./helpers.ts";
+
+const unavailable = kubeUnavailableReason() ?? netnsUnavailableReason();
+const GW = "/apis/gateway.networking.k8s.io/v1";
+const V1 = "gateway.networking.k8s.io/v1";
+/** The Gateways' addresses: loopback, and apart from the other tests' 127.0.1.x. */
+const POOL = "127.0.22.0/24";
+let api: TestApiServer | undefined;
+let client: KubeClient;
+let pods: PodNetwork | undefined;
+let startError: unknown;
+
+const quiet = { info() {}, warn() {}, error() {}, debug() {}, child: () => quiet } as never;
+
+before(
+  async () => {
+    if (unavailable) return;
+    try {
+      pods = createPodNetwork(1);
+      api = await startTestApiServer();
+    } catch (e) {
+      startError = e;
+      return;
+    }
+    client = new KubeClient(loadKubeConfig(api.kubeconfig));
+    const crds = execFileSync("bash", [join(ROOT, "scripts/kube/gateway-api-crds.sh")], {
+      encoding: "utf8",
+    }).trim();
+    for (const plural of ["gatewayclasses", "gateways", "httproutes", "referencegrants"]) {
+      const crd = parse(readFileSync(join(crds, `gateway.networking.k8s.io_${plural}.yaml`), "utf8"));
+      await client.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd);
+      await waitFor(
+        `${plural} CRD established`,
+        async () => {
+          const c = await client.request<{
+            status?: { conditions?: Array<{ type: string; status: string }> };
+          }>(
+            "GET",
+            `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${plural}.gateway.networking.k8s.io`,
+          );
+          return (
+            c.status?.conditions?.some((x) => x.type === "Established" && x.status === "True") || undefined
+          );
+        },
+        30_000,
+      );
+    }
+    for (const [name, labels] of [
+      ["infra", {}],
+      ["team-a", { shared: "yes" }],
+      ["team-b", {}],
+    ] as const)
+      await client.request("POST", "/api/v1/namespaces", { metadata: { name, labels } });
+  },
+  { timeout: 180_000 },
+);
+
+after(async () => {
+  pods?.close();
+  await api?.close();
+});
+
+function ready(t: import("node:test").TestContext): boolean {
+  if (!requireOrSkip(t, !unavailable, `kube-apiserver unavailable: ${unavailable}`)) return false;
+  if (startError) throw new Error(`kube-apiserver could not start: ${(startError as Error).message}`);
+  return true;
+}
+
+/** A GET that sets its own Host header (fetch cannot), never following redirects. */
+function request(
+  address: string,
+  port: number,
+  path: string,
+  host: string,
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: address, port, path, headers: { host }, timeout: 3_000 }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => {
+        body += d;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error("timed out")));
+    req.on("error", reject);
+  });
+}
+
+const condition = (list: Array<{ type: string; status: string; reason: string }> | undefined, type: string) =>
+  list?.find((c) => c.type === type);
+
+test("Gateway API statuses and routing: two Gateways on one port get their own addresses; allowedRoutes, a ReferenceGrant and a redirect are followed; statuses say so and are not rewritten when nothing changed", async (t) => {
+  if (!ready(t) || !api || !pods) return;
+  const [podIp = ""] = pods.addresses;
+  const echo = await pods.serve([podIp]);
+  t.after(echo.stop);
+  const port = await freePort();
+  await client.request("POST", "/api/v1/namespaces/team-b/services", {
+    metadata: { name: "echo", namespace: "team-b" },
+    spec: { ports: [{ name: "http", port: 80, protocol: "TCP" }] },
+  });
+  await client.request("POST", "/apis/discovery.k8s.io/v1/namespaces/team-b/endpointslices", {
+    metadata: { name: "echo-1", namespace: "team-b", labels: { "kubernetes.io/service-name": "echo" } },
+    addressType: "IPv4",
+    ports: [{ name: "http", port: echo.port, protocol: "TCP" }],
+    endpoints: [{ addresses: [podIp], conditions: { ready: true } }],
+  });
+  await client.request("POST", `${GW}/gatewayclasses`, {
+    apiVersion: V1,
+    kind: "GatewayClass",
+    metadata: { name: "agw" },
+    spec: { controllerName: CONTROLLER_NAME },
+  });
+  await client.request("POST", `${GW}/gatewayclasses`, {
+    apiVersion: V1,
+    kind: "GatewayClass",
+    metadata: { name: "theirs" },
+    spec: { controllerName: "example.com/someone-else" },
+  });
+  const gateway = (name: string, from: "All" | "Same") =>
+    client.request("POST", `${GW}/namespaces/infra/gateways`, {
+      apiVersion: V1,
+      kind: "Gateway",
+      metadata: { name, namespace: "infra" },
+      spec: {
+        gatewayClassName: "agw",
+        listeners: [{ name: "web", port, protocol: "HTTP", allowedRoutes: { namespaces: { from } } }],
+      },
+    });
+  await gateway("one", "All");
+  await gateway("two", "Same");
+  const route = (namespace: string, name: string, spec: NonNullable<HttpRoute["spec"]>) =>
+    client.request("POST", `${GW}/namespaces/${namespace}/httproutes`, {
+      apiVersion: V1,
+      kind: "HTTPRoute",
+      metadata: { name, namespace },
+      spec,
+    });
+  // team-a → Gateway one (All) → team-b's Service: needs a ReferenceGrant in team-b.
+  await route("team-a", "cross", {
+    parentRefs: [{ name: "one", namespace: "infra" }],
+    rules: [{ backendRefs: [{ name: "echo", namespace: "team-b", port: 80 }] }],
+  });
+  // team-a → Gateway two (Same): not allowed.
+  await route("team-a", "refused", { parentRefs: [{ name: "two", namespace: "infra" }] });
+  // infra → Gateway two: a redirect.
+  await route("infra", "moved", {
+    parentRefs: [{ name: "two" }],
+    rules: [
+      {
+        matches: [{ path: { type: "PathPrefix", value: "/old" } }],
+        filters: [
+          {
+            type: "RequestRedirect",
+            requestRedirect: {
+              hostname: "new.example",
+              path: { type: "ReplacePrefixMatch", replacePrefixMatch: "/new" },
+            },
+          },
+        ],
+      },
+    ],
+  });
+  // A Gateway of another controller's class: no status from us.
+  await client.request("POST", `${GW}/namespaces/infra/gateways`, {
+    apiVersion: V1,
+    kind: "Gateway",
+    metadata: { name: "foreign", namespace: "infra" },
+    spec: { gatewayClassName: "theirs", listeners: [{ name: "web", port, protocol: "HTTP" }] },
+  });
+
+  const cp: ControlPlane = await startControlPlane({
+    xdsLocal: true,
+    log: quiet,
+    kubernetes: {
+      kubeconfig: api.kubeconfig,
+      gatewayAddressPool: POOL,
+      leaderElection: { namespace: "infra", identity: "gateway-api", leaseDurationSeconds: 3, renewMs: 500 },
+    },
+  });
+  t.after(() => cp.close());
+  // No --bind-address: each listener binds its Gateway's own address.
+  const dp: DataPlane = await startDataPlane({ xds: `${cp.xdsLocal?.target}`, nodeId: "gw-dp", log: quiet });
+  t.after(() => dp.close());
+
+  const get = <T>(path: string) => client.request<T>("GET", path);
+  const programmed = (name: string) => async () => {
+    const g = await get<Gateway>(`${GW}/namespaces/infra/gateways/${name}`);
+    return condition(g.status?.conditions, "Programmed")?.status === "True" ? g : undefined;
+  };
+  const one = await waitFor("Gateway one Programmed", programmed("one"), 30_000);
+  const two = await waitFor("Gateway two Programmed", programmed("two"), 30_000);
+  const addressOf = (g: Gateway) => g.status?.addresses?.[0]?.value ?? "";
+  assert.deepEqual(
+    [addressOf(one), addressOf(two)].sort(),
+    ["127.0.22.1", "127.0.22.2"],
+    "each Gateway has its own address from the pool",
+  );
+  for (const g of [one, two]) {
+    assert.equal(condition(g.status?.conditions, "Accepted")?.status, "True");
+    assert.ok(g.status?.conditions?.every((c) => c.observedGeneration === g.metadata?.generation));
+    const l = g.status?.listeners?.[0];
+    assert.deepEqual(l?.supportedKinds, [{ group: "gateway.networking.k8s.io", kind: "HTTPRoute" }]);
+    assert.deepEqual(
+      l?.conditions.map((c) => `${c.type}=${c.status} ${c.reason}`),
+      [
+        "Accepted=True Accepted",
+        "ResolvedRefs=True ResolvedRefs",
+        "Conflicted=False NoConflicts",
+        "Programmed=True Programmed",
+      ],
+    );
+  }
+  assert.equal(one.status?.listeners?.[0]?.attachedRoutes, 1, "cross attached to one");
+  assert.equal(two.status?.listeners?.[0]?.attachedRoutes, 1, "moved attached to two, refused did not");
+
+  const cls = await get<GatewayClass>(`${GW}/gatewayclasses/agw`);
+  assert.equal(condition(cls.status?.conditions, "Accepted")?.status, "True");
+  const theirs = await get<GatewayClass>(`${GW}/gatewayclasses/theirs`);
+  assert.notEqual(condition(theirs.status?.conditions, "Accepted")?.reason, "Accepted", "not ours to accept");
+  const foreign = await get<Gateway>(`${GW}/namespaces/infra/gateways/foreign`);
+  assert.equal(foreign.status?.addresses, undefined);
+
+  const parents = async (namespace: string, name: string) =>
+    (await get<HttpRoute>(`${GW}/namespaces/${namespace}/httproutes/${name}`)).status?.parents ?? [];
+  const refused = await waitFor("refused's status", async () => (await parents("team-a", "refused"))[0]);
+  assert.equal(refused.controllerName, CONTROLLER_NAME);
+  assert.equal(condition(refused.conditions, "Accepted")?.reason, "NotAllowedByListeners");
+  const crossBefore = await waitFor("cross's status", async () => (await parents("team-a", "cross"))[0]);
+  assert.equal(condition(crossBefore.conditions, "Accepted")?.status, "True");
+  assert.equal(condition(crossBefore.conditions, "ResolvedRefs")?.reason, "RefNotPermitted");
+  const a1 = addressOf(one);
+  assert.equal(
+    (await request(a1, port, "/", "any.example")).status,
+    500,
+    "a backend not permitted answers 500",
+  );
+
+  // The ReferenceGrant: the route resolves and reaches team-b's Pod.
+  await client.request("POST", "/apis/gateway.networking.k8s.io/v1beta1/namespaces/team-b/referencegrants", {
+    apiVersion: "gateway.networking.k8s.io/v1beta1",
+    kind: "ReferenceGrant",
+    metadata: { name: "from-team-a", namespace: "team-b" },
+    spec: {
+      from: [{ group: "gateway.networking.k8s.io", kind: "HTTPRoute", namespace: "team-a" }],
+      to: [{ group: "", kind: "Service" }],
+    },
+  });
+  await waitFor("cross served by team-b's Pod", async () => {
+    const r = await request(a1, port, "/", "any.example");
+    return r.status === 200 && r.body === podIp ? r : undefined;
+  });
+  await waitFor("cross ResolvedRefs", async () => {
+    const c = condition((await parents("team-a", "cross"))[0]?.conditions, "ResolvedRefs");
+    return c?.status === "True" ? c : undefined;
+  });
+
+  // Gateway two, same port, its own address: the redirect (302, Gateway API's default).
+  const moved = await request(addressOf(two), port, "/old/page?x=1", "shop.example");
+  assert.equal(moved.status, 302);
+  assert.equal(moved.headers.location, `http://new.example:${port}/new/page?x=1`);
+  assert.equal((await request(addressOf(two), port, "/", "shop.example")).status, 404, "cross is not on two");
+
+  // Nothing changed: a full relist writes no status.
+  const writes = cp.kubernetes?.statusWriteCount ?? 0;
+  const versions = async () =>
+    JSON.stringify(
+      await Promise.all(
+        [
+          `${GW}/namespaces/infra/gateways/one`,
+          `${GW}/namespaces/team-a/httproutes/cross`,
+          `${GW}/gatewayclasses/agw`,
+        ].map(async (p) => (await get<Gateway>(p)).metadata?.resourceVersion),
+      ),
+    );
+  const before = await versions();
+  await cp.kubernetes?.resync();
+  await new Promise((r) => setTimeout(r, 1_500));
+  assert.equal(cp.kubernetes?.statusWriteCount, writes, "no status write when nothing changed");
+  assert.equal(await versions(), before);
+});

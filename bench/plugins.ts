@@ -11,9 +11,12 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createLogger } from "@agw/core";
+import { PluginSchema } from "@agw/core/gen/agw/v1/plugin_pb.js";
+import { create, type JsonObject } from "@bufbuild/protobuf";
 import { PluginChain } from "../data-plane/src/plugins/chain.ts";
 import { compileComponent } from "../data-plane/src/plugins/compile.ts";
-import { PLUGIN_DEFAULTS, PluginRuntime, type PluginSpec } from "../data-plane/src/plugins/host.ts";
+import { PluginRuntime } from "../data-plane/src/plugins/host.ts";
+import { pluginSpec } from "../data-plane/src/plugins/index.ts";
 import { buildCGuest } from "../plugins/c-guest/build.ts";
 import { buildJs, buildWat } from "../plugins/sdk/build.ts";
 import { WAT_GUESTS } from "../plugins/testdata/wat-guests.ts";
@@ -32,20 +35,14 @@ async function runtime(
   config: Record<string, unknown> = { keys: ["k"] },
   redisUrl = "",
 ): Promise<PluginRuntime> {
-  const spec: PluginSpec = {
-    name,
-    digest: "",
-    config,
-    redisUrl,
-    redisTimeoutMs: PLUGIN_DEFAULTS.redisTimeoutMs,
-    httpAllowHosts: [],
-    httpTimeoutMs: PLUGIN_DEFAULTS.httpTimeoutMs,
-    fuel: PLUGIN_DEFAULTS.fuel,
-    memoryMaxBytes: PLUGIN_DEFAULTS.memoryMaxBytes,
-    maxInstances: 4,
-    failOpen: false,
-    failureStatus: 500,
-  };
+  const spec = pluginSpec(
+    create(PluginSchema, {
+      name,
+      config: config as JsonObject,
+      capabilities: { redisUrl },
+      limits: { maxInstances: 4 },
+    }),
+  );
   const r = new PluginRuntime(
     spec,
     await compileComponent(bytes, { memoryMaxBytes: spec.memoryMaxBytes }),

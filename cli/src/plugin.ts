@@ -22,7 +22,7 @@ function template(name: string): string {
  * It adds a header, named by its config, to every request it sees. Only erasable TypeScript: types
  * are stripped before building (no enums, namespaces or parameter properties).
  */
-import { get as getConfig } from "agw:plugin/config@0.1.0";
+import { get as getConfig } from "agw:plugin/config@0.2.0";
 
 type Headers = [string, string][];
 

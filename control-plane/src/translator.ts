@@ -319,6 +319,12 @@ function plugin(p: PluginConfig): IrPlugin {
     maxInstances: p.maxInstances ?? 0,
     failOpen: p.failOpen ?? false,
     failureStatus: p.failureStatus ?? 0,
+    onResponse: p.onResponse ?? false,
+    requestBody: p.requestBody ?? false,
+    responseBody: p.responseBody ?? false,
+    bodyLimit: p.bodyLimit ?? 0,
+    overLimit: p.overLimit ?? "",
+    crypto: p.crypto ?? false,
   };
 }
 

@@ -3,7 +3,7 @@
  * Config: { "keys": ["k1", ...], "header": "x-api-key", "forward": false }. The key header is removed
  * before the upstream sees it unless `forward` is true. Refused: 401 with a JSON error.
  */
-import { get as getConfig } from "agw:plugin/config@0.1.0";
+import { get as getConfig } from "agw:plugin/config@0.2.0";
 
 interface ApiKeyConfig {
   keys: string[];

@@ -1,5 +1,5 @@
 /*
- * A plugin in C against wit/plugin.wit, through the bindings `wit-bindgen c` generates: the path
+ * A plugin in C against wit/plugin.wit (agw:plugin@0.2.0), through the bindings `wit-bindgen c` generates: the path
  * any non-JS guest takes (a Rust guest uses the same WIT with wit-bindgen's Rust generator).
  * on-request: a request carrying `x-c-deny` is denied with 403; every other request goes upstream
  * with `x-c-guest: <METHOD> <path>` set. Everything the host frees after the call (the returned
@@ -49,8 +49,9 @@ void exports_plugin_on_request(plugin_request_t *request, plugin_context_t *cont
   plugin_context_free(context);
 }
 
-void exports_plugin_on_response(plugin_response_t *response, plugin_context_t *context, plugin_action_t *ret) {
-  ret->tag = AGW_PLUGIN_TYPES_ACTION_CONTINUE;
+void exports_plugin_on_response(plugin_response_t *response, plugin_context_t *context,
+                                 plugin_response_action_t *ret) {
+  ret->tag = AGW_PLUGIN_TYPES_RESPONSE_ACTION_CONTINUE;
   plugin_response_free(response);
   plugin_context_free(context);
 }

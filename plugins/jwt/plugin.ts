@@ -13,11 +13,11 @@
  * crypto import. ES256 would need P-256 arithmetic here, too slow in QuickJS; a host crypto import
  * is the way to add it.
  */
-import { nowMs } from "agw:plugin/clock@0.1.0";
-import { get as getConfig } from "agw:plugin/config@0.1.0";
-import { send } from "agw:plugin/http-request@0.1.0";
-import { get as kvGet, set as kvSet } from "agw:plugin/kv@0.1.0";
-import { log } from "agw:plugin/log@0.1.0";
+import { nowMs } from "agw:plugin/clock@0.2.0";
+import { get as getConfig } from "agw:plugin/config@0.2.0";
+import { send } from "agw:plugin/http-request@0.2.0";
+import { get as kvGet, set as kvSet } from "agw:plugin/kv@0.2.0";
+import { log } from "agw:plugin/log@0.2.0";
 
 interface JwtConfig {
   jwksUrl: string;

@@ -8,9 +8,9 @@
  * Redis unreachable: "open" lets requests through, "closed" (default) answers 503.
  */
 
-import { get as getConfig } from "agw:plugin/config@0.1.0";
-import { log } from "agw:plugin/log@0.1.0";
-import { evalScript } from "agw:plugin/redis@0.1.0";
+import { get as getConfig } from "agw:plugin/config@0.2.0";
+import { log } from "agw:plugin/log@0.2.0";
+import { evalScript } from "agw:plugin/redis@0.2.0";
 
 const SCRIPT = `local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end

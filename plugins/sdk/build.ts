@@ -18,11 +18,14 @@ import {
 
 export const WIT_DIR = fileURLToPath(new URL("../../wit", import.meta.url));
 export const WIT_FILE = `${WIT_DIR}/plugin.wit`;
+/** The frozen 0.1.0 contract, for building the guests that show 0.1.0 still runs. */
+export const WIT_FILE_V010 = `${WIT_DIR}/v0.1.0/plugin.wit`;
 export const WORLD = "plugin";
 
-export async function buildWat(wat: string): Promise<Uint8Array> {
+/** A WAT guest as a component of agw:plugin@0.2.0, or of 0.1.0 with `version: "0.1.0"`. */
+export async function buildWat(wat: string, version: "0.1.0" | "0.2.0" = "0.2.0"): Promise<Uint8Array> {
   const core = await parse(wat);
-  const witSource = await readFile(WIT_FILE, "utf8");
+  const witSource = await readFile(version === "0.1.0" ? WIT_FILE_V010 : WIT_FILE, "utf8");
   const embedded = await componentEmbed({ binary: core, witSource, world: WORLD });
   const component = await componentNew(embedded);
   await checkComponent(component);
@@ -30,14 +33,15 @@ export async function buildWat(wat: string): Promise<Uint8Array> {
 }
 
 /**
- * The component's entry module: it calls the guest's exports and, when one throws, logs the
+ * The component's entry module: it calls the guest's exports (a guest without `onResponse` gets one
+ * that continues: the host calls it only when the plugin's config sets `onResponse: true`) and, when one throws, logs the
  * exception (message and stack) before rethrowing. QuickJS reports an uncaught exception by
  * writing to WASI stderr, which a plugin does not have, so without this the host saw only
  * `wasm trap: unreachable`. The host keeps a line at level error that starts with `uncaught: `
  * as the failed call's reason (wit/plugin.wit, interface log).
  */
 const ENTRY = `import * as guest from "./guest.js";
-import { log } from "agw:plugin/log@0.1.0";
+import { log } from "agw:plugin/log@0.2.0";
 function report(e) {
   try {
     const stack = e && typeof e.stack === "string" ? e.stack : "";
@@ -48,6 +52,7 @@ export function onRequest(request, context) {
   try { return guest.onRequest(request, context); } catch (e) { report(e); throw e; }
 }
 export function onResponse(response, context) {
+  if (typeof guest.onResponse !== "function") return { tag: "continue" };
   try { return guest.onResponse(response, context); } catch (e) { report(e); throw e; }
 }
 `;

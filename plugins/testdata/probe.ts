@@ -11,10 +11,10 @@
  *   /eval?script=S&keys=A,B       redis.eval-script                → "reply=..." | 502 "error=..."
  *   /throw?message=M              throw new Error(M)
  */
-import { send } from "agw:plugin/http-request@0.1.0";
-import { set as kvSet } from "agw:plugin/kv@0.1.0";
-import { log } from "agw:plugin/log@0.1.0";
-import { evalScript, get as redisGet, set as redisSet } from "agw:plugin/redis@0.1.0";
+import { send } from "agw:plugin/http-request@0.2.0";
+import { set as kvSet } from "agw:plugin/kv@0.2.0";
+import { log } from "agw:plugin/log@0.2.0";
+import { evalScript, get as redisGet, set as redisSet } from "agw:plugin/redis@0.2.0";
 
 type Headers = [string, string][];
 

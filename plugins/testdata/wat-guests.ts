@@ -4,8 +4,12 @@
  * one pointer (its flattened parameters exceed 16) and returns a pointer to the action.
  */
 
-/** Memory layout: a static action at 128, a header list at 64, strings at 16 and 32, a bump heap from 4096. */
-function guest(onRequestBody: string, extra = ""): string {
+/**
+ * Memory layout: a static action at 128, a header list at 64, strings at 16 and 32, a bump heap from 4096.
+ * on-response continues; its flattened parameters differ by version (0.2.0's response has a body).
+ */
+function guest(onRequestBody: string, extra = "", version: "0.1.0" | "0.2.0" = "0.2.0"): string {
+  const responseParams = version === "0.1.0" ? 7 : 10;
   return `(module
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 4096))
@@ -28,7 +32,7 @@ function guest(onRequestBody: string, extra = ""): string {
   (func (export "on-request") (param i32) (result i32)
     (global.set $heap (i32.const 4096))
     ${onRequestBody})
-  (func (export "on-response") (param i32 i32 i32 i32 i32 i32 i32) (result i32)
+  (func (export "on-response") (param ${"i32 ".repeat(responseParams).trim()}) (result i32)
     (i32.const 192))
 )`;
 }
@@ -60,4 +64,10 @@ export const WAT_GUESTS = {
       (br $more))
     (i32.const 192)`,
   ),
+} as const;
+
+/** Guests of the frozen agw:plugin@0.1.0 (build with `buildWat(wat, "0.1.0")`): 0.1.0 keeps running. */
+export const WAT_GUESTS_V010 = {
+  /** Adds `x-wat: 1` to the request. */
+  addHeader: guest("(i32.const 128)", "", "0.1.0"),
 } as const;

@@ -373,6 +373,7 @@ export class SnapshotBuilder {
               redisTimeout: durationFromMs(p.redisTimeoutMs),
               httpAllowHosts: p.httpAllowHosts,
               httpTimeout: durationFromMs(p.httpTimeoutMs),
+              crypto: p.crypto,
             },
             limits: {
               fuel: BigInt(p.fuel),
@@ -380,6 +381,13 @@ export class SnapshotBuilder {
               maxInstances: p.maxInstances,
             },
             failure: { failOpen: p.failOpen, status: p.failureStatus },
+            phases: {
+              onResponse: p.onResponse,
+              requestBody: p.requestBody,
+              responseBody: p.responseBody,
+              bodyLimitBytes: BigInt(p.bodyLimit),
+              overLimit: p.overLimit,
+            },
           }),
         ),
       );

@@ -1,9 +1,18 @@
 /**
- * A route's ordered plugins, run in the request_filter phase: each sees the request as the previous
- * ones left it, and may let it through, change its headers or path, answer it, or deny it.
+ * A route's ordered plugins, run in two phases. request_filter: each plugin, in the route's order,
+ * sees the request as the previous ones left it, and may let it through, change its headers or path,
+ * answer it, or deny it. response_filter (plugins with `onResponse`): in the reverse order, each sees
+ * the upstream response and may change its status and headers or replace it. Both phases go through
+ * one call path (instance, fuel, failure policy, header checks).
+ *
+ * Bodies: a plugin that asks for the request (or response) body gets it whole, up to its own
+ * `bodyLimit`; past it, its `overLimit` policy answers (413 / 502) or skips the plugin for that
+ * exchange. A plugin that did not ask gets none, whatever the others asked for.
+ *
  * Synchronous guests finish within the call (no promise, no extra tick); a guest that waits on an
- * async import (Redis, http-request) makes the chain return a promise.
+ * async import (Redis, http-request) makes the phase return a promise.
  */
+import { AGW_ERRORS, type AgwErrorCode } from "../engine/errors.ts";
 import { countCall, type PluginInstance, type PluginRuntime } from "./host.ts";
 
 /** The request as the engine has parsed it; the chain edits it in place. */
@@ -19,17 +28,41 @@ export interface FilterableRequest {
   originForm: string;
 }
 
-/** A response the engine sends instead of proxying. */
+/** The upstream response head (framing fields included); the chain edits it in place. */
+export interface FilterableResponse {
+  status: number;
+  readonly rawNames: string[];
+  readonly names: string[];
+  readonly values: string[];
+}
+
+/** A response the engine sends instead of proxying (or instead of the upstream's response). */
 export interface PluginReply {
   readonly status: number;
   readonly headers: ReadonlyArray<readonly [string, string]>;
   readonly body: Uint8Array;
   /** Set when the gateway, not the guest, wrote the body: the `x-agw-error` code. */
-  readonly error?: "plugin_denied" | "plugin_failed";
+  readonly error?: AgwErrorCode;
   readonly message?: string;
 }
 
 export type FilterResult = PluginReply | undefined;
+
+/** What the chain needs from the engine; null = not needed. Computed once when the config is built. */
+export interface BodyNeed {
+  /** Buffer at most this many bytes (the largest limit among the chain's plugins that want a body). */
+  readonly limit: number;
+}
+
+/** Passed instead of the bytes when the body exceeded the chain's `BodyNeed.limit`. */
+export const OVER_LIMIT: unique symbol = Symbol("over limit");
+export type BufferedBody = Uint8Array | typeof OVER_LIMIT;
+
+/**
+ * The response side's over-limit code (seam Changes, 16:25): cast until engine/errors.ts lists
+ * `AGW_ERR_RESPONSE_BODY_TOO_LARGE`.
+ */
+const RESPONSE_BODY_TOO_LARGE = "response_body_too_large" as AgwErrorCode;
 
 interface ChainEntry {
   readonly plugin: PluginRuntime;
@@ -39,30 +72,55 @@ interface ChainEntry {
 
 type Headers = [string, string][];
 
-interface Mutation {
-  setHeaders: Headers;
-  removeHeaders: string[];
-  path?: string | undefined;
+interface LocalResponse {
+  status: number;
+  headers: Headers;
+  body: Uint8Array;
 }
 
+/**
+ * What a guest returns, in either phase and either contract version: 0.2.0's `action` and
+ * `response-action`, 0.1.0's `action` (whose on-response `deny` and path-less `mutate` keep their
+ * 0.1.0 meaning). Each phase checks the cases it allows.
+ */
 type Action =
   | { tag: "continue" }
-  | { tag: "mutate"; val: Mutation }
-  | { tag: "respond"; val: { status: number; headers: Headers; body: Uint8Array } }
+  | {
+      tag: "mutate";
+      val: {
+        setHeaders: Headers;
+        removeHeaders: string[];
+        path?: string | undefined;
+        status?: number | undefined;
+      };
+    }
+  | { tag: "respond"; val: LocalResponse }
   | { tag: "deny"; val: number };
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const ORIGIN_FORM = /^\/[\x21-\x7e]*$/;
-/** Framing and routing fields a guest may not change: the engine owns them. */
+/** Framing and routing fields a guest may not see changed by it, in either direction: the engine owns them. */
 const RESERVED = new Set([
   "content-length",
   "transfer-encoding",
   "connection",
+  "keep-alive",
+  "proxy-connection",
   "host",
   "upgrade",
   "te",
   "trailer",
+]);
+/** Fields of the upstream response a guest does not see (they describe the upstream hop's framing). */
+const HOP_FIELDS = new Set([
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "upgrade",
 ]);
 
 class GuestError extends Error {}
@@ -73,37 +131,63 @@ function checkHeader(name: string, value: string): void {
   if (RESERVED.has(name.toLowerCase())) throw new GuestError(`guest may not set ${name}`);
 }
 
-function applyMutation(req: FilterableRequest, m: Mutation): void {
-  for (const name of m.removeHeaders) removeHeader(req, name.toLowerCase());
-  for (const [name, value] of m.setHeaders) {
-    checkHeader(name, value);
+/** The header fields both the request and the response are edited through. */
+interface HeaderFields {
+  readonly rawNames: string[];
+  readonly names: string[];
+  readonly values: string[];
+}
+
+/** Checks every change before making any, so a refused action leaves the message as it was (failOpen). */
+function applyHeaders(h: HeaderFields, set: Headers, remove: string[]): void {
+  for (const [name, value] of set) checkHeader(name, value);
+  for (const name of remove)
+    if (RESERVED.has(name.toLowerCase())) throw new GuestError(`guest may not remove ${name}`);
+  for (const name of remove) removeHeader(h, name.toLowerCase());
+  for (const [name, value] of set) {
     const lower = name.toLowerCase();
-    removeHeader(req, lower);
-    req.rawNames.push(name);
-    req.names.push(lower);
-    req.values.push(value);
-  }
-  if (m.path !== undefined) {
-    if (!ORIGIN_FORM.test(m.path)) throw new GuestError("invalid path from guest");
-    req.originForm = m.path;
+    removeHeader(h, lower);
+    h.rawNames.push(name);
+    h.names.push(lower);
+    h.values.push(value);
   }
 }
 
-function removeHeader(req: FilterableRequest, lower: string): void {
-  if (RESERVED.has(lower)) throw new GuestError(`guest may not remove ${lower}`);
-  for (let i = req.names.length - 1; i >= 0; i--) {
-    if (req.names[i] === lower) {
-      req.names.splice(i, 1);
-      req.rawNames.splice(i, 1);
-      req.values.splice(i, 1);
+function removeHeader(h: HeaderFields, lower: string): void {
+  for (let i = h.names.length - 1; i >= 0; i--) {
+    if (h.names[i] === lower) {
+      h.names.splice(i, 1);
+      h.rawNames.splice(i, 1);
+      h.values.splice(i, 1);
     }
   }
 }
 
-function headerList(req: FilterableRequest): Headers {
-  const out: Headers = new Array(req.names.length);
-  for (let i = 0; i < req.names.length; i++) out[i] = [req.names[i] as string, req.values[i] as string];
+function headerList(h: HeaderFields, skip?: ReadonlySet<string>): Headers {
+  const out: Headers = [];
+  for (let i = 0; i < h.names.length; i++) {
+    const name = h.names[i] as string;
+    if (skip?.has(name)) continue;
+    out.push([name, h.values[i] as string]);
+  }
   return out;
+}
+
+function checkedReply(r: LocalResponse): PluginReply {
+  const { status, headers, body } = r;
+  if (status < 200 || status > 599) throw new GuestError(`invalid status ${status} from guest`);
+  for (const [n, v] of headers) checkHeader(n, v);
+  return { status, headers, body };
+}
+
+function denied(plugin: PluginRuntime, status: number): PluginReply {
+  return {
+    status: status >= 400 && status <= 599 ? status : 403,
+    headers: [],
+    body: new Uint8Array(0),
+    error: AGW_ERRORS.AGW_ERR_PLUGIN_DENIED,
+    message: `denied by plugin ${plugin.spec.name}`,
+  };
 }
 
 function failed(plugin: PluginRuntime, reason: string): FilterResult {
@@ -113,148 +197,261 @@ function failed(plugin: PluginRuntime, reason: string): FilterResult {
     status: plugin.spec.failureStatus,
     headers: [],
     body: new Uint8Array(0),
-    error: "plugin_failed",
+    error: AGW_ERRORS.AGW_ERR_PLUGIN_FAILED,
     message: `plugin ${plugin.spec.name} failed`,
   };
 }
 
-export class PluginChain {
-  readonly entries: readonly ChainEntry[];
+const NO_BODY = /* none */ undefined;
+const NO_STATUS_CHANGE = new Set([204, 304]);
 
-  constructor(entries: readonly ChainEntry[]) {
-    this.entries = entries;
-  }
+/** One phase: which plugins run, how the guest is called, what its action may do. */
+interface Phase<T> {
+  /** Whether the plugin wants this phase's body. */
+  wantsBody(plugin: PluginRuntime): boolean;
+  /** Status and code when a body is over a plugin's limit and its policy is `reject`. */
+  readonly tooLarge: { status: number; code: AgwErrorCode; what: string };
+  call(inst: PluginInstance, target: T, body: Uint8Array | undefined, ctx: CallContext): unknown;
+  /** Applies an action to `target`: CONTINUE, or a reply that ends the phase. Throws GuestError. */
+  apply(plugin: PluginRuntime, action: Action, target: T): PluginReply | typeof CONTINUE;
+}
 
-  /** Runs the request_filter phase; undefined = proxy the (possibly changed) request. */
-  requestFilter(
-    req: FilterableRequest,
-    clientIp: string,
-    route: string,
-    requestId: string,
-  ): FilterResult | Promise<FilterResult> {
-    return this.runFrom(0, req, clientIp, { route, requestId });
-  }
+interface CallContext {
+  readonly route: string;
+  readonly requestId: string;
+  readonly clientIp: string;
+}
 
-  private runFrom(
-    start: number,
-    req: FilterableRequest,
-    clientIp: string,
-    ctx: { route: string; requestId: string },
-  ): FilterResult | Promise<FilterResult> {
-    const entries = this.entries;
-    for (let k = start; k < entries.length; k++) {
-      const entry = entries[k] as ChainEntry;
-      const r = this.callOne(entry, req, clientIp, ctx);
-      if (r instanceof Promise) {
-        return r.then((v) => (v === CONTINUE ? this.runFrom(k + 1, req, clientIp, ctx) : v));
-      }
-      if (r !== CONTINUE) return r;
-    }
-    return undefined;
-  }
-
-  private callOne(
-    entry: ChainEntry,
-    req: FilterableRequest,
-    clientIp: string,
-    ctx: { route: string; requestId: string },
-  ): FilterResult | typeof CONTINUE | Promise<FilterResult | typeof CONTINUE> {
-    const plugin = entry.plugin;
-    const got = plugin.acquire();
-    if (got instanceof Promise) return got.then((i) => this.invoke(entry, i, req, clientIp, ctx));
-    return this.invoke(entry, got, req, clientIp, ctx);
-  }
-
-  private invoke(
-    entry: ChainEntry,
-    inst: PluginInstance,
-    req: FilterableRequest,
-    clientIp: string,
-    ctx: { route: string; requestId: string },
-  ): FilterResult | typeof CONTINUE | Promise<FilterResult | typeof CONTINUE> {
-    const plugin = entry.plugin;
-    const started = performance.now();
-    inst.state.configJson = entry.configJson;
-    inst.state.uncaught = "";
-    plugin.refuel(inst);
+const REQUEST_PHASE: Phase<FilterableRequest> = {
+  wantsBody: (p) => p.spec.requestBody,
+  tooLarge: { status: 413, code: AGW_ERRORS.AGW_ERR_REQUEST_BODY_TOO_LARGE, what: "request" },
+  call(inst, req, body, ctx) {
     const request = {
       method: req.method,
       host: req.host,
       path: req.path,
       query: req.query,
-      clientIp,
+      clientIp: ctx.clientIp,
       headers: headerList(req),
-      body: undefined,
+      body,
     };
-    let out: unknown;
-    try {
-      out = inst.guest.exports.onRequest(request, ctx);
-    } catch (e) {
-      return this.onFailure(plugin, inst, e, started);
-    }
-    if (out instanceof Promise) {
-      return out.then(
-        (action) => this.onAction(plugin, inst, action as Action, req, started),
-        (e) => this.onFailure(plugin, inst, e, started),
-      );
-    }
-    return this.onAction(plugin, inst, out as Action, req, started);
-  }
-
-  private onAction(
-    plugin: PluginRuntime,
-    inst: PluginInstance,
-    action: Action,
-    req: FilterableRequest,
-    started: number,
-  ): FilterResult | typeof CONTINUE {
-    plugin.release(inst);
-    const s = plugin.stats;
-    countCall(s, (performance.now() - started) / 1000);
-    try {
-      switch (action.tag) {
-        case "continue":
-          return CONTINUE;
-        case "mutate":
-          applyMutation(req, action.val);
-          return CONTINUE;
-        case "respond": {
-          const { status, headers, body } = action.val;
-          if (status < 200 || status > 599) throw new GuestError(`invalid status ${status} from guest`);
-          for (const [n, v] of headers) checkHeader(n, v);
-          return { status, headers, body };
-        }
-        case "deny": {
-          const status = action.val >= 400 && action.val <= 599 ? action.val : 403;
-          return {
-            status,
-            headers: [],
-            body: new Uint8Array(0),
-            error: "plugin_denied",
-            message: `denied by plugin ${plugin.spec.name}`,
-          };
-        }
+    return inst.guest.exports.onRequest(request, { route: ctx.route, requestId: ctx.requestId });
+  },
+  apply(plugin, action, req) {
+    switch (action.tag) {
+      case "continue":
+        return CONTINUE;
+      case "mutate": {
+        const m = action.val;
+        if (m.path !== undefined && !ORIGIN_FORM.test(m.path))
+          throw new GuestError("invalid path from guest");
+        applyHeaders(req, m.setHeaders, m.removeHeaders);
+        if (m.path !== undefined) req.originForm = m.path;
+        return CONTINUE;
       }
-    } catch (e) {
-      s.errors++;
-      return failed(plugin, (e as Error).message);
+      case "respond":
+        return checkedReply(action.val);
+      case "deny":
+        return denied(plugin, action.val);
     }
+    throw new GuestError("invalid action from guest");
+  },
+};
+
+const RESPONSE_PHASE: Phase<FilterableResponse> = {
+  wantsBody: (p) => p.spec.responseBody,
+  tooLarge: { status: 502, code: RESPONSE_BODY_TOO_LARGE, what: "response" },
+  call(inst, resp, body, ctx) {
+    const response = { status: resp.status, headers: headerList(resp, HOP_FIELDS), body };
+    return inst.guest.exports.onResponse(response, { route: ctx.route, requestId: ctx.requestId });
+  },
+  apply(plugin, action, resp) {
+    switch (action.tag) {
+      case "continue":
+        return CONTINUE;
+      case "mutate": {
+        // 0.1.0's mutation has a path (ignored here, as 0.1.0 documented) and no status.
+        const m = action.val;
+        if (m.status !== undefined && m.status !== resp.status) {
+          const s = m.status;
+          if (s < 200 || s > 599 || NO_STATUS_CHANGE.has(s) || NO_STATUS_CHANGE.has(resp.status))
+            throw new GuestError(`guest may not change status ${resp.status} to ${s}`);
+        }
+        applyHeaders(resp, m.setHeaders, m.removeHeaders);
+        if (m.status !== undefined) resp.status = m.status;
+        return CONTINUE;
+      }
+      case "respond":
+        return checkedReply(action.val);
+      case "deny":
+        // Only 0.1.0 guests can return it here: its documented meaning replaces the response.
+        return denied(plugin, action.val);
+    }
+    throw new GuestError("invalid action from guest");
+  },
+};
+
+export class PluginChain {
+  readonly entries: readonly ChainEntry[];
+  /** Some plugin's on-request wants the request body. */
+  readonly requestBody: BodyNeed | null;
+  /** Some plugin has on-response enabled. */
+  readonly responsePhase: boolean;
+  /** Some plugin's on-response wants the response body. */
+  readonly responseBody: BodyNeed | null;
+  /** The plugins with on-response, in reverse route order. */
+  private readonly responseEntries: readonly ChainEntry[];
+
+  constructor(entries: readonly ChainEntry[]) {
+    this.entries = entries;
+    this.responseEntries = entries.filter((e) => e.plugin.spec.onResponse).reverse();
+    this.requestBody = bodyNeed(entries, REQUEST_PHASE);
+    this.responsePhase = this.responseEntries.length > 0;
+    this.responseBody = bodyNeed(this.responseEntries, RESPONSE_PHASE);
   }
 
-  private onFailure(plugin: PluginRuntime, inst: PluginInstance, e: unknown, started: number): FilterResult {
-    const s = plugin.stats;
-    countCall(s, (performance.now() - started) / 1000);
-    s.errors++;
-    const timedOut = plugin.outOfFuel(inst);
-    if (timedOut) s.timeouts++;
-    plugin.discard(inst);
-    const error = String((e as Error)?.message ?? e);
-    const uncaught = inst.state.uncaught;
-    return failed(
-      plugin,
-      timedOut ? "ran out of fuel" : uncaught !== "" ? `${uncaught} (then ${error})` : error,
+  /**
+   * Runs the request_filter phase; undefined = proxy the (possibly changed) request. `body`: the
+   * request body the engine buffered for `requestBody` (undefined: not read).
+   */
+  requestFilter(
+    req: FilterableRequest,
+    clientIp: string,
+    route: string,
+    requestId: string,
+    body?: BufferedBody,
+  ): FilterResult | Promise<FilterResult> {
+    return runFrom(this.entries, 0, REQUEST_PHASE, req, body, { route, requestId, clientIp });
+  }
+
+  /**
+   * Runs the response_filter phase (plugins with on-response, in reverse route order): edits `resp`
+   * in place, or returns a reply that replaces the upstream response. `body`: the response body the
+   * engine buffered for `responseBody` (undefined: not read).
+   */
+  responseFilter(
+    resp: FilterableResponse,
+    clientIp: string,
+    route: string,
+    requestId: string,
+    body?: BufferedBody,
+  ): FilterResult | Promise<FilterResult> {
+    return runFrom(this.responseEntries, 0, RESPONSE_PHASE, resp, body, { route, requestId, clientIp });
+  }
+}
+
+function bodyNeed(entries: readonly ChainEntry[], phase: Phase<never>): BodyNeed | null {
+  let limit = -1;
+  for (const e of entries) if (phase.wantsBody(e.plugin)) limit = Math.max(limit, e.plugin.spec.bodyLimit);
+  return limit < 0 ? null : { limit };
+}
+
+function runFrom<T>(
+  entries: readonly ChainEntry[],
+  start: number,
+  phase: Phase<T>,
+  target: T,
+  body: BufferedBody | undefined,
+  ctx: CallContext,
+): FilterResult | Promise<FilterResult> {
+  for (let k = start; k < entries.length; k++) {
+    const entry = entries[k] as ChainEntry;
+    const plugin = entry.plugin;
+    let given: Uint8Array | undefined = NO_BODY;
+    if (phase.wantsBody(plugin) && body !== undefined) {
+      if (body === OVER_LIMIT || body.length > plugin.spec.bodyLimit) {
+        if (plugin.spec.overLimit === "skip") continue;
+        const t = phase.tooLarge;
+        return {
+          status: t.status,
+          headers: [],
+          body: new Uint8Array(0),
+          error: t.code,
+          message: `${t.what} body larger than plugin ${plugin.spec.name}'s limit of ${plugin.spec.bodyLimit} bytes`,
+        };
+      }
+      given = body;
+    }
+    const r = callOne(entry, phase, target, given, ctx);
+    if (r instanceof Promise)
+      return r.then((v) => (v === CONTINUE ? runFrom(entries, k + 1, phase, target, body, ctx) : v));
+    if (r !== CONTINUE) return r;
+  }
+  return undefined;
+}
+
+type Step = FilterResult | typeof CONTINUE;
+
+function callOne<T>(
+  entry: ChainEntry,
+  phase: Phase<T>,
+  target: T,
+  body: Uint8Array | undefined,
+  ctx: CallContext,
+): Step | Promise<Step> {
+  const got = entry.plugin.acquire();
+  if (got instanceof Promise) return got.then((i) => invoke(entry, i, phase, target, body, ctx));
+  return invoke(entry, got, phase, target, body, ctx);
+}
+
+function invoke<T>(
+  entry: ChainEntry,
+  inst: PluginInstance,
+  phase: Phase<T>,
+  target: T,
+  body: Uint8Array | undefined,
+  ctx: CallContext,
+): Step | Promise<Step> {
+  const plugin = entry.plugin;
+  const started = performance.now();
+  plugin.beginCall(inst, entry.configJson);
+  let out: unknown;
+  try {
+    out = phase.call(inst, target, body, ctx);
+  } catch (e) {
+    return onFailure(plugin, inst, e, started);
+  }
+  if (out instanceof Promise) {
+    return out.then(
+      (action) => onAction(plugin, inst, phase, action as Action, target, started),
+      (e) => onFailure(plugin, inst, e, started),
     );
   }
+  return onAction(plugin, inst, phase, out as Action, target, started);
+}
+
+function onAction<T>(
+  plugin: PluginRuntime,
+  inst: PluginInstance,
+  phase: Phase<T>,
+  action: Action,
+  target: T,
+  started: number,
+): Step {
+  plugin.release(inst);
+  const s = plugin.stats;
+  countCall(s, (performance.now() - started) / 1000);
+  try {
+    return phase.apply(plugin, action, target);
+  } catch (e) {
+    s.errors++;
+    return failed(plugin, (e as Error).message);
+  }
+}
+
+function onFailure(plugin: PluginRuntime, inst: PluginInstance, e: unknown, started: number): FilterResult {
+  const s = plugin.stats;
+  countCall(s, (performance.now() - started) / 1000);
+  s.errors++;
+  const timedOut = plugin.outOfFuel(inst);
+  if (timedOut) s.timeouts++;
+  plugin.discard(inst);
+  const error = String((e as Error)?.message ?? e);
+  const uncaught = inst.state.uncaught;
+  return failed(
+    plugin,
+    timedOut ? "ran out of fuel" : uncaught !== "" ? `${uncaught} (then ${error})` : error,
+  );
 }
 
 const CONTINUE = Symbol("continue");

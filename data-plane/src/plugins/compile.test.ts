@@ -51,7 +51,7 @@ function plantEntry(dir: string, format: string, withHashes: boolean): void {
     : undefined;
   writeFileSync(
     join(dir, "meta.json"),
-    JSON.stringify({ format, imports: [], async: false, modules: [], files }),
+    JSON.stringify({ format, version: "0.1.0", imports: [], async: false, modules: [], files }),
   );
 }
 
@@ -108,10 +108,10 @@ test("a cache directory that is not private (world-writable, a symlink) is refus
   // An attacker's directory: anyone may write, and the entry's hashes match its planted module.
   const open = mkdtempSync(join(tmpdir(), "agw-open-cache-"));
   chmodSync(open, 0o777);
-  plantEntry(join(open, key), "agw-plugin-cache-4", true);
+  plantEntry(join(open, key), "agw-plugin-cache-5", true);
   // A symlink to a private directory with the same entry.
   const target = mkdtempSync(join(tmpdir(), "agw-link-target-"));
-  plantEntry(join(target, key), "agw-plugin-cache-4", true);
+  plantEntry(join(target, key), "agw-plugin-cache-5", true);
   const link = join(mkdtempSync(join(tmpdir(), "agw-link-")), "cache");
   symlinkSync(target, link);
 

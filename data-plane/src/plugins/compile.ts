@@ -19,17 +19,21 @@ import { Worker } from "node:worker_threads";
 import { instrumentCoreModule } from "./instrument.ts";
 
 /** Bump when the on-disk layout or the transpile/instrument options change. */
-const CACHE_FORMAT = "agw-plugin-cache-4";
+const CACHE_FORMAT = "agw-plugin-cache-5";
+
+/** The versions of the agw:plugin package the host serves (wit/plugin.wit, wit/v0.1.0/plugin.wit). */
+export const CONTRACT_VERSIONS = ["0.1.0", "0.2.0"] as const;
+export type ContractVersion = (typeof CONTRACT_VERSIONS)[number];
 
 /** Host imports that may wait (on Redis, on the network): they suspend the guest through JSPI. */
-export const ASYNC_IMPORTS: readonly string[] = [
-  "agw:plugin/redis@0.1.0#get",
-  "agw:plugin/redis@0.1.0#set",
-  "agw:plugin/redis@0.1.0#incr",
-  "agw:plugin/redis@0.1.0#pexpire",
-  "agw:plugin/redis@0.1.0#eval-script",
-  "agw:plugin/http-request@0.1.0#send",
-];
+export const ASYNC_IMPORTS: readonly string[] = CONTRACT_VERSIONS.flatMap((v) => [
+  `agw:plugin/redis@${v}#get`,
+  `agw:plugin/redis@${v}#set`,
+  `agw:plugin/redis@${v}#incr`,
+  `agw:plugin/redis@${v}#pexpire`,
+  `agw:plugin/redis@${v}#eval-script`,
+  `agw:plugin/http-request@${v}#send`,
+]);
 const ASYNC_INTERFACES = ["agw:plugin/redis", "agw:plugin/http-request"];
 
 export interface CompileOptions {
@@ -54,6 +58,8 @@ export interface GuestInstance {
 
 export interface CompiledComponent {
   readonly digest: string;
+  /** The agw:plugin version the component targets. */
+  readonly version: ContractVersion;
   /** Interfaces the component imports (without version), e.g. `agw:plugin/redis`. */
   readonly imports: readonly string[];
   /** Whether calls may suspend on an async import (the exports then return promises). */
@@ -71,6 +77,7 @@ type InstantiateFn = (
 
 export interface CacheMeta {
   format: string;
+  version: ContractVersion;
   imports: string[];
   async: boolean;
   /** Core module file names, in jco's naming. */
@@ -137,7 +144,9 @@ function withoutDebugLog(js: string): string {
 export async function transpile(bytes: Uint8Array, options: CompileOptions): Promise<Transpiled> {
   // jco is loaded by the first plugin compiled, not at start-up (~27 MiB RSS, ~170 ms).
   const { transpileBytes } = await import("@bytecodealliance/jco-transpile");
+  const { componentWit } = await import("@bytecodealliance/jco-transpile/wasm-tools");
   const probe = await transpileBytes(bytes, { name: "component", instantiation: "sync", wasiShim: false });
+  const version = contractVersion(await componentWit(bytes));
   const isAsync = probe.imports.some((i) => ASYNC_INTERFACES.includes(i));
   const out = isAsync
     ? await transpileBytes(bytes, {
@@ -163,9 +172,31 @@ export async function transpile(bytes: Uint8Array, options: CompileOptions): Pro
   const hashes: Record<string, string> = {};
   for (const [name, b] of files) hashes[name] = sha256Hex(b);
   return {
-    meta: { format: CACHE_FORMAT, imports: probe.imports, async: isAsync, modules, files: hashes },
+    meta: { format: CACHE_FORMAT, version, imports: probe.imports, async: isAsync, modules, files: hashes },
     files,
   };
+}
+
+/**
+ * The agw:plugin version a component's WIT names (its exports use the package's types, so every
+ * guest names it); a component naming none, an unknown one or two versions is refused.
+ */
+export function contractVersion(wit: string): ContractVersion {
+  const found = new Set(
+    [
+      ...wit.matchAll(
+        /\bagw:plugin\/[a-z][a-z0-9-]*@(\d+\.\d+\.\d+(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?)/g,
+      ),
+    ].map((m) => m[1]),
+  );
+  if (found.size === 0) throw new Error("the component does not target the agw:plugin world");
+  if (found.size > 1) throw new Error(`the component mixes agw:plugin versions ${[...found].join(", ")}`);
+  const v = [...found][0] as string;
+  if (!(CONTRACT_VERSIONS as readonly string[]).includes(v))
+    throw new Error(
+      `the component targets agw:plugin@${v}; this host serves ${CONTRACT_VERSIONS.join(", ")}`,
+    );
+  return v as ContractVersion;
 }
 
 /** `transpile` on a worker thread (transpile-worker.ts): the event loop keeps serving meanwhile. */
@@ -208,6 +239,7 @@ async function readEntry(dir: string): Promise<Transpiled | undefined> {
     return undefined;
   }
   if (meta.format !== CACHE_FORMAT || typeof meta.files !== "object" || meta.files === null) return undefined;
+  if (!CONTRACT_VERSIONS.includes(meta.version)) return undefined;
   const names = [...meta.modules, JS_FILE];
   const files = new Map<string, Uint8Array>();
   for (const name of names) {
@@ -296,6 +328,7 @@ async function load(
   };
   return {
     digest,
+    version: meta.version,
     imports: meta.imports,
     async: meta.async,
     cache,

@@ -9,9 +9,10 @@
  * applies the plugin's failure policy. The gateway process is never at risk: the guest runs on the
  * event loop's thread, but fuel bounds its loops and a memory cap bounds its growth.
  */
-import type { Logger } from "@agw/core";
+import { type Logger, PLUGIN_BODY_LIMITS } from "@agw/core";
 import { type BucketCounts, newBucketCounts, observeSeconds } from "../observability/bucket-counts.ts";
 import type { CompiledComponent, GuestInstance, ImportObject } from "./compile.ts";
+import { CRYPTO_LIMITS, type PublicKeyArg, verifySignature } from "./crypto.ts";
 import { EgressPolicy, type Incoming, type Outgoing, send } from "./egress.ts";
 import { awaitConfined, loadRedis, type PluginRedis, pluginRedis } from "./redis.ts";
 
@@ -33,6 +34,16 @@ export interface PluginSpec {
   /** On a failed call: let the request through (true) or answer `failureStatus` (false). */
   readonly failOpen: boolean;
   readonly failureStatus: number;
+  /** Call on-response (the response_filter phase). */
+  readonly onResponse: boolean;
+  /** Hand the guest the whole request body / response body (up to `bodyLimit`). */
+  readonly requestBody: boolean;
+  readonly responseBody: boolean;
+  readonly bodyLimit: number;
+  /** A body past `bodyLimit`: answer 413 (request) / 502 (response), or do not call the plugin. */
+  readonly overLimit: "reject" | "skip";
+  /** Grants the crypto interface. */
+  readonly crypto: boolean;
 }
 
 export const PLUGIN_DEFAULTS = {
@@ -42,6 +53,7 @@ export const PLUGIN_DEFAULTS = {
   failureStatus: 500,
   redisTimeoutMs: 250,
   httpTimeoutMs: 2000,
+  bodyLimit: PLUGIN_BODY_LIMITS.default,
 } as const;
 
 /**
@@ -88,6 +100,8 @@ export interface CallState {
   configJson: string;
   /** The guest's uncaught exception, as its SDK logged it during this call; "" when none. */
   uncaught: string;
+  /** crypto.verify calls made during this call. */
+  verifies: number;
 }
 
 /** How a guest's SDK marks the log line of an uncaught exception (wit/plugin.wit, interface log). */
@@ -206,6 +220,15 @@ export class PluginRuntime {
     this.log.warn({ reason, errors: this.stats.errors, timeouts: this.stats.timeouts }, "plugin call failed");
   }
 
+  /** Readies an instance for a call: its config, fresh per-call counters, full fuel. */
+  beginCall(i: PluginInstance, configJson: string): void {
+    const state = i.state;
+    state.configJson = configJson;
+    state.uncaught = "";
+    state.verifies = 0;
+    this.refuel(i);
+  }
+
   /** Refills the fuel of an instance before a call. */
   refuel(i: PluginInstance): void {
     const fuel = i.guest.fuel;
@@ -218,7 +241,7 @@ export class PluginRuntime {
   }
 
   private create(): PluginInstance {
-    const state: CallState = { configJson: "{}", uncaught: "" };
+    const state: CallState = { configJson: "{}", uncaught: "", verifies: 0 };
     const guest = this.component.instantiate(this.imports(state));
     this.size++;
     this.stats.instances = this.size;
@@ -294,6 +317,14 @@ export class PluginRuntime {
       },
       "agw:plugin/http-request": {
         send: (req: Outgoing) => this.httpSend(req),
+      },
+      "agw:plugin/crypto": {
+        verify: (algorithm: string, key: PublicKeyArg, data: Uint8Array, signature: Uint8Array) => {
+          if (!spec.crypto) throw { payload: `crypto is not granted to plugin ${spec.name}` };
+          if (++state.verifies > CRYPTO_LIMITS.verifiesPerCall)
+            throw { payload: `more than ${CRYPTO_LIMITS.verifiesPerCall} verifications in one call` };
+          return verifySignature(algorithm, key, data, signature);
+        },
       },
       "agw:plugin/metrics": {
         counterAdd(name: string, value: bigint) {

@@ -7,7 +7,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import type { Logger } from "@agw/core";
+import { type Logger, PLUGIN_BODY_LIMITS } from "@agw/core";
 import type { Plugin } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import { ResourceError } from "../runtime/build.ts";
@@ -26,6 +26,7 @@ const ORDINARY_IMPORTS = new Set([
   "agw:plugin/metrics",
   "agw:plugin/redis",
   "agw:plugin/http-request",
+  "agw:plugin/crypto",
   "agw:plugin/types",
 ]);
 
@@ -34,9 +35,19 @@ function ms(d: Duration | undefined, fallback: number): number {
   return v > 0 ? v : fallback;
 }
 
+/** The resource as the host runs it; throws on values a data plane refuses (prepare NACKs the update). */
 export function pluginSpec(p: Plugin): PluginSpec {
   const caps = p.capabilities;
   const limits = p.limits;
+  const phases = p.phases;
+  const overLimit = phases?.overLimit || "reject";
+  if (overLimit !== "reject" && overLimit !== "skip")
+    throw new Error(`phases.over_limit "${overLimit}": expected "reject" or "skip"`);
+  const bodyLimit = Number(phases?.bodyLimitBytes || PLUGIN_DEFAULTS.bodyLimit);
+  if (bodyLimit > PLUGIN_BODY_LIMITS.max)
+    throw new Error(`phases.body_limit_bytes ${bodyLimit} is over ${PLUGIN_BODY_LIMITS.max}`);
+  if (phases?.responseBody && !phases.onResponse)
+    throw new Error("phases.response_body needs phases.on_response");
   return {
     name: p.name,
     digest: p.digest,
@@ -50,6 +61,12 @@ export function pluginSpec(p: Plugin): PluginSpec {
     maxInstances: limits?.maxInstances || PLUGIN_DEFAULTS.maxInstances,
     failOpen: p.failure?.failOpen ?? false,
     failureStatus: p.failure?.status || PLUGIN_DEFAULTS.failureStatus,
+    onResponse: phases?.onResponse ?? false,
+    requestBody: phases?.requestBody ?? false,
+    responseBody: phases?.responseBody ?? false,
+    bodyLimit,
+    overLimit,
+    crypto: caps?.crypto ?? false,
   };
 }
 
@@ -80,14 +97,14 @@ export class PluginHost {
   ): Promise<Map<string, { key: string; runtime: PluginRuntime }>> {
     const next = new Map<string, { key: string; runtime: PluginRuntime }>();
     for (const [name, p] of plugins) {
-      const spec = pluginSpec(p);
-      const key = JSON.stringify({ ...spec, source: p.source });
-      const existing = this.current.get(name);
-      if (existing?.key === key) {
-        next.set(name, existing);
-        continue;
-      }
       try {
+        const spec = pluginSpec(p);
+        const key = JSON.stringify({ ...spec, source: p.source });
+        const existing = this.current.get(name);
+        if (existing?.key === key) {
+          next.set(name, existing);
+          continue;
+        }
         next.set(name, { key, runtime: await this.load(spec, p.source) });
       } catch (e) {
         for (const [n, r] of next) if (this.current.get(n) !== r) r.runtime.close();
@@ -127,6 +144,10 @@ export class PluginHost {
     const unknown = component.imports.filter((i) => !ORDINARY_IMPORTS.has(i));
     if (unknown.length > 0)
       throw new Error(`the component imports what the host does not provide: ${unknown.join(", ")}`);
+    if (component.version === "0.1.0" && spec.responseBody)
+      throw new Error(
+        "responseBody: the component targets agw:plugin@0.1.0, whose on-response gets no body; rebuild it against 0.2.0 (docs/plugins.md)",
+      );
     const runtime = new PluginRuntime(spec, component, this.log);
     await runtime.start();
     const cacheRefused = component.cache.startsWith("not ");

@@ -224,6 +224,13 @@ export interface IrPlugin {
   maxInstances: number;
   failOpen: boolean;
   failureStatus: number;
+  /** Phases and bodies (docs/plugins.md); bodyLimit 0 = the default; overLimit "" = "reject". */
+  onResponse: boolean;
+  requestBody: boolean;
+  responseBody: boolean;
+  bodyLimit: number;
+  overLimit: "" | "reject" | "skip";
+  crypto: boolean;
 }
 
 export interface Ir {
@@ -233,6 +240,12 @@ export interface Ir {
   /** Absent when no source supplies secrets. */
   secrets?: IrSecret[];
 }
+
+/**
+ * Plugin bodies (docs/plugins.md): the default and the largest `bodyLimit`, shared by the config
+ * schema and the data plane. The engine buffers up to a chain's largest limit per exchange.
+ */
+export const PLUGIN_BODY_LIMITS = { default: 64 << 10, max: 16 << 20 } as const;
 
 export const DEFAULTS = {
   listenerAddress: "0.0.0.0",

@@ -146,6 +146,12 @@ test("a Kubernetes route a data plane would refuse (unknown plugin) is left out 
         maxInstances: 1,
         failOpen: false,
         failureStatus: 500,
+        onResponse: false,
+        requestBody: false,
+        responseBody: false,
+        bodyLimit: 0,
+        overLimit: "",
+        crypto: false,
       },
     ],
   };

@@ -149,3 +149,28 @@ clusters:
     'config.yaml:19 clusters[1].endpoints[0]: port 99999 in "localhost:99999" is out of range (1-65535)',
   ]);
 });
+
+test("a plugin's phases and body settings are checked with their line", () => {
+  const errors = errorsOf(`plugins:
+  - name: a
+    source: /p/a.wasm
+    digest: sha256:${"0".repeat(64)}
+    overLimit: drop
+  - name: b
+    source: /p/b.wasm
+    digest: sha256:${"0".repeat(64)}
+    responseBody: true
+    bodyLimit: 99999999
+  - name: c
+    source: /p/c.wasm
+    digest: sha256:${"0".repeat(64)}
+    memoryLimit: 1048576
+    bodyLimit: 1048576
+`);
+  assert.deepEqual(errors, [
+    'config.yaml:5 plugins[0].overLimit: Invalid option: expected one of "reject"|"skip"',
+    "config.yaml:10 plugins[1].bodyLimit: Too big: expected number to be <=16777216",
+    "config.yaml:9 plugins[1].responseBody: responseBody needs onResponse: true",
+    "config.yaml:15 plugins[2].bodyLimit: bodyLimit 1048576 needs memoryLimit of at least twice that (memoryLimit is 1048576)",
+  ]);
+});

@@ -4,6 +4,7 @@
  * (references, uniqueness) live in semantic.ts.
  */
 import { z } from "zod";
+import { PLUGIN_BODY_LIMITS } from "../ir.ts";
 import { linearRegexError } from "../regex.ts";
 import { parseHttpGrant } from "./http-grant.ts";
 
@@ -617,6 +618,50 @@ export const pluginSchema = z
       .max(599)
       .optional()
       .describe("Status when failing closed; default 500."),
+    onResponse: z
+      .boolean()
+      .optional()
+      .describe("Call on-response too (the response_filter phase, reverse route order); default false."),
+    requestBody: z
+      .boolean()
+      .optional()
+      .describe("Hand on-request the whole request body (up to bodyLimit); default false."),
+    responseBody: z
+      .boolean()
+      .optional()
+      .describe(
+        "Hand on-response the whole response body (up to bodyLimit; needs onResponse); default false.",
+      ),
+    bodyLimit: z
+      .number()
+      .int()
+      .min(1)
+      .max(PLUGIN_BODY_LIMITS.max)
+      .optional()
+      .describe("Largest body (bytes) handed to the plugin; default 65536, at most 16 MiB."),
+    overLimit: z
+      .enum(["reject", "skip"])
+      .optional()
+      .describe(
+        "A body larger than bodyLimit: reject (413 request side, 502 response side) or skip the plugin for that request; default reject.",
+      ),
+    crypto: z.boolean().optional().describe("Grants the crypto interface (signature verification)."),
+  })
+  .superRefine((p, ctx) => {
+    if (p.responseBody === true && p.onResponse !== true)
+      ctx.addIssue({
+        code: "custom",
+        path: ["responseBody"],
+        message: "responseBody needs onResponse: true",
+      });
+    // The body is copied into the guest's memory (and, in a JS guest, once more into its heap).
+    const memory = p.memoryLimit ?? 64 << 20;
+    if (p.bodyLimit !== undefined && p.bodyLimit <= PLUGIN_BODY_LIMITS.max && p.bodyLimit * 2 > memory)
+      ctx.addIssue({
+        code: "custom",
+        path: ["bodyLimit"],
+        message: `bodyLimit ${p.bodyLimit} needs memoryLimit of at least twice that (memoryLimit is ${memory})`,
+      });
   })
   .describe("A WebAssembly component plugin (docs/plugins.md).");
 

@@ -61,6 +61,13 @@ export declare type Plugin = Message<"agw.v1.Plugin"> & {
    * @generated from field: agw.v1.PluginFailurePolicy failure = 7;
    */
   failure?: PluginFailurePolicy | undefined;
+
+  /**
+   * The phases the plugin runs in and the bodies it sees (docs/plugins.md).
+   *
+   * @generated from field: agw.v1.PluginPhases phases = 16;
+   */
+  phases?: PluginPhases | undefined;
 };
 
 /**
@@ -68,6 +75,53 @@ export declare type Plugin = Message<"agw.v1.Plugin"> & {
  * Use `create(PluginSchema)` to create a new message.
  */
 export declare const PluginSchema: GenMessage<Plugin>;
+
+/**
+ * @generated from message agw.v1.PluginPhases
+ */
+export declare type PluginPhases = Message<"agw.v1.PluginPhases"> & {
+  /**
+   * Call on-response (the response_filter phase) as well as on-request.
+   *
+   * @generated from field: bool on_response = 1;
+   */
+  onResponse: boolean;
+
+  /**
+   * Hand on-request the whole request body.
+   *
+   * @generated from field: bool request_body = 2;
+   */
+  requestBody: boolean;
+
+  /**
+   * Hand on-response the whole response body (needs on_response and a 0.2.0 component).
+   *
+   * @generated from field: bool response_body = 3;
+   */
+  responseBody: boolean;
+
+  /**
+   * Largest body handed to the guest; 0: 64 KiB; at most 16 MiB.
+   *
+   * @generated from field: uint64 body_limit_bytes = 4;
+   */
+  bodyLimitBytes: bigint;
+
+  /**
+   * A body larger than body_limit_bytes: "reject" (413 on the request side, 502 on the response
+   * side) or "skip" (the plugin is not called for that request); empty: "reject".
+   *
+   * @generated from field: string over_limit = 5;
+   */
+  overLimit: string;
+};
+
+/**
+ * Describes the message agw.v1.PluginPhases.
+ * Use `create(PluginPhasesSchema)` to create a new message.
+ */
+export declare const PluginPhasesSchema: GenMessage<PluginPhases>;
 
 /**
  * @generated from message agw.v1.PluginCapabilities
@@ -100,6 +154,13 @@ export declare type PluginCapabilities = Message<"agw.v1.PluginCapabilities"> & 
    * @generated from field: google.protobuf.Duration http_timeout = 4;
    */
   httpTimeout?: Duration | undefined;
+
+  /**
+   * Grants the crypto interface (signature verification, agw:plugin@0.2.0).
+   *
+   * @generated from field: bool crypto = 5;
+   */
+  crypto: boolean;
 };
 
 /**

@@ -9,7 +9,7 @@ import { file_google_protobuf_duration, file_google_protobuf_struct } from "@buf
  * Describes the file agw/v1/plugin.proto.
  */
 export const file_agw_v1_plugin = /*@__PURE__*/
-  fileDesc("ChNhZ3cvdjEvcGx1Z2luLnByb3RvEgZhZ3cudjEi5QEKBlBsdWdpbhIMCgRuYW1lGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIOCgZkaWdlc3QYAyABKAkSJwoGY29uZmlnGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIwCgxjYXBhYmlsaXRpZXMYBSABKAsyGi5hZ3cudjEuUGx1Z2luQ2FwYWJpbGl0aWVzEiQKBmxpbWl0cxgGIAEoCzIULmFndy52MS5QbHVnaW5MaW1pdHMSLAoHZmFpbHVyZRgHIAEoCzIbLmFndy52MS5QbHVnaW5GYWlsdXJlUG9saWN5IqQBChJQbHVnaW5DYXBhYmlsaXRpZXMSEQoJcmVkaXNfdXJsGAEgASgJEjAKDXJlZGlzX3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQaHR0cF9hbGxvd19ob3N0cxgDIAMoCRIvCgxodHRwX3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTQoMUGx1Z2luTGltaXRzEgwKBGZ1ZWwYASABKAQSGAoQbWVtb3J5X21heF9ieXRlcxgCIAEoBBIVCg1tYXhfaW5zdGFuY2VzGAMgASgNIjgKE1BsdWdpbkZhaWx1cmVQb2xpY3kSEQoJZmFpbF9vcGVuGAEgASgIEg4KBnN0YXR1cxgCIAEoDWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChNhZ3cvdjEvcGx1Z2luLnByb3RvEgZhZ3cudjEiiwIKBlBsdWdpbhIMCgRuYW1lGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIOCgZkaWdlc3QYAyABKAkSJwoGY29uZmlnGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIwCgxjYXBhYmlsaXRpZXMYBSABKAsyGi5hZ3cudjEuUGx1Z2luQ2FwYWJpbGl0aWVzEiQKBmxpbWl0cxgGIAEoCzIULmFndy52MS5QbHVnaW5MaW1pdHMSLAoHZmFpbHVyZRgHIAEoCzIbLmFndy52MS5QbHVnaW5GYWlsdXJlUG9saWN5EiQKBnBoYXNlcxgQIAEoCzIULmFndy52MS5QbHVnaW5QaGFzZXMifgoMUGx1Z2luUGhhc2VzEhMKC29uX3Jlc3BvbnNlGAEgASgIEhQKDHJlcXVlc3RfYm9keRgCIAEoCBIVCg1yZXNwb25zZV9ib2R5GAMgASgIEhgKEGJvZHlfbGltaXRfYnl0ZXMYBCABKAQSEgoKb3Zlcl9saW1pdBgFIAEoCSK0AQoSUGx1Z2luQ2FwYWJpbGl0aWVzEhEKCXJlZGlzX3VybBgBIAEoCRIwCg1yZWRpc190aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEGh0dHBfYWxsb3dfaG9zdHMYAyADKAkSLwoMaHR0cF90aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBmNyeXB0bxgFIAEoCCJNCgxQbHVnaW5MaW1pdHMSDAoEZnVlbBgBIAEoBBIYChBtZW1vcnlfbWF4X2J5dGVzGAIgASgEEhUKDW1heF9pbnN0YW5jZXMYAyABKA0iOAoTUGx1Z2luRmFpbHVyZVBvbGljeRIRCglmYWlsX29wZW4YASABKAgSDgoGc3RhdHVzGAIgASgNYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * Describes the message agw.v1.Plugin.
@@ -19,23 +19,30 @@ export const PluginSchema = /*@__PURE__*/
   messageDesc(file_agw_v1_plugin, 0);
 
 /**
+ * Describes the message agw.v1.PluginPhases.
+ * Use `create(PluginPhasesSchema)` to create a new message.
+ */
+export const PluginPhasesSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_plugin, 1);
+
+/**
  * Describes the message agw.v1.PluginCapabilities.
  * Use `create(PluginCapabilitiesSchema)` to create a new message.
  */
 export const PluginCapabilitiesSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_plugin, 1);
+  messageDesc(file_agw_v1_plugin, 2);
 
 /**
  * Describes the message agw.v1.PluginLimits.
  * Use `create(PluginLimitsSchema)` to create a new message.
  */
 export const PluginLimitsSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_plugin, 2);
+  messageDesc(file_agw_v1_plugin, 3);
 
 /**
  * Describes the message agw.v1.PluginFailurePolicy.
  * Use `create(PluginFailurePolicySchema)` to create a new message.
  */
 export const PluginFailurePolicySchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_plugin, 3);
+  messageDesc(file_agw_v1_plugin, 4);
 

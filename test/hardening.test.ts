@@ -21,9 +21,12 @@ import {
   cluster,
   config,
   endpoint,
-  parseResponses,
-  startProxy,
-} from "../data-plane/src/engine/test-support.ts";
+  type Gateway,
+  limits,
+  startGateway,
+  withLimits,
+} from "../data-plane/test/gateway.ts";
+import { parseResponses } from "../data-plane/test/net.ts";
 import { freePort, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
 
 /** The gateway's and nginx's header timeouts in this suite (slowloris). */
@@ -427,14 +430,14 @@ async function observe(port: number, origin: Seen, c: Case, prefix: string): Pro
 }
 
 let origin: Awaited<ReturnType<typeof startOrigin>>;
-let gateway: Awaited<ReturnType<typeof startProxy>>;
+let gateway: Gateway;
 const observed = new Map<string, Observed>();
 
 before(async () => {
   origin = await startOrigin();
   const c = cluster("origin", [endpoint(origin.port)]);
   const cfg = config("v1", [{ prefix: "/", cluster: "origin" }], [c]);
-  gateway = await startProxy(() => cfg, { headerTimeoutMs: HEADER_TIMEOUT_S * 1000 });
+  gateway = await startGateway(withLimits(cfg, limits({ headerTimeoutMs: HEADER_TIMEOUT_S * 1000 })));
 });
 
 after(async () => {

@@ -6,23 +6,18 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { LISTENER_LIMITS } from "@agw/core/ir";
-import {
-  curl,
-  type HttpOrigin,
-  LISTENER,
-  startHttpOrigin,
-  startProxy,
-} from "@agw/data-plane/engine/test-support";
-import type { RuntimeConfig } from "@agw/data-plane/runtime/types";
-import { runtimeFromYaml } from "./traffic-rewrite-support.ts";
+import { type Gateway, type GatewayConfig, startGateway } from "../data-plane/test/gateway.ts";
+import { curl, type HttpOrigin, startHttpOrigin } from "../data-plane/test/net.ts";
+import { configFromYaml } from "./yaml-config.ts";
 
 const T = { timeout: 30000 };
 
 describe("listener limits from config.yaml", () => {
   let origin: HttpOrigin;
-  let config: RuntimeConfig;
+  let config: GatewayConfig;
   let port = 0;
   let close: () => Promise<void> = async () => {};
+  let gateway: Gateway;
 
   before(async () => {
     origin = await startHttpOrigin((req, res) => {
@@ -32,7 +27,7 @@ describe("listener limits from config.yaml", () => {
       });
       req.on("end", () => res.end(`got ${n}`));
     });
-    config = runtimeFromYaml(`
+    config = configFromYaml(`
 listeners:
   - name: l
     port: 8080
@@ -56,7 +51,8 @@ clusters:
   - name: app
     endpoints: ["127.0.0.1:${origin.port}"]
 `);
-    const proxy = await startProxy(() => config);
+    const proxy = await startGateway(config);
+    gateway = proxy;
     port = proxy.port;
     close = proxy.close;
   });
@@ -67,7 +63,7 @@ clusters:
   });
 
   it("the listener carries the limits with the defaults filled in", () => {
-    assert.deepEqual(config.listeners.get(LISTENER)?.limits, {
+    assert.deepEqual(gateway.serving.store.current().listeners.get("l")?.limits, {
       maxRequestHeaderBytes: LISTENER_LIMITS.maxRequestHeaderBytes,
       maxRequestHeaders: LISTENER_LIMITS.maxRequestHeaders,
       maxRequestBodyBytes: 1024,

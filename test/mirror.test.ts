@@ -4,17 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import {
-  closedPort,
-  curl,
-  type HttpOrigin,
-  startHttpOrigin,
-  startProxy,
-} from "@agw/data-plane/engine/test-support";
-import type { RuntimeConfig } from "@agw/data-plane/runtime/types";
 import { MAX_IN_FLIGHT, mirrorCounters } from "@agw/data-plane/traffic/mirror";
+import { type GatewayConfig, startGateway } from "../data-plane/test/gateway.ts";
+import { closedPort, curl, type HttpOrigin, startHttpOrigin } from "../data-plane/test/net.ts";
 import { waitFor } from "./helpers.ts";
-import { runtimeFromYaml } from "./traffic-rewrite-support.ts";
+import { configFromYaml } from "./yaml-config.ts";
 
 const T = { timeout: 30000 };
 
@@ -29,7 +23,7 @@ describe("request mirroring", () => {
   /** While set, the shadow holds each request until it is called. */
   let holdShadow: Promise<void> | null = null;
   let port = 0;
-  let config: RuntimeConfig;
+  let config: GatewayConfig;
   let close: () => Promise<void> = async () => {};
 
   before(async () => {
@@ -50,7 +44,7 @@ describe("request mirroring", () => {
       });
     });
     const dead = await closedPort();
-    config = runtimeFromYaml(`
+    config = configFromYaml(`
 listeners:
   - name: l
     port: 8080
@@ -77,7 +71,7 @@ clusters:
   - name: dead
     endpoints: ["127.0.0.1:${dead}"]
 `);
-    const proxy = await startProxy(() => config);
+    const proxy = await startGateway(config);
     port = proxy.port;
     close = async () => {
       await proxy.close();

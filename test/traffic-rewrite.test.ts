@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { parseConfig } from "@agw/core/config/loader";
-import { curl, type HttpOrigin, startHttpOrigin, startProxy } from "@agw/data-plane/engine/test-support";
-import type { RuntimeConfig } from "@agw/data-plane/runtime/types";
-import { runtimeFromYaml } from "./traffic-rewrite-support.ts";
+import { type GatewayConfig, startGateway } from "../data-plane/test/gateway.ts";
+import { curl, type HttpOrigin, startHttpOrigin } from "../data-plane/test/net.ts";
+import { configFromYaml } from "./yaml-config.ts";
 
 const T = { timeout: 30000 };
 
@@ -39,7 +39,7 @@ async function via(port: number, args: string[], path: string): Promise<Seen> {
 describe("rewriting and local answers", () => {
   let origin: HttpOrigin;
   let port = 0;
-  let config: RuntimeConfig;
+  let config: GatewayConfig;
   let close: () => Promise<void> = async () => {};
 
   before(async () => {
@@ -48,7 +48,7 @@ describe("rewriting and local answers", () => {
       res.setHeader("x-seen-host", req.headers.host ?? "");
       res.end("upstream");
     });
-    config = runtimeFromYaml(`
+    config = configFromYaml(`
 listeners:
   - name: l
     port: 8080
@@ -94,7 +94,7 @@ clusters:
   - name: app
     endpoints: ["127.0.0.1:${origin.port}"]
 `);
-    const proxy = await startProxy(() => config);
+    const proxy = await startGateway(config);
     port = proxy.port;
     close = async () => {
       await proxy.close();

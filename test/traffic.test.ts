@@ -8,51 +8,11 @@ import http from "node:http";
 import http2 from "node:http2";
 import type net from "node:net";
 import { after, describe, it } from "node:test";
-import { translateConfig } from "@agw/control-plane/translator";
-import { irToSnapshot } from "@agw/control-plane/xds/resources";
-import { parseConfig } from "@agw/core/config/loader";
-import { ClusterLoadAssignmentSchema, ClusterSchema } from "@agw/core/gen/agw/v1/cluster_pb.js";
-import { ListenerSchema } from "@agw/core/gen/agw/v1/listener_pb.js";
-import { RouteConfigSchema, RouteSchema } from "@agw/core/gen/agw/v1/route_pb.js";
-import { TYPE_URL, type TypeUrl } from "@agw/core/xds/types";
-import { HealthCheckers } from "@agw/data-plane/cluster/health-check";
-import { ClusterStates } from "@agw/data-plane/cluster/state";
-import { LISTENER, startProxy } from "@agw/data-plane/engine/test-support";
-import { buildRuntimeConfig, type ResourceSet } from "@agw/data-plane/runtime/build";
-import type { RuntimeConfig } from "@agw/data-plane/runtime/types";
-import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
-import { anyUnpack } from "@bufbuild/protobuf/wkt";
+import { startGateway } from "../data-plane/test/gateway.ts";
 import { waitFor } from "./helpers.ts";
+import { configFromYaml } from "./yaml-config.ts";
 
 const T = { timeout: 30000 };
-
-/** The data plane's view of a config.yaml: the same path as a push, minus the gRPC stream. */
-function runtimeFrom(yaml: string, states: ClusterStates, version = "v1"): RuntimeConfig {
-  const loaded = parseConfig(yaml, "test.yaml");
-  if (!loaded.ok) throw new Error(JSON.stringify(loaded.errors));
-  const snapshot = irToSnapshot(translateConfig(loaded.config));
-  const unpack = <D extends DescMessage>(type: TypeUrl, schema: D) => {
-    const out = new Map<string, MessageShape<D>>();
-    for (const [name, r] of snapshot.get(type)?.resources ?? []) {
-      const m = anyUnpack(r.resource, schema);
-      if (m) out.set(name, m as MessageShape<D>);
-    }
-    return out;
-  };
-  const set: ResourceSet = {
-    listeners: unpack(TYPE_URL.listener, ListenerSchema),
-    routeConfigs: unpack(TYPE_URL.routeConfig, RouteConfigSchema),
-    routes: unpack(TYPE_URL.route, RouteSchema),
-    clusters: unpack(TYPE_URL.cluster, ClusterSchema),
-    endpoints: unpack(TYPE_URL.endpoints, ClusterLoadAssignmentSchema),
-    clusterStates: states,
-  };
-  const built = buildRuntimeConfig(set, "127.0.0.1", version);
-  // Tests address the listener by test-support's fixed name.
-  const listener = [...built.listeners.values()][0];
-  assert.ok(listener);
-  return { ...built, listeners: new Map([[LISTENER, { ...listener, name: LISTENER }]]) };
-}
 
 interface Upstream {
   readonly name: string;
@@ -216,21 +176,17 @@ describe("traffic policies through the proxy", () => {
       ups.push(u);
       closers.push(() => u.close());
     }
-    const states = new ClusterStates();
-    let cfg = runtimeFrom(yaml(cluster, ups, route), states);
-    const proxy = await startProxy(() => cfg);
-    closers.push(() => proxy.close());
+    const gateway = await startGateway(configFromYaml(yaml(cluster, ups, route)));
+    closers.push(() => gateway.close());
+    let version = 1;
     return {
       ups,
-      states,
-      port: proxy.port,
-      push(text: string) {
-        cfg = runtimeFrom(text, states, "v2");
-        return cfg;
-      },
-      get config() {
-        return cfg;
-      },
+      gateway,
+      /** Endpoint health, ejections and counters, as the data plane keeps them across pushes. */
+      states: gateway.serving.store.clusterStates,
+      port: gateway.port,
+      /** A push through the real build and swap. */
+      push: (text: string) => gateway.push(configFromYaml(text, `v${++version}`)),
     };
   }
 
@@ -247,8 +203,7 @@ clusters:
     endpoints:
 ${ups.map((u, i) => `      - { address: 127.0.0.1, port: ${u.port}, weight: ${i + 1} }`).join("\n")}
 `;
-    const cfg = runtimeFrom(text, new ClusterStates());
-    const proxy = await startProxy(() => cfg);
+    const proxy = await startGateway(configFromYaml(text));
     closers.push(() => proxy.close());
     const counts = await countBy(proxy.port, 600);
     assert.deepEqual([counts.get("u0"), counts.get("u1"), counts.get("u2")], [100, 200, 300]);
@@ -287,13 +242,13 @@ ${ups.map((u, i) => `      - { address: 127.0.0.1, port: ${u.port}, weight: ${i 
         assert.ok(n > 50 && n < 160, `${u.name} got ${n} of 400 keys`);
       }
       // Same keys again after an identical push: nothing moves.
-      s.push(yaml("    lb: ring_hash\n    hashOn: [{ header: x-user }]", s.ups));
+      await s.push(yaml("    lb: ring_hash\n    hashOn: [{ header: x-user }]", s.ups));
       for (const k of keys.slice(0, 100))
         assert.equal((await fetchVia(s.port, "/", { "x-user": k })).body, before.get(k));
       // A fifth endpoint: about 1/5 of the keys move, all of them to the new endpoint.
       const extra = await upstream("u4");
       closers.push(() => extra.close());
-      s.push(yaml("    lb: ring_hash\n    hashOn: [{ header: x-user }]", [...s.ups, extra]));
+      await s.push(yaml("    lb: ring_hash\n    hashOn: [{ header: x-user }]", [...s.ups, extra]));
       let moved = 0;
       for (const k of keys) {
         const now = (await fetchVia(s.port, "/", { "x-user": k })).body;
@@ -395,9 +350,6 @@ ${ups.map((u, i) => `      - { address: 127.0.0.1, port: ${u.port}, weight: ${i 
       const cluster =
         "    healthCheck: { path: /healthz, interval: 100ms, timeout: 200ms, healthyThreshold: 2, unhealthyThreshold: 2 }";
       const s = await setup(3, cluster);
-      const checkers = new HealthCheckers(s.states);
-      closers.push(async () => checkers.close());
-      checkers.activate(s.config.clusters.values());
       const victim = s.ups[1] as Upstream;
       const port = victim.port;
       const key = `127.0.0.1:${port}`;
@@ -408,7 +360,7 @@ ${ups.map((u, i) => `      - { address: 127.0.0.1, port: ${u.port}, weight: ${i 
       assert.equal(during.get("u1"), undefined);
       assert.equal(during.get("u0"), 15);
       // A push of the same config keeps the verdict (no flap back to healthy).
-      checkers.activate(s.push(yaml(cluster, s.ups)).clusters.values());
+      await s.push(yaml(cluster, s.ups));
       assert.equal(state()?.checkHealthy, false);
       await victim.start(port);
       await waitFor("the check to pass", () => (state()?.checkHealthy === true ? true : undefined), 5000);

@@ -8,7 +8,7 @@ import http2 from "node:http2";
 import type net from "node:net";
 import { after, describe, it } from "node:test";
 import { waitFor } from "../../../test/helpers.ts";
-import { cluster, config, endpoint, type ProxyHandle, startProxy } from "./test-support.ts";
+import { cluster, config, endpoint, type Gateway, startGateway } from "../../test/gateway.ts";
 
 const T = { timeout: 20000 };
 
@@ -66,10 +66,10 @@ function echo(delayMs = 0) {
   };
 }
 
-async function gateway(originPort: number): Promise<ProxyHandle> {
+async function gateway(originPort: number): Promise<Gateway> {
   const c = cluster("h2", [endpoint(originPort)], { http2: true });
   const cfg = config("v1", [{ prefix: "/", cluster: "h2" }], [c]);
-  return startProxy(() => cfg);
+  return startGateway(cfg);
 }
 
 /** One request over HTTP/2 (h2c prior knowledge) to the gateway. */
@@ -161,7 +161,7 @@ describe("HTTP/2 upstreams", () => {
     const origin = await startH2Origin(echo(300), { maxConcurrentStreams: 1 });
     const c = cluster("h2", [endpoint(origin.port)], { http2: true, maxIdlePerEndpoint: 1 });
     const cfg = config("v1", [{ prefix: "/", cluster: "h2" }], [c]);
-    const gw = await startProxy(() => cfg);
+    const gw = await startGateway(cfg);
     cleanups.push(
       () => gw.close(),
       () => origin.close(),

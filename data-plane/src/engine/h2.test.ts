@@ -7,21 +7,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { requireOrSkip } from "../../../test/helpers.ts";
-import type { RuntimeConfig } from "../runtime/types.ts";
+import type { GatewayConfig } from "../../test/gateway.ts";
+import { cluster, config, endpoint, type Gateway, startGateway } from "../../test/gateway.ts";
+import { curl, type HttpOrigin, parseResponses, rawExchange, startHttpOrigin } from "../../test/net.ts";
 import { AGW_ERRORS } from "./errors.ts";
 import { grpcTimeoutMs } from "./h2.ts";
-import {
-  cluster,
-  config,
-  curl,
-  endpoint,
-  type HttpOrigin,
-  type ProxyHandle,
-  parseResponses,
-  rawExchange,
-  startHttpOrigin,
-  startProxy,
-} from "./test-support.ts";
 
 const T = { timeout: 30000 };
 
@@ -73,8 +63,8 @@ function h2request(
 
 describe("HTTP/2 downstream (h2c with prior knowledge)", () => {
   let origin: HttpOrigin;
-  let proxy: ProxyHandle;
-  let cfg: RuntimeConfig;
+  let proxy: Gateway;
+  let cfg: GatewayConfig;
 
   before(async () => {
     origin = await startHttpOrigin((req, res) => {
@@ -99,7 +89,7 @@ describe("HTTP/2 downstream (h2c with prior knowledge)", () => {
       ],
       [cluster("origin", [endpoint(origin.port)]), cluster("missing-endpoints", [])],
     );
-    proxy = await startProxy(() => cfg);
+    proxy = await startGateway(cfg);
   });
   after(async () => {
     await proxy.close();

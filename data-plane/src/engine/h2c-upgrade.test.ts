@@ -2,16 +2,8 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { describe, it } from "node:test";
 import { requireOrSkip } from "../../../test/helpers.ts";
-import {
-  cluster,
-  config,
-  curl,
-  endpoint,
-  parseResponses,
-  rawExchange,
-  startHttpOrigin,
-  startProxy,
-} from "./test-support.ts";
+import { cluster, config, endpoint, startGateway } from "../../test/gateway.ts";
+import { curl, parseResponses, rawExchange, startHttpOrigin } from "../../test/net.ts";
 
 const T = { timeout: 20000 };
 
@@ -38,7 +30,7 @@ async function withGateway(fn: (port: number) => Promise<void>): Promise<void> {
     });
     req.on("end", () => res.end(`${req.method} ${req.url} body=${n} ua=${req.headers["user-agent"] ?? ""}`));
   });
-  const p = await startProxy(() =>
+  const p = await startGateway(
     config("v", [{ prefix: "/", cluster: "c" }], [cluster("c", [endpoint(origin.port)])]),
   );
   try {

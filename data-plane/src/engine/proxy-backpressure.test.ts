@@ -8,16 +8,8 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
-import {
-  cluster,
-  config,
-  endpoint,
-  type HttpOrigin,
-  type ProxyHandle,
-  parseResponses,
-  startHttpOrigin,
-  startProxy,
-} from "./test-support.ts";
+import { cluster, config, endpoint, type Gateway, startGateway } from "../../test/gateway.ts";
+import { type HttpOrigin, parseResponses, startHttpOrigin } from "../../test/net.ts";
 
 const T = { timeout: 60_000 };
 const BODY = Buffer.alloc(64 * 1024, "y");
@@ -79,12 +71,12 @@ async function nonReader(port: number, path = "/r", n = N) {
 
 describe("HTTP/1.1 backpressure between responses and pipelined requests", () => {
   let origin: HttpOrigin;
-  let proxy: ProxyHandle;
+  let proxy: Gateway;
 
   before(async () => {
     origin = await startHttpOrigin((req, res) => res.end(req.url?.startsWith("/s") ? SMALL : BODY));
     const c = config("1", [{ prefix: "/", cluster: "o" }], [cluster("o", [endpoint(origin.port)])]);
-    proxy = await startProxy(() => c);
+    proxy = await startGateway(c);
   });
   after(async () => {
     await proxy.close();
@@ -115,7 +107,7 @@ describe("HTTP/1.1 backpressure between responses and pipelined requests", () =>
     const before = origin.requests.length;
     const c = await nonReader(proxy.port, "/s", N_SMALL);
     const answered = (await settle(() => origin.requests.length)) - before;
-    proxy.proxy.shutdown();
+    proxy.serving.shutdown();
     c.read();
     await c.closed;
     assert.equal(c.error, false, "the connection was reset");

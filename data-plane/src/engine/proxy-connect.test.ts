@@ -4,19 +4,16 @@ import http2 from "node:http2";
 import net from "node:net";
 import { describe, it } from "node:test";
 import { requireOrSkip, waitFor } from "../../../test/helpers.ts";
-import type { RuntimeConfig } from "../runtime/types.ts";
+import type { GatewayConfig } from "../../test/gateway.ts";
+import { cluster, config, endpoint, startGateway } from "../../test/gateway.ts";
 import {
   closedPort,
-  cluster,
-  config,
   curl,
-  endpoint,
   parseResponses,
   rawExchange,
   startHttpOrigin,
-  startProxy,
   startRawOrigin,
-} from "./test-support.ts";
+} from "../../test/net.ts";
 
 const T = { timeout: 20000 };
 
@@ -24,7 +21,7 @@ function until(what: string, cond: () => boolean): Promise<true> {
   return waitFor(what, () => cond() || undefined, 5000);
 }
 
-function connectTo(port: number, version: string, allow = true): RuntimeConfig {
+function connectTo(port: number, version: string, allow = true): GatewayConfig {
   return config(
     `v${version}`,
     [{ prefix: "/", cluster: "c", connect: allow }],
@@ -51,7 +48,7 @@ describe("CONNECT", () => {
     async (t) => {
       if (!requireOrSkip(t, await curlAvailable(), "curl is not installed")) return;
       const origin = await startHttpOrigin((req, res) => res.end(`origin saw ${req.method} ${req.url}`));
-      const p = await startProxy(() => connectTo(origin.port, "1"));
+      const p = await startGateway(connectTo(origin.port, "1"));
       try {
         const r = await curl([
           "-sS",
@@ -78,8 +75,8 @@ describe("CONNECT", () => {
     T,
     async () => {
       const echo = await echoOrigin();
-      let cfg = connectTo(echo.port, "1");
-      const p = await startProxy(() => cfg);
+      const cfg = connectTo(echo.port, "1");
+      const p = await startGateway(cfg);
       const s = net.connect(p.port, "127.0.0.1");
       let got = Buffer.alloc(0);
       s.on("data", (c: Buffer) => {
@@ -93,7 +90,7 @@ describe("CONNECT", () => {
           got.toString(),
           /^HTTP\/1\.1 200 Connection Established\r\nx-request-id: [^\r]+\r\n\r\nearly;$/,
         );
-        for (let i = 0; i < 20; i++) cfg = connectTo(await closedPort(), String(i + 2), i % 2 === 0);
+        for (let i = 0; i < 20; i++) await p.push(connectTo(await closedPort(), String(i + 2), i % 2 === 0));
         got = Buffer.alloc(0);
         const blob = Buffer.alloc(256 * 1024, 7);
         s.write(blob);
@@ -112,8 +109,8 @@ describe("CONNECT", () => {
   it("a route without connect: 405 connect_not_allowed; CONNECT to a dead endpoint: 503", T, async () => {
     const echo = await echoOrigin();
     const dead = await closedPort();
-    let cfg = connectTo(echo.port, "1", false);
-    const p = await startProxy(() => cfg);
+    const cfg = connectTo(echo.port, "1", false);
+    const p = await startGateway(cfg);
     try {
       const req = "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n";
       const r = await rawExchange(p.port, req);
@@ -123,7 +120,7 @@ describe("CONNECT", () => {
       assert.equal(JSON.parse(res?.body.toString() ?? "").error, "connect_not_allowed");
       assert.ok(r.closed);
       assert.equal(echo.connections, 0);
-      cfg = connectTo(dead, "2");
+      await p.push(connectTo(dead, "2"));
       const r2 = await rawExchange(p.port, req);
       assert.equal(parseResponses(r2.data).responses[0]?.status, 503);
     } finally {
@@ -164,8 +161,8 @@ function h2Connect(session: http2.ClientHttp2Session, authority: string) {
 describe("CONNECT over HTTP/2 (RFC 9113 §8.5)", () => {
   it("200, then DATA ↔ TCP both ways across config pushes; END_STREAM ↔ FIN", T, async () => {
     const echo = await echoOrigin();
-    let cfg = connectTo(echo.port, "1");
-    const p = await startProxy(() => cfg);
+    const cfg = connectTo(echo.port, "1");
+    const p = await startGateway(cfg);
     const session = http2.connect(`http://127.0.0.1:${p.port}`);
     session.on("error", () => {});
     try {
@@ -174,7 +171,7 @@ describe("CONNECT over HTTP/2 (RFC 9113 §8.5)", () => {
       await until("200 and the early bytes echoed", () => t.got.toString() === "early;");
       assert.equal(t.status, 200);
       assert.match(String(t.headers["x-request-id"]), /^[0-9a-f-]{36}$/);
-      for (let i = 0; i < 20; i++) cfg = connectTo(await closedPort(), String(i + 2), i % 2 === 0);
+      for (let i = 0; i < 20; i++) await p.push(connectTo(await closedPort(), String(i + 2), i % 2 === 0));
       t.got = Buffer.alloc(0);
       const blob = randomBytes(512 * 1024); // past the stream's flow-control window: backpressure both ways
       t.stream.write(blob);
@@ -197,7 +194,7 @@ describe("CONNECT over HTTP/2 (RFC 9113 §8.5)", () => {
       const closer = await startRawOrigin((s) => {
         s.on("data", () => s.end("bye"));
       });
-      const p = await startProxy(() => connectTo(closer.port, "1"), { lingerTimeoutMs: 300 });
+      const p = await startGateway(connectTo(closer.port, "1"), { proxy: { lingerTimeoutMs: 300 } });
       const session = http2.connect(`http://127.0.0.1:${p.port}`);
       session.on("error", () => {});
       try {
@@ -223,8 +220,8 @@ describe("CONNECT over HTTP/2 (RFC 9113 §8.5)", () => {
       const resetter = await startRawOrigin((s) => {
         s.on("data", () => s.resetAndDestroy());
       });
-      let cfg = connectTo(echo.port, "1", false);
-      const p = await startProxy(() => cfg);
+      const cfg = connectTo(echo.port, "1", false);
+      const p = await startGateway(cfg);
       const session = http2.connect(`http://127.0.0.1:${p.port}`);
       session.on("error", () => {});
       try {
@@ -235,13 +232,13 @@ describe("CONNECT over HTTP/2 (RFC 9113 §8.5)", () => {
         assert.equal(JSON.parse(denied.got.toString()).error, "connect_not_allowed");
         assert.equal(echo.connections, 0);
 
-        cfg = connectTo(await closedPort(), "2");
+        await p.push(connectTo(await closedPort(), "2"));
         const dead = h2Connect(session, "a.test:443");
         await until("503", () => dead.ended);
         assert.equal(dead.status, 503);
         assert.equal(dead.headers["x-agw-error"], "upstream_connect_failed");
 
-        cfg = connectTo(resetter.port, "3");
+        await p.push(connectTo(resetter.port, "3"));
         const cut = h2Connect(session, "a.test:443");
         await until("200", () => cut.status === 200);
         cut.stream.write("boom");
@@ -249,7 +246,7 @@ describe("CONNECT over HTTP/2 (RFC 9113 §8.5)", () => {
         assert.equal(cut.stream.rstCode, http2.constants.NGHTTP2_CONNECT_ERROR);
 
         // The session carries on: a tunnel on it still works.
-        cfg = connectTo(echo.port, "4");
+        await p.push(connectTo(echo.port, "4"));
         const ok = h2Connect(session, "a.test:443");
         ok.stream.end("still here");
         await until("echoed and ended", () => ok.ended);

@@ -3,19 +3,18 @@ import { spawn } from "node:child_process";
 import net from "node:net";
 import { describe, it } from "node:test";
 import { requireOrSkip } from "../../../test/helpers.ts";
-import type { RuntimeConfig } from "../runtime/types.ts";
-import { AGW_ERRORS } from "./errors.ts";
 import {
-  closedPort,
   cluster,
   config,
   endpoint,
-  parseResponses,
-  rawExchange,
-  startHttpOrigin,
-  startProxy,
-  startRawOrigin,
-} from "./test-support.ts";
+  type Gateway,
+  type GatewayConfig,
+  limits,
+  startGateway,
+  withLimits,
+} from "../../test/gateway.ts";
+import { closedPort, parseResponses, rawExchange, startHttpOrigin, startRawOrigin } from "../../test/net.ts";
+import { AGW_ERRORS } from "./errors.ts";
 
 const T = { timeout: 20000 };
 const BLACKHOLE =
@@ -30,7 +29,7 @@ function oneResponse(b: Buffer): boolean {
   return parseResponses(b).responses.length >= 1;
 }
 
-function single(port: number, c: Partial<Parameters<typeof cluster>[2]> = {}, timeoutMs = 0): RuntimeConfig {
+function single(port: number, c: Partial<Parameters<typeof cluster>[2]> = {}, timeoutMs = 0): GatewayConfig {
   return config("v", [{ prefix: "/", cluster: "c", timeoutMs }], [cluster("c", [endpoint(port)], c)]);
 }
 
@@ -55,7 +54,7 @@ describe("upstream failures", () => {
         setTimeout(() => s.destroy(), 20);
       }),
     );
-    const p = await startProxy(() => single(o.port));
+    const p = await startGateway(single(o.port));
     try {
       const r = await rawExchange(p.port, get("/"));
       assert.equal(r.closed, true);
@@ -74,7 +73,7 @@ describe("upstream failures", () => {
         setTimeout(() => s.destroy(), 20);
       }),
     );
-    const p = await startProxy(() => single(o.port));
+    const p = await startGateway(single(o.port));
     try {
       const r = await rawExchange(p.port, get("/"));
       assert.equal(r.closed, true);
@@ -91,7 +90,7 @@ describe("upstream failures", () => {
         s.end("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close");
       }),
     );
-    const p = await startProxy(() => single(o.port));
+    const p = await startGateway(single(o.port));
     try {
       const r = await rawExchange(p.port, get("/"), { until: oneResponse });
       const [res] = parseResponses(r.data).responses;
@@ -105,7 +104,7 @@ describe("upstream failures", () => {
 
   it("upstream closes before the response head: 502 upstream_reset", T, async () => {
     const o = await startRawOrigin((s) => onHead(s, () => s.destroy()));
-    const p = await startProxy(() => single(o.port));
+    const p = await startGateway(single(o.port));
     try {
       const r = await rawExchange(p.port, get("/"), { until: oneResponse });
       const [res] = parseResponses(r.data).responses;
@@ -119,7 +118,7 @@ describe("upstream failures", () => {
 
   it("invalid response head: 502 upstream_protocol_error", T, async () => {
     const o = await startRawOrigin((s) => onHead(s, () => s.write("HTTP/1.1 2x0 OK\r\n\r\n")));
-    const p = await startProxy(() => single(o.port));
+    const p = await startGateway(single(o.port));
     try {
       const r = await rawExchange(p.port, get("/"), { until: oneResponse });
       const [res] = parseResponses(r.data).responses;
@@ -133,7 +132,7 @@ describe("upstream failures", () => {
 
   it("connection refused: 503 upstream_connect_failed", T, async () => {
     const port = await closedPort();
-    const p2 = await startProxy(() => single(port));
+    const p2 = await startGateway(single(port));
     try {
       const r = await rawExchange(p2.port, get("/"), { until: oneResponse });
       const [res] = parseResponses(r.data).responses;
@@ -160,7 +159,7 @@ describe("upstream failures", () => {
         [{ prefix: "/", cluster: "c" }],
         [cluster("c", [endpoint(port)], { connectTimeoutMs: 200 })],
       );
-      const p = await startProxy(() => cfg);
+      const p = await startGateway(cfg);
       try {
         const r = await rawExchange(p.port, get("/"), { until: oneResponse });
         const [res] = parseResponses(r.data).responses;
@@ -177,7 +176,7 @@ describe("upstream failures", () => {
 
   it("route timeout while the upstream never answers: 504 upstream_timeout", T, async () => {
     const o = await startRawOrigin(() => {});
-    const p = await startProxy(() => single(o.port, {}, 200));
+    const p = await startGateway(single(o.port, {}, 200));
     try {
       const r = await rawExchange(p.port, get("/"), { until: oneResponse });
       const [res] = parseResponses(r.data).responses;
@@ -197,7 +196,7 @@ describe("upstream failures", () => {
         s.once("data", () => s.destroy());
       }),
     );
-    const p = await startProxy(() => single(o.port));
+    const p = await startGateway(single(o.port));
     try {
       for (let i = 0; i < 3; i++) {
         const r = await rawExchange(p.port, get("/"), { until: oneResponse });
@@ -212,7 +211,7 @@ describe("upstream failures", () => {
 
   it("an idle pooled connection closed by the upstream is not handed out", T, async () => {
     const o = await startHttpOrigin((_req, res) => res.end("ok"));
-    const p = await startProxy(() => single(o.port));
+    const p = await startGateway(single(o.port));
     try {
       const r1 = await rawExchange(p.port, get("/"), { until: oneResponse });
       assert.equal(parseResponses(r1.data).responses[0]?.status, 200);
@@ -227,24 +226,23 @@ describe("upstream failures", () => {
   });
 
   it("config swap mid-request: the request finishes on the config it started with", T, async () => {
-    let current: RuntimeConfig;
+    let p: Gateway | undefined;
     const b = await startHttpOrigin((_req, res) => res.end("from B"));
+    // Pushes B through the real swap while this request is in flight, then answers.
     const a = await startHttpOrigin((_req, res) => {
-      current = cfgB; // swap while this request is in flight
-      setTimeout(() => res.end("from A"), 30);
+      void p?.push(cfgB).then(() => res.end("from A"));
     });
     const cfgA = config(
       "A",
-      [{ prefix: "/", cluster: "c", responseHeaders: { add: [["x-config", "A"]], set: [], remove: [] } }],
+      [{ prefix: "/", cluster: "c", responseHeaders: { add: [["x-config", "A"]] } }],
       [cluster("c", [endpoint(a.port)])],
     );
     const cfgB = config(
       "B",
-      [{ prefix: "/", cluster: "c", responseHeaders: { add: [["x-config", "B"]], set: [], remove: [] } }],
+      [{ prefix: "/", cluster: "c", responseHeaders: { add: [["x-config", "B"]] } }],
       [cluster("c", [endpoint(b.port)])],
     );
-    current = cfgA;
-    const p = await startProxy(() => current);
+    p = await startGateway(cfgA);
     try {
       const r = await rawExchange(p.port, get("/1"), { until: oneResponse });
       const [res] = parseResponses(r.data).responses;
@@ -294,7 +292,7 @@ describe("malformed requests", () => {
       req.resume();
       res.end("forwarded");
     });
-    const p = await startProxy(() => single(o.port));
+    const p = await startGateway(single(o.port));
     try {
       for (const [name, text, status] of cases) {
         const r = await rawExchange(p.port, text);
@@ -318,7 +316,7 @@ describe("malformed requests", () => {
   });
 
   it("slow request head: 408 after the header timeout, then close", T, async () => {
-    const p = await startProxy(() => config("none", [], []), { headerTimeoutMs: 150 });
+    const p = await startGateway(withLimits(config("none", [], []), limits({ headerTimeoutMs: 150 })));
     try {
       const r = await rawExchange(p.port, "GET / HTTP/1.1\r\nHost: a\r\n");
       assert.equal(r.closed, true);
@@ -330,7 +328,7 @@ describe("malformed requests", () => {
 
   it("idle keep-alive connections are closed after keepAliveTimeoutMs", T, async () => {
     const o = await startHttpOrigin((_req, res) => res.end("ok"));
-    const p = await startProxy(() => single(o.port), { keepAliveTimeoutMs: 100 });
+    const p = await startGateway(withLimits(single(o.port), limits({ idleTimeoutMs: 100 })));
     try {
       const r = await rawExchange(p.port, get("/"));
       assert.equal(r.closed, true);
@@ -343,7 +341,7 @@ describe("malformed requests", () => {
 
   it("a client that half-closes after its request still gets the response", T, async () => {
     const o = await startHttpOrigin((_req, res) => setTimeout(() => res.end("late"), 20));
-    const p = await startProxy(() => single(o.port));
+    const p = await startGateway(single(o.port));
     try {
       const data = await new Promise<Buffer>((resolve) => {
         const s = net.connect(p.port, "127.0.0.1");

@@ -3,19 +3,10 @@ import http2 from "node:http2";
 import net from "node:net";
 import { describe, it } from "node:test";
 import { waitFor } from "../../../test/helpers.ts";
-import type { RuntimeConfig } from "../runtime/types.ts";
+import type { GatewayConfig } from "../../test/gateway.ts";
+import { cluster, config, endpoint, limits, startGateway, withLimits } from "../../test/gateway.ts";
+import { parseResponses, rawExchange, startHttpOrigin } from "../../test/net.ts";
 import { AGW_ERRORS } from "./errors.ts";
-import {
-  cluster,
-  config,
-  endpoint,
-  limits,
-  parseResponses,
-  rawExchange,
-  startHttpOrigin,
-  startProxy,
-  withLimits,
-} from "./test-support.ts";
 
 const T = { timeout: 20000 };
 
@@ -37,7 +28,7 @@ async function countingOrigin() {
   return { origin, seen };
 }
 
-function single(port: number, maxRequestBodyBytes?: number): RuntimeConfig {
+function single(port: number, maxRequestBodyBytes?: number): GatewayConfig {
   return config(
     "v",
     [{ prefix: "/", cluster: "c", ...(maxRequestBodyBytes !== undefined && { maxRequestBodyBytes }) }],
@@ -69,7 +60,7 @@ function rawClient(port: number) {
 describe("request body size limit (413)", () => {
   it("Content-Length over the limit: 413 before the upstream sees anything, then close", T, async () => {
     const { origin, seen } = await countingOrigin();
-    const p = await startProxy(() => withLimits(single(origin.port), limits({ maxRequestBodyBytes: 100 })));
+    const p = await startGateway(withLimits(single(origin.port), limits({ maxRequestBodyBytes: 100 })));
     try {
       const r = await rawExchange(
         p.port,
@@ -97,7 +88,7 @@ describe("request body size limit (413)", () => {
 
   it("a chunked body crossing the limit: 413, and the upstream got no byte past the limit", T, async () => {
     const { origin, seen } = await countingOrigin();
-    const p = await startProxy(() => withLimits(single(origin.port), limits({ maxRequestBodyBytes: 1000 })));
+    const p = await startGateway(withLimits(single(origin.port), limits({ maxRequestBodyBytes: 1000 })));
     const c = rawClient(p.port);
     try {
       c.socket.write("POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -130,7 +121,7 @@ describe("request body size limit (413)", () => {
       });
       req.on("error", () => {});
     });
-    const p = await startProxy(() => withLimits(single(origin.port), limits({ maxRequestBodyBytes: 500 })));
+    const p = await startGateway(withLimits(single(origin.port), limits({ maxRequestBodyBytes: 500 })));
     const c = rawClient(p.port);
     try {
       c.socket.write(
@@ -150,7 +141,7 @@ describe("request body size limit (413)", () => {
 
   it("a route's maxRequestBodyBytes overrides the listener's", T, async () => {
     const { origin, seen } = await countingOrigin();
-    const p = await startProxy(() => withLimits(single(origin.port, 0), limits({ maxRequestBodyBytes: 10 })));
+    const p = await startGateway(withLimits(single(origin.port, 0), limits({ maxRequestBodyBytes: 10 })));
     try {
       const r = await rawExchange(
         p.port,
@@ -168,9 +159,7 @@ describe("request body size limit (413)", () => {
 describe("connection limits and timeouts", () => {
   it("maxRequestsPerConnection: the last allowed response carries Connection: close", T, async () => {
     const { origin } = await countingOrigin();
-    const p = await startProxy(() =>
-      withLimits(single(origin.port), limits({ maxRequestsPerConnection: 2 })),
-    );
+    const p = await startGateway(withLimits(single(origin.port), limits({ maxRequestsPerConnection: 2 })));
     try {
       const get = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
       const r = await rawExchange(p.port, get + get + get);
@@ -187,7 +176,7 @@ describe("connection limits and timeouts", () => {
 
   it("a trickling body is bounded: no byte for bodyTimeout → 408", T, async () => {
     const { origin } = await countingOrigin();
-    const p = await startProxy(() => withLimits(single(origin.port), limits({ bodyTimeoutMs: 200 })));
+    const p = await startGateway(withLimits(single(origin.port), limits({ bodyTimeoutMs: 200 })));
     const c = rawClient(p.port);
     try {
       c.socket.write("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
@@ -204,8 +193,7 @@ describe("connection limits and timeouts", () => {
 
   it("a push changes the head limit for new requests; the open keep-alive connection stays", T, async () => {
     const { origin } = await countingOrigin();
-    let cfg = withLimits(single(origin.port), limits());
-    const p = await startProxy(() => cfg);
+    const p = await startGateway(withLimits(single(origin.port), limits()));
     const c = rawClient(p.port);
     const big = `GET / HTTP/1.1\r\nHost: a\r\nX-Pad: ${"p".repeat(3000)}\r\n\r\n`;
     try {
@@ -214,7 +202,7 @@ describe("connection limits and timeouts", () => {
         "parseResponses(c.data()).responses.length === 1",
         () => parseResponses(c.data()).responses.length === 1,
       );
-      cfg = withLimits(single(origin.port), limits({ maxRequestHeaderBytes: 2048 }));
+      await p.push(withLimits(single(origin.port), limits({ maxRequestHeaderBytes: 2048 })));
       c.socket.write(big);
       await until(
         "parseResponses(c.data()).responses.length === 2",
@@ -265,7 +253,7 @@ describe("HTTP/2 limits", () => {
 
   it("413 per stream, by content-length and by DATA; the session carries on", T, async () => {
     const { origin, seen } = await countingOrigin();
-    const p = await startProxy(() => withLimits(single(origin.port), limits({ maxRequestBodyBytes: 100 })));
+    const p = await startGateway(withLimits(single(origin.port), limits({ maxRequestBodyBytes: 100 })));
     const s = h2(p.port);
     try {
       const byLength = await send(
@@ -293,7 +281,7 @@ describe("HTTP/2 limits", () => {
     T,
     async () => {
       const { origin } = await countingOrigin();
-      const p = await startProxy(() =>
+      const p = await startGateway(
         withLimits(
           single(origin.port),
           limits({

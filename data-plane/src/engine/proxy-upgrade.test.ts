@@ -2,19 +2,9 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import type net from "node:net";
 import { after, before, describe, it } from "node:test";
-import type { RuntimeConfig } from "../runtime/types.ts";
+import { cluster, config, endpoint, type Gateway, startGateway } from "../../test/gateway.ts";
+import { parseResponses, type RawOrigin, rawExchange, startRawOrigin } from "../../test/net.ts";
 import { AGW_ERRORS } from "./errors.ts";
-import {
-  cluster,
-  config,
-  endpoint,
-  type ProxyHandle,
-  parseResponses,
-  type RawOrigin,
-  rawExchange,
-  startProxy,
-  startRawOrigin,
-} from "./test-support.ts";
 
 const T = { timeout: 20000 };
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -112,13 +102,13 @@ function roundTrip(ws: WebSocket, data: string | Uint8Array): Promise<string | B
 
 describe("Upgrade tunnels (WebSocket)", () => {
   let origin: RawOrigin;
-  let proxy: ProxyHandle;
-  let cfg: RuntimeConfig;
+  let proxy: Gateway;
 
   before(async () => {
     origin = await startRawOrigin(wsEcho);
-    cfg = config("v1", [{ prefix: "/", cluster: "ws" }], [cluster("ws", [endpoint(origin.port)])]);
-    proxy = await startProxy(() => cfg);
+    proxy = await startGateway(
+      config("v1", [{ prefix: "/", cluster: "ws" }], [cluster("ws", [endpoint(origin.port)])]),
+    );
   });
   after(async () => {
     await proxy.close();
@@ -137,8 +127,14 @@ describe("Upgrade tunnels (WebSocket)", () => {
     const ws = await openSocket(`ws://127.0.0.1:${proxy.port}/chat`);
     assert.equal(await roundTrip(ws, "before"), "before");
     for (let i = 0; i < 1000; i++) {
-      cfg = config(`v${i + 2}`, [{ prefix: "/", cluster: "ws" }], [cluster("ws", [endpoint(origin.port)])]);
-      if (i % 100 === 0) await new Promise((r) => setImmediate(r));
+      // Each push changes the route (a header to add), so each is a real build and swap.
+      await proxy.push(
+        config(
+          `v${i + 2}`,
+          [{ prefix: "/", cluster: "ws", requestHeaders: { set: [["x-push", String(i)]] } }],
+          [cluster("ws", [endpoint(origin.port)])],
+        ),
+      );
     }
     assert.equal(await roundTrip(ws, "after"), "after");
     ws.close();
@@ -180,7 +176,7 @@ describe("Upgrade tunnels (WebSocket)", () => {
 
 describe("Upgrade tunnels: upstream misbehaviour", () => {
   let origin: RawOrigin;
-  let proxy: ProxyHandle;
+  let proxy: Gateway;
 
   before(async () => {
     // Answers every request with a 101, asked for or not.
@@ -191,7 +187,7 @@ describe("Upgrade tunnels: upstream misbehaviour", () => {
       );
     });
     const cfg = config("v1", [{ prefix: "/", cluster: "c" }], [cluster("c", [endpoint(origin.port)])]);
-    proxy = await startProxy(() => cfg);
+    proxy = await startGateway(cfg);
   });
   after(async () => {
     await proxy.close();

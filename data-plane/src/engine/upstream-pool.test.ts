@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import type net from "node:net";
 import { describe, it } from "node:test";
-import { cluster, endpoint, startRawOrigin } from "./test-support.ts";
+import { cluster, endpoint, runtimeCluster } from "../../test/gateway.ts";
+import { startRawOrigin } from "../../test/net.ts";
+import type { Endpoint } from "../runtime/types.ts";
 import { type UpstreamHandler, UpstreamPool } from "./upstream-pool.ts";
 
 const T = { timeout: 10000 };
@@ -16,8 +18,10 @@ describe("UpstreamPool", () => {
   it("reuses idle connections and honours maxRequestsPerConnection / maxIdlePerEndpoint", T, async () => {
     const o = await startRawOrigin(() => {});
     const pool = new UpstreamPool();
-    const ep = endpoint(o.port);
-    const c = cluster("c", [ep], { maxRequestsPerConnection: 2, maxIdlePerEndpoint: 1 });
+    const c = runtimeCluster(
+      cluster("c", [endpoint(o.port)], { maxRequestsPerConnection: 2, maxIdlePerEndpoint: 1 }),
+    );
+    const ep = c.endpoints[0] as Endpoint;
     try {
       const a = pool.acquire(ep, c, handler);
       assert.equal(a.reused, false);
@@ -49,8 +53,8 @@ describe("UpstreamPool", () => {
   it("closes connections idle longer than the cluster's idleTimeoutMs", T, async () => {
     const o = await startRawOrigin(() => {});
     const pool = new UpstreamPool({ sweepIntervalMs: 20 });
-    const ep = endpoint(o.port);
-    const c = cluster("c", [ep], { idleTimeoutMs: 50 });
+    const c = runtimeCluster(cluster("c", [endpoint(o.port)], { idleTimeoutMs: 50 }));
+    const ep = c.endpoints[0] as Endpoint;
     try {
       const a = pool.acquire(ep, c, handler);
       await once(a.socket as net.Socket, "connect");
@@ -67,8 +71,8 @@ describe("UpstreamPool", () => {
   it("drops an idle connection the upstream closed", T, async () => {
     const o = await startRawOrigin((s) => setTimeout(() => s.end(), 30));
     const pool = new UpstreamPool();
-    const ep = endpoint(o.port);
-    const c = cluster("c", [ep]);
+    const c = runtimeCluster(cluster("c", [endpoint(o.port)]));
+    const ep = c.endpoints[0] as Endpoint;
     try {
       const a = pool.acquire(ep, c, handler);
       await once(a.socket as net.Socket, "connect");

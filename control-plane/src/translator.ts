@@ -20,6 +20,7 @@ import {
   type Ir,
   type IrCluster,
   type IrClusterPolicies,
+  type IrL4,
   type IrListenerLimits,
   type IrListenerTls,
   type IrPathPolicy,
@@ -275,6 +276,20 @@ function listenerPaths(p: ListenerConfig["paths"]): IrPathPolicy | undefined {
   };
 }
 
+function listenerL4(l: ListenerConfig): IrL4 | undefined {
+  if (l.protocol !== "tcp" && l.protocol !== "tls-passthrough") return undefined;
+  const o = l.l4;
+  return {
+    cluster: l.cluster ?? "",
+    sni: (l.sni ?? []).map((r) => ({ serverNames: r.serverNames, cluster: r.cluster })),
+    ...(o?.idleTimeout !== undefined && { idleTimeoutMs: durationMs(o.idleTimeout, 0) }),
+    maxConnections: o?.maxConnections ?? 0,
+    clientHelloTimeoutMs: durationMs(o?.clientHelloTimeout, 0),
+    maxClientHelloBytes: o?.maxClientHelloBytes ?? 0,
+    maxConnectAttempts: o?.maxConnectAttempts ?? 0,
+  };
+}
+
 export function listenerTls(tls: ListenerConfig["tls"]): IrListenerTls | undefined {
   if (tls === undefined) return undefined;
   const client = tls.clientCertificate;
@@ -336,6 +351,7 @@ export function translateConfig(config: GatewayConfig): Ir {
       const tls = listenerTls(l.tls);
       const limits = listenerLimits(l.limits);
       const paths = listenerPaths(l.paths);
+      const l4 = listenerL4(l);
       return {
         name: l.name,
         address: l.address ?? DEFAULTS.listenerAddress,
@@ -344,6 +360,7 @@ export function translateConfig(config: GatewayConfig): Ir {
         ...(tls && { tls }),
         ...(limits && { limits }),
         ...(paths && { paths }),
+        ...(l4 && { l4 }),
         routes: (l.routes ?? []).map(route),
       };
     }),

@@ -252,9 +252,14 @@ function decode(typeUrl: TypeUrl, any: Any): [string, MessageShape<DescMessage>]
 /** References that do not resolve yet, as "agw.v1.Kind name -> agw.v1.Kind missing". */
 function missingReferences(set: ResourceSet): string[] {
   const missing: string[] = [];
-  for (const [name, l] of set.listeners)
+  for (const [name, l] of set.listeners) {
     if (l.routeConfig && !set.routeConfigs.has(l.routeConfig))
       missing.push(`agw.v1.Listener ${name} -> agw.v1.RouteConfig ${l.routeConfig}`);
+    const l4 = l.l4;
+    for (const cluster of l4 ? [l4.cluster, ...l4.sniRoutes.map((r) => r.cluster)] : [])
+      if (cluster !== "" && !set.clusters.has(cluster))
+        missing.push(`agw.v1.Listener ${name} -> agw.v1.Cluster ${cluster}`);
+  }
   for (const [name, r] of set.routes) {
     const target = r.action?.target;
     const clusters =

@@ -7,7 +7,6 @@
  */
 import net from "node:net";
 import type { Logger } from "@agw/core";
-import type { HttpProxy } from "./engine/proxy.ts";
 import { ResourceError } from "./runtime/build.ts";
 import type { ListenerRuntime, RuntimeConfig } from "./runtime/types.ts";
 import type { DownstreamTlsInfo } from "./tls/acceptor.ts";
@@ -26,8 +25,14 @@ export interface ListenerHandler {
 /** Called once per bind; a listener changing protocol is bound anew, so the handler may depend on it. */
 export type ConnectionHandlerFactory = (listenerName: string, listener: ListenerRuntime) => ListenerHandler;
 
+/** What a port speaks; a listener changing it is bound anew (its handler and socket options depend on it). */
+function listenerKind(l: ListenerRuntime): string {
+  return l.l4?.kind ?? (l.tls === undefined ? "http" : "https");
+}
+
 interface OpenListener {
   readonly name: string;
+  readonly kind: string;
   readonly address: string;
   readonly port: number;
   readonly server: net.Server;
@@ -36,14 +41,24 @@ interface OpenListener {
   tls: ListenerTlsRuntime | undefined;
 }
 
+/** What serves one port's connections: the HTTP engine (HttpProxy) or an L4 proxy (l4/proxy.ts). */
+export interface PortProxy {
+  readonly listenerName: string;
+  readonly connectionCount: number;
+  handleConnection(socket: net.Socket, tls?: DownstreamTlsInfo): void;
+  /** Stop keep-alive: idle connections close now, busy ones when done. */
+  shutdown(): void;
+  destroyAll(): void;
+}
+
 /** Proxies whose port has closed: they stay in their set only while they still have connections. */
-const retired = new WeakSet<HttpProxy>();
+const retired = new WeakSet<PortProxy>();
 
 /**
  * Serves a newly bound port with `proxy`. The set holds every proxy with connections (the connection
  * gauges and the drain on SIGTERM go through it); one whose port closed leaves it after its last one.
  */
-export function servePort(proxies: Set<HttpProxy>, proxy: HttpProxy): ListenerHandler {
+export function servePort(proxies: Set<PortProxy>, proxy: PortProxy): ListenerHandler {
   for (const p of proxies) if (retired.has(p) && p.connectionCount === 0) proxies.delete(p);
   proxies.add(proxy);
   return {
@@ -100,7 +115,7 @@ export class ListenerManager {
         current &&
         current.address === l.address &&
         current.port === l.port &&
-        (current.tls === undefined) === (l.tls === undefined)
+        current.kind === listenerKind(l)
       )
         continue;
       if (current && current.port === l.port) this.close(current);
@@ -166,7 +181,8 @@ export class ListenerManager {
   private async bind(l: ListenerRuntime): Promise<OpenListener> {
     const handler = this.handlerFor(l.name, l);
     const handle = handler.handle;
-    const server = net.createServer({ noDelay: true }, (socket) => {
+    // L4 listeners pass half-closes on: the client's FIN reaches the upstream, which may still answer.
+    const server = net.createServer({ noDelay: true, allowHalfOpen: l.l4 !== undefined }, (socket) => {
       this.accepted++;
       const tls = open.tls;
       if (tls === undefined) handle(socket);
@@ -174,6 +190,7 @@ export class ListenerManager {
     });
     const open: OpenListener = {
       name: l.name,
+      kind: listenerKind(l),
       address: l.address,
       port: l.port,
       server,

@@ -9,7 +9,8 @@ import type { Any } from "@bufbuild/protobuf/wkt";
 import { ConfigStore } from "./config-store.ts";
 import { HttpProxy, type HttpProxyOptions } from "./engine/proxy.ts";
 import { UpstreamPool } from "./engine/upstream-pool.ts";
-import { ListenerManager, servePort } from "./listeners.ts";
+import { L4Proxy } from "./l4/proxy.ts";
+import { ListenerManager, type PortProxy, servePort } from "./listeners.ts";
 import { GatewayObserver, type ObservabilityOptions } from "./observability/index.ts";
 import type { MetricSources } from "./observability/metrics.ts";
 import { closeRedisClients } from "./plugins/redis.ts";
@@ -59,7 +60,7 @@ export class ServingUnit {
   readonly pool: UpstreamPool;
   readonly observer: GatewayObserver;
   /** Every proxy with connections; a listener keeps one for its life (listeners.ts servePort). */
-  readonly proxies = new Set<HttpProxy>();
+  readonly proxies = new Set<PortProxy>();
   private readonly tls: TlsManager;
   private stoppedKeepAlive = false;
 
@@ -68,7 +69,7 @@ export class ServingUnit {
     let unit: ServingUnit | undefined;
     const store = () => (unit as ServingUnit).store;
     const pool = new UpstreamPool();
-    const proxies = new Set<HttpProxy>();
+    const proxies = new Set<PortProxy>();
     const xdsConnected = options.xdsConnected;
     const perConfig: Pick<
       MetricSources,
@@ -111,7 +112,7 @@ export class ServingUnit {
   private constructor(
     options: ServingOptions,
     pool: UpstreamPool,
-    proxies: Set<HttpProxy>,
+    proxies: Set<PortProxy>,
     observer: GatewayObserver,
   ) {
     this.pool = pool;
@@ -119,7 +120,16 @@ export class ServingUnit {
     this.observer = observer;
     const requestObserver = observer.observesRequests ? { observer } : {};
     this.listeners = new ListenerManager(
-      (listenerName) => {
+      (listenerName, listener) => {
+        if (listener.l4 !== undefined)
+          return servePort(
+            proxies,
+            new L4Proxy({
+              listenerName,
+              getConfig: () => this.store.current(),
+              ...(observer.observesRequests && { observer }),
+            }),
+          );
         const proxy = new HttpProxy({
           listenerName,
           getConfig: () => this.store.current(),

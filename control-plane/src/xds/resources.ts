@@ -31,6 +31,7 @@ import type {
   HeaderOps,
   Ir,
   IrCluster,
+  IrL4,
   IrListener,
   IrListenerLimits,
   IrPathPolicy,
@@ -89,6 +90,25 @@ function listenerLimits(l: IrListenerLimits) {
     idleTimeout: durationFromMs(l.idleTimeoutMs),
     maxRequestsPerConnection: l.maxRequestsPerConnection,
     http2: { ...l.http2 },
+  };
+}
+
+const PROTOCOLS = {
+  http: Protocol.HTTP,
+  https: Protocol.HTTPS,
+  tcp: Protocol.TCP,
+  "tls-passthrough": Protocol.TLS_PASSTHROUGH,
+} as const;
+
+function l4Listener(l: IrL4) {
+  return {
+    cluster: l.cluster,
+    sniRoutes: l.sni.map((r) => ({ serverNames: r.serverNames, cluster: r.cluster })),
+    ...(l.idleTimeoutMs !== undefined && { idleTimeout: durationFromMs(l.idleTimeoutMs) }),
+    maxConnections: l.maxConnections,
+    ...(l.clientHelloTimeoutMs > 0 && { clientHelloTimeout: durationFromMs(l.clientHelloTimeoutMs) }),
+    maxClientHelloBytes: l.maxClientHelloBytes,
+    maxConnectAttempts: l.maxConnectAttempts,
   };
 }
 
@@ -329,8 +349,9 @@ export class SnapshotBuilder {
             name: l.name,
             address: l.address,
             port: l.port,
-            protocol: l.protocol === "https" ? Protocol.HTTPS : Protocol.HTTP,
-            routeConfig: l.name,
+            protocol: PROTOCOLS[l.protocol],
+            routeConfig: l.l4 ? "" : l.name,
+            ...(l.l4 && { l4: l4Listener(l.l4) }),
             ...(l.tls && {
               tls: {
                 certificateSecrets: l.tls.certificates,
@@ -349,6 +370,7 @@ export class SnapshotBuilder {
           listenerSecrets(l),
         ),
       );
+      if (l.l4) continue;
       add(TYPE_URL.routeConfig, l.name, null, () =>
         versioned(RouteConfigSchema, l.name, create(RouteConfigSchema, { name: l.name })),
       );

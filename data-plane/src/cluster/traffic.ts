@@ -28,8 +28,11 @@ export class RequestTraffic {
     this.onPerTryTimeout = onPerTryTimeout;
   }
 
-  /** A request for `cluster`; false when the circuit breaker refuses it (answer 503 overflow). */
-  begin(cluster: ClusterRuntime, retry: RetrySpec | null | undefined, req: RequestView): boolean {
+  /**
+   * A request (or an L4 connection: `req` null) for `cluster`; false when the circuit breaker refuses
+   * it (answer 503 overflow, or close the connection).
+   */
+  begin(cluster: ClusterRuntime, retry: RetrySpec | null | undefined, req: RequestView | null): boolean {
     this.cluster = cluster;
     this.retry = retry ?? null;
     this.req = req;
@@ -61,6 +64,12 @@ export class RequestTraffic {
   responseStarted(status: number, replayable: boolean): boolean {
     this.clearTimer();
     return this.ended({ kind: "status", status }, replayable);
+  }
+
+  /** An L4 connection to the endpoint is up: a success for outlier detection, as a 2xx is for HTTP. */
+  connected(): void {
+    this.clearTimer();
+    this.ended({ kind: "status", status: 200 }, false);
   }
 
   /** The attempt failed before a response head; true when the policy wants another attempt. */

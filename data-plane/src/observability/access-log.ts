@@ -7,6 +7,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import type { L4ConnectionView } from "./connection.ts";
 import type { ExchangeView } from "./exchange.ts";
 
 export interface AccessLogOptions {
@@ -138,7 +139,33 @@ export class AccessLog {
     const getters = this.getters;
     let line = "";
     for (let i = 0; i < getters.length; i++) line += (keys[i] as string) + (getters[i] as Field)(x, facts);
-    line += "}\n";
+    this.push(`${line}}\n`);
+  }
+
+  /**
+   * One line per L4 connection (docs/l4.md), sampled like exchanges. Its fields are fixed: an L4
+   * connection has no method, path or status, and the fields it has (sni, upstream_host, bytes both
+   * ways) are always wanted; one line per connection, not per request, so plain JSON.stringify.
+   */
+  writeL4(c: L4ConnectionView, endedAtMs: number): void {
+    if (this.sampleRate < 1 && Math.random() >= this.sampleRate) return;
+    const line = JSON.stringify({
+      start_time: JSON.parse(isoTime(performance.timeOrigin + c.startedAt)),
+      protocol: c.protocol,
+      listener: c.listener,
+      sni: c.serverName === "" ? null : c.serverName,
+      upstream_cluster: c.cluster === "" ? null : c.cluster,
+      upstream_host: c.endpoint === "" ? null : c.endpoint,
+      response_flags: c.outcome === "" ? null : c.outcome,
+      duration_ms: Math.round((endedAtMs - c.startedAt) * 1000) / 1000,
+      bytes_received: c.bytesReceived,
+      bytes_sent: c.bytesSent,
+      client_address: c.clientIp,
+    });
+    this.push(`${line}\n`);
+  }
+
+  private push(line: string): void {
     this.pending.push(line);
     this.pendingLength += line.length;
     if (this.pendingLength >= BATCH_BYTES) this.flush();

@@ -2,6 +2,7 @@
 
 import type { RuntimeConfig } from "../runtime/types.ts";
 import { AccessLog, type AccessLogOptions } from "./access-log.ts";
+import type { L4ConnectionObserver, L4ConnectionView } from "./connection.ts";
 import type { ExchangeObserver, ExchangeView } from "./exchange.ts";
 import { DataPlaneMetrics, endpointHealth, type MetricSources } from "./metrics.ts";
 import type { ExchangeSpans, Tracing, TracingOptions } from "./tracing.ts";
@@ -42,7 +43,7 @@ interface ConnState {
   bytesWritten: number;
 }
 
-export class GatewayObserver implements ExchangeObserver {
+export class GatewayObserver implements ExchangeObserver, L4ConnectionObserver {
   readonly metrics: DataPlaneMetrics;
   readonly accessLog: AccessLog | null;
   readonly tracing: Tracing | null;
@@ -115,6 +116,12 @@ export class GatewayObserver implements ExchangeObserver {
     }
     s.bytesRead = read;
     s.bytesWritten = written;
+  }
+
+  /** An L4 connection closed: one count and a duration per connection, bytes both ways, a log line. */
+  l4ConnectionEnd(c: L4ConnectionView, endedAt: number): void {
+    if (this.requestMetrics) this.metrics.recordL4(c, endedAt);
+    this.accessLog?.writeL4(c, endedAt);
   }
 
   async close(): Promise<void> {

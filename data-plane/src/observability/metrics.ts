@@ -8,6 +8,7 @@ import { Counter, Gauge, Histogram, type MetricValueWithName, Registry } from "p
 import { PLUGIN_CALL_BUCKETS, type PluginStats } from "../plugins/host.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint } from "../runtime/types.ts";
 import { type BucketCounts, newBucketCounts, observeSeconds } from "./bucket-counts.ts";
+import type { L4ConnectionView } from "./connection.ts";
 import type { ExchangeView } from "./exchange.ts";
 
 /** Latency buckets in seconds: 0.5 ms … 30 s. */
@@ -37,6 +38,25 @@ class RouteSeries {
     return c;
   }
 }
+
+/** The counts of one L4 listener's connections to one cluster ("" when none was chosen). */
+class L4Series {
+  readonly listener: string;
+  readonly cluster: string;
+  /** Connections by outcome ("" counted as "ok"). */
+  readonly outcomes = new Map<string, number>();
+  bytesReceived = 0;
+  bytesSent = 0;
+  readonly duration = newBucketCounts(L4_DURATION_BUCKETS);
+
+  constructor(listener: string, cluster: string) {
+    this.listener = listener;
+    this.cluster = cluster;
+  }
+}
+
+/** L4 connection durations in seconds: 1 ms … 1 h. */
+const L4_DURATION_BUCKETS = [0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600];
 
 export type EndpointHealth = "unchecked" | "healthy" | "unhealthy" | "ejected";
 
@@ -155,6 +175,8 @@ export class DataPlaneMetrics {
   private readonly series = new Map<string, RouteSeries>();
   private readonly routeSeries = new WeakMap<CompiledRoute, RouteSeries>();
   private readonly upstreamByCluster = new Map<string, BucketCounts>();
+  /** Keyed by listener + "\n" + cluster. */
+  private readonly l4 = new Map<string, L4Series>();
 
   constructor(sources: MetricSources) {
     const registers = [this.registry];
@@ -248,6 +270,7 @@ export class DataPlaneMetrics {
         for (const [cluster, n] of sources.clusterEndpoints()) this.set({ cluster }, n);
       },
     });
+    this.registerL4();
     this.registerTrafficPolicies(sources);
     this.registerPlugins(sources);
     new Gauge({
@@ -268,6 +291,59 @@ export class DataPlaneMetrics {
         for (const [type, version] of sources.xdsVersions()) this.set({ type, version }, 1);
       },
     });
+  }
+
+  private registerL4(): void {
+    const l4 = this.l4;
+    countedElsewhere(
+      this.registry,
+      "agw_l4_connections_total",
+      'Closed TCP and TLS passthrough connections, by listener, cluster and outcome ("ok", or why it ended: docs/l4.md)',
+      ["listener", "cluster", "outcome"],
+      function* () {
+        for (const s of l4.values())
+          for (const [outcome, n] of s.outcomes)
+            yield [{ listener: s.listener, cluster: s.cluster, outcome: outcome || "ok" }, n];
+      },
+    );
+    countedElsewhere(
+      this.registry,
+      "agw_l4_bytes_total",
+      "Bytes of closed TCP and TLS passthrough connections, received from and sent to the client",
+      ["listener", "cluster", "direction"],
+      function* () {
+        for (const s of l4.values()) {
+          yield [{ listener: s.listener, cluster: s.cluster, direction: "received" }, s.bytesReceived];
+          yield [{ listener: s.listener, cluster: s.cluster, direction: "sent" }, s.bytesSent];
+        }
+      },
+    );
+    new CountedHistogram(
+      this.registry,
+      {
+        name: "agw_l4_connection_duration_seconds",
+        help: "From accept to close, per TCP or TLS passthrough listener and cluster",
+        labelNames: ["listener", "cluster"],
+        buckets: L4_DURATION_BUCKETS,
+      },
+      function* () {
+        for (const s of l4.values()) yield [{ listener: s.listener, cluster: s.cluster }, s.duration];
+      },
+    );
+  }
+
+  /** One closed L4 connection. */
+  recordL4(c: L4ConnectionView, endedAt: number): void {
+    const key = `${c.listener}\n${c.cluster}`;
+    let s = this.l4.get(key);
+    if (s === undefined) {
+      s = new L4Series(c.listener, c.cluster);
+      this.l4.set(key, s);
+    }
+    s.outcomes.set(c.outcome, (s.outcomes.get(c.outcome) ?? 0) + 1);
+    s.bytesReceived += c.bytesReceived;
+    s.bytesSent += c.bytesSent;
+    observeSeconds(s.duration, L4_DURATION_BUCKETS, (endedAt - c.startedAt) / 1000);
   }
 
   private registerTrafficPolicies(sources: MetricSources): void {

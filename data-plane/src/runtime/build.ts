@@ -3,6 +3,7 @@
  * invalid throws a ResourceError naming the resource, which the xDS client turns into a NACK.
  */
 import { DEFAULTS, LISTENER_LIMITS } from "@agw/core";
+import { SERVER_NAME_RULE } from "@agw/core/dns-name";
 import {
   type Cluster,
   type ClusterLoadAssignment,
@@ -10,6 +11,7 @@ import {
 } from "@agw/core/gen/agw/v1/cluster_pb.js";
 import {
   EscapedSlashes,
+  type L4Listener,
   type Listener,
   type ListenerLimits as ListenerLimitsSpec,
   type PathNormalization,
@@ -26,6 +28,7 @@ import { PluginChain } from "../plugins/chain.ts";
 import type { PluginRuntime } from "../plugins/host.ts";
 import { type ListenerTlsRuntime, type TlsBuild, TlsManager } from "../tls/manager.ts";
 import type { SecretMaterial } from "../tls/secrets.ts";
+import { addServerName } from "../tls/sni.ts";
 import { routeTraffic } from "../traffic/build.ts";
 import { type Candidate, compileCandidate, compileRouterSteps } from "./router.ts";
 import type {
@@ -33,6 +36,7 @@ import type {
   CompiledRoute,
   Endpoint,
   HeaderOps,
+  L4ListenerRuntime,
   ListenerLimits,
   ListenerRuntime,
   PathPolicy,
@@ -234,6 +238,76 @@ export function listenerLimits(l: ListenerLimitsSpec | undefined): ListenerLimit
   };
 }
 
+/** The L4 defaults (docs/l4.md): Envoy tcp_proxy's 1 h idle timeout; a ClientHello fits one record. */
+export const L4_DEFAULTS = {
+  idleTimeoutMs: 3_600_000,
+  clientHelloTimeoutMs: 10_000,
+  maxClientHelloBytes: 16_384,
+  /** The most a listener may raise it to (Envoy's tls_inspector cap). */
+  maxClientHelloBytesLimit: 65_536,
+} as const;
+
+/^(\*\.)?[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$/;
+
+/** A TCP or TLS passthrough listener's settings; clusters are looked up per connection (warming waits for them). */
+function l4Listener(
+  where: string,
+  kind: L4ListenerRuntime["kind"],
+  spec: L4Listener | undefined,
+  clusters: ReadonlyMap<string, ClusterRuntime>,
+): L4ListenerRuntime {
+  if (spec === undefined) throw new ResourceError(where, `a ${kind} listener needs l4`);
+  const sni = { exact: new Map<string, string>(), wildcard: new Map<string, string>() };
+  if (kind === "tcp" && spec.sniRoutes.length > 0)
+    throw new ResourceError(where, "sni_routes need protocol TLS_PASSTHROUGH");
+  if (kind === "tcp" && spec.cluster === "")
+    throw new ResourceError(where, "a TCP listener needs l4.cluster");
+  if (kind === "tls-passthrough" && spec.cluster === "" && spec.sniRoutes.length === 0)
+    throw new ResourceError(where, "a TLS passthrough listener needs sni_routes or a cluster");
+  const seen = new Set<string>();
+  for (const r of spec.sniRoutes) {
+    if (r.cluster === "") throw new ResourceError(where, "an SNI route without a cluster");
+    if (r.serverNames.length === 0)
+      throw new ResourceError(where, `the SNI route to ${r.cluster} names no server`);
+    for (const name of r.serverNames) {
+      if (!SERVER_NAME_RULE.test(name))
+        throw new ResourceError(
+          where,
+          `server name ${JSON.stringify(name)}: expected a lower-case DNS name or "*." and one`,
+        );
+      if (seen.has(name)) throw new ResourceError(where, `server name ${name} is routed twice`);
+      seen.add(name);
+      addServerName(sni, name, r.cluster);
+    }
+  }
+  for (const name of [spec.cluster, ...spec.sniRoutes.map((r) => r.cluster)]) {
+    const c = clusters.get(name);
+    if (c?.tls !== undefined)
+      throw new ResourceError(
+        where,
+        `cluster ${name} has tls: an L4 listener forwards the client's bytes as they are (TLS passthrough: the endpoint terminates TLS)`,
+      );
+    if (c?.http2 === true)
+      throw new ResourceError(where, `cluster ${name} speaks HTTP/2; an L4 listener forwards bytes`);
+  }
+  const maxHello = spec.maxClientHelloBytes || L4_DEFAULTS.maxClientHelloBytes;
+  if (maxHello < 512 || maxHello > L4_DEFAULTS.maxClientHelloBytesLimit)
+    throw new ResourceError(
+      where,
+      `max_client_hello_bytes ${maxHello} out of range (512-${L4_DEFAULTS.maxClientHelloBytesLimit})`,
+    );
+  return {
+    kind,
+    cluster: spec.cluster,
+    sni,
+    idleTimeoutMs: ms(spec.idleTimeout, L4_DEFAULTS.idleTimeoutMs),
+    maxConnections: spec.maxConnections,
+    clientHelloTimeoutMs: ms(spec.clientHelloTimeout, 0) || L4_DEFAULTS.clientHelloTimeoutMs,
+    maxClientHelloBytes: maxHello,
+    maxConnectAttempts: Math.max(1, spec.maxConnectAttempts),
+  };
+}
+
 /** A listener's path normalisation; absent fields are on, and an unset escaped-slash action refuses. */
 export function pathPolicy(where: string, p: PathNormalization | undefined): PathPolicy {
   const e = p?.escapedSlashes ?? EscapedSlashes.UNSPECIFIED;
@@ -307,6 +381,26 @@ function* buildSteps(
     if (other)
       throw new ResourceError(where, `address ${address}:${l.port} is also used by listener ${other}`);
     bound.set(`${address}:${l.port}`, name);
+    const l4Kind =
+      l.protocol === Protocol.TCP
+        ? "tcp"
+        : l.protocol === Protocol.TLS_PASSTHROUGH
+          ? "tls-passthrough"
+          : undefined;
+    if (l4Kind !== undefined) {
+      if (l.routeConfig !== "") throw new ResourceError(where, `a ${l4Kind} listener has no route_config`);
+      if (l.tls !== undefined)
+        throw new ResourceError(where, `a ${l4Kind} listener terminates no TLS: tls needs protocol HTTPS`);
+      listeners.set(name, {
+        name,
+        address,
+        port: l.port,
+        router: undefined,
+        l4: l4Listener(where, l4Kind, l.l4, clusters),
+      });
+      continue;
+    }
+    if (l.l4 !== undefined) throw new ResourceError(where, "l4 needs protocol TCP or TLS_PASSTHROUGH");
     const router = set.routeConfigs.has(l.routeConfig)
       ? yield* compileRouterSteps(routesByConfig.get(l.routeConfig) ?? [])
       : undefined;

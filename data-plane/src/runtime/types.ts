@@ -10,6 +10,7 @@ import type { RetrySpec } from "../cluster/retry.ts";
 import type { ClusterState } from "../cluster/state.ts";
 import type { PluginChain } from "../plugins/chain.ts";
 import type { ListenerTlsRuntime, UpstreamTlsRuntime } from "../tls/manager.ts";
+import type { ServerNameTable } from "../tls/sni.ts";
 import type { LocalAnswers } from "../traffic/local.ts";
 import type { Mirror } from "../traffic/mirror.ts";
 import type { RequestRewrite } from "../traffic/rewrite.ts";
@@ -130,6 +131,22 @@ export interface ListenerRuntime {
   readonly limits?: ListenerLimits;
   /** How request paths are normalised before routing; absent: DEFAULT_PATH_POLICY (engine/path.ts). */
   readonly paths?: PathPolicy;
+  /** Present on TCP and TLS passthrough listeners (data-plane/src/l4), which have no router. */
+  readonly l4?: L4ListenerRuntime;
+}
+
+/** A TCP or TLS passthrough listener's targets and limits (docs/l4.md); 0 disables a timeout or limit. */
+export interface L4ListenerRuntime {
+  readonly kind: "tcp" | "tls-passthrough";
+  /** TCP: the cluster; TLS passthrough: the cluster of unmatched or absent server names; "" refuses them. */
+  readonly cluster: string;
+  /** TLS passthrough: server name → cluster. */
+  readonly sni: ServerNameTable<string>;
+  readonly idleTimeoutMs: number;
+  readonly maxConnections: number;
+  readonly clientHelloTimeoutMs: number;
+  readonly maxClientHelloBytes: number;
+  readonly maxConnectAttempts: number;
 }
 
 /** What happens to `%2F`, `%5C` (either case) and a raw `\` in a request path (docs/routing.md). */

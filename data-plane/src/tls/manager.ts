@@ -17,6 +17,7 @@ import {
   SecretError,
   type SecretMaterial,
 } from "./secrets.ts";
+import { addServerName, lookupServerName } from "./sni.ts";
 
 /**
  * Application protocols the engine speaks downstream. ALPN only ever selects from these; the engine
@@ -60,12 +61,7 @@ export interface UpstreamTlsRuntime {
 
 /** The SNI lookup: exact name, then a one-label wildcard, then the default. */
 export function selectContext(rt: ListenerTlsRuntime, servername: string): SecureContext {
-  const name = servername.toLowerCase();
-  const exact = rt.exact.get(name);
-  if (exact) return exact;
-  const dot = name.indexOf(".");
-  const wild = dot > 0 ? rt.wildcard.get(name.slice(dot + 1)) : undefined;
-  return wild ?? rt.defaultContext;
+  return lookupServerName(rt, servername.toLowerCase()) ?? rt.defaultContext;
 }
 
 function digest(...parts: string[]): string {
@@ -189,11 +185,7 @@ export class TlsBuild {
       defaultContext ??= context;
       certificates.push({ name, digest: s.digest, serverNames: s.serverNames });
       // The first certificate listed for a name wins: the list is in preference order.
-      for (const host of s.serverNames) {
-        if (host.startsWith("*.")) {
-          if (!wildcard.has(host.slice(2))) wildcard.set(host.slice(2), context);
-        } else if (!exact.has(host)) exact.set(host, context);
-      }
+      for (const host of s.serverNames) addServerName({ exact, wildcard }, host, context);
     }
     const alpn = (spec.alpn.length > 0 ? spec.alpn : ["http/1.1"]).filter((p) => ENGINE_ALPN.includes(p));
     if (alpn.length === 0) throw tlsError(`none of the ALPN protocols ${spec.alpn.join(", ")} is supported`);

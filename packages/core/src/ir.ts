@@ -112,11 +112,26 @@ export interface IrPathPolicy {
   escapedSlashes: "reject" | "keep" | "decode";
 }
 
+/** A tcp or tls-passthrough listener's targets and limits (docs/l4.md); 0 = the data plane's default. */
+export interface IrL4 {
+  /** "" for a tls-passthrough listener that refuses unmatched names. */
+  cluster: string;
+  sni: Array<{ serverNames: string[]; cluster: string }>;
+  /** Absent: the default (1h); 0 disables. */
+  idleTimeoutMs?: number;
+  maxConnections: number;
+  clientHelloTimeoutMs: number;
+  maxClientHelloBytes: number;
+  maxConnectAttempts: number;
+}
+
 export interface IrListener {
   name: string;
   address: string;
   port: number;
-  protocol: "http" | "https";
+  protocol: "http" | "https" | "tcp" | "tls-passthrough";
+  /** Present when protocol is tcp or tls-passthrough (routes then empty). */
+  l4?: IrL4;
   tls?: IrListenerTls;
   /** Absent: the data plane defaults (the same values as LISTENER_LIMITS). */
   limits?: IrListenerLimits;

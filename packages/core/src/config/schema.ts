@@ -4,6 +4,7 @@
  * (references, uniqueness) live in semantic.ts.
  */
 import { z } from "zod";
+import { SERVER_NAME_RULE } from "../dns-name.ts";
 import { PLUGIN_BODY_LIMITS } from "../ir.ts";
 import { linearRegexError } from "../regex.ts";
 import { parseHttpGrant } from "./http-grant.ts";
@@ -424,15 +425,80 @@ export const listenerPathsSchema = z
     "How request paths are normalised before routing (docs/routing.md); the upstream gets the result.",
   );
 
+export const sniRouteSchema = z
+  .strictObject({
+    serverNames: z
+      .array(
+        z.string().regex(SERVER_NAME_RULE, 'expected a lower-case DNS name, or "*." and one (one label)'),
+      )
+      .min(1),
+    cluster: z.string().min(1),
+  })
+  .describe(
+    "Connections whose ClientHello names one of serverNames go to cluster; exact names before wildcards.",
+  );
+
+export const l4Schema = z
+  .strictObject({
+    idleTimeout: duration
+      .optional()
+      .describe("Both directions silent this long closes the connection. Default 1h; 0s disables it."),
+    maxConnections: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe(
+        "Connections open at once on this listener; more are closed when accepted. Default 0 (unlimited).",
+      ),
+    clientHelloTimeout: duration
+      .optional()
+      .describe("tls-passthrough: time for the whole ClientHello to arrive, from the accept. Default 10s."),
+    maxClientHelloBytes: z
+      .number()
+      .int()
+      .min(512)
+      .max(65536)
+      .optional()
+      .describe("tls-passthrough: largest ClientHello accepted, record headers included. Default 16384."),
+    maxConnectAttempts: z
+      .number()
+      .int()
+      .min(1)
+      .max(10)
+      .optional()
+      .describe(
+        "Endpoints tried when connecting fails, a different one each time when there are several. Default 1.",
+      ),
+  })
+  .describe("Timeouts and limits of a tcp or tls-passthrough listener (docs/l4.md).");
+
 export const listenerSchema = z.strictObject({
   name: resourceName,
   address: z.string().min(1).optional().describe('Address to bind; default "0.0.0.0".'),
   port: z.number().int().min(1).max(65535),
-  protocol: z.enum(["http", "https"]).optional().describe("Default http; https needs tls."),
+  protocol: z
+    .enum(["http", "https", "tcp", "tls-passthrough"])
+    .optional()
+    .describe(
+      "Default http; https needs tls; tcp forwards to cluster; tls-passthrough routes by the ClientHello's server name (sni) without terminating TLS (docs/l4.md).",
+    ),
   tls: listenerTlsSchema.optional(),
   limits: listenerLimitsSchema.optional(),
   paths: listenerPathsSchema.optional(),
   routes: z.array(routeSchema).optional(),
+  cluster: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "tcp: where connections go. tls-passthrough: where names no sni route matches go (default: refused).",
+    ),
+  sni: z
+    .array(sniRouteSchema)
+    .optional()
+    .describe("tls-passthrough: routes by server name, first match wins."),
+  l4: l4Schema.optional(),
 });
 
 export const upstreamTlsSchema = z

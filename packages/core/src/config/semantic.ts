@@ -1,6 +1,6 @@
 /** Checks that need the whole document: references, uniqueness, endpoint syntax. */
 import type { ConfigPath } from "./loader.ts";
-import type { GatewayConfig } from "./schema.ts";
+import type { GatewayConfig, ListenerConfig } from "./schema.ts";
 
 export interface SemanticError {
   path: ConfigPath;
@@ -92,6 +92,9 @@ export function semanticErrors(config: GatewayConfig, invalid: InvalidNames = {}
     ),
   ];
   listeners.forEach((listener, li) => {
+    errors.push(...l4Errors(listener, li, clusterNames, clusters));
+  });
+  listeners.forEach((listener, li) => {
     const routes = listener.routes ?? [];
     errors.push(
       ...duplicates(
@@ -155,6 +158,66 @@ export function semanticErrors(config: GatewayConfig, invalid: InvalidNames = {}
       const checked = typeof endpoint === "string" ? checkHostPort(endpoint) : undefined;
       if (typeof checked === "string")
         errors.push({ path: ["clusters", ci, "endpoints", ei], message: checked });
+    });
+  });
+  return errors;
+}
+
+const L4_ONLY = ["cluster", "sni", "l4"] as const;
+const HTTP_ONLY = ["routes", "tls", "limits", "paths"] as const;
+
+/** What a tcp or tls-passthrough listener may and must have, and what an HTTP listener may not. */
+function l4Errors(
+  listener: ListenerConfig,
+  li: number,
+  clusterNames: { has(name: string): boolean },
+  clusters: GatewayConfig["clusters"] & object,
+): SemanticError[] {
+  const at: ConfigPath = ["listeners", li];
+  const protocol = listener.protocol ?? "http";
+  const errors: SemanticError[] = [];
+  if (protocol === "http" || protocol === "https") {
+    for (const key of L4_ONLY)
+      if (listener[key] !== undefined)
+        errors.push({ path: [...at, key], message: `${key} needs protocol: tcp or tls-passthrough` });
+    return errors;
+  }
+  for (const key of HTTP_ONLY)
+    if (listener[key] !== undefined)
+      errors.push({
+        path: [...at, key],
+        message:
+          key === "tls"
+            ? `a ${protocol} listener terminates no TLS (the endpoints do); tls needs protocol: https`
+            : `a ${protocol} listener has no ${key}: it forwards bytes to cluster${protocol === "tls-passthrough" ? " or by sni" : ""}`,
+      });
+  if (protocol === "tcp" && listener.sni !== undefined)
+    errors.push({ path: [...at, "sni"], message: "sni needs protocol: tls-passthrough" });
+  if (protocol === "tcp" && listener.cluster === undefined)
+    errors.push({ path: [...at, "protocol"], message: "a tcp listener needs cluster" });
+  if (protocol === "tls-passthrough" && listener.cluster === undefined && (listener.sni ?? []).length === 0)
+    errors.push({ path: [...at, "protocol"], message: "a tls-passthrough listener needs sni or cluster" });
+  const target = (name: string, path: ConfigPath) => {
+    const c = clusters.find((c) => c.name === name);
+    if (!clusterNames.has(name)) errors.push({ path, message: `unknown cluster "${name}"` });
+    else if (c?.tls !== undefined || c?.protocol === "http2")
+      errors.push({
+        path,
+        message: `cluster "${name}" has ${c.tls !== undefined ? "tls" : "protocol: http2"}: a ${protocol} listener forwards the client's bytes as they are`,
+      });
+  };
+  if (listener.cluster !== undefined) target(listener.cluster, [...at, "cluster"]);
+  const seen = new Map<string, string>();
+  listener.sni?.forEach((r, ri) => {
+    target(r.cluster, [...at, "sni", ri, "cluster"]);
+    r.serverNames.forEach((name, ni) => {
+      const first = seen.get(name);
+      if (first !== undefined)
+        errors.push({
+          path: [...at, "sni", ri, "serverNames", ni],
+          message: `server name "${name}" is routed twice (first at ${first})`,
+        });
+      else seen.set(name, `sni[${ri}]`);
     });
   });
   return errors;

@@ -40,7 +40,7 @@ export declare type Listener = Message<"agw.v1.Listener"> & {
   protocol: Protocol;
 
   /**
-   * Name of the RouteConfig that serves requests on this listener.
+   * Name of the RouteConfig that serves requests on this listener; empty on TCP and TLS passthrough listeners.
    *
    * @generated from field: string route_config = 5;
    */
@@ -67,6 +67,13 @@ export declare type Listener = Message<"agw.v1.Listener"> & {
    * @generated from field: agw.v1.PathNormalization paths = 8;
    */
   paths?: PathNormalization | undefined;
+
+  /**
+   * Present when protocol is TCP or TLS_PASSTHROUGH (docs/l4.md).
+   *
+   * @generated from field: agw.v1.L4Listener l4 = 9;
+   */
+  l4?: L4Listener | undefined;
 };
 
 /**
@@ -74,6 +81,94 @@ export declare type Listener = Message<"agw.v1.Listener"> & {
  * Use `create(ListenerSchema)` to create a new message.
  */
 export declare const ListenerSchema: GenMessage<Listener>;
+
+/**
+ * Where a TCP or TLS passthrough listener sends its connections, and its limits. Durations: absent
+ * means the default, zero disables.
+ *
+ * @generated from message agw.v1.L4Listener
+ */
+export declare type L4Listener = Message<"agw.v1.L4Listener"> & {
+  /**
+   * TCP: every connection goes to this cluster. TLS_PASSTHROUGH: connections whose server name no
+   * route matches (or that send none) go here; empty refuses them.
+   *
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * TLS_PASSTHROUGH: the first route naming the ClientHello's server name wins; exact names before
+   * "*.example.com" (one label).
+   *
+   * @generated from field: repeated agw.v1.SniRoute sni_routes = 2;
+   */
+  sniRoutes: SniRoute[];
+
+  /**
+   * Both directions silent this long closes the connection. Absent: 1h (Envoy tcp_proxy's default).
+   *
+   * @generated from field: google.protobuf.Duration idle_timeout = 3;
+   */
+  idleTimeout?: Duration | undefined;
+
+  /**
+   * Connections open at once on this listener; more are closed when accepted. 0: unlimited.
+   *
+   * @generated from field: uint32 max_connections = 4;
+   */
+  maxConnections: number;
+
+  /**
+   * TLS_PASSTHROUGH: time for the whole ClientHello to arrive, from the accept. Absent: 10s; zero is 10s.
+   *
+   * @generated from field: google.protobuf.Duration client_hello_timeout = 5;
+   */
+  clientHelloTimeout?: Duration | undefined;
+
+  /**
+   * TLS_PASSTHROUGH: largest ClientHello accepted (record headers included). 0: 16384.
+   *
+   * @generated from field: uint32 max_client_hello_bytes = 6;
+   */
+  maxClientHelloBytes: number;
+
+  /**
+   * Endpoints tried when connecting fails (each a different one when the cluster has several). 0: 1.
+   *
+   * @generated from field: uint32 max_connect_attempts = 7;
+   */
+  maxConnectAttempts: number;
+};
+
+/**
+ * Describes the message agw.v1.L4Listener.
+ * Use `create(L4ListenerSchema)` to create a new message.
+ */
+export declare const L4ListenerSchema: GenMessage<L4Listener>;
+
+/**
+ * @generated from message agw.v1.SniRoute
+ */
+export declare type SniRoute = Message<"agw.v1.SniRoute"> & {
+  /**
+   * Lower-case DNS names, or "*.example.com" matching exactly one label.
+   *
+   * @generated from field: repeated string server_names = 1;
+   */
+  serverNames: string[];
+
+  /**
+   * @generated from field: string cluster = 2;
+   */
+  cluster: string;
+};
+
+/**
+ * Describes the message agw.v1.SniRoute.
+ * Use `create(SniRouteSchema)` to create a new message.
+ */
+export declare const SniRouteSchema: GenMessage<SniRoute>;
 
 /**
  * Request path normalisation, done before routing; the upstream receives the normalised path.
@@ -335,6 +430,20 @@ export enum Protocol {
    * @generated from enum value: PROTOCOL_HTTPS = 2;
    */
   HTTPS = 2,
+
+  /**
+   * Bytes forwarded as they are to L4Listener.cluster.
+   *
+   * @generated from enum value: PROTOCOL_TCP = 3;
+   */
+  TCP = 3,
+
+  /**
+   * TLS forwarded without terminating it, routed by the ClientHello's server name (L4Listener.sni_routes).
+   *
+   * @generated from enum value: PROTOCOL_TLS_PASSTHROUGH = 4;
+   */
+  TLS_PASSTHROUGH = 4,
 }
 
 /**

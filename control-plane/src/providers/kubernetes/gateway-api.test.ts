@@ -255,3 +255,49 @@ test("filters: RequestRedirect, URLRewrite and RequestMirror become the IR's red
     name: "gw",
   });
 });
+
+test("Gateway conditions the conformance suite checks: unsupported protocols (ListenersNotValid), parametersRef (InvalidParameters); the older of two equal routes comes first", () => {
+  const out = translate({
+    gateways: [
+      gateway("only-bad", [{ name: "invalid", port: 1111, protocol: "INVALID" }]),
+      gateway("mixed", [
+        { name: "http", port: 80, protocol: "HTTP" },
+        { name: "invalid", port: 1111, protocol: "INVALID" },
+      ]),
+      gateway("params", [{ name: "http", port: 81, protocol: "HTTP" }], {
+        infrastructure: { parametersRef: { group: "invalid.io", kind: "InvalidParameters", name: "x" } },
+      }),
+    ],
+    httpRoutes: [
+      {
+        ...route("infra", "b-older", { parentRefs: [{ name: "mixed" }] }),
+        metadata: { name: "b-older", namespace: "infra", creationTimestamp: "2026-01-01T00:00:00Z" as never },
+      },
+      {
+        ...route("infra", "a-newer", { parentRefs: [{ name: "mixed" }] }),
+        metadata: { name: "a-newer", namespace: "infra", creationTimestamp: "2026-01-02T00:00:00Z" as never },
+      },
+    ],
+  });
+  const gw = (name: string) => out.gatewayApi.gateways.find((g) => g.name === name);
+  assert.deepEqual(gw("only-bad")?.accepted, {
+    type: "Accepted",
+    status: "False",
+    reason: "ListenersNotValid",
+    message: "No listener is valid.",
+  });
+  assert.deepEqual(gw("only-bad")?.listeners[0]?.supportedKinds, []);
+  assert.equal(gw("only-bad")?.listeners[0]?.conditions[0]?.reason, "UnsupportedProtocol");
+  assert.deepEqual(
+    [gw("mixed")?.accepted.status, gw("mixed")?.accepted.reason],
+    ["True", "ListenersNotValid"],
+  );
+  assert.deepEqual(
+    [gw("params")?.accepted.status, gw("params")?.accepted.reason],
+    ["False", "InvalidParameters"],
+  );
+  assert.deepEqual(
+    out.listeners.find((l) => l.name === "gateway/infra/mixed/80")?.routes.map((r) => r.name),
+    ["k8s/infra/httproute/b-older/80/0/0", "k8s/infra/httproute/a-newer/80/0/0"],
+  );
+});

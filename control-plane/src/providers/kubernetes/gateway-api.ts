@@ -306,6 +306,16 @@ export function translateGatewayApi(
       report.accepted = cond("Accepted", false, "UnsupportedAddress", unsupported);
       continue;
     }
+    const parameters = g.spec?.infrastructure?.parametersRef;
+    if (parameters) {
+      report.accepted = cond(
+        "Accepted",
+        false,
+        "InvalidParameters",
+        `infrastructure.parametersRef ${parameters.group}/${parameters.kind} ${parameters.name}: no parameters are supported`,
+      );
+      continue;
+    }
     const byPort = new Map<number, PlannedListener[]>();
     for (const spec of g.spec?.listeners ?? []) {
       const lr: ListenerReport = { name: spec.name, supportedKinds: [], attachedRoutes: 0, conditions: [] };
@@ -329,14 +339,15 @@ export function translateGatewayApi(
       let accepted = cond("Accepted", true, "Accepted", "Listener is accepted.");
       let conflicted = cond("Conflicted", false, "NoConflicts", "No conflicts.");
       const https = spec.protocol === "HTTPS";
-      if (spec.protocol !== "HTTP" && !https)
+      if (spec.protocol !== "HTTP" && !https) {
         accepted = cond(
           "Accepted",
           false,
           "UnsupportedProtocol",
           `Protocol ${spec.protocol} is not supported.`,
         );
-      else if (https && spec.tls?.mode === "Passthrough")
+        lr.supportedKinds = [];
+      } else if (https && spec.tls?.mode === "Passthrough")
         accepted = cond(
           "Accepted",
           false,
@@ -453,9 +464,9 @@ export function translateGatewayApi(
   const ourGateways = new Set(gateways.map((g) => key(g.metadata?.namespace, g.metadata?.name)));
   const sources: RouteSource[] = [];
   const routeReports: HttpRouteReport[] = [];
-  const routes = [...objects.httpRoutes].sort((a, b) =>
-    key(a.metadata?.namespace, a.metadata?.name) < key(b.metadata?.namespace, b.metadata?.name) ? -1 : 1,
-  );
+  // Oldest first, then by namespace/name: Gateway API's tie-break between equally specific matches
+  // of different routes (the data plane keeps config order among those).
+  const routes = [...objects.httpRoutes].sort(byAge);
   for (const route of routes) {
     const namespace = route.metadata?.namespace ?? "default";
     const name = route.metadata?.name ?? "";

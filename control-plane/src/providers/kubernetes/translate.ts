@@ -346,8 +346,16 @@ export function translateKube(objects: KubeObjects, options: KubeTranslateOption
     // HTTPRoutes after GatewayRoutes.
     ...gatewayApi.sources,
   ];
+  // GatewayRoutes by key; HTTPRoutes stay in gateway-api.ts's order (oldest first, as Gateway API
+  // breaks ties between routes).
   sources.sort((a, b) =>
-    a.kind === b.kind ? byKey([a.key, a], [b.key, b]) : a.kind === "GatewayRoute" ? -1 : 1,
+    a.kind !== b.kind
+      ? a.kind === "GatewayRoute"
+        ? -1
+        : 1
+      : a.kind === "GatewayRoute"
+        ? byKey([a.key, a], [b.key, b])
+        : 0,
   );
 
   for (const source of sources) {

@@ -148,6 +148,7 @@ export interface Gateway extends KubernetesObject {
     gatewayClassName?: string;
     addresses?: Array<{ type?: string; value: string }>;
     listeners?: GatewayListenerSpec[];
+    infrastructure?: { parametersRef?: { group: string; kind: string; name: string } };
   };
   status?: GatewayStatus;
 }

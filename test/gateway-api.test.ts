@@ -6,10 +6,7 @@
  * ReferenceGrant across namespaces, and a RequestRedirect, all through a real data plane.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
 import http from "node:http";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { type ControlPlane, startControlPlane } from "@agw/control-plane";
 import { KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
@@ -20,10 +17,10 @@ import {
   type HttpRoute,
 } from "@agw/control-plane/providers/kubernetes/types";
 import { type DataPlane, startDataPlane } from "@agw/data-plane";
-import { parse } from "yaml";
 import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
+import { applyCrds, gatewayApiCrds } from "../scripts/kube/crds.ts";
 import { createPodNetwork, netnsUnavailableReason, type PodNetwork } from "../scripts/kube/netns.ts";
-import { freePort, ROOT, requireOrSkip, waitFor } from "./helpers.ts";
+import { freePort, requireOrSkip, waitFor } from "./helpers.ts";
 
 const unavailable = kubeUnavailableReason() ?? netnsUnavailableReason();
 const GW = "/apis/gateway.networking.k8s.io/v1";
@@ -48,28 +45,7 @@ before(
       return;
     }
     client = new KubeClient(loadKubeConfig(api.kubeconfig));
-    const crds = execFileSync("bash", [join(ROOT, "scripts/kube/gateway-api-crds.sh")], {
-      encoding: "utf8",
-    }).trim();
-    for (const plural of ["gatewayclasses", "gateways", "httproutes", "referencegrants"]) {
-      const crd = parse(readFileSync(join(crds, `gateway.networking.k8s.io_${plural}.yaml`), "utf8"));
-      await client.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd);
-      await waitFor(
-        `${plural} CRD established`,
-        async () => {
-          const c = await client.request<{
-            status?: { conditions?: Array<{ type: string; status: string }> };
-          }>(
-            "GET",
-            `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${plural}.gateway.networking.k8s.io`,
-          );
-          return (
-            c.status?.conditions?.some((x) => x.type === "Established" && x.status === "True") || undefined
-          );
-        },
-        30_000,
-      );
-    }
+    await applyCrds(client, gatewayApiCrds(["gatewayclasses", "gateways", "httproutes", "referencegrants"]));
     for (const [name, labels] of [
       ["infra", {}],
       ["team-a", { shared: "yes" }],

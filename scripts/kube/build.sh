@@ -2,6 +2,8 @@
 # Builds kube-apiserver, etcd and kubectl from the Go module proxy into a cache outside the
 # repository, keyed by version, so a machine builds them once. Prints the directory holding the
 # binaries. A binary already in the cache is not built again (kubectl came later than the others).
+# Arguments name more k8s.io/kubernetes commands to build too (scripts/kube/build-conformance.sh
+# asks for kube-controller-manager).
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces every k8s.io/* staging module
 # with ./staging/... . A wrapper module requires it and replaces each staging module with its
@@ -12,7 +14,10 @@ KUBE_VERSION="${AGW_KUBE_VERSION:-v1.37.2}"
 CACHE_ROOT="${AGW_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agw-k8s}"
 OUT="$CACHE_ROOT/$KUBE_VERSION"
 
-if [[ -x "$OUT/kube-apiserver" && -x "$OUT/etcd" && -x "$OUT/kubectl" ]]; then
+EXTRA=("$@")
+missing=0
+for bin in kube-apiserver etcd kubectl "${EXTRA[@]}"; do [[ -x "$OUT/$bin" ]] || missing=1; done
+if [[ $missing == 0 ]]; then
   echo "$OUT"
   exit 0
 fi
@@ -41,21 +46,16 @@ GO_DIRECTIVE="$(grep -m1 -E '^go ' "$KK_GOMOD")"
   grep -oE '^\s*k8s\.io/[^ ]+ => \./staging/' "$KK_GOMOD" |
     awk -v v="$STAGING_VERSION" '{ print "replace " $1 " => " $1 " " v }'
 } > go.mod
-cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "go.etcd.io/etcd/server/v3"
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+{
+  printf '//go:build tools\n\npackage tools\n\nimport (\n'
+  printf '\t_ "go.etcd.io/etcd/server/v3"\n'
+  for bin in kube-apiserver kubectl "${EXTRA[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$bin"; done
+  printf ')\n'
+} > tools.go
 
 go mod tidy >&2
 mkdir -p "$OUT.partial"
-for bin in kube-apiserver etcd kubectl; do
+for bin in kube-apiserver etcd kubectl "${EXTRA[@]}"; do
   if [[ -x "$OUT/$bin" ]]; then cp "$OUT/$bin" "$OUT.partial/$bin"; fi
 done
 # Without these the server reports v0.0.0-master, and clients that check version skew complain.
@@ -71,6 +71,10 @@ KUBE_LDFLAGS="-s -w -X $VERSION_PKG.gitVersion=$KUBE_VERSION -X $VERSION_PKG.git
 # kubectl for the local walk-through in docs/kubernetes.md (npm run kube:local).
 [[ -x "$OUT.partial/kubectl" ]] ||
   CGO_ENABLED=0 go build -trimpath -ldflags "$KUBE_LDFLAGS" -o "$OUT.partial/kubectl" k8s.io/kubernetes/cmd/kubectl >&2
+for bin in "${EXTRA[@]}"; do
+  [[ -x "$OUT.partial/$bin" ]] ||
+    CGO_ENABLED=0 go build -trimpath -ldflags "$KUBE_LDFLAGS" -o "$OUT.partial/$bin" "k8s.io/kubernetes/cmd/$bin" >&2
+done
 rm -rf "$OUT"
 mv "$OUT.partial" "$OUT"
 echo "$OUT"

@@ -17,9 +17,10 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSyn
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { KubeApiError, KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
+import { KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
 import { parse } from "yaml";
 import { kubeBinDir, kubeUnavailableReason, startTestApiServer } from "./apiserver.ts";
+import { applyCrds, gatewayApiCrds } from "./crds.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -57,32 +58,11 @@ process.on("SIGTERM", () => void stop(0));
 
 try {
   const client = new KubeClient(loadKubeConfig(api.kubeconfig));
-  const post = (path: string, body: unknown) =>
-    client.request("POST", path, body).catch((e: unknown) => {
-      if (!(e instanceof KubeApiError && e.status === 409)) throw e;
-    });
   const crds = [parse(readFileSync(join(ROOT, "deploy/crds/gateway.agw.dev_gatewayroutes.yaml"), "utf8"))];
-  if (values["gateway-api"]) {
-    const dir = execFileSync("bash", [join(ROOT, "scripts/kube/gateway-api-crds.sh")], {
-      encoding: "utf8",
-    }).trim();
-    for (const plural of ["gatewayclasses", "gateways", "httproutes", "referencegrants"])
-      crds.push(parse(readFileSync(join(dir, `gateway.networking.k8s.io_${plural}.yaml`), "utf8")));
-  }
-  for (const crd of crds) await post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd);
+  if (values["gateway-api"])
+    crds.push(...gatewayApiCrds(["gatewayclasses", "gateways", "httproutes", "referencegrants"]));
   // Established, so that the first `kubectl apply` of a GatewayRoute finds its API.
-  for (const crd of crds) {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const c = await client.request<{ status?: { conditions?: Array<{ type: string; status: string }> } }>(
-        "GET",
-        `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${crd.metadata.name}`,
-      );
-      if (c.status?.conditions?.some((x) => x.type === "Established" && x.status === "True")) break;
-      if (Date.now() > deadline) throw new Error(`CRD ${crd.metadata.name} not established after 30 s`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
+  await applyCrds(client, crds);
 
   mkdirSync(values.dir, { recursive: true });
   const kubeconfig = join(values.dir, "kubeconfig");

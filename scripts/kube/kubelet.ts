@@ -1,0 +1,310 @@
+/**
+ * A stand-in kubelet for the Gateway API conformance harness (scripts/kube/conformance.ts): a TEST
+ * HARNESS, not a kubelet. No image can be pulled here, so it runs the one image the suite needs,
+ * the gateway-api echo backend (echo-basic, built from the Go module proxy), as a local process.
+ *
+ * It registers one Ready Node; binds every unscheduled Pod to it (the scheduler's job); runs each
+ * Pod's containers in a network namespace of its own on a bridge (its own pod IP, 198.19.S.0/24),
+ * with the downward-API environment (fieldRef metadata.name / metadata.namespace / status.podIP /
+ * spec.nodeName) and literal env; reports the Pod Running and Ready once its first container port
+ * (else 3000) accepts connections; and, when a Pod is deleted, stops it and confirms the deletion
+ * (grace period 0). Any other image makes the Pod Failed, with the reason. No container logs, no
+ * volumes, no probes but the port check. It polls the API server
+ * (every 500 ms) instead of watching: simple, and enough for a test cluster. Root and `ip` needed.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import net from "node:net";
+import type { KubeClient } from "../../control-plane/src/providers/kubernetes/client.ts";
+
+interface Container {
+  name: string;
+  image: string;
+  command?: string[];
+  args?: string[];
+  env?: Array<{ name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }>;
+  ports?: Array<{ containerPort: number }>;
+}
+
+interface Pod {
+  metadata: {
+    name: string;
+    namespace: string;
+    uid: string;
+    deletionTimestamp?: string;
+    creationTimestamp?: string;
+  };
+  spec: { nodeName?: string; containers: Container[] };
+  status?: { phase?: string };
+}
+
+interface Running {
+  uid: string;
+  netns: string;
+  hostIf: string;
+  ip: string;
+  procs: ChildProcess[];
+  ready: boolean;
+  failed?: string;
+}
+
+export interface StandInKubelet {
+  readonly nodeName: string;
+  readonly podCidr: string;
+  close(): Promise<void>;
+}
+
+const ECHO_IMAGE = /(^|\/)gateway-api\/echo-basic(:|@|$)/;
+const POLL_MS = 500;
+
+function ip(args: string[]): void {
+  execFileSync("ip", args, { stdio: ["ignore", "ignore", "pipe"] });
+}
+
+export async function startKubelet(options: {
+  client: KubeClient;
+  /** The echo-basic binary. */
+  echoBasic: string;
+  nodeName?: string;
+  log?: (line: string) => void;
+}): Promise<StandInKubelet> {
+  const { client, echoBasic } = options;
+  const log = options.log ?? (() => {});
+  const nodeName = options.nodeName ?? "agw-node";
+  const id = `${process.pid % 10_000}`;
+  const subnet = `198.19.${1 + Math.floor(Math.random() * 250)}`;
+  const bridge = `agwkb${id}`;
+  ip(["link", "add", bridge, "type", "bridge"]);
+  ip(["addr", "add", `${subnet}.1/24`, "dev", bridge]);
+  ip(["link", "set", bridge, "up"]);
+  const running = new Map<string, Running>();
+  const free = Array.from({ length: 250 }, (_, i) => `${subnet}.${i + 2}`);
+  let ifCount = 0;
+  let stopped = false;
+  const now = () => new Date().toISOString().replace(/\.\d+Z$/, "Z");
+
+  const nodeStatus = () => ({
+    status: {
+      conditions: [
+        {
+          type: "Ready",
+          status: "True",
+          reason: "KubeletReady",
+          message: "stand-in kubelet (AGW conformance harness)",
+          lastHeartbeatTime: now(),
+          lastTransitionTime: now(),
+        },
+      ],
+      addresses: [
+        { type: "InternalIP", address: `${subnet}.1` },
+        { type: "Hostname", address: nodeName },
+      ],
+      capacity: { cpu: "64", memory: "256Gi", pods: "250" },
+      allocatable: { cpu: "64", memory: "256Gi", pods: "250" },
+      nodeInfo: {
+        kubeletVersion: "agw-stand-in",
+        containerRuntimeVersion: "process://",
+        architecture: "amd64",
+        operatingSystem: "linux",
+      },
+    },
+  });
+  await client
+    .request("POST", "/api/v1/nodes", {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: {
+        name: nodeName,
+        labels: { "kubernetes.io/hostname": nodeName, "kubernetes.io/os": "linux" },
+      },
+      spec: { podCIDR: `${subnet}.0/24` },
+    })
+    .catch((e: Error) => {
+      if (!/409|AlreadyExists/.test(String(e))) throw e;
+    });
+  const heartbeat = () =>
+    client.request("PATCH", `/api/v1/nodes/${nodeName}/status`, nodeStatus(), "application/merge-patch+json");
+  await heartbeat();
+
+  const podPath = (p: Pod) =>
+    `/api/v1/namespaces/${encodeURIComponent(p.metadata.namespace)}/pods/${encodeURIComponent(p.metadata.name)}`;
+  const patchStatus = (p: Pod, status: object) =>
+    client.request("PATCH", `${podPath(p)}/status`, { status }, "application/merge-patch+json");
+
+  function stop(r: Running): void {
+    for (const proc of r.procs) if (proc.exitCode === null) proc.kill("SIGKILL");
+    try {
+      ip(["netns", "del", r.netns]);
+    } catch {}
+    try {
+      ip(["link", "del", r.hostIf]);
+    } catch {}
+    free.push(r.ip);
+  }
+
+  function start(p: Pod): Running {
+    const podIp = free.shift();
+    if (!podIp) throw new Error("no pod address left");
+    const n = ifCount++;
+    const netns = `agwkp${id}-${n}`;
+    const hostIf = `agwkv${id}x${n}`;
+    const r: Running = { uid: p.metadata.uid, netns, hostIf, ip: podIp, procs: [], ready: false };
+    ip(["netns", "add", netns]);
+    ip(["link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", netns]);
+    ip(["link", "set", hostIf, "master", bridge]);
+    ip(["link", "set", hostIf, "up"]);
+    ip(["-n", netns, "link", "set", "lo", "up"]);
+    ip(["-n", netns, "addr", "add", `${podIp}/24`, "dev", "eth0"]);
+    ip(["-n", netns, "link", "set", "eth0", "up"]);
+    ip(["-n", netns, "route", "add", "default", "via", `${subnet}.1`]);
+    for (const c of p.spec.containers) {
+      if (!ECHO_IMAGE.test(c.image)) {
+        r.failed = `image ${c.image} is not available in this harness (only the gateway-api echo-basic image is run)`;
+        return r;
+      }
+      const field = (path: string) =>
+        ({
+          "metadata.name": p.metadata.name,
+          "metadata.namespace": p.metadata.namespace,
+          "status.podIP": podIp,
+          "spec.nodeName": nodeName,
+        })[path] ?? "";
+      const env: Record<string, string> = { PATH: process.env.PATH ?? "/usr/bin:/bin" };
+      for (const e of c.env ?? [])
+        env[e.name] = e.value ?? (e.valueFrom?.fieldRef ? field(e.valueFrom.fieldRef.fieldPath) : "");
+      // The container-logs endpoint (read by the suite's extended mirror tests) is not served.
+      const proc = spawn("ip", ["netns", "exec", netns, echoBasic, ...(c.args ?? [])], {
+        env,
+        stdio: "ignore",
+      });
+      r.procs.push(proc);
+    }
+    return r;
+  }
+
+  const probe = (address: string, port: number) =>
+    new Promise<boolean>((resolve) => {
+      const s = net.connect({ host: address, port, timeout: 500 }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on("error", () => resolve(false));
+      s.on("timeout", () => {
+        s.destroy();
+        resolve(false);
+      });
+    });
+
+  async function reconcile(): Promise<void> {
+    const pods = (await client.request<{ items: Pod[] }>("GET", "/api/v1/pods")).items;
+    const seen = new Set<string>();
+    for (const p of pods) {
+      const key = p.metadata.uid;
+      seen.add(key);
+      const r = running.get(key);
+      if (p.metadata.deletionTimestamp) {
+        if (r) {
+          stop(r);
+          running.delete(key);
+        }
+        await client
+          .request("DELETE", podPath(p), { apiVersion: "v1", kind: "DeleteOptions", gracePeriodSeconds: 0 })
+          .catch(() => {});
+        continue;
+      }
+      if (!p.spec.nodeName) {
+        await client
+          .request("POST", `${podPath(p)}/binding`, {
+            apiVersion: "v1",
+            kind: "Binding",
+            metadata: { name: p.metadata.name, namespace: p.metadata.namespace },
+            target: { apiVersion: "v1", kind: "Node", name: nodeName },
+          })
+          .catch((e: Error) => log(`bind ${p.metadata.namespace}/${p.metadata.name}: ${e.message}`));
+        continue;
+      }
+      if (p.spec.nodeName !== nodeName) continue;
+      if (!r) {
+        const started = start(p);
+        running.set(key, started);
+        log(
+          `pod ${p.metadata.namespace}/${p.metadata.name} on ${started.ip}${started.failed ? `: ${started.failed}` : ""}`,
+        );
+        if (started.failed)
+          await patchStatus(p, {
+            phase: "Failed",
+            reason: "ImageNotAvailable",
+            message: started.failed,
+            hostIP: `${subnet}.1`,
+          });
+        else
+          await patchStatus(p, {
+            phase: "Pending",
+            hostIP: `${subnet}.1`,
+            podIP: started.ip,
+            podIPs: [{ ip: started.ip }],
+            startTime: now(),
+            conditions: [{ type: "PodScheduled", status: "True", lastTransitionTime: now() }],
+          });
+        continue;
+      }
+      if (r.ready || r.failed) continue;
+      const port = p.spec.containers[0]?.ports?.[0]?.containerPort ?? 3000;
+      if (!(await probe(r.ip, port))) continue;
+      r.ready = true;
+      const t = now();
+      await patchStatus(p, {
+        phase: "Running",
+        conditions: ["PodScheduled", "Initialized", "ContainersReady", "Ready"].map((type) => ({
+          type,
+          status: "True",
+          lastTransitionTime: t,
+        })),
+        containerStatuses: p.spec.containers.map((c, i) => ({
+          name: c.name,
+          image: c.image,
+          imageID: "",
+          containerID: `process://${r.procs[i]?.pid ?? 0}`,
+          ready: true,
+          started: true,
+          restartCount: 0,
+          state: { running: { startedAt: t } },
+        })),
+      });
+    }
+    for (const [key, r] of running)
+      if (!seen.has(key)) {
+        stop(r);
+        running.delete(key);
+      }
+  }
+
+  let lastHeartbeat = Date.now();
+  const loop = (async () => {
+    while (!stopped) {
+      try {
+        await reconcile();
+        if (Date.now() - lastHeartbeat > 10_000) {
+          lastHeartbeat = Date.now();
+          await heartbeat();
+        }
+      } catch (e) {
+        log(`reconcile: ${(e as Error).message}`);
+      }
+      await new Promise((r) => setTimeout(r, POLL_MS));
+    }
+  })();
+
+  return {
+    nodeName,
+    podCidr: `${subnet}.0/24`,
+    async close() {
+      stopped = true;
+      await loop;
+      for (const r of running.values()) stop(r);
+      running.clear();
+      try {
+        ip(["link", "del", bridge]);
+      } catch {}
+    },
+  };
+}

@@ -43,7 +43,7 @@ let dir = "";
 let gw: RunningGateway | undefined;
 let backends: Backends | undefined;
 const servers: Array<net.Server> = [];
-const ports = { tcp: 0, checked: 0, mortal: 0, tls: 0 };
+const ports = { tcp: 0, checked: 0, mortal: 0, tls: 0, limited: 0, retrying: 0 };
 let accessLog = "";
 
 async function listen(server: net.Server): Promise<number> {
@@ -104,7 +104,9 @@ before(async () => {
     tlsB,
     caFile: ca.certFile,
   };
-  [ports.tcp, ports.checked, ports.mortal, ports.tls] = await Promise.all([
+  [ports.tcp, ports.checked, ports.mortal, ports.tls, ports.limited, ports.retrying] = await Promise.all([
+    freePort(),
+    freePort(),
     freePort(),
     freePort(),
     freePort(),
@@ -142,6 +144,18 @@ before(async () => {
     l4:
       clientHelloTimeout: 1s
       maxClientHelloBytes: 4096
+  - name: limited
+    address: 127.0.0.1
+    port: ${ports.limited}
+    protocol: tcp
+    cluster: echo
+    l4: { idleTimeout: 500ms, maxConnections: 1 }
+  - name: retrying
+    address: 127.0.0.1
+    port: ${ports.retrying}
+    protocol: tcp
+    cluster: ejecting
+    l4: { maxConnectAttempts: 2 }
 clusters:
   - name: echo
     endpoints: ["127.0.0.1:${backends.echoPort}"]
@@ -150,6 +164,9 @@ clusters:
     healthCheck: { type: tcp, interval: 200ms, timeout: 500ms, unhealthyThreshold: 1, healthyThreshold: 1 }
   - name: mortal
     endpoints: ["127.0.0.1:${mortal.port}"]
+  - name: ejecting
+    endpoints: ["127.0.0.1:${deadPort}", "127.0.0.1:${backends.echoPort}"]
+    outlierDetection: { consecutiveGatewayErrors: 1, maxEjectionPercent: 50, baseEjectionTime: 60s }
   - name: tls-a
     endpoints: ["127.0.0.1:${tlsA.port}"]
   - name: tls-b
@@ -287,6 +304,42 @@ test("TCP: health checks take a dead endpoint out of load balancing", async (t) 
   // Round robin over two endpoints would send every other connection to the dead one.
   for (let i = 0; i < 10; i++)
     assert.equal((await exchange(ports.checked, Buffer.from(`n${i}`))).toString(), `n${i}`);
+});
+
+test("TCP: the listener's connection limit refuses the second connection; the idle timeout closes the first", async (t) => {
+  if (!requireOrSkip(t, HAS_OPENSSL, "openssl is needed for the test's certificates")) return;
+  const first = net.connect({ host: "127.0.0.1", port: ports.limited });
+  const firstClosed = closedBy(first, 10_000, "idle connection");
+  first.write("x");
+  await waitFor("the first connection's echo", () => (first.bytesRead >= 1 ? true : undefined));
+  const second = net.connect({ host: "127.0.0.1", port: ports.limited });
+  const secondRead = await closedBy(second, 5_000, "the connection over the limit");
+  assert.equal(secondRead.length, 0);
+  await logLine("limited", (l) => l.response_flags === "overflow");
+  await firstClosed; // silent both ways for 500 ms
+  const idle = await logLine("limited", (l) => l.response_flags === "idle_timeout");
+  assert.equal(idle.bytes_received, 1);
+  assert.equal(idle.bytes_sent, 1);
+  // The slot is free again.
+  assert.equal((await exchange(ports.limited, Buffer.from("again"))).toString(), "again");
+});
+
+test("TCP: a failed connect moves to another endpoint and outlier detection ejects the failing one", async (t) => {
+  if (!requireOrSkip(t, HAS_OPENSSL, "openssl is needed for the test's certificates")) return;
+  for (let i = 0; i < 6; i++)
+    assert.equal((await exchange(ports.retrying, Buffer.from(`r${i}`))).toString(), `r${i}`);
+  const adminPort = (gw as RunningGateway).adminPort;
+  const clusters = JSON.parse((await get(`http://127.0.0.1:${adminPort}/clusters`)).body) as Array<{
+    name: string;
+    counters?: { ejections: number };
+    endpoints: Array<{ address: string; health: string }>;
+  }>;
+  const ejecting = clusters.find((c) => c.name === "ejecting");
+  assert.equal(
+    ejecting?.endpoints.find((e) => e.address === `127.0.0.1:${backends?.deadPort}`)?.health,
+    "ejected",
+  );
+  assert.equal(ejecting?.counters?.ejections, 1);
 });
 
 /** `openssl s_client` through the passthrough listener; resolves with its output (stdout + stderr). */

@@ -18,9 +18,11 @@ const NAME = /^[a-z][a-z0-9-]{0,62}$/;
 
 function template(name: string): string {
   return `/**
- * ${name}: an AGW plugin, a WebAssembly component for the agw:plugin world (wit/plugin.wit).
- * It adds a header, named by its config, to every request it sees. Only erasable TypeScript: types
- * are stripped before building (no enums, namespaces or parameter properties).
+ * ${name}: an AGW plugin, a WebAssembly component for the agw:plugin@0.2.0 world (wit/plugin.wit).
+ * on-request adds a header, named by its config, to every request it sees; on-response (called
+ * when config.yaml sets \`onResponse: true\`) adds \`<header>-status\` with the upstream's status to
+ * the response. Only erasable TypeScript: types are stripped before building (no enums, namespaces
+ * or parameter properties).
  */
 import { get as getConfig } from "agw:plugin/config@0.2.0";
 
@@ -33,23 +35,39 @@ interface Request {
   query: string;
   clientIp: string;
   headers: Headers;
+  /** The whole request body when config.yaml sets \`requestBody: true\` (up to \`bodyLimit\`); else null. */
+  body: Uint8Array | null;
+}
+
+interface Response {
+  status: number;
+  headers: Headers;
+  /** The whole response body when config.yaml sets \`responseBody: true\`; else null. */
+  body: Uint8Array | null;
 }
 
 interface Config {
   header?: string;
 }
 
-export function onRequest(request: Request) {
+function header(): string {
   const config = JSON.parse(getConfig()) as Config;
-  const header = config.header ?? "x-${name}";
+  return config.header ?? "x-${name}";
+}
+
+export function onRequest(request: Request) {
   return {
     tag: "mutate",
-    val: { setHeaders: [[header, \`\${request.method} \${request.path}\`]], removeHeaders: [], path: undefined },
+    val: { setHeaders: [[header(), \`\${request.method} \${request.path}\`]], removeHeaders: [], path: undefined },
   };
 }
 
-export function onResponse() {
-  return { tag: "continue" };
+export function onResponse(response: Response) {
+  // status: a number changes it (200-599); undefined keeps the upstream's.
+  return {
+    tag: "mutate",
+    val: { status: undefined, setHeaders: [[\`\${header()}-status\`, String(response.status)]], removeHeaders: [] },
+  };
 }
 `;
 }
@@ -73,6 +91,7 @@ config.yaml, next to \`${dir}/\` (a plugin's source is relative to config.yaml's
 plugins:
   - name: ${name}
     source: ${dir}/${name}.wasm
+    onResponse: true          # also call onResponse (requestBody / responseBody: true hand over the bodies)
     config: { header: x-${name} }
 listeners:
   - name: public
@@ -88,7 +107,7 @@ clusters:
 \`\`\`sh
 agw validate -c config.yaml
 agw run -c config.yaml --demo-upstream 127.0.0.1:9080   # the demo upstream echoes the request it got
-curl -s http://127.0.0.1:8080/hello                      # "x-${name}": "GET /hello"
+curl -si http://127.0.0.1:8080/hello                     # x-${name}-status: 200, and "x-${name}": "GET /hello"
 \`\`\`
 
 Edit plugin.ts and run \`agw plugin build ${dir}\` again: \`agw run\` watches the component and loads

@@ -1,20 +1,24 @@
 /**
  * jwt: lets a request through only with a valid `Authorization: Bearer <JWT>`.
- * RS256 against a JWKS fetched through the http-request import (the plugin's `httpAllowHosts` must
- * list its host), cached in the plugin's kv store for `jwksTtlMs`; a token whose `kid` the cache lacks
- * refetches the JWKS at once (key rotation), at most once per `refetchMinMs`. HS256 with `secret`.
- * Claims: exp and nbf with `clockSkewSec`, `issuer` and `audience` when configured. The verified
- * subject goes upstream as `x-jwt-sub`. Refused: 401 with a JSON error saying why.
+ * RS256, ES256, ES384 and EdDSA (Ed25519) against a JWKS fetched through the http-request import
+ * (the plugin's `httpAllowHosts` must list its host), cached in the plugin's kv store for
+ * `jwksTtlMs`; a token whose `kid` the cache lacks refetches the JWKS at once (key rotation), at most
+ * once per `refetchMinMs`. HS256 with `secret` only (never with a JWKS key). Claims: exp and nbf with
+ * `clockSkewSec`, `issuer` and `audience` when configured. The verified subject goes upstream as
+ * `x-jwt-sub`. Refused: 401 with a JSON error saying why.
  *
  * Config: { "jwksUrl": "https://idp/.well-known/jwks.json", "issuer": "...", "audience": "...",
- *           "secret": "...", "clockSkewSec": 60, "jwksTtlMs": 300000, "refetchMinMs": 1000 }
+ *           "secret": "...", "clockSkewSec": 60, "jwksTtlMs": 300000, "refetchMinMs": 1000,
+ *           "algorithms": ["ES256", ...] (default: every one below; HS256 only with a secret) }
  *
- * Verification is plain JavaScript in the guest (SHA-256, HMAC, RSA with BigInt): the world has no
- * crypto import. ES256 would need P-256 arithmetic here, too slow in QuickJS; a host crypto import
- * is the way to add it.
+ * No algorithm confusion: the token's `alg` must be accepted, and the key it names must be of the
+ * algorithm's type (kty, crv, and the key's own `alg` when it has one); `none` is never accepted.
+ * SHA-256, HMAC and RS256 are plain JavaScript here; ES256, ES384 and EdDSA go through the host's
+ * crypto interface (`crypto: true` in the plugin's config), P-256 arithmetic being too slow in QuickJS.
  */
 import { nowMs } from "agw:plugin/clock@0.2.0";
 import { get as getConfig } from "agw:plugin/config@0.2.0";
+import { verify as hostVerify } from "agw:plugin/crypto@0.2.0";
 import { send } from "agw:plugin/http-request@0.2.0";
 import { get as kvGet, set as kvSet } from "agw:plugin/kv@0.2.0";
 import { log } from "agw:plugin/log@0.2.0";
@@ -27,14 +31,26 @@ interface JwtConfig {
   clockSkewSec: number;
   jwksTtlMs: number;
   refetchMinMs: number;
+  algorithms: string[];
 }
 
 interface Jwk {
   kty?: string;
   kid?: string;
+  alg?: string;
+  crv?: string;
   n?: string;
   e?: string;
 }
+
+/** The asymmetric algorithms and the keys they take; the host verifies all but RS256. */
+const ASYMMETRIC: Record<string, { kty: string; crv?: string; host?: string }> = {
+  RS256: { kty: "RSA" },
+  ES256: { kty: "EC", crv: "P-256", host: "es256" },
+  ES384: { kty: "EC", crv: "P-384", host: "es384" },
+  EdDSA: { kty: "OKP", crv: "Ed25519", host: "ed25519" },
+};
+const ALL_ALGORITHMS = ["HS256", ...Object.keys(ASYMMETRIC)];
 
 let lastJson = "";
 let config: JwtConfig = {
@@ -45,6 +61,7 @@ let config: JwtConfig = {
   clockSkewSec: 60,
   jwksTtlMs: 300000,
   refetchMinMs: 1000,
+  algorithms: ALL_ALGORITHMS,
 };
 
 function currentConfig(): JwtConfig {
@@ -59,6 +76,7 @@ function currentConfig(): JwtConfig {
       clockSkewSec: Number(raw.clockSkewSec ?? 60),
       jwksTtlMs: Number(raw.jwksTtlMs ?? 300000),
       refetchMinMs: Number(raw.refetchMinMs ?? 1000),
+      algorithms: Array.isArray(raw.algorithms) ? raw.algorithms.map(String) : ALL_ALGORITHMS,
     };
     lastJson = json;
   }
@@ -276,12 +294,18 @@ function verify(cfg: JwtConfig, token: string): string | { sub: string } {
     return "malformed token";
   }
   const input = ascii(`${h}.${p}`);
-  if (header.alg === "HS256") {
+  const alg = String(header.alg);
+  if (!cfg.algorithms.includes(alg) || !ALL_ALGORITHMS.includes(alg))
+    return `algorithm ${alg} is not accepted`;
+  if (alg === "HS256") {
     if (!cfg.secret) return "HS256 is not accepted";
     if (hex(hmacSha256(ascii(cfg.secret), input)) !== hex(signature)) return "bad signature";
-  } else if (header.alg === "RS256") {
+  } else {
+    const want = ASYMMETRIC[alg] as { kty: string; crv?: string; host?: string };
     let keys = jwks(cfg, false);
-    const find = (ks: Jwk[]) => ks.find((k) => header.kid === undefined || k.kid === header.kid);
+    const fits = (k: Jwk) => k.kty === want.kty && (want.crv === undefined || k.crv === want.crv);
+    // A token without kid takes the first key of its algorithm's type.
+    const find = (ks: Jwk[]) => ks.find((k) => (header.kid === undefined ? fits(k) : k.kid === header.kid));
     let key = typeof keys === "string" ? undefined : find(keys);
     if (key === undefined) {
       keys = jwks(cfg, true);
@@ -289,9 +313,20 @@ function verify(cfg: JwtConfig, token: string): string | { sub: string } {
       key = find(keys);
     }
     if (key === undefined) return `no key "${header.kid ?? ""}" in the JWKS`;
-    if (!verifyRs256(key, input, signature)) return "bad signature";
-  } else {
-    return `algorithm ${String(header.alg)} is not accepted`;
+    if (!fits(key) || (key.alg !== undefined && key.alg !== alg))
+      return `key "${key.kid ?? ""}" is not a key for ${alg}`;
+    if (want.host === undefined) {
+      if (!verifyRs256(key, input, signature)) return "bad signature";
+    } else {
+      try {
+        if (!hostVerify(want.host, { tag: "jwk", val: JSON.stringify(key) }, input, signature))
+          return "bad signature";
+      } catch (e) {
+        const payload = (e as { payload?: unknown }).payload ?? (e as Error).message;
+        log("warn", `jwt: ${alg} verification failed: ${String(payload)}`);
+        return `${alg} cannot be verified`;
+      }
+    }
   }
   const now = Number(nowMs()) / 1000;
   if (typeof claims.exp === "number" && now > claims.exp + cfg.clockSkewSec) return "token expired";
@@ -316,8 +351,4 @@ export function onRequest(request: { headers: [string, string][] }) {
     tag: "mutate",
     val: { setHeaders: [["x-jwt-sub", result.sub]], removeHeaders: [], path: undefined },
   };
-}
-
-export function onResponse() {
-  return { tag: "continue" };
 }

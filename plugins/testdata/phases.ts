@@ -5,6 +5,7 @@
  *   request     "body"  → answer 200 with what it saw of the request body (x-body-seen: none|some,
  *                         x-body-len, x-body-fnv: FNV-1a 32 in hex)
  *               "mark"  → add `x-req-<name>: 1` and go on
+ *               "verify"→ answer 200 with x-verified (calls that returned true) and x-verify-error
  *               else    → go on
  *   response    "mark"   → add `x-resp-<name>: 1`, `x-order`, and `x-resp-names` (the header names it saw)
  *               "body"   → like mark, plus x-resp-body-seen / -len / -fnv of the response body
@@ -14,6 +15,7 @@
  *               "throw"  → throw; "loop" → never return
  */
 import { get as getConfig } from "agw:plugin/config@0.2.0";
+import { verify } from "agw:plugin/crypto@0.2.0";
 
 type Headers = [string, string][];
 
@@ -22,6 +24,10 @@ interface Config {
   request?: string;
   response?: string;
   status?: number;
+  /** request "verify": `verifies` crypto.verify calls of `signature` (hex) over "data" with the Ed25519 `key` (JWK). */
+  verifies?: number;
+  key?: string;
+  signature?: string;
 }
 
 function fnv(bytes: Uint8Array): string {
@@ -56,6 +62,23 @@ export function onRequest(request: { headers: Headers; body?: Uint8Array }) {
       tag: "respond",
       val: { status: 200, headers: seen("x-body", request.body), body: text("seen") },
     };
+  if (cfg.request === "verify") {
+    const sig = new Uint8Array((cfg.signature ?? "").length / 2);
+    for (let i = 0; i < sig.length; i++) sig[i] = parseInt((cfg.signature ?? "").slice(2 * i, 2 * i + 2), 16);
+    let verified = 0;
+    let error = "";
+    try {
+      for (let i = 0; i < (cfg.verifies ?? 1); i++)
+        if (verify("ed25519", { tag: "jwk", val: cfg.key ?? "" }, text("data"), sig)) verified++;
+    } catch (e) {
+      error = String((e as { payload?: unknown }).payload ?? e);
+    }
+    const headers: Headers = [
+      ["x-verified", String(verified)],
+      ["x-verify-error", error],
+    ];
+    return { tag: "respond", val: { status: 200, headers, body: text("") } };
+  }
   if (cfg.request === "mark")
     return {
       tag: "mutate",

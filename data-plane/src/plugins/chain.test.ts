@@ -3,7 +3,7 @@
  * of agw:plugin@0.2.0 (plugins/testdata/phases.ts) and a WAT guest of the frozen 0.1.0 contract.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { generateKeyPairSync, randomBytes, sign } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -52,7 +52,13 @@ async function runtime(bytes: Uint8Array, init: PluginInit): Promise<PluginRunti
 
 /** A chain of phases-guest plugins, each with its config and phases settings. */
 async function chain(
-  ...plugins: Array<{ config: JsonObject; phases?: PhasesInit; failOpen?: boolean; fuel?: bigint }>
+  ...plugins: Array<{
+    config: JsonObject;
+    phases?: PhasesInit;
+    failOpen?: boolean;
+    fuel?: bigint;
+    crypto?: boolean;
+  }>
 ): Promise<PluginChain> {
   const entries = [];
   for (const [i, p] of plugins.entries()) {
@@ -61,6 +67,7 @@ async function chain(
       ...(p.phases !== undefined && { phases: p.phases }),
       ...(p.failOpen !== undefined && { failure: { failOpen: p.failOpen } }),
       ...(p.fuel !== undefined && { limits: { fuel: p.fuel } }),
+      ...(p.crypto !== undefined && { capabilities: { crypto: p.crypto } }),
     });
     entries.push({ plugin, configJson: JSON.stringify(p.config) });
   }
@@ -290,4 +297,24 @@ test("a 0.1.0 guest still runs both phases; asking its response body is refused 
   const ok = await host.prepare(new Map([["old", resource({ onResponse: true })]]));
   host.commit(ok);
   host.commit(new Map());
+});
+
+test("crypto is granted per plugin and capped per call, the same in both phases' calls", async () => {
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+  const config = {
+    request: "verify",
+    verifies: 20,
+    key: JSON.stringify(publicKey.export({ format: "jwk" })),
+    signature: sign(null, Buffer.from("data"), privateKey).toString("hex"),
+  };
+  const granted = await chain({ config, crypto: true });
+  for (let round = 0; round < 2; round++) {
+    const r = (await granted.requestFilter(request(), "ip", "r", "id")) as PluginReply;
+    assert.equal(replyHeader(r, "x-verified"), "16", "the cap is per call: a second call starts again");
+    assert.match(replyHeader(r, "x-verify-error") ?? "", /more than 16 verifications in one call/);
+  }
+  const denied = await chain({ config });
+  const r = (await denied.requestFilter(request(), "ip", "r", "id")) as PluginReply;
+  assert.equal(replyHeader(r, "x-verified"), "0");
+  assert.match(replyHeader(r, "x-verify-error") ?? "", /crypto is not granted to plugin p0/);
 });

@@ -45,6 +45,7 @@ let backends: Backends | undefined;
 const servers: Array<net.Server> = [];
 const ports = { tcp: 0, checked: 0, mortal: 0, tls: 0, limited: 0, retrying: 0 };
 let accessLog = "";
+let configFile = "";
 
 async function listen(server: net.Server): Promise<number> {
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
@@ -114,6 +115,7 @@ before(async () => {
   ]);
   accessLog = join(dir, "access.log");
   const file = join(dir, "config.yaml");
+  configFile = file;
   writeFileSync(
     file,
     `listeners:
@@ -432,6 +434,31 @@ test("TLS passthrough: a slow first byte and a trickled ClientHello are cut at t
   }
   assert.ok(i < hello.length, "closed before the whole hello was sent");
   await logLine("passthrough", (l) => l.response_flags === "client_hello_timeout");
+});
+
+test("a config change reroutes new connections and leaves open ones alone", async (t) => {
+  if (!requireOrSkip(t, HAS_OPENSSL, "openssl s_client is needed")) return;
+  const open = net.connect({ host: "127.0.0.1", port: ports.tcp });
+  open.on("error", () => {});
+  open.write("before");
+  await waitFor("the echo before the change", () => (open.bytesRead >= 6 ? true : undefined));
+  const config = readFileSync(configFile, "utf8");
+  writeFileSync(configFile, config.replace("cluster: tls-a", "cluster: tls-b"));
+  await waitFor(
+    "a.example.com routed to backend-b",
+    async () => ((await sClient("a.example.com")).includes("hello from backend-b") ? true : undefined),
+    30_000,
+  );
+  await logLine("passthrough", (l) => l.sni === "a.example.com" && l.upstream_cluster === "tls-b");
+  let echoed = "";
+  open.on("data", (d: Buffer) => {
+    echoed += d.toString();
+  });
+  open.write("after");
+  await waitFor("the open connection's echo after the change", () =>
+    echoed.endsWith("after") ? true : undefined,
+  );
+  open.destroy();
 });
 
 test("agw validate: a tcp listener with routes or without a cluster is an error at its line", async () => {

@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import http from "node:http";
+import https from "node:https";
 import { after, before, test } from "node:test";
 import { type ControlPlane, startControlPlane } from "@agw/control-plane";
 import { KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
@@ -16,11 +17,13 @@ import {
   type GatewayClass,
   type HttpRoute,
 } from "@agw/control-plane/providers/kubernetes/types";
+import { TYPE_URL } from "@agw/core/xds/types";
 import { type DataPlane, startDataPlane } from "@agw/data-plane";
 import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
 import { applyCrds, gatewayApiCrds } from "../scripts/kube/crds.ts";
 import { createPodNetwork, netnsUnavailableReason, type PodNetwork } from "../scripts/kube/netns.ts";
-import { freePort, requireOrSkip, waitFor } from "./helpers.ts";
+import { freePort, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 const unavailable = kubeUnavailableReason() ?? netnsUnavailableReason();
 const GW = "/apis/gateway.networking.k8s.io/v1";
@@ -281,4 +284,127 @@ test("Gateway API statuses and routing: two Gateways on one port get their own a
   await new Promise((r) => setTimeout(r, 1_500));
   assert.equal(cp.kubernetes?.statusWriteCount, writes, "no status write when nothing changed");
   assert.equal(await versions(), before);
+});
+
+test("an HTTPS Gateway listener serves a Secret of another namespace only once a ReferenceGrant lets the Gateway use it; until then its listener is RefNotPermitted and the Secret is not sent", async (t) => {
+  if (!ready(t) || !api) return;
+  if (!requireOrSkip(t, hasOpenssl(), "openssl not installed")) return;
+  const dir = tempDir();
+  const ca = makeCa(dir, "gw-ca");
+  const leaf = makeLeaf(dir, ca, { cn: "secure.example", sans: ["DNS:secure.example"] });
+  await client.request("POST", "/api/v1/namespaces/team-b/secrets", {
+    metadata: { name: "site", namespace: "team-b" },
+    type: "kubernetes.io/tls",
+    data: {
+      "tls.crt": Buffer.from(leaf.certPem).toString("base64"),
+      "tls.key": Buffer.from(leaf.keyPem).toString("base64"),
+    },
+  });
+  const port = await freePort();
+  await client.request("POST", `${GW}/namespaces/infra/gateways`, {
+    apiVersion: V1,
+    kind: "Gateway",
+    metadata: { name: "secure", namespace: "infra" },
+    spec: {
+      gatewayClassName: "agw",
+      addresses: [{ type: "IPAddress", value: "127.0.23.1" }],
+      listeners: [
+        {
+          name: "https",
+          port,
+          protocol: "HTTPS",
+          hostname: "secure.example",
+          tls: { certificateRefs: [{ kind: "Secret", name: "site", namespace: "team-b" }] },
+        },
+      ],
+    },
+  });
+  await client.request("POST", `${GW}/namespaces/infra/httproutes`, {
+    apiVersion: V1,
+    kind: "HTTPRoute",
+    metadata: { name: "hello", namespace: "infra" },
+    spec: {
+      parentRefs: [{ name: "secure" }],
+      rules: [
+        {
+          filters: [
+            {
+              type: "RequestRedirect",
+              requestRedirect: { hostname: "elsewhere.example", statusCode: 301 },
+            },
+          ],
+        },
+      ],
+    },
+  });
+  const cp = await startControlPlane({
+    xdsLocal: true,
+    log: quiet,
+    kubernetes: {
+      kubeconfig: api.kubeconfig,
+      leaderElection: {
+        namespace: "infra",
+        identity: "gateway-api-tls",
+        leaseDurationSeconds: 3,
+        renewMs: 500,
+      },
+    },
+  });
+  t.after(() => cp.close());
+  const dp = await startDataPlane({ xds: `${cp.xdsLocal?.target}`, nodeId: "gw-tls", log: quiet });
+  t.after(() => dp.close());
+  const listenerStatus = async () =>
+    (await client.request<Gateway>("GET", `${GW}/namespaces/infra/gateways/secure`)).status?.listeners?.[0];
+  const refused = await waitFor(
+    "the listener's ResolvedRefs",
+    async () => condition((await listenerStatus())?.conditions, "ResolvedRefs"),
+    30_000,
+  );
+  assert.equal(refused.status, "False");
+  assert.equal(refused.reason, "RefNotPermitted");
+  assert.equal(condition((await listenerStatus())?.conditions, "Programmed")?.status, "False");
+  assert.equal(
+    cp.cache.snapshot?.get(TYPE_URL.secret)?.resources.has("team-b/site"),
+    false,
+    "the Secret is not sent to data planes",
+  );
+
+  await client.request("POST", "/apis/gateway.networking.k8s.io/v1beta1/namespaces/team-b/referencegrants", {
+    apiVersion: "gateway.networking.k8s.io/v1beta1",
+    kind: "ReferenceGrant",
+    metadata: { name: "gateways-from-infra", namespace: "team-b" },
+    spec: {
+      from: [{ group: "gateway.networking.k8s.io", kind: "Gateway", namespace: "infra" }],
+      to: [{ group: "", kind: "Secret", name: "site" }],
+    },
+  });
+  await waitFor(
+    "the HTTPS listener Programmed",
+    async () => {
+      const c = condition((await listenerStatus())?.conditions, "Programmed");
+      return c?.status === "True" ? c : undefined;
+    },
+    30_000,
+  );
+  const answer = await new Promise<{ status: number; location: string | undefined }>((resolve, reject) => {
+    const req = https.get(
+      {
+        host: "127.0.23.1",
+        port,
+        path: "/x",
+        servername: "secure.example",
+        headers: { host: "secure.example" },
+        ca: ca.pem,
+        timeout: 3_000,
+      },
+      (res) => {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0, location: res.headers.location });
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error("timed out")));
+    req.on("error", reject);
+  });
+  // The certificate verified against its CA for secure.example; the route answered.
+  assert.deepEqual(answer, { status: 301, location: `https://elsewhere.example:${port}/x` });
 });

@@ -407,4 +407,16 @@ test("an HTTPS Gateway listener serves a Secret of another namespace only once a
   });
   // The certificate verified against its CA for secure.example; the route answered.
   assert.deepEqual(answer, { status: 301, location: `https://elsewhere.example:${port}/x` });
+  // The first test's Gateways lost their pool addresses (this control plane has no pool): their
+  // status says so once, and a relist writes nothing more.
+  await waitFor("Gateway one without an address", async () => {
+    const g = await client.request<Gateway>("GET", `${GW}/namespaces/infra/gateways/one`);
+    return g.status?.addresses === undefined ? g : undefined;
+  });
+  await cp.kubernetes?.resync();
+  await new Promise((r) => setTimeout(r, 1_000));
+  const writes = cp.kubernetes?.statusWriteCount;
+  await cp.kubernetes?.resync();
+  await new Promise((r) => setTimeout(r, 1_500));
+  assert.equal(cp.kubernetes?.statusWriteCount, writes, "no status write when nothing changed");
 });

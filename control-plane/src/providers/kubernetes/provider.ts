@@ -448,7 +448,13 @@ export class KubernetesProvider {
       if (sameStatus(current.status, status)) continue;
       writes.push({
         what: `Gateway ${g.namespace}/${g.name}`,
-        run: () => this.patchStatus(nsPath(g.namespace, "gateways", g.name), current, status),
+        // No address now: null removes the one a merge patch would otherwise leave.
+        run: () =>
+          this.patchStatus(
+            nsPath(g.namespace, "gateways", g.name),
+            current,
+            wanted.addresses ? status : { ...status, addresses: null },
+          ),
       });
     }
     const routes = this.httpRoutes.values();

@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { createAdsService, startAdsServer } from "@agw/control-plane/xds/ads-server";
@@ -96,5 +97,102 @@ test("the Helm chart: mTLS-only xDS with certificates it generates, admins on lo
   assert.deepEqual(
     registry.list().map((d) => [d.nodeId, d.identity, d.transport]),
     [["agw-data-plane", "agw-data-plane", "mtls"]],
+  );
+});
+
+test("the Helm chart: helm lint; this repository's image, non-root and read-only, exec probes on the admins, drain, PDBs, HPA", (t) => {
+  const build = spawnSync("bash", [join(ROOT, "scripts/kube/helm.sh")], { encoding: "utf8" });
+  if (!requireOrSkip(t, build.status === 0, `helm could not be built: ${build.stderr.slice(-500)}`)) return;
+  const helm = build.stdout.trim();
+  const lint = spawnSync(helm, ["lint", "--strict", join(ROOT, "deploy/helm/agw")], { encoding: "utf8" });
+  assert.equal(lint.status, 0, `helm lint: ${lint.stdout}${lint.stderr}`);
+  const render = (...set: string[]) =>
+    parseAllDocuments(
+      execFileSync(helm, ["template", "agw", join(ROOT, "deploy/helm/agw"), "-n", "agw-system", ...set], {
+        encoding: "utf8",
+      }),
+    )
+      .map((d) => d.toJS())
+      .filter(Boolean) as Array<K8sObject & { spec: Record<string, unknown> }>;
+  interface Container {
+    image: string;
+    args: string[];
+    readinessProbe: { exec: { command: string[] } };
+    livenessProbe: { exec: { command: string[] } };
+    securityContext: Record<string, unknown>;
+    volumeMounts: Array<{ mountPath: string }>;
+  }
+  const pod = (objects: ReturnType<typeof render>, name: string) => {
+    const d = objects.find((o) => o.kind === "Deployment" && o.metadata.name === name);
+    assert.ok(d, `a Deployment ${name}`);
+    return (
+      d.spec as { template: { spec: { containers: Container[]; terminationGracePeriodSeconds?: number } } }
+    ).template.spec;
+  };
+  const version = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version;
+  const objects = render();
+  for (const [name, admin, live] of [
+    ["agw-control-plane", "9902", "ready"],
+    ["agw-data-plane", "9901", "healthz"],
+  ] as const) {
+    const [c] = pod(objects, name).containers;
+    assert.ok(c);
+    // the image scripts/image/build.ts builds: its version label is package.json's version
+    assert.equal(c.image, `registry.example.com/agw:${version}`);
+    assert.deepEqual(c.readinessProbe.exec.command, [
+      "/usr/local/bin/node",
+      "/app/cli/src/probe.ts",
+      `http://127.0.0.1:${admin}/ready`,
+    ]);
+    assert.deepEqual(c.livenessProbe.exec.command, [
+      "/usr/local/bin/node",
+      "/app/cli/src/probe.ts",
+      `http://127.0.0.1:${admin}/${live}`,
+      "--live",
+    ]);
+    assert.ok(c.args.includes(`--admin=127.0.0.1:${admin}`), "the probes reach the admin the pod starts");
+    assert.deepEqual(
+      [c.securityContext.runAsNonRoot, c.securityContext.readOnlyRootFilesystem, c.securityContext.runAsUser],
+      [true, true, 65532],
+    );
+    assert.deepEqual(c.securityContext.capabilities, { drop: ["ALL"] });
+    assert.ok(
+      c.volumeMounts.some((m) => m.mountPath === "/tmp"),
+      "a writable /tmp on a read-only root",
+    );
+  }
+  const dp = pod(render("--set", "dataPlane.drainTimeoutSeconds=50"), "agw-data-plane");
+  assert.ok(dp.containers[0]?.args.includes("--drain-timeout=50"));
+  assert.equal(dp.terminationGracePeriodSeconds, 60, "the drain, the preStop pause (5 s) and 5 s more");
+  assert.deepEqual(
+    objects.filter((o) => o.kind === "PodDisruptionBudget").map((o) => [o.metadata.name, o.spec]),
+    [
+      [
+        "agw-control-plane",
+        { selector: { matchLabels: { "app.kubernetes.io/name": "agw-control-plane" } }, minAvailable: 1 },
+      ],
+      [
+        "agw-data-plane",
+        { selector: { matchLabels: { "app.kubernetes.io/name": "agw-data-plane" } }, maxUnavailable: 1 },
+      ],
+    ],
+  );
+  assert.ok(!objects.some((o) => o.kind === "HorizontalPodAutoscaler"), "the HPA is an opt-in example");
+  const scaled = render("--set", "dataPlane.autoscaling.enabled=true");
+  assert.ok(scaled.some((o) => o.kind === "HorizontalPodAutoscaler"));
+  assert.equal(
+    (
+      (scaled.find((o) => o.kind === "Deployment" && o.metadata.name === "agw-data-plane")?.spec ?? {}) as {
+        replicas?: number;
+      }
+    ).replicas,
+    undefined,
+    "with the HPA, the Deployment leaves replicas to it",
+  );
+  assert.ok(
+    !render("--set", "controlPlane.replicas=1").some(
+      (o) => o.kind === "PodDisruptionBudget" && o.metadata.name === "agw-control-plane",
+    ),
+    "no PDB for a single control plane (it would block every drain)",
   );
 });

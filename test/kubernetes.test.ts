@@ -779,6 +779,8 @@ function objectPath(o: {
     Secret: "secrets",
     Deployment: "deployments",
     DaemonSet: "daemonsets",
+    PodDisruptionBudget: "poddisruptionbudgets",
+    HorizontalPodAutoscaler: "horizontalpodautoscalers",
   };
   const kind = plural[o.kind];
   if (!kind) throw new Error(`objectPath: add the plural of ${o.kind}`);
@@ -1341,6 +1343,8 @@ test("the Helm chart renders (helm template, built from the Go module proxy) and
     "xds.tls.dataPlaneSecret=agw-xds-edge",
     "--set",
     "controlPlane.watchNamespace=shop",
+    "--set",
+    "dataPlane.autoscaling.enabled=true",
   );
   const kinds = (objects: typeof plain) => objects.map((o) => o.kind).sort();
   assert.deepEqual(kinds(plain), [
@@ -1349,6 +1353,8 @@ test("the Helm chart renders (helm template, built from the Go module proxy) and
     "CustomResourceDefinition",
     "Deployment",
     "Deployment",
+    "PodDisruptionBudget",
+    "PodDisruptionBudget",
     "Role",
     "RoleBinding",
     "Secret",
@@ -1359,6 +1365,7 @@ test("the Helm chart renders (helm template, built from the Go module proxy) and
     "ServiceAccount",
   ]);
   assert.ok(kinds(full).includes("DaemonSet"), "ebpfAgent.enabled adds the DaemonSet");
+  assert.ok(kinds(full).includes("HorizontalPodAutoscaler"), "dataPlane.autoscaling.enabled adds the HPA");
   assert.ok(!kinds(full).includes("Secret"), "xds.tls.generate=false: the Secrets are the user's");
   const args = (objects: typeof plain, name: string) =>
     JSON.stringify(

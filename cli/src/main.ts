@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** The `agw` command. */
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { certificateCommonName, xdsTransportSecurity } from "@agw/control-plane/xds/transport-security";
 import { loadConfigFile } from "@agw/core/config/loader";
@@ -22,7 +23,7 @@ Commands:
   plugin         scaffold (new) and build (build) a TypeScript plugin
   ebpf-agent     short-circuit same-node TCP (data plane <-> app) with sockmap eBPF (root)
 
-Run 'agw <command> --help' for the options of a command.`,
+Run 'agw <command> --help' for the options of a command, 'agw --version' for the version.`,
   run: `Usage: agw run -c FILE [options]
 
   -c, --config FILE        config.yaml to serve (watched for changes)
@@ -203,6 +204,11 @@ async function main(argv: string[]): Promise<number> {
   if (!command || command === "--help" || command === "-h" || command === "help") {
     console.log(USAGE.main);
     return command ? 0 : 1;
+  }
+  if (command === "--version" || command === "-V" || command === "version") {
+    const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
+    console.log(`agw ${version} (node ${process.version})`);
+    return 0;
   }
   if (!(command in USAGE) || command === "main") throw new UsageError(`unknown command "${command}"`);
   if (command === "plugin")

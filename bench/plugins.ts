@@ -14,8 +14,7 @@ import { createLogger } from "@agw/core";
 import { PluginSchema } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { PluginChain } from "../data-plane/src/plugins/chain.ts";
-import { compileComponent } from "../data-plane/src/plugins/compile.ts";
-import { PluginRuntime } from "../data-plane/src/plugins/host.ts";
+import { type PluginRuntime, startRuntime } from "../data-plane/src/plugins/host.ts";
 import { pluginSpec } from "../data-plane/src/plugins/index.ts";
 import { buildCGuest } from "../plugins/c-guest/build.ts";
 import { buildJs, buildWat } from "../plugins/sdk/build.ts";
@@ -43,13 +42,7 @@ async function runtime(
       limits: { maxInstances: 4 },
     }),
   );
-  const r = new PluginRuntime(
-    spec,
-    await compileComponent(bytes, { memoryMaxBytes: spec.memoryMaxBytes }),
-    log,
-  );
-  await r.start();
-  return r;
+  return startRuntime(spec, bytes, log);
 }
 
 function request() {

@@ -20,8 +20,8 @@ import {
   PluginChain,
   type PluginReply,
 } from "./chain.ts";
-import { compileComponent, sha256Digest } from "./compile.ts";
-import { PluginRuntime } from "./host.ts";
+import { sha256Digest } from "./compile.ts";
+import { type PluginRuntime, startRuntime } from "./host.ts";
 import { PluginHost, pluginSpec } from "./index.ts";
 
 const log = createLogger("test", { write() {} } as never);
@@ -40,14 +40,7 @@ type PluginInit = MessageInitShape<typeof PluginSchema>;
 type PhasesInit = MessageInitShape<typeof PluginPhasesSchema>;
 
 async function runtime(bytes: Uint8Array, init: PluginInit): Promise<PluginRuntime> {
-  const spec = pluginSpec(create(PluginSchema, init));
-  const r = new PluginRuntime(
-    spec,
-    await compileComponent(bytes, { memoryMaxBytes: spec.memoryMaxBytes }),
-    log,
-  );
-  await r.start();
-  return r;
+  return startRuntime(pluginSpec(create(PluginSchema, init)), bytes, log);
 }
 
 /** A chain of phases-guest plugins, each with its config and phases settings. */

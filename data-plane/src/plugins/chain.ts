@@ -83,17 +83,18 @@ interface LocalResponse {
  * `response-action`, 0.1.0's `action` (whose on-response `deny` and path-less `mutate` keep their
  * 0.1.0 meaning). Each phase checks the cases it allows.
  */
+interface Mutation {
+  setHeaders: Headers;
+  removeHeaders: string[];
+  /** Request side only. */
+  path?: string | undefined;
+  /** Response side only (0.2.0). */
+  status?: number | undefined;
+}
+
 type Action =
   | { tag: "continue" }
-  | {
-      tag: "mutate";
-      val: {
-        setHeaders: Headers;
-        removeHeaders: string[];
-        path?: string | undefined;
-        status?: number | undefined;
-      };
-    }
+  | { tag: "mutate"; val: Mutation }
   | { tag: "respond"; val: LocalResponse }
   | { tag: "deny"; val: number };
 
@@ -212,8 +213,8 @@ interface Phase<T> {
   /** Status and code when a body is over a plugin's limit and its policy is `reject`. */
   readonly tooLarge: { status: number; code: AgwErrorCode; what: string };
   call(inst: PluginInstance, target: T, body: Uint8Array | undefined, ctx: CallContext): unknown;
-  /** Applies an action to `target`: CONTINUE, or a reply that ends the phase. Throws GuestError. */
-  apply(plugin: PluginRuntime, action: Action, target: T): PluginReply | typeof CONTINUE;
+  /** Applies a `mutate` action to `target`; throws GuestError on a change the host refuses. */
+  mutate(m: Mutation, target: T): void;
 }
 
 interface CallContext {
@@ -237,24 +238,10 @@ const REQUEST_PHASE: Phase<FilterableRequest> = {
     };
     return inst.guest.exports.onRequest(request, { route: ctx.route, requestId: ctx.requestId });
   },
-  apply(plugin, action, req) {
-    switch (action.tag) {
-      case "continue":
-        return CONTINUE;
-      case "mutate": {
-        const m = action.val;
-        if (m.path !== undefined && !ORIGIN_FORM.test(m.path))
-          throw new GuestError("invalid path from guest");
-        applyHeaders(req, m.setHeaders, m.removeHeaders);
-        if (m.path !== undefined) req.originForm = m.path;
-        return CONTINUE;
-      }
-      case "respond":
-        return checkedReply(action.val);
-      case "deny":
-        return denied(plugin, action.val);
-    }
-    throw new GuestError("invalid action from guest");
+  mutate(m, req) {
+    if (m.path !== undefined && !ORIGIN_FORM.test(m.path)) throw new GuestError("invalid path from guest");
+    applyHeaders(req, m.setHeaders, m.removeHeaders);
+    if (m.path !== undefined) req.originForm = m.path;
   },
 };
 
@@ -265,31 +252,37 @@ const RESPONSE_PHASE: Phase<FilterableResponse> = {
     const response = { status: resp.status, headers: headerList(resp, HOP_FIELDS), body };
     return inst.guest.exports.onResponse(response, { route: ctx.route, requestId: ctx.requestId });
   },
-  apply(plugin, action, resp) {
-    switch (action.tag) {
-      case "continue":
-        return CONTINUE;
-      case "mutate": {
-        // 0.1.0's mutation has a path (ignored here, as 0.1.0 documented) and no status.
-        const m = action.val;
-        if (m.status !== undefined && m.status !== resp.status) {
-          const s = m.status;
-          if (s < 200 || s > 599 || NO_STATUS_CHANGE.has(s) || NO_STATUS_CHANGE.has(resp.status))
-            throw new GuestError(`guest may not change status ${resp.status} to ${s}`);
-        }
-        applyHeaders(resp, m.setHeaders, m.removeHeaders);
-        if (m.status !== undefined) resp.status = m.status;
-        return CONTINUE;
-      }
-      case "respond":
-        return checkedReply(action.val);
-      case "deny":
-        // Only 0.1.0 guests can return it here: its documented meaning replaces the response.
-        return denied(plugin, action.val);
+  mutate(m, resp) {
+    // 0.1.0's mutation has a path (ignored here, as 0.1.0 documented) and no status.
+    if (m.status !== undefined && m.status !== resp.status) {
+      const s = m.status;
+      if (s < 200 || s > 599 || NO_STATUS_CHANGE.has(s) || NO_STATUS_CHANGE.has(resp.status))
+        throw new GuestError(`guest may not change status ${resp.status} to ${s}`);
     }
-    throw new GuestError("invalid action from guest");
+    applyHeaders(resp, m.setHeaders, m.removeHeaders);
+    if (m.status !== undefined) resp.status = m.status;
   },
 };
+
+/**
+ * Applies an action to `target`: CONTINUE, or a reply that ends the phase; throws GuestError on
+ * an action the host refuses. `deny` reaches the response phase only from 0.1.0 guests, whose
+ * documented meaning (replace the response) it keeps.
+ */
+function applyAction<T>(phase: Phase<T>, plugin: PluginRuntime, action: Action, target: T): Step {
+  switch (action.tag) {
+    case "continue":
+      return CONTINUE;
+    case "mutate":
+      phase.mutate(action.val, target);
+      return CONTINUE;
+    case "respond":
+      return checkedReply(action.val);
+    case "deny":
+      return denied(plugin, action.val);
+  }
+  throw new GuestError("invalid action from guest");
+}
 
 export class PluginChain {
   readonly entries: readonly ChainEntry[];
@@ -432,7 +425,7 @@ function onAction<T>(
   const s = plugin.stats;
   countCall(s, (performance.now() - started) / 1000);
   try {
-    return phase.apply(plugin, action, target);
+    return applyAction(phase, plugin, action, target);
   } catch (e) {
     s.errors++;
     return failed(plugin, (e as Error).message);

@@ -16,8 +16,7 @@ import {
   PluginChain,
   type PluginReply,
 } from "./chain.ts";
-import { compileComponent } from "./compile.ts";
-import { PluginRuntime } from "./host.ts";
+import { startRuntime } from "./host.ts";
 import { pluginSpec } from "./index.ts";
 
 const log = createLogger("test", { write() {} } as never);
@@ -32,12 +31,7 @@ async function firstParty(
     true,
   );
   const spec = pluginSpec(create(PluginSchema, { name, phases }));
-  const plugin = new PluginRuntime(
-    spec,
-    await compileComponent(bytes, { memoryMaxBytes: spec.memoryMaxBytes }),
-    log,
-  );
-  await plugin.start();
+  const plugin = await startRuntime(spec, bytes, log);
   return new PluginChain([{ plugin, configJson: JSON.stringify(config) }]);
 }
 

@@ -11,7 +11,13 @@
  */
 import { type Logger, PLUGIN_BODY_LIMITS } from "@agw/core";
 import { type BucketCounts, newBucketCounts, observeSeconds } from "../observability/bucket-counts.ts";
-import type { CompiledComponent, GuestInstance, ImportObject } from "./compile.ts";
+import {
+  type CompiledComponent,
+  type CompileOptions,
+  compileComponent,
+  type GuestInstance,
+  type ImportObject,
+} from "./compile.ts";
 import { CRYPTO_LIMITS, type PublicKeyArg, verifySignature } from "./crypto.ts";
 import { EgressPolicy, type Incoming, type Outgoing, send } from "./egress.ts";
 import { awaitConfined, loadRedis, type PluginRedis, pluginRedis } from "./redis.ts";
@@ -401,4 +407,45 @@ export class PluginRuntime {
       throw { payload: (e as Error).message };
     }
   }
+}
+
+/** The host interfaces a component may import (their grants are checked per call). */
+const HOST_INTERFACES = new Set([
+  "agw:plugin/log",
+  "agw:plugin/config",
+  "agw:plugin/clock",
+  "agw:plugin/kv",
+  "agw:plugin/metrics",
+  "agw:plugin/redis",
+  "agw:plugin/http-request",
+  "agw:plugin/crypto",
+  "agw:plugin/types",
+]);
+
+/**
+ * Compiles a component (cached by digest), checks it against what the spec asks of it, and starts its
+ * runtime (a first instance). Throws when the component imports what the host does not provide or
+ * its contract version cannot do what the spec asks.
+ */
+export async function startRuntime(
+  spec: PluginSpec,
+  bytes: Uint8Array,
+  log: Logger,
+  cacheDir?: string,
+): Promise<PluginRuntime> {
+  const options: CompileOptions = {
+    memoryMaxBytes: spec.memoryMaxBytes,
+    ...(cacheDir !== undefined && { cacheDir }),
+  };
+  const component = await compileComponent(bytes, options);
+  const unknown = component.imports.filter((i) => !HOST_INTERFACES.has(i));
+  if (unknown.length > 0)
+    throw new Error(`the component imports what the host does not provide: ${unknown.join(", ")}`);
+  if (component.version === "0.1.0" && spec.responseBody)
+    throw new Error(
+      "responseBody: the component targets agw:plugin@0.1.0, whose on-response gets no body; rebuild it against 0.2.0 (docs/plugins.md)",
+    );
+  const runtime = new PluginRuntime(spec, component, log);
+  await runtime.start();
+  return runtime;
 }

@@ -11,24 +11,12 @@ import { type Logger, PLUGIN_BODY_LIMITS } from "@agw/core";
 import type { Plugin } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import { ResourceError } from "../runtime/build.ts";
-import { compileComponent, forgetCompiled, sha256Digest } from "./compile.ts";
-import { PLUGIN_DEFAULTS, PluginRuntime, type PluginSpec } from "./host.ts";
+import { forgetCompiled, sha256Digest } from "./compile.ts";
+import { PLUGIN_DEFAULTS, type PluginRuntime, type PluginSpec, startRuntime } from "./host.ts";
 
 export type { PluginReply } from "./chain.ts";
 export { PluginChain } from "./chain.ts";
 export { PluginRuntime } from "./host.ts";
-
-const ORDINARY_IMPORTS = new Set([
-  "agw:plugin/log",
-  "agw:plugin/config",
-  "agw:plugin/clock",
-  "agw:plugin/kv",
-  "agw:plugin/metrics",
-  "agw:plugin/redis",
-  "agw:plugin/http-request",
-  "agw:plugin/crypto",
-  "agw:plugin/types",
-]);
 
 function ms(d: Duration | undefined, fallback: number): number {
   const v = d ? durationMs(d) : 0;
@@ -137,19 +125,8 @@ export class PluginHost {
     if (spec.digest === "") throw new Error(`no digest (could the control plane read ${source}?)`);
     if (actual !== spec.digest) throw new Error(`digest mismatch: expected ${spec.digest}, got ${actual}`);
     const started = performance.now();
-    const component = await compileComponent(bytes, {
-      memoryMaxBytes: spec.memoryMaxBytes,
-      ...(this.cacheDir !== undefined && { cacheDir: this.cacheDir }),
-    });
-    const unknown = component.imports.filter((i) => !ORDINARY_IMPORTS.has(i));
-    if (unknown.length > 0)
-      throw new Error(`the component imports what the host does not provide: ${unknown.join(", ")}`);
-    if (component.version === "0.1.0" && spec.responseBody)
-      throw new Error(
-        "responseBody: the component targets agw:plugin@0.1.0, whose on-response gets no body; rebuild it against 0.2.0 (docs/plugins.md)",
-      );
-    const runtime = new PluginRuntime(spec, component, this.log);
-    await runtime.start();
+    const runtime = await startRuntime(spec, bytes, this.log, this.cacheDir);
+    const component = runtime.component;
     const cacheRefused = component.cache.startsWith("not ");
     this.log[cacheRefused ? "warn" : "info"](
       {

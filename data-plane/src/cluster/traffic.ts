@@ -8,6 +8,8 @@ import { affinityCookie, affinityToken, cookieValue } from "./load-balancer.ts";
 import { backoffMs, methodRetriable, outcomeRetriable, type RetrySpec } from "./retry.ts";
 import type { AttemptOutcome, ClusterState, EndpointState } from "./state.ts";
 
+const NO_FIELDS: ReadonlyArray<readonly [string, string]> = [];
+
 export class RequestTraffic {
   private readonly onPerTryTimeout: () => void;
   private state: ClusterState | null = null;
@@ -21,8 +23,8 @@ export class RequestTraffic {
   private timer: NodeJS.Timeout | null = null;
   /** Attempts started for the current request. */
   attempts = 0;
-  /** Response header lines set before the request went upstream (CORS, data-plane/src/traffic). */
-  extraResponseHeaders = "";
+  /** Response fields set before the request went upstream (CORS, data-plane/src/traffic). */
+  responseFields: ReadonlyArray<readonly [string, string]> = NO_FIELDS;
 
   constructor(onPerTryTimeout: () => void) {
     this.onPerTryTimeout = onPerTryTimeout;
@@ -110,16 +112,6 @@ export class RequestTraffic {
     return this.cluster?.pickEndpoint(this.req ?? undefined, clientIp, this.endpoint);
   }
 
-  /** Response header lines the policies add: the attempt count, the affinity cookie. */
-  responseHeaders(): string {
-    let h = this.extraResponseHeaders;
-    const attempts = this.attemptsValue;
-    if (attempts !== "") h += `x-agw-attempts: ${attempts}\r\n`;
-    const cookie = this.affinitySetCookie();
-    if (cookie !== "") h += `set-cookie: ${cookie}\r\n`;
-    return h;
-  }
-
   /**
    * The `x-agw-attempts` value of any answer to this request, the gateway's own errors included (a
    * final 503 upstream_connect_failed says how many attempts failed); "" when the route has no retry
@@ -148,7 +140,7 @@ export class RequestTraffic {
     }
     this.admitted = false;
     this.retrying = false;
-    this.extraResponseHeaders = "";
+    this.responseFields = NO_FIELDS;
     this.state = null;
     this.cluster = null;
     this.retry = null;

@@ -1,8 +1,6 @@
 /**
- * HTTP/1.1 body framing shared by the two translating sides of the engine: h2.ts (HTTP/2 clients to
- * HTTP/1.1 upstreams) and h2-bridge.ts (the HTTP/1.1 engine to HTTP/2 upstreams). proxy.ts keeps its
- * own module-local constants: its response modes are a superset (chunked bytes passed through as
- * validated, close-delimited bodies re-chunked) and its hot path writes the pieces without a copy.
+ * HTTP/1.1 body framing: the request body's framing towards an HTTP/1.1 upstream (http1.ts, h2.ts),
+ * and the chunks h2.ts and h2-bridge.ts write (HTTP/2 bodies re-framed for an HTTP/1.1 peer).
  */
 export const CRLF = Buffer.from("\r\n");
 export const LAST_CHUNK = Buffer.from("0\r\n\r\n");

@@ -1,5 +1,5 @@
 /**
- * HTTP/1.1 downstream → HTTP/2 upstream. The HTTP/1.1 engine (proxy.ts) writes the upstream request
+ * HTTP/1.1 downstream → HTTP/2 upstream. The HTTP/1.1 engine (exchange.ts, http1.ts) writes the upstream request
  * as HTTP/1.1 bytes and reads the response as HTTP/1.1 bytes; this bridge stands where its socket
  * would be and speaks HTTP/2 on the other side, through an H2Call. The HTTP/1.1 hot path thus stays
  * exactly as it is (one branch in UpstreamPool.acquire), at the price of re-parsing the head the engine
@@ -21,7 +21,7 @@ import { reasonPhrase } from "./errors.ts";
 import { H2Call, type H2CallSink, type H2FailureKind, type H2SessionPool } from "./h2-upstream.ts";
 import { h2ResponseFieldAllowed, h2UpstreamHeadersFromHttp1 } from "./headers.ts";
 import { ChunkedDecoder, HeadScanner, parseRequestHead, RequestHead } from "./http1-parser.ts";
-import type { UpstreamConn, UpstreamHandler, UpstreamSocket } from "./upstream-pool.ts";
+import type { UpstreamConn, UpstreamHandler, UpstreamSocket } from "./upstream-conn.ts";
 
 /** The engine checks its own limits on the head it built; these only bound a broken one. */
 const MAX_HEAD_BYTES = 1 << 20;

@@ -1,306 +1,60 @@
 /**
- * HTTP/2 downstream: node:http2 does the framing (HPACK, flow control, stream limits) and every
- * stream is bridged into the same path as an HTTP/1.1 request: one config read, the router, the
- * route's plugins, the cluster's endpoint, the shared HTTP/1.1 upstream pool. Connections arrive by
- * ALPN "h2" on HTTPS listeners or as h2c with prior knowledge (the HTTP/1.1 engine spots the preface).
+ * The HTTP/2 downstream's stream: one H2Exchange per stream, the Exchange (exchange.ts) of its request.
+ * node:http2 does the framing; what is HTTP/2 lives here: the field list turned into the engine's
+ * request head, DATA frames as the request body, the response as HEADERS/DATA/trailers, gRPC's
+ * trailers-only errors and deadline, CONNECT tunnels over a stream, and HTTP/2 upstreams reached
+ * directly (an H2Call: fields, DATA and trailers pass as they are, which gRPC needs) for clusters
+ * with protocol http2. HTTP/1.1 upstreams get the head the HTTP/1.1 side would send.
  */
 import { randomUUID } from "node:crypto";
 import http2 from "node:http2";
 import type net from "node:net";
-import { RequestTraffic } from "../cluster/traffic.ts";
-import type { ExchangeView } from "../observability/exchange.ts";
-import type { PluginReply } from "../plugins/chain.ts";
-import type {
-  ClusterRuntime,
-  CompiledRoute,
-  Endpoint,
-  HeaderOps,
-  ListenerLimits,
-  RuntimeConfig,
-} from "../runtime/types.ts";
+import type { ClusterRuntime, CompiledRoute, Endpoint, ListenerLimits } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
-import { admit } from "./admission.ts";
-import {
-  BODY_CHUNKED as B_CHUNKED,
-  BODY_LENGTH as B_LENGTH,
-  BODY_NONE as B_NONE,
-  frameChunk,
-  LAST_CHUNK,
-} from "./body-framing.ts";
+import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, frameChunk, LAST_CHUNK } from "./body-framing.ts";
 import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
+import { Exchange, type FieldList, M_LENGTH, M_NONE, type ProxyContext } from "./exchange.ts";
 import { H2Call, type H2CallSink, type H2FailureKind, MAX_REPLAY_BYTES } from "./h2-upstream.ts";
-import { stream1Headers, UpgradedSocket } from "./h2c-upgrade.ts";
-import {
-  clientAddress,
-  H2_CONNECTION_FIELDS,
-  h2ResponseFieldAllowed,
-  h2UpstreamHeaders,
-  hasName,
-  opsDrop,
-  upstreamHead,
-} from "./headers.ts";
-import {
-  ChunkedDecoder,
-  connectTarget,
-  HeadScanner,
-  parseResponseHead,
-  RequestHead,
-  ResponseHead,
-} from "./http1-parser.ts";
-import type { HttpProxy } from "./proxy.ts";
-import type { UpstreamConn, UpstreamHandler, UpstreamSocket } from "./upstream-pool.ts";
+import { clientAddress, h2ResponseFieldAllowed, h2UpstreamHeaders, opsDrop } from "./headers.ts";
+import { H2_CONNECTION_FIELDS as H2_FORBIDDEN } from "./hop-by-hop.ts";
+import { connectTarget, RequestHead } from "./http1-parser.ts";
+import type { UpstreamConn, UpstreamSocket } from "./upstream-conn.ts";
+import { h2Failure } from "./upstream-failure.ts";
 
-/** The client preface of HTTP/2 (RFC 9113 §3.4); an h2c client with prior knowledge starts with it. */
-export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+export { grpcTimeoutMs } from "./grpc.ts";
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_CONNECT_ERROR } = http2.constants;
 const END_STREAM = 0x1;
-/** Fields that have no meaning in HTTP/2 and must not be sent in it (RFC 9113 §8.2.2). */
-const H2_FORBIDDEN = H2_CONNECTION_FIELDS;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const AUTHORITY = /^[-._~!$&'()*+,;=:[\]%0-9A-Za-z]+$/;
-const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
-// Response body framing from the upstream.
-const M_NONE = 0;
-const M_LENGTH = 1;
-const M_CHUNKED = 2;
-const M_CLOSE = 3;
-
-/** gRPC status for a gateway error (the gRPC HTTP-to-status mapping, timeouts as DEADLINE_EXCEEDED). */
-function grpcStatusFor(status: number): number {
-  switch (status) {
-    case 400:
-      return 13; // INTERNAL
-    case 401:
-      return 16; // UNAUTHENTICATED
-    case 403:
-      return 7; // PERMISSION_DENIED
-    case 404:
-      return 12; // UNIMPLEMENTED
-    case 408:
-    case 504:
-      return 4; // DEADLINE_EXCEEDED
-    case 429:
-    case 502:
-    case 503:
-      return 14; // UNAVAILABLE
-    default:
-      return 2; // UNKNOWN
-  }
-}
-
-/** grpc-timeout ("1S", "250m", ...) in milliseconds; 0 when absent or malformed. */
-export function grpcTimeoutMs(v: string | undefined): number {
-  const m = v === undefined ? null : /^(\d{1,8})([HMSmun])$/.exec(v);
-  if (m === null) return 0;
-  const n = Number(m[1]);
-  const unit = m[2];
-  const ms =
-    unit === "H"
-      ? n * 3_600_000
-      : unit === "M"
-        ? n * 60_000
-        : unit === "S"
-          ? n * 1000
-          : unit === "m"
-            ? n
-            : unit === "u"
-              ? n / 1000
-              : n / 1_000_000;
-  return Math.max(1, Math.ceil(ms));
-}
-
-function onStreamTimer(x: H2Exchange): void {
-  x.onTimeout();
-}
-
-function retryAttempt(x: H2Exchange, body: readonly Buffer[]): void {
-  x.retryAttempt(body);
-}
-
-/** Whether two limits give HTTP/2 sessions the same server settings. */
-function sameSessionLimits(a: ListenerLimits, b: ListenerLimits): boolean {
-  return (
-    a === b ||
-    (a.maxRequestHeaders === b.maxRequestHeaders &&
-      a.idleTimeoutMs === b.idleTimeoutMs &&
-      a.maxRequestsPerConnection === b.maxRequestsPerConnection &&
-      a.http2MaxConcurrentStreams === b.http2MaxConcurrentStreams &&
-      a.http2InitialWindowSize === b.http2InitialWindowSize &&
-      a.http2MaxHeaderListBytes === b.http2MaxHeaderListBytes)
-  );
-}
-
-/**
- * The HTTP/2 side of one HttpProxy (one listener): never-listening Http2Servers fed accepted sockets.
- * A server's SETTINGS are fixed when it is created, so a push that changes the listener's limits gets a
- * new server for new connections; sessions of the previous one carry on with the settings they had.
- */
-export class H2Downstream {
-  readonly proxy: HttpProxy;
-  private server: http2.Http2Server;
-  private serverLimits: ListenerLimits;
-  private readonly sessions = new Set<http2.ServerHttp2Session>();
-  /** The TLS facts of the socket being handed to the server right now (accept()). */
-  private acceptingTls: DownstreamTlsInfo | null = null;
-
-  constructor(proxy: HttpProxy) {
-    this.proxy = proxy;
-    this.serverLimits = proxy.limits();
-    this.server = this.createServer(this.serverLimits);
-  }
-
-  private createServer(limits: ListenerLimits): http2.Http2Server {
-    const proxy = this.proxy;
-    const server = http2.createServer({
-      maxHeaderListPairs: limits.maxRequestHeaders + 8,
-      settings: {
-        maxConcurrentStreams: limits.http2MaxConcurrentStreams,
-        maxHeaderListSize: limits.http2MaxHeaderListBytes,
-        initialWindowSize: limits.http2InitialWindowSize,
-      },
-    });
-    server.on("session", (session: http2.ServerHttp2Session) => {
-      this.sessions.add(session);
-      // node:http2 creates the session inside emit("connection") (accept() below) and hands out a
-      // proxy of the socket afterwards, never the socket itself: the TLS facts are keyed by session.
-      if (this.acceptingTls !== null) tlsOf.set(session, this.acceptingTls);
-      session.on("error", noop);
-      session.once("close", () => this.sessions.delete(session));
-      // An idle session (no frames either way) is closed gracefully, like an idle keep-alive connection.
-      if (limits.idleTimeoutMs > 0) session.setTimeout(limits.idleTimeoutMs, () => session.close());
-      const max = limits.maxRequestsPerConnection;
-      if (max > 0) {
-        // GOAWAY naming the last allowed stream: it and those before it finish, later ones are refused.
-        let streams = 0;
-        session.on("stream", () => {
-          if (++streams >= max) session.close();
-        });
-      }
-      if (proxy.draining) session.close();
-    });
-    server.on(
-      "stream",
-      (
-        stream: http2.ServerHttp2Stream,
-        _headers: http2.IncomingHttpHeaders,
-        flags: number,
-        raw: string[],
-      ) => {
-        const session = stream.session;
-        const socket = session?.socket as net.Socket | undefined;
-        if (session === undefined || socket === undefined) return;
-        const x = new H2Exchange(this, stream, socket, tlsOf.get(session) ?? null);
-        x.start(raw, flags);
-      },
-    );
-    return server;
-  }
-
-  /** Takes an accepted socket speaking HTTP/2; `early` is what was already read from it. */
-  accept(socket: net.Socket, tls: DownstreamTlsInfo | null, early: Buffer | null): void {
-    const limits = this.proxy.limits();
-    if (!sameSessionLimits(limits, this.serverLimits)) {
-      this.server = this.createServer(limits);
-      this.serverLimits = limits;
-    }
-    if (early !== null) {
-      socket.pause(); // no 'data' listener until the session attaches: nothing may flow past it
-      socket.unshift(early);
-    }
-    this.acceptingTls = tls;
-    try {
-      this.server.emit("connection", socket);
-    } finally {
-      this.acceptingTls = null;
-    }
-  }
-
-  /** A plain socket just answered 101 to `Upgrade: h2c`: `head` becomes stream 1 of its session. */
-  acceptUpgrade(socket: net.Socket, head: RequestHead): void {
-    socket.pause();
-    const upgraded = new UpgradedSocket(socket, stream1Headers(head));
-    this.accept(upgraded as unknown as net.Socket, null, null);
-  }
-
-  get sessionCount(): number {
-    return this.sessions.size;
-  }
-
-  /** GOAWAY to every session: streams in flight finish, no new ones start. */
-  shutdown(): void {
-    for (const s of this.sessions) s.close();
-  }
-
-  destroyAll(): void {
-    for (const s of this.sessions) s.destroy();
-  }
-}
-
-/** Each HTTP/2 session's TLS facts (SNI, ALPN, client certificate); none for h2c. */
-const tlsOf = new WeakMap<http2.Http2Session, DownstreamTlsInfo>();
 
 function closeLingeringTunnel(stream: http2.ServerHttp2Stream): void {
   if (!stream.closed) stream.close(NGHTTP2_NO_ERROR);
 }
 
-/**
- * One HTTP/2 stream proxied to an HTTP/1.1 upstream (bytes through the pool), or to an HTTP/2
- * upstream (an H2Call: fields, DATA and trailers pass as they are, which gRPC needs).
- */
-class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
-  readonly h2: H2Downstream;
+export class H2Exchange extends Exchange implements H2CallSink {
   readonly stream: http2.ServerHttp2Stream;
   readonly socket: net.Socket;
-  readonly tls: DownstreamTlsInfo | null;
-  readonly clientIp: string;
-  head: RequestHead | null = null;
-  requestId = "";
-  grpc = false;
-  route: CompiledRoute | null = null;
-  cluster: ClusterRuntime | null = null;
-  endpoint: Endpoint | null = null;
-  upstream: UpstreamConn | null = null;
-  /** The HTTP/2 upstream request, for clusters with protocol http2. */
+  readonly protocol = "HTTP/2";
+  /** The HTTP/2 upstream request, for clusters with protocol http2, and its fields (for another attempt). */
   call: H2Call | null = null;
   h2Headers: http2.OutgoingHttpHeaders | null = null;
   /** The client sent "te: trailers" (gRPC does): passed on to HTTP/2 upstreams. */
   teTrailers = false;
   upTrailers: http2.IncomingHttpHeaders | null = null;
-  upHead = "";
-  timer: NodeJS.Timeout | null = null;
-  bodyMode = B_NONE;
-  reqBodyDone = true;
   /** Largest request body (maxRequestBodyBytes), 0: unlimited; and the DATA bytes counted under it. */
   bodyLimit = 0;
   bodySeen = 0;
-  retried = false;
-  /** A CONNECT stream: its DATA frames are spliced with a TCP connection (openTunnel). */
-  tunnel = false;
-  resStarted = false;
-  resHeadSent = false;
-  resBuf: Buffer | null = null;
-  readonly resScanner = new HeadScanner();
-  resMode = M_NONE;
-  resRemaining = 0;
-  readonly resDecoder = new ChunkedDecoder();
-  upKeepAlive = false;
-  upExtra = false;
   done = false;
-  /** For the observer (metrics, access logs, traces): as on HTTP/1.1 (ExchangeView). */
-  readonly http2 = true;
-  startedAt = performance.now();
-  status = 0;
-  errorCode = "";
   reported = false;
+  /** The session closes (GOAWAY) after this answer. */
+  goaway = false;
   /**
    * DATA payload bytes of this stream each way (ExchangeView). Not the session socket's counters: the
    * socket is shared by every stream, and node:http2 unbinds it (reads throw) once the session ends.
    */
   bytesRead = 0;
   bytesWritten = 0;
-  /** Circuit breaking, attempt accounting (least request, outlier detection) and retries, as on HTTP/1.1. */
-  readonly traffic = new RequestTraffic(() => this.onPerTryTimeout());
   /**
    * The request body sent to an HTTP/1.1 upstream so far, kept (up to MAX_REPLAY_BYTES, as an H2Call
    * does) so another attempt can resend it; null once over that.
@@ -311,16 +65,15 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   replayBody: readonly Buffer[] | null = null;
 
   constructor(
-    h2: H2Downstream,
+    proxy: ProxyContext,
     stream: http2.ServerHttp2Stream,
     socket: net.Socket,
     tls: DownstreamTlsInfo | null,
   ) {
-    this.h2 = h2;
+    super(proxy, clientAddress(socket), tls);
+    this.startedAt = performance.now();
     this.stream = stream;
     this.socket = socket;
-    this.tls = tls;
-    this.clientIp = clientAddress(socket);
     stream.on("error", noop);
     stream.on("close", () => this.onStreamClose());
     stream.on("drain", () => {
@@ -330,8 +83,8 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     });
   }
 
-  get proxy(): HttpProxy {
-    return this.h2.proxy;
+  get active(): boolean {
+    return !this.done;
   }
 
   /** Tells the observer once, when the stream's exchange is over. */
@@ -339,7 +92,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     this.traffic.end();
     if (this.reported) return;
     this.reported = true;
-    this.h2.proxy.observer?.exchangeEnd(this, aborted);
+    this.proxy.observer?.exchangeEnd(this, aborted);
   }
 
   /** Turns the HTTP/2 field list into the engine's request head, then routes it. */
@@ -415,13 +168,12 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     head.rawHost = rawHost;
     const close = rawHost.charCodeAt(0) === 91 ? rawHost.indexOf("]") + 1 : rawHost.indexOf(":");
     head.host = (close <= 0 ? rawHost : rawHost.slice(0, close)).toLowerCase();
-    head.minor = 1;
     this.head = head;
-    if ((flags & END_STREAM) !== 0 || head.contentLength === 0) this.bodyMode = B_NONE;
-    else if (head.contentLength > 0) this.bodyMode = B_LENGTH;
-    else this.bodyMode = B_CHUNKED;
-    this.reqBodyDone = this.bodyMode === B_NONE;
-    this.routeRequest(head);
+    if ((flags & END_STREAM) !== 0 || head.contentLength === 0) this.bodyMode = BODY_NONE;
+    else if (head.contentLength > 0) this.bodyMode = BODY_LENGTH;
+    else this.bodyMode = BODY_CHUNKED;
+    this.reqBodyDone = this.bodyMode === BODY_NONE;
+    this.begin(head);
   }
 
   /**
@@ -444,75 +196,22 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
       return;
     }
     head.target = authority;
-    head.minor = 1;
     this.head = head;
-    this.bodyMode = B_NONE;
+    this.bodyMode = BODY_NONE;
     this.reqBodyDone = (flags & END_STREAM) !== 0;
-    this.routeRequest(head);
+    this.begin(head);
   }
 
-  /** Routes the stream's request: the only read of the config for this stream. */
-  routeRequest(head: RequestHead): void {
-    const config = this.h2.proxy.getConfig();
-    const listener = config.listeners.get(this.h2.proxy.listenerName);
-    const refusal = admit(head, this.tls, listener?.paths);
-    if (refusal !== null) {
-      this.sendLocal(refusal.status, refusal.code, refusal.message);
-      if (refusal.closeConnection) this.stream.session?.close(); // GOAWAY: streams in flight finish
-      return;
-    }
-    const route = listener?.router?.match(head);
-    if (route === undefined) {
-      this.sendLocal(404, AGW_ERRORS.AGW_ERR_ROUTE_NOT_FOUND, "no route matched the request");
-      return;
-    }
-    this.route = route;
-    if (this.bodyMode !== B_NONE && !this.limitBody(route, listener?.limits ?? this.h2.proxy.defaultLimits))
-      return;
-    if (head.method === "CONNECT" && route.connect !== true) {
-      this.sendLocal(405, AGW_ERRORS.AGW_ERR_CONNECT_NOT_ALLOWED, "the route does not allow CONNECT");
-      return;
-    }
-    // Redirects, direct responses and CORS preflights, as on HTTP/1.1 (data-plane/src/traffic).
-    const local = route.local?.reply(head, this.tls !== null, null);
-    if (local !== undefined) {
-      this.sendPluginReply(local);
-      return;
-    }
-    const plugins = route.plugins;
-    if (plugins) {
-      const verdict = plugins.requestFilter(head, this.clientIp, route.name, this.requestId);
-      if (verdict instanceof Promise) {
-        verdict.then(
-          (v) => this.afterRequestFilter(v, route, config),
-          () =>
-            this.afterRequestFilter(
-              {
-                status: 500,
-                headers: [],
-                body: new Uint8Array(0),
-                error: "plugin_failed",
-                message: "plugin host error",
-              },
-              route,
-              config,
-            ),
-        );
-        return;
-      }
-      if (verdict !== undefined) {
-        this.sendPluginReply(verdict);
-        return;
-      }
-    }
-    this.toUpstream(route, config);
+  /** The only read of the config for this stream. */
+  begin(head: RequestHead): void {
+    const config = this.proxy.getConfig();
+    this.routeRequest(head, config, config.listeners.get(this.proxy.listenerName));
   }
 
-  /** The stream's body limit and timeout; false when the request was answered 413. */
   limitBody(route: CompiledRoute, limits: ListenerLimits): boolean {
     const max = route.maxRequestBodyBytes ?? limits.maxRequestBodyBytes;
     if (max > 0 && (this.head as RequestHead).contentLength > max) {
-      this.sendLocal(413, AGW_ERRORS.AGW_ERR_REQUEST_BODY_TOO_LARGE, `request body larger than ${max} bytes`);
+      this.fail(413, AGW_ERRORS.AGW_ERR_REQUEST_BODY_TOO_LARGE, `request body larger than ${max} bytes`);
       return false;
     }
     this.bodyLimit = max;
@@ -529,96 +228,42 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   /** 413 or 408 while the body streams: answered when nothing was sent yet, else the stream is reset. */
   bodyError(status: number, code: AgwErrorCode, message: string): void {
     this.dropUpstream();
-    if (this.resHeadSent) this.resetStream();
+    if (this.resHeadSent) this.abortResponse();
     else this.fail(status, code, message);
   }
 
   reject(message: string): void {
-    this.sendLocal(400, AGW_ERRORS.AGW_ERR_BAD_REQUEST, message);
+    this.sendError(400, AGW_ERRORS.AGW_ERR_BAD_REQUEST, message);
   }
 
-  afterRequestFilter(v: PluginReply | undefined, route: CompiledRoute, config: RuntimeConfig): void {
-    if (this.done) return;
-    if (v !== undefined) this.sendPluginReply(v);
-    else this.toUpstream(route, config);
+  /** The DATA frames wait in the stream until the upstream request starts: nothing to pause. */
+  pauseRequest(): void {}
+
+  resumeRequest(): void {
+    if (this.stream.isPaused()) this.stream.resume();
   }
 
-  sendPluginReply(r: PluginReply): void {
-    if (r.error !== undefined) {
-      this.sendLocal(r.status, r.error as AgwErrorCode, r.message ?? r.error);
-      return;
-    }
-    const headers: http2.OutgoingHttpHeaders = { ":status": r.status };
-    for (const [n, v] of r.headers) {
-      const name = n.toLowerCase();
-      if (name !== "content-length" && !H2_FORBIDDEN.has(name)) addHeader(headers, name, v);
-    }
-    headers["content-length"] = r.body.length;
-    headers["x-request-id"] = this.requestId;
-    this.finishLocal(headers, this.head?.method === "HEAD" ? null : Buffer.from(r.body));
+  closeAfterAnswer(): void {
+    this.goaway = true;
   }
 
-  toUpstream(route: CompiledRoute, config: RuntimeConfig): void {
-    const cluster = config.clusters.get(route.pickCluster());
-    if (cluster === undefined) {
-      this.sendLocal(503, AGW_ERRORS.AGW_ERR_CLUSTER_NOT_FOUND, "the route's cluster does not exist");
-      return;
-    }
-    this.cluster = cluster;
-    const head = this.head as RequestHead;
-    if (!this.traffic.begin(cluster, route.retry, head)) {
-      this.sendLocal(503, AGW_ERRORS.AGW_ERR_OVERFLOW, "the cluster's circuit breaker is open");
-      return;
-    }
-    const ep = cluster.pickEndpoint(head, this.clientIp);
-    if (ep === undefined) {
-      this.sendLocal(503, AGW_ERRORS.AGW_ERR_NO_HEALTHY_UPSTREAM, "the cluster has no endpoint");
-      return;
-    }
-    this.endpoint = ep;
-    this.traffic.attemptStarted(ep);
-    if (head.method === "CONNECT") {
-      this.openTunnel(ep, cluster);
-      return;
-    }
-    // A body streams in DATA frames and is never buffered for a mirror: only bodyless requests are copied.
-    if (this.bodyMode === B_NONE)
-      route.mirror?.copy(this.head as RequestHead, null, this.clientIp, config.clusters);
-    // The route timeout, or the client's grpc-timeout when it is shorter.
-    let timeoutMs = route.timeoutMs;
-    const deadline = this.grpc ? grpcTimeoutMs(this.head?.header("grpc-timeout")) : 0;
-    if (deadline > 0 && (timeoutMs === 0 || deadline < timeoutMs)) timeoutMs = deadline;
-    if (timeoutMs > 0) this.timer = setTimeout(onStreamTimer, timeoutMs, this);
+  /** A body streams in DATA frames and is never buffered for a mirror: only bodyless requests are copied. */
+  mirrorBody(): null | undefined {
+    return this.bodyMode === BODY_NONE ? null : undefined;
+  }
+
+  upstreamRequest(route: CompiledRoute, cluster: ClusterRuntime, ep: Endpoint): void {
     if (cluster.http2 === true) {
-      this.toH2Upstream(route, cluster, ep);
-      return;
+      const scheme = cluster.tls !== undefined ? "https" : "http";
+      const head = this.head as RequestHead;
+      const headers = h2UpstreamHeaders(head, route, ep, this, this.traceparent(), scheme, this.teTrailers);
+      this.h2Headers = headers;
+      this.call = new H2Call(this.proxy.pool.h2, ep, cluster, headers, this.bodyMode === BODY_NONE, this);
+    } else {
+      this.upHead = this.http1Head(route, ep, "");
+      this.sendHttp1(this.proxy.pool.acquire(ep, cluster, this), []);
     }
-    this.upHead = this.buildUpstreamHead(route, ep);
-    this.sendHttp1(this.h2.proxy.pool.acquire(ep, cluster, this), []);
-    if (this.bodyMode !== B_NONE) {
-      const stream = this.stream;
-      stream.on("data", (chunk: Buffer) => this.onRequestData(chunk));
-      stream.on("end", () => this.onRequestEnd());
-    }
-  }
-
-  toH2Upstream(route: CompiledRoute, cluster: ClusterRuntime, ep: Endpoint): void {
-    const headers = h2UpstreamHeaders(
-      this.head as RequestHead,
-      route.requestHeaders,
-      route.rewrite ?? null,
-      ep,
-      this.clientIp,
-      this.tls !== null ? "https" : this.h2.proxy.forwardedProto,
-      this.tls?.client?.forwardedHeader ?? "",
-      this.requestId,
-      this.h2.proxy.observer?.upstreamStart(this) ?? "",
-      cluster.tls !== undefined ? "https" : "http",
-      this.teTrailers,
-    );
-    this.h2Headers = headers;
-    this.call = new H2Call(this.h2.proxy.pool.h2, ep, cluster, headers, this.bodyMode === B_NONE, this);
-    if (this.bodyMode !== B_NONE) {
+    if (this.bodyMode !== BODY_NONE) {
       const stream = this.stream;
       stream.on("data", (chunk: Buffer) => this.onRequestData(chunk));
       stream.on("end", () => this.onRequestEnd());
@@ -626,13 +271,13 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
   }
 
   /**
-   * Terminated CONNECT, as proxy.ts does it for HTTP/1.1: a new TCP (or TLS, per the cluster)
-   * connection to the route's endpoint whatever the authority names; 200 once it is up, then the
-   * stream's DATA ↔ the socket's bytes, END_STREAM ↔ FIN. A failed connect answers like any request.
+   * Terminated CONNECT, as the HTTP/1.1 side does it: a new TCP (or TLS, per the cluster) connection
+   * to the route's endpoint whatever the authority names; 200 once it is up, then the stream's DATA ↔
+   * the socket's bytes, END_STREAM ↔ FIN. A failed connect answers like any request.
    */
   openTunnel(ep: Endpoint, cluster: ClusterRuntime): void {
     this.tunnel = true;
-    const up = this.h2.proxy.pool.tunnel(ep, cluster, this);
+    const up = this.proxy.pool.tunnel(ep, cluster, this);
     this.upstream = up;
     up.socket.once(cluster.tls !== undefined ? "secureConnect" : "connect", () => this.tunnelEstablished(up));
   }
@@ -646,7 +291,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     stream.respond({ ":status": 200, "x-request-id": this.requestId });
     // The access log records the tunnel's opening, as on HTTP/1.1; the policies hold it until it closes.
     this.reported = true;
-    this.h2.proxy.observer?.exchangeEnd(this, false);
+    this.proxy.observer?.exchangeEnd(this, false);
     const s = up.socket;
     stream.on("data", (chunk: Buffer) => {
       this.bytesRead += chunk.length;
@@ -666,7 +311,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
       if (!stream.destroyed && !stream.writableEnded) stream.end();
       // As an HTTP/1.1 tunnel lingers after the upstream's FIN: the client gets lingerTimeoutMs to
       // end its side too, then the stream is closed rather than held half-open for ever.
-      if (!this.reqBodyDone) setTimeout(closeLingeringTunnel, this.h2.proxy.lingerTimeoutMs, stream);
+      if (!this.reqBodyDone) setTimeout(closeLingeringTunnel, this.proxy.lingerTimeoutMs, stream);
       return;
     }
     this.done = true;
@@ -674,88 +319,14 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     this.report(true);
   }
 
-  // ---- HTTP/2 upstream events (H2CallSink)
+  // ---- retries (the exchange decides; this resends)
 
-  onH2Response(headers: http2.IncomingHttpHeaders, endStream: boolean): void {
-    const status = Number(headers[":status"]);
-    if (this.traffic.responseStarted(status, this.canReplay())) {
-      this.policyRetry();
-      return;
-    }
-    this.status = status;
-    const ops = (this.route as CompiledRoute).responseHeaders;
-    const out: http2.OutgoingHttpHeaders = { ":status": status };
-    for (const name in headers) {
-      if (!h2ResponseFieldAllowed(name) || name === "x-request-id" || opsDrop(ops, name)) continue;
-      const v = headers[name];
-      if (v !== undefined) out[name] = v;
-    }
-    this.addGatewayFields(out, ops);
-    this.resHeadSent = true;
-    const stream = this.stream;
-    if (stream.destroyed) return;
-    if (endStream) {
-      // One HEADERS frame with END_STREAM: gRPC's trailers-only response stays one.
-      stream.respond(out, { endStream: true });
-      this.completeH2();
-      return;
-    }
-    stream.respond(out, { waitForTrailers: true });
-    stream.once("wantTrailers", () => {
-      stream.sendTrailers(this.upTrailers ?? {});
-      if (!this.reqBodyDone) stream.close(NGHTTP2_NO_ERROR);
-    });
+  override hasUpstream(): boolean {
+    return this.upstream !== null || this.call !== null;
   }
 
-  onH2Data(chunk: Buffer): void {
-    if (!this.stream.destroyed && !this.toClient(chunk)) this.call?.pause(); // resumed by 'drain'
-  }
-
-  /** Response DATA to the client, counted for the access log. */
-  toClient(chunk: Buffer): boolean {
-    this.bytesWritten += chunk.length;
-    return this.stream.write(chunk);
-  }
-
-  onH2End(trailers: http2.IncomingHttpHeaders | null): void {
-    if (trailers !== null) {
-      const t: http2.IncomingHttpHeaders = {};
-      for (const name in trailers) if (h2ResponseFieldAllowed(name)) t[name] = trailers[name];
-      this.upTrailers = t;
-    }
-    this.completeH2();
-  }
-
-  onH2Drain(): void {
-    if (this.stream.isPaused()) this.stream.resume();
-  }
-
-  onH2Failure(kind: H2FailureKind, message: string, afterHead: boolean): void {
-    if (afterHead) {
-      this.call = null;
-      this.resetStream();
-      return;
-    }
-    const replayable = this.canReplay();
-    this.call = null;
-    const outcome = kind === "connect_timeout" ? "timeout" : kind === "reset" ? "reset" : "connect_failure";
-    if (this.traffic.attemptFailed(outcome, replayable)) {
-      this.policyRetry();
-      return;
-    }
-    switch (kind) {
-      case "tls":
-        this.fail(502, AGW_ERRORS.AGW_ERR_UPSTREAM_TLS_FAILED, `upstream TLS handshake failed: ${message}`);
-        return;
-      case "connect_timeout":
-        this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_CONNECT_TIMEOUT, message);
-        return;
-      case "connect_failure":
-        this.fail(503, AGW_ERRORS.AGW_ERR_UPSTREAM_CONNECT_FAILED, message);
-        return;
-      default:
-        this.fail(502, AGW_ERRORS.AGW_ERR_UPSTREAM_RESET, message);
-    }
+  canResend(): boolean {
+    return this.sentBody !== null;
   }
 
   /** Whether another attempt could resend the whole request; keeps what it would resend in replayBody. */
@@ -768,76 +339,44 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     return this.replayBody !== null;
   }
 
-  /** The retry policy wants another attempt: after its backoff, on another endpoint when there is one. */
-  policyRetry(): void {
-    const body = this.replayBody ?? [];
-    this.dropUpstream();
-    const delay = this.traffic.backoffMs();
-    if (delay > 0) setTimeout(retryAttempt, delay, this, body);
-    else this.retryAttempt(body);
+  resend(): void {
+    const ep = this.endpoint as Endpoint;
+    this.sendHttp1(this.proxy.pool.connect(ep, this.cluster as ClusterRuntime, this), this.sentBody ?? []);
   }
 
-  retryAttempt(body: readonly Buffer[]): void {
-    if (this.done) return;
-    const ep = this.traffic.nextEndpoint(this.clientIp);
-    if (ep === undefined) {
-      this.sendLocal(503, AGW_ERRORS.AGW_ERR_NO_HEALTHY_UPSTREAM, "the cluster has no endpoint");
+  sendAttempt(ep: Endpoint, cluster: ClusterRuntime): void {
+    const body = this.replayBody ?? [];
+    if (cluster.http2 === true) {
+      const headers = this.h2Headers as http2.OutgoingHttpHeaders;
+      this.call = new H2Call(this.proxy.pool.h2, ep, cluster, headers, true, this, body);
+    } else this.sendHttp1(this.proxy.pool.connect(ep, cluster, this), body);
+  }
+
+  override dropUpstream(): void {
+    const call = this.call;
+    if (call !== null) {
+      this.call = null;
+      call.cancel();
+    }
+    super.dropUpstream();
+  }
+
+  /**
+   * gRPC: a deadline that passes once the response has started ends the stream as a gRPC server
+   * would, with DEADLINE_EXCEEDED in its trailers, instead of a reset the client cannot read.
+   */
+  override onRouteTimeout(): void {
+    if (this.grpc && this.resHeadSent && this.call !== null && !this.done && !this.stream.destroyed) {
+      this.upTrailers = { "grpc-status": "4", "grpc-message": "deadline exceeded" };
+      this.errorCode = AGW_ERRORS.AGW_ERR_UPSTREAM_TIMEOUT;
+      this.dropUpstream();
+      this.completeH2();
       return;
     }
-    this.endpoint = ep;
-    this.traffic.attemptStarted(ep);
-    const cluster = this.cluster as ClusterRuntime;
-    const pool = this.h2.proxy.pool;
-    if (cluster.http2 === true)
-      this.call = new H2Call(
-        pool.h2,
-        ep,
-        cluster,
-        this.h2Headers as http2.OutgoingHttpHeaders,
-        true,
-        this,
-        body,
-      );
-    else this.sendHttp1(pool.connect(ep, cluster, this), body);
+    super.onRouteTimeout();
   }
 
-  /** The per-try timeout of the route's retry policy passed before the response head. */
-  onPerTryTimeout(): void {
-    if (this.done || this.resHeadSent || (this.upstream === null && this.call === null)) return;
-    const replayable = this.canReplay();
-    this.dropUpstream();
-    if (this.traffic.attemptFailed("timeout", replayable)) this.policyRetry();
-    else this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_TIMEOUT, "the upstream did not respond in time");
-  }
-
-  completeH2(): void {
-    this.clearTimer();
-    this.call = null;
-    this.done = true;
-    if (!this.stream.destroyed) {
-      if (!this.stream.writableEnded) this.stream.end();
-      else if (!this.reqBodyDone) this.stream.close(NGHTTP2_NO_ERROR);
-    }
-    this.report(false);
-  }
-
-  buildUpstreamHead(route: CompiledRoute, ep: Endpoint): string {
-    return upstreamHead(
-      this.head as RequestHead,
-      route.requestHeaders,
-      route.rewrite ?? null,
-      ep,
-      this.clientIp,
-      this.tls !== null ? "https" : this.h2.proxy.forwardedProto,
-      this.tls?.client?.forwardedHeader ?? "",
-      this.requestId,
-      this.h2.proxy.observer?.upstreamStart(this) ?? "",
-      this.bodyMode === B_CHUNKED,
-      "",
-    );
-  }
-
-  // ---- request body (HTTP/2 DATA frames → HTTP/1.1 body)
+  // ---- request body (HTTP/2 DATA frames → the upstream's body)
 
   onRequestData(chunk: Buffer): void {
     this.bytesRead += chunk.length;
@@ -868,7 +407,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
 
   /** Writes body bytes to an HTTP/1.1 upstream in the request's framing. */
   writeBody(s: UpstreamSocket, chunk: Buffer): boolean {
-    return s.write(this.bodyMode === B_CHUNKED ? frameChunk(chunk) : chunk);
+    return s.write(this.bodyMode === BODY_CHUNKED ? frameChunk(chunk) : chunk);
   }
 
   /** Sends the upstream head and `body` (what an earlier attempt sent of the body) on `up`. */
@@ -881,7 +420,7 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     s.cork();
     s.write(this.upHead, "latin1");
     for (const chunk of body) this.writeBody(s, chunk);
-    if (this.reqBodyDone && this.bodyMode === B_CHUNKED) s.write(LAST_CHUNK);
+    if (this.reqBodyDone && this.bodyMode === BODY_CHUNKED) s.write(LAST_CHUNK);
     s.uncork();
     if (!this.reqBodyDone && this.stream.isPaused()) this.stream.resume();
   }
@@ -894,209 +433,34 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
       return;
     }
     const up = this.upstream;
-    if (up !== null && this.bodyMode === B_CHUNKED) up.socket.write(LAST_CHUNK);
-    if (this.resMode === M_NONE && this.resHeadSent) this.complete();
+    if (up !== null && this.bodyMode === BODY_CHUNKED) up.socket.write(LAST_CHUNK);
+    if (this.resMode === M_NONE && this.resHeadSent && !this.done) this.completeResponse();
   }
 
-  // ---- upstream events
+  // ---- the response to the client
 
-  onUpstreamDrain(_conn: UpstreamConn): void {
-    if (this.stream.isPaused()) this.stream.resume();
-  }
-
-  onUpstreamData(conn: UpstreamConn, chunk: Buffer): void {
-    if (conn !== this.upstream) return;
-    if (this.tunnel) {
-      if (!this.stream.destroyed && !this.toClient(chunk)) conn.socket.pause(); // resumed by 'drain'
-      return;
-    }
-    this.resStarted = true;
-    if (this.resHeadSent) this.onResponseBody(chunk, 0);
-    else this.onResponseHeadBytes(chunk);
-  }
-
-  onUpstreamClose(conn: UpstreamConn): void {
-    if (conn !== this.upstream) return;
-    this.upstream = null;
-    if (this.tunnel && this.resHeadSent) {
-      this.closeTunnel(conn.eof);
-      return;
-    }
-    if (this.resHeadSent) {
-      if (conn.eof && this.resMode === M_CLOSE) this.complete();
-      else this.resetStream(); // truncated: the client must not see a complete response
-      return;
-    }
-    // A reused keep-alive connection that died before answering: resent once on a fresh one.
-    const sent = this.sentBody;
-    if (
-      conn.reused &&
-      !this.resStarted &&
-      sent !== null &&
-      !this.retried &&
-      IDEMPOTENT.has(this.head?.method ?? "")
-    ) {
-      this.retried = true;
-      this.sendHttp1(
-        this.h2.proxy.pool.connect(this.endpoint as Endpoint, this.cluster as ClusterRuntime, this),
-        sent,
-      );
-      return;
-    }
-    const failure = !conn.connected ? (conn.connectTimedOut ? "timeout" : "connect_failure") : "reset";
-    if (this.traffic.attemptFailed(failure, this.canReplay())) {
-      this.policyRetry();
-      return;
-    }
-    if (!conn.connected) {
-      if (conn.tlsFailure !== null)
-        this.fail(
-          502,
-          AGW_ERRORS.AGW_ERR_UPSTREAM_TLS_FAILED,
-          `upstream TLS handshake failed: ${conn.tlsFailure}`,
-        );
-      else if (conn.connectTimedOut)
-        this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_CONNECT_TIMEOUT, "timed out connecting to the upstream");
-      else this.fail(503, AGW_ERRORS.AGW_ERR_UPSTREAM_CONNECT_FAILED, "could not connect to the upstream");
-      return;
-    }
-    this.fail(502, AGW_ERRORS.AGW_ERR_UPSTREAM_RESET, "upstream closed the connection before responding");
-  }
-
-  onTimeout(): void {
-    this.timer = null;
-    if (this.resHeadSent) {
-      this.dropUpstream();
-      this.resetStream();
-    } else {
-      this.traffic.attemptFailed("timeout", false);
-      this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_TIMEOUT, "the upstream did not respond in time");
-    }
-  }
-
-  onResponseHeadBytes(chunk: Buffer): void {
-    let buf = this.resBuf === null ? chunk : Buffer.concat([this.resBuf, chunk]);
-    const sc = this.resScanner;
-    const p = this.h2.proxy;
-    for (;;) {
-      const n = sc.scan(buf, p.maxHeadBytes, p.maxHeaders);
-      if (n === 0) {
-        this.resBuf = buf;
-        return;
-      }
-      this.resBuf = null;
-      const rh = new ResponseHead();
-      if (n < 0 || parseResponseHead(buf, sc, rh) !== null || rh.status === 101) {
-        this.fail(502, AGW_ERRORS.AGW_ERR_UPSTREAM_PROTOCOL_ERROR, "the upstream sent an invalid response");
-        return;
-      }
-      if (rh.status >= 200) {
-        this.beginResponse(rh, buf, n);
-        return;
-      }
-      // 1xx informational responses are not relayed over HTTP/2 (node:http2 sends 100 by itself).
-      sc.reset();
-      if (n === buf.length) return;
-      buf = buf.subarray(n);
-    }
-  }
-
-  beginResponse(rh: ResponseHead, buf: Buffer, headLen: number): void {
-    const status = rh.status;
-    if (this.traffic.responseStarted(status, this.canReplay())) {
-      this.policyRetry();
-      return;
-    }
-    this.status = status;
-    this.upKeepAlive = rh.minor === 1 ? !rh.connClose : rh.connKeepAlive && !rh.connClose;
-    let mode: number;
-    if (this.head?.method === "HEAD" || status === 204 || status === 304) mode = M_NONE;
-    else if (rh.chunked) mode = M_CHUNKED;
-    else if (rh.contentLength >= 0) mode = rh.contentLength === 0 ? M_NONE : M_LENGTH;
-    else mode = M_CLOSE;
-    if (mode === M_CHUNKED) this.resDecoder.reset(true);
-    if (mode === M_CLOSE) this.upKeepAlive = false;
-    this.resMode = mode;
-    this.resRemaining = rh.contentLength;
-
-    const ops = (this.route as CompiledRoute).responseHeaders;
-    const headers: http2.OutgoingHttpHeaders = { ":status": status };
-    const names = rh.names;
-    for (let i = 0; i < names.length; i++) {
-      const name = names[i] as string;
-      if (
-        H2_FORBIDDEN.has(name) ||
-        name === "x-request-id" ||
-        hasName(rh.connTokens, name) ||
-        opsDrop(ops, name)
-      )
-        continue;
-      addHeader(headers, name, rh.values[i] as string);
-    }
-    this.addGatewayFields(headers, ops);
-    this.resHeadSent = true;
-    if (this.stream.destroyed) return;
-    this.stream.respond(headers, { endStream: mode === M_NONE });
-    if (mode === M_NONE) {
+  respond(f: FieldList, _reason: string, buf: Buffer, headLen: number): void {
+    const stream = this.stream;
+    if (stream.destroyed) return;
+    const endStream = this.resMode === M_NONE || (this.resMode === M_LENGTH && this.resRemaining === 0);
+    stream.respond(h2Fields({ ":status": f.status }, f), { endStream });
+    if (endStream) {
       if (headLen < buf.length) this.upExtra = true;
-      this.complete();
+      this.completeResponse();
     } else if (headLen < buf.length) {
       this.onResponseBody(buf, headLen);
     }
   }
 
-  onResponseBody(chunk: Buffer, off: number): void {
-    const len = chunk.length;
-    let ok = true;
-    switch (this.resMode) {
-      case M_LENGTH: {
-        const n = Math.min(len - off, this.resRemaining);
-        if (n > 0) ok = this.toClient(off === 0 && n === len ? chunk : chunk.subarray(off, off + n));
-        this.resRemaining -= n;
-        if (this.resRemaining === 0) {
-          if (off + n < len) this.upExtra = true;
-          this.complete();
-          return;
-        }
-        break;
-      }
-      case M_CHUNKED: {
-        const dec = this.resDecoder;
-        const used = dec.decode(chunk, off);
-        if (used < 0) {
-          this.dropUpstream();
-          this.resetStream();
-          return;
-        }
-        const pieces = dec.pieces;
-        for (let i = 0; i < pieces.length; i++) ok = this.toClient(pieces[i] as Buffer);
-        pieces.length = 0;
-        dec.pieceBytes = 0;
-        if (dec.done) {
-          if (off + used < len) this.upExtra = true;
-          this.complete();
-          return;
-        }
-        break;
-      }
-      case M_CLOSE:
-        ok = this.toClient(off === 0 ? chunk : chunk.subarray(off));
-        break;
-    }
-    const up = this.upstream;
-    if (!ok && up !== null) up.socket.pause(); // resumed by the stream's 'drain'
+  /** Response DATA to the client, counted for the access log. */
+  toClient(chunk: Buffer): boolean {
+    if (this.stream.destroyed) return true;
+    this.bytesWritten += chunk.length;
+    return this.stream.write(chunk);
   }
 
-  /** The upstream response is complete: end the stream, return the upstream connection if it is clean. */
-  complete(): void {
-    this.clearTimer();
-    const up = this.upstream;
-    if (up !== null) {
-      this.upstream = null;
-      if (this.upKeepAlive && this.reqBodyDone && !this.upExtra)
-        this.h2.proxy.pool.release(up, this.cluster as ClusterRuntime);
-      else up.destroy();
-    }
+  responseComplete(): void {
+    this.routeTimer.stop();
     this.done = true;
     if (!this.stream.destroyed) {
       this.stream.end();
@@ -1106,110 +470,123 @@ class H2Exchange implements UpstreamHandler, H2CallSink, ExchangeView {
     this.report(false);
   }
 
-  /**
-   * The fields the gateway adds to an upstream's response, as the HTTP/1.1 side does: x-request-id,
-   * CORS, the route's header operations, then the policies' x-agw-attempts and affinity cookie.
-   */
-  addGatewayFields(out: http2.OutgoingHttpHeaders, ops: HeaderOps): void {
-    if (!opsDrop(ops, "x-request-id")) out["x-request-id"] = this.requestId;
-    const cors = (this.route as CompiledRoute).local?.corsHeaders(this.head as RequestHead);
-    if (cors !== undefined) for (const [n, v] of cors) addHeader(out, n, v);
-    for (const [n, v] of ops.set) out[n.toLowerCase()] = v;
-    for (const [n, v] of ops.add) addHeader(out, n.toLowerCase(), v);
-    const traffic = this.traffic;
-    const attempts = traffic.attemptsValue;
-    if (attempts !== "") out["x-agw-attempts"] = attempts;
-    const cookie = traffic.affinitySetCookie();
-    if (cookie !== "") addHeader(out, "set-cookie", cookie);
+  abortResponse(): void {
+    this.done = true;
+    this.routeTimer.stop();
+    if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
+    this.report(true);
   }
 
-  // ---- local responses and teardown
-
-  fail(status: number, code: AgwErrorCode, message: string): void {
-    this.dropUpstream();
-    this.sendLocal(status, code, message);
-  }
-
-  /** A gateway error: JSON for HTTP clients, a trailers-only response with grpc-status for gRPC ones. */
-  sendLocal(status: number, code: AgwErrorCode, message: string): void {
-    this.errorCode = code;
-    const attempts = this.traffic.attemptsValue;
-    if (this.grpc) {
-      const headers: http2.OutgoingHttpHeaders = {
-        ":status": 200,
-        "content-type": "application/grpc",
-        "grpc-status": grpcStatusFor(status),
-        "grpc-message": encodeURIComponent(message),
-        "x-agw-error": code,
-        "x-request-id": this.requestId,
-      };
-      if (attempts !== "") headers["x-agw-attempts"] = attempts;
-      this.finishLocal(headers, null);
-      return;
-    }
-    const body = Buffer.from(JSON.stringify({ error: code, message, request_id: this.requestId }));
-    const headers: http2.OutgoingHttpHeaders = {
-      ":status": status,
-      "content-type": "application/json",
-      "content-length": body.length,
-      "x-agw-error": code,
-      "x-request-id": this.requestId,
-    };
-    if (attempts !== "") headers["x-agw-attempts"] = attempts;
-    this.finishLocal(headers, this.head?.method === "HEAD" ? null : body);
-  }
-
-  finishLocal(headers: http2.OutgoingHttpHeaders, body: Buffer | null): void {
-    this.clearTimer();
+  writeLocal(status: number, f: FieldList, body: Uint8Array | null): void {
+    this.routeTimer.stop();
     this.done = true;
     const stream = this.stream;
     if (stream.destroyed || stream.headersSent) {
-      this.resetStream();
+      this.abortResponse();
       return;
     }
-    this.status = Number(headers[":status"]);
-    stream.respond(headers, { endStream: body === null });
+    this.status = status;
+    stream.respond(h2Fields({ ":status": status }, f), { endStream: body === null });
     if (body !== null) {
       this.bytesWritten += body.length;
       stream.end(body);
     }
     if (!this.reqBodyDone) stream.close(NGHTTP2_CANCEL);
+    if (this.goaway) stream.session?.close(); // GOAWAY: streams in flight finish
     this.report(false);
   }
 
-  resetStream(): void {
-    this.done = true;
-    this.clearTimer();
-    if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
-    this.report(true);
-  }
-
   onStreamClose(): void {
-    this.clearTimer();
+    this.routeTimer.stop();
     this.done = true;
     this.dropUpstream(); // the client went away (RST_STREAM, GOAWAY, socket closed) before the end
     this.report(true); // a no-op when the exchange was already reported
   }
 
-  dropUpstream(): void {
-    const call = this.call;
-    if (call !== null) {
-      this.call = null;
-      call.cancel();
+  // ---- HTTP/2 upstream events (H2CallSink)
+
+  onH2Response(headers: http2.IncomingHttpHeaders, endStream: boolean): void {
+    const status = Number(headers[":status"]);
+    if (this.traffic.responseStarted(status, this.canReplay())) {
+      this.policyRetry();
+      return;
     }
-    const up = this.upstream;
-    if (up !== null) {
-      this.upstream = null;
-      up.destroy();
+    this.status = status;
+    const ops = (this.route as CompiledRoute).responseHeaders;
+    const out: http2.OutgoingHttpHeaders = { ":status": status };
+    for (const name in headers) {
+      if (!h2ResponseFieldAllowed(name) || name === "x-request-id" || opsDrop(ops, name)) continue;
+      const v = headers[name];
+      if (v !== undefined) out[name] = v;
     }
+    const f = this.fields;
+    f.clear(status);
+    this.gatewayFields(f, ops);
+    h2Fields(out, f);
+    this.resHeadSent = true;
+    const stream = this.stream;
+    if (stream.destroyed) return;
+    if (endStream) {
+      // One HEADERS frame with END_STREAM: gRPC's trailers-only response stays one.
+      stream.respond(out, { endStream: true });
+      this.completeH2();
+      return;
+    }
+    stream.respond(out, { waitForTrailers: true });
+    stream.once("wantTrailers", () => {
+      stream.sendTrailers(this.upTrailers ?? {});
+      if (!this.reqBodyDone) stream.close(NGHTTP2_NO_ERROR);
+    });
   }
 
-  clearTimer(): void {
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
+  onH2Data(chunk: Buffer): void {
+    if (!this.toClient(chunk)) this.call?.pause(); // resumed by 'drain'
   }
+
+  onH2End(trailers: http2.IncomingHttpHeaders | null): void {
+    if (trailers !== null) {
+      const t: http2.IncomingHttpHeaders = {};
+      for (const name in trailers) if (h2ResponseFieldAllowed(name)) t[name] = trailers[name];
+      this.upTrailers = t;
+    }
+    this.completeH2();
+  }
+
+  completeH2(): void {
+    this.routeTimer.stop();
+    this.call = null;
+    this.done = true;
+    if (!this.stream.destroyed) {
+      if (!this.stream.writableEnded) this.stream.end();
+      else if (!this.reqBodyDone) this.stream.close(NGHTTP2_NO_ERROR);
+    }
+    this.report(false);
+  }
+
+  onH2Drain(): void {
+    if (this.stream.isPaused()) this.stream.resume();
+  }
+
+  onH2Failure(kind: H2FailureKind, message: string, afterHead: boolean): void {
+    if (afterHead) {
+      this.call = null;
+      this.abortResponse();
+      return;
+    }
+    // The call stays set until the failure path is through: what it still holds decides a retry.
+    this.upstreamFailed(h2Failure(kind, message));
+  }
+}
+
+/** A field list into HTTP/2 headers (fields HTTP/2 forbids left out; repeated names kept). */
+function h2Fields(out: http2.OutgoingHttpHeaders, f: FieldList): http2.OutgoingHttpHeaders {
+  const names = f.names;
+  const values = f.values;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i] as string;
+    if (!H2_FORBIDDEN.has(name)) addHeader(out, name, values[i] as string);
+  }
+  return out;
 }
 
 /** Whether `v` has only visible ASCII or obs-text (what a request-target may hold). */

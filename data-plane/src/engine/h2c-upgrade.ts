@@ -9,7 +9,8 @@
  */
 import type net from "node:net";
 import { Duplex } from "node:stream";
-import { HOP_BY_HOP, hasName } from "./headers.ts";
+import { hasName } from "./headers.ts";
+import { HOP_BY_HOP } from "./hop-by-hop.ts";
 import type { RequestHead } from "./http1-parser.ts";
 
 const PREFACE_LENGTH = 24;
@@ -23,6 +24,9 @@ const FLAG_END_HEADERS = 0x4;
 const MAX_FRAME = 16384;
 /** HTTP2-Settings: a base64url SETTINGS payload (token68 without padding), 6 bytes per setting. */
 const SETTINGS_VALUE = /^[A-Za-z0-9_-]*$/;
+
+/** The client preface of HTTP/2 (RFC 9113 §3.4); an h2c client with prior knowledge starts with it. */
+export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
 /** The 101 that switches the connection to HTTP/2. */
 export const SWITCHING_TO_H2C =

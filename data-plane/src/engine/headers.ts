@@ -3,20 +3,8 @@ import type http2 from "node:http2";
 import type net from "node:net";
 import type { Endpoint, HeaderOps } from "../runtime/types.ts";
 import type { RequestRewrite } from "../traffic/rewrite.ts";
+import { H2_CONNECTION_FIELDS, HOP_BY_HOP } from "./hop-by-hop.ts";
 import type { RequestHead } from "./http1-parser.ts";
-
-/** Connection-specific fields: never forwarded, in either direction (RFC 9110 §7.6.1). */
-export const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "proxy-authorization",
-  "proxy-authenticate",
-]);
 
 export function hasName(list: readonly string[] | null, name: string): boolean {
   return list?.includes(name) === true;
@@ -42,6 +30,22 @@ export function opsAppend(ops: HeaderOps): string {
 export function clientAddress(socket: net.Socket): string {
   const a = socket.remoteAddress ?? "";
   return a.startsWith("::ffff:") ? a.slice(7) : a;
+}
+
+/** What an upstream request says of where it came from (an Exchange provides it). */
+export interface Forwarding {
+  readonly clientIp: string;
+  readonly requestId: string;
+  /** The X-Forwarded-Proto value. */
+  readonly forwardedProto: string;
+  /** The X-Forwarded-Client-Cert value, "" when there is none. */
+  readonly clientCert: string;
+}
+
+/** What the route says of the upstream request's head. */
+export interface RouteHeaders {
+  readonly requestHeaders: HeaderOps;
+  readonly rewrite?: RequestRewrite | null;
 }
 
 // How the request builders below treat a client's field.
@@ -74,17 +78,16 @@ function forwardedRole(name: string, tracing: boolean): number {
  */
 export function upstreamHead(
   h: RequestHead,
-  ops: HeaderOps,
-  rw: RequestRewrite | null,
+  route: RouteHeaders,
   ep: Endpoint,
-  clientIp: string,
-  forwardedProto: string,
-  clientCert: string,
-  requestId: string,
+  x: Forwarding,
   traceparent: string,
   chunked: boolean,
   upgrade: string,
 ): string {
+  const ops = route.requestHeaders;
+  const rw = route.rewrite ?? null;
+  const { clientIp, forwardedProto, clientCert, requestId } = x;
   const host = rw === null ? h.rawHost : rw.host(h, ep);
   let s = `${h.method} ${rw === null ? h.originForm : rw.target(h)} HTTP/1.1\r\n`;
   let xff = "";
@@ -123,9 +126,6 @@ export function upstreamHead(
   return `${s}\r\n`;
 }
 
-/** Fields never sent in an HTTP/2 message (RFC 9113 §8.2.2), beside the hop-by-hop ones. */
-export const H2_CONNECTION_FIELDS = new Set([...HOP_BY_HOP, "host", "http2-settings"]);
-
 function addH2Field(out: http2.OutgoingHttpHeaders, name: string, value: string): void {
   const cur = out[name];
   if (cur === undefined) out[name] = value;
@@ -163,17 +163,16 @@ export function h2UpstreamHeadersFromHttp1(h: RequestHead, scheme: string): http
  */
 export function h2UpstreamHeaders(
   h: RequestHead,
-  ops: HeaderOps,
-  rw: RequestRewrite | null,
+  route: RouteHeaders,
   ep: Endpoint,
-  clientIp: string,
-  forwardedProto: string,
-  clientCert: string,
-  requestId: string,
+  x: Forwarding,
   traceparent: string,
   scheme: string,
   teTrailers: boolean,
 ): http2.OutgoingHttpHeaders {
+  const ops = route.requestHeaders;
+  const rw = route.rewrite ?? null;
+  const { clientIp, forwardedProto, clientCert, requestId } = x;
   const host = rw === null ? h.rawHost : rw.host(h, ep);
   const out: http2.OutgoingHttpHeaders = {
     ":method": h.method,

@@ -9,40 +9,9 @@ import { connectTls } from "../tls/connect.ts";
 import type { UpstreamTlsRuntime } from "../tls/manager.ts";
 import { H2BridgeConn } from "./h2-bridge.ts";
 import { H2SessionPool } from "./h2-upstream.ts";
+import type { UpstreamConn, UpstreamHandler } from "./upstream-conn.ts";
 
-/** Receives the events of the connection it currently owns (set while a request uses it). */
-export interface UpstreamHandler {
-  onUpstreamData(conn: UpstreamConn, chunk: Buffer): void;
-  onUpstreamDrain(conn: UpstreamConn): void;
-  /** The socket is gone; inspect connected / connectTimedOut / eof / error for why. */
-  onUpstreamClose(conn: UpstreamConn): void;
-}
-
-/** What the engine writes HTTP/1.1 bytes to (a TCP or TLS socket, or the HTTP/2 bridge). */
-export interface UpstreamSocket {
-  write(data: string | Uint8Array, encoding?: BufferEncoding): boolean;
-  cork(): void;
-  uncork(): void;
-  pause(): unknown;
-  resume(): unknown;
-  isPaused(): boolean;
-  end(): unknown;
-}
-
-/** One upstream exchange's transport, as the engine sees it. */
-export interface UpstreamConn {
-  readonly socket: UpstreamSocket;
-  readonly connected: boolean;
-  readonly connectTimedOut: boolean;
-  /** The upstream sent FIN (as opposed to a reset or local destroy). */
-  readonly eof: boolean;
-  /** Why the TLS handshake with the upstream failed (TCP connected, TLS did not). */
-  readonly tlsFailure: string | null;
-  /** The current request got this connection from the idle list (not freshly connected). */
-  readonly reused: boolean;
-  /** Closes without notifying the handler. */
-  destroy(): void;
-}
+export type { UpstreamConn, UpstreamHandler, UpstreamSocket } from "./upstream-conn.ts";
 
 /** A keep-alive TCP (or TLS) connection speaking HTTP/1.1. */
 export class TcpUpstreamConn implements UpstreamConn {

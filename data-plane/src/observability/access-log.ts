@@ -56,13 +56,13 @@ const FIELDS: Record<string, Field> = {
   authority: (x) => json(x.head?.rawHost),
   path: (x) => (x.head === null ? NULL : json(x.head.originForm)),
   protocol: (x) =>
-    x.http2 === true
-      ? '"HTTP/2"'
-      : x.head === null
-        ? NULL
-        : x.head.minor === 1
-          ? '"HTTP/1.1"'
-          : `"HTTP/1.${x.head.minor}"`,
+    x.protocol === "HTTP/1.1"
+      ? '"HTTP/1.1"'
+      : x.protocol === "HTTP/2"
+        ? '"HTTP/2"'
+        : x.protocol === ""
+          ? NULL
+          : json(x.protocol),
   status: (x) => String(x.status),
   response_flags: (x, f) => (x.errorCode !== "" ? json(x.errorCode) : f.aborted ? '"aborted"' : NULL),
   duration_ms: (x, f) =>

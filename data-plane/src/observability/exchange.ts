@@ -18,8 +18,8 @@ export interface ExchangeView {
   readonly clientIp: string;
   /** null for a request rejected before its head parsed (400, 408, 431). */
   readonly head: RequestHead | null;
-  /** An HTTP/2 stream (its head carries HTTP/1.1 semantics, minor 1); absent on HTTP/1.x. */
-  readonly http2?: boolean;
+  /** "HTTP/1.0", "HTTP/1.1" or "HTTP/2": what the client spoke; "" before a head parsed. */
+  readonly protocol: string;
   readonly requestId: string;
   readonly route: CompiledRoute | null;
   readonly cluster: ClusterRuntime | null;

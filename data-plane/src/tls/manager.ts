@@ -21,7 +21,7 @@ import { addServerName, lookupServerName } from "./sni.ts";
 
 /**
  * Application protocols the engine speaks downstream. ALPN only ever selects from these; the engine
- * dispatches on the negotiated one (HttpProxy.handleConnection: "h2" goes to engine/h2.ts).
+ * dispatches on the negotiated one (HttpProxy.handleConnection: "h2" goes to engine/h2-server.ts).
  */
 export const ENGINE_ALPN: readonly string[] = ["h2", "http/1.1"];
 

@@ -17,9 +17,9 @@ export interface LocalRequest extends RequestView {
   readonly rawHost: string;
 }
 
-/** Receives the CORS headers for a response that is proxied (RequestTraffic does). */
+/** Receives the CORS fields for a response that is proxied (RequestTraffic does). */
 export interface ResponseHeaderSink {
-  extraResponseHeaders: string;
+  responseFields: ReadonlyArray<readonly [string, string]>;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -37,15 +37,10 @@ export class LocalAnswers {
   }
 
   /**
-   * The local answer to `req`, or undefined to proxy it; `sink` gets the CORS headers of a proxied
-   * response to a cross-origin request (null: the caller asks `corsHeaders` itself).
+   * The local answer to `req`, or undefined to proxy it; `sink` (the request's traffic state, on
+   * HTTP/1.1 and HTTP/2 alike) gets the CORS fields of a proxied response to a cross-origin request.
    */
-  /** CORS headers for the proxied response to `req` (none when the origin is not allowed). */
-  corsHeaders(req: RequestView): ReadonlyArray<readonly [string, string]> {
-    return this.cors === null ? [] : this.cors.actualHeaders(req);
-  }
-
-  reply(req: LocalRequest, secure: boolean, sink: ResponseHeaderSink | null): LocalReply | undefined {
+  reply(req: LocalRequest, secure: boolean, sink: ResponseHeaderSink): LocalReply | undefined {
     const cors = this.cors;
     let corsHeaders: Array<[string, string]> = [];
     if (cors !== null) {
@@ -54,8 +49,7 @@ export class LocalAnswers {
       corsHeaders = cors.actualHeaders(req);
     }
     if (this.fixed === null) {
-      if (sink !== null && corsHeaders.length > 0)
-        sink.extraResponseHeaders = corsHeaders.map(([n, v]) => `${n}: ${v}\r\n`).join("");
+      if (corsHeaders.length > 0) sink.responseFields = corsHeaders;
       return undefined;
     }
     const r = this.fixed(req, secure);

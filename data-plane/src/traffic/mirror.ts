@@ -9,7 +9,7 @@
 import http from "node:http";
 import https from "node:https";
 import type { MirrorPolicy } from "@agw/core/gen/agw/v1/route_pb.js";
-import { HOP_BY_HOP } from "../engine/headers.ts";
+import { HOP_BY_HOP } from "../engine/hop-by-hop.ts";
 import type { ClusterRuntime, HeaderOps, RequestView } from "../runtime/types.ts";
 import type { RequestRewrite } from "./rewrite.ts";
 

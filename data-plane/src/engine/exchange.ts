@@ -1,0 +1,690 @@
+/**
+ * The protocol-neutral lifecycle of one request, written once for the HTTP/1.1 connection (http1.ts)
+ * and the HTTP/2 stream (h2.ts). Its phases, in order:
+ *
+ *   route → local response → request filter (plugins) → upstream peer (cluster pick, circuit
+ *   breaker) → upstream request → response (filter, body) → log
+ *
+ * Every error of any phase goes through one failure path (fail → sendError → the downstream's
+ * writeLocal); retries, the resend of a request whose reused connection died, the route timeout and
+ * the per-try timeout live here, once. The HTTP/1.1 upstream response is read here, once, whatever the
+ * client speaks; the downstream only turns the response head (a field list) and the body into its
+ * protocol (Downstream).
+ *
+ * A ClientConn is one Exchange reused from request to request on its connection (no allocation per
+ * request); an HTTP/2 stream is one Exchange.
+ */
+import { RequestTraffic } from "../cluster/traffic.ts";
+import type { ExchangeObserver, ExchangeView } from "../observability/exchange.ts";
+import type { PluginReply } from "../plugins/chain.ts";
+import type {
+  ClusterRuntime,
+  CompiledRoute,
+  Endpoint,
+  HeaderOps,
+  ListenerLimits,
+  ListenerRuntime,
+  RuntimeConfig,
+} from "../runtime/types.ts";
+import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
+import type { LocalReply } from "../traffic/local.ts";
+import { admit } from "./admission.ts";
+import { BODY_CHUNKED, BODY_NONE } from "./body-framing.ts";
+import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
+import { FieldList } from "./fields.ts";
+import { grpcStatusFor, grpcTimeoutMs } from "./grpc.ts";
+import { type Forwarding, hasName, opsDrop, upstreamHead } from "./headers.ts";
+import { H2_CONNECTION_FIELDS, HOP_BY_HOP } from "./hop-by-hop.ts";
+import {
+  ChunkedDecoder,
+  HeadScanner,
+  parseResponseHead,
+  type RequestHead,
+  ResponseHead,
+} from "./http1-parser.ts";
+import { RearmableTimer } from "./rearmable-timer.ts";
+import type { UpstreamConn, UpstreamHandler } from "./upstream-conn.ts";
+import { connFailure, PROTOCOL_ERROR, UPSTREAM_TIMED_OUT, type UpstreamFailure } from "./upstream-failure.ts";
+import type { UpstreamPool } from "./upstream-pool.ts";
+
+/** What one listener's engine offers its exchanges (HttpProxy implements it). */
+export interface ProxyContext {
+  /** The listener whose config (router, limits, paths) requests read. */
+  readonly listenerName: string;
+  /** The current config: read once per request. */
+  readonly getConfig: () => RuntimeConfig;
+  /** Upstream connections (HTTP/1.1) and sessions (HTTP/2), shared across configs. */
+  readonly pool: UpstreamPool;
+  /** Largest upstream response head, and its most fields. */
+  readonly maxHeadBytes: number;
+  readonly maxHeaders: number;
+  /** For listeners that carry no limits. */
+  readonly defaultLimits: ListenerLimits;
+  /** How long a closing connection drains what the client still sends. */
+  readonly lingerTimeoutMs: number;
+  /** X-Forwarded-Proto on plain connections. */
+  readonly forwardedProto: string;
+  /** Metrics, access log, traces; null: none. */
+  readonly observer: ExchangeObserver | null;
+  /** Set by shutdown(): no more keep-alive. */
+  readonly draining: boolean;
+  /** The listener's limits in the current config. */
+  limits(): ListenerLimits;
+}
+
+/**
+ * Methods that may be resent after a reused keep-alive connection dies unanswered (RFC 9110 §9.2.2);
+ * like nginx, a POST is never sent twice that way: the upstream may have acted on it before closing.
+ */
+const IDEMPOTENT: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
+
+/** A chain's promise can only reject through a host bug; the request then fails closed. */
+export const PLUGIN_CRASHED: PluginReply = {
+  status: 500,
+  headers: [],
+  body: new Uint8Array(0),
+  error: AGW_ERRORS.AGW_ERR_PLUGIN_FAILED,
+  message: "plugin host error",
+};
+
+export { FieldList } from "./fields.ts";
+
+// How the upstream's response body is framed (resMode).
+export const M_NONE = 0;
+export const M_LENGTH = 1;
+export const M_CHUNKED = 2;
+/** Close-delimited: the body ends when the upstream closes. */
+export const M_CLOSE = 3;
+
+/** The route timer's only kind. */
+const ROUTE_TIMEOUT = 1;
+
+function onRouteTimer(x: Exchange): void {
+  x.onRouteTimeout();
+}
+
+function retryAttempt(x: Exchange, head: RequestHead | null): void {
+  x.retryAttempt(head);
+}
+
+/**
+ * What the exchange needs from the protocol it was received on. The HTTP/1.1 connection and the HTTP/2
+ * stream implement it; everything else of a request's life is the Exchange's.
+ */
+export interface Downstream {
+  /** "HTTP/1.0", "HTTP/1.1" or "HTTP/2", for the access log. */
+  readonly protocol: string;
+  /** The exchange is still in progress (not answered, not reset, the client still there). */
+  readonly active: boolean;
+  /** Applies the body size limit and arms the body timeout; false when the request was answered. */
+  limitBody(route: CompiledRoute, limits: ListenerLimits): boolean;
+  /** Stop / restart reading the request body (while plugins decide). */
+  pauseRequest(): void;
+  resumeRequest(): void;
+  /** The connection closes after this answer (Connection: close; GOAWAY on HTTP/2). */
+  closeAfterAnswer(): void;
+  /** A local answer: status, its fields, and its body (null: none, e.g. HEAD). */
+  writeLocal(status: number, fields: FieldList, body: Uint8Array | null): void;
+  /** The upstream response head in `fields`; `buf[headLen..]` is the start of its body. */
+  respond(fields: FieldList, reason: string, buf: Buffer, headLen: number): void;
+  /** Response body bytes to the client; false when the client is backed up. */
+  toClient(chunk: Buffer): boolean;
+  /** The response is complete (the upstream connection is already released). */
+  responseComplete(): void;
+  /** The response was cut short after its head: the client must not see it as complete. */
+  abortResponse(): void;
+  /** What a mirror copy carries of the body: null none, undefined: do not mirror this request. */
+  mirrorBody(): Buffer | null | undefined;
+  /** Terminated CONNECT: open a TCP (TLS) connection to `ep` and splice. */
+  openTunnel(ep: Endpoint, cluster: ClusterRuntime): void;
+  /** The upstream request of the current attempt (upHead built, route timer armed). */
+  upstreamRequest(route: CompiledRoute, cluster: ClusterRuntime, ep: Endpoint): void;
+  /** Another attempt of the whole request to `ep` on a fresh connection (the retry policy). */
+  sendAttempt(ep: Endpoint, cluster: ClusterRuntime): void;
+  /** Resends what was sent of the request on a fresh connection to the same endpoint. */
+  resend(): void;
+  /** Everything sent upstream so far can be sent again (the rest of the body may still stream). */
+  canResend(): boolean;
+  /** The whole request is held and can be sent again (a retry policy's attempt). */
+  canReplay(): boolean;
+}
+
+export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstream, Forwarding {
+  readonly proxy: ProxyContext;
+  readonly clientIp: string;
+  /** The connection's TLS facts (SNI, ALPN, verified client certificate); null on plain HTTP. */
+  readonly tls: DownstreamTlsInfo | null;
+  head: RequestHead | null = null;
+  requestId = "";
+  /** performance.now() when the head parsed; status and error code as sent: for the observer. */
+  startedAt = 0;
+  status = 0;
+  errorCode = "";
+  /** The request is gRPC (content-type application/grpc): errors are grpc-status, grpc-timeout counts. */
+  grpc = false;
+  route: CompiledRoute | null = null;
+  cluster: ClusterRuntime | null = null;
+  endpoint: Endpoint | null = null;
+  upstream: UpstreamConn | null = null;
+  /** The HTTP/1.1 head sent upstream for the current request. */
+  upHead = "";
+  readonly routeTimer = new RearmableTimer<Exchange>(this, onRouteTimer);
+  /** Circuit breaking, attempt accounting, retries (data-plane/src/cluster/traffic.ts). */
+  readonly traffic = new RequestTraffic(() => this.onPerTryTimeout());
+  /** Request body framing (BODY_*), and whether the client has sent all of it. */
+  bodyMode = BODY_NONE;
+  reqBodyDone = true;
+  /** The one resend on a fresh connection after a reused one died has happened. */
+  retried = false;
+  /** Bytes are spliced between the client and the upstream (Upgrade, CONNECT). */
+  tunnel = false;
+  /** Any byte received from the upstream for this attempt. */
+  resStarted = false;
+  resHeadSent = false;
+  resBuf: Buffer | null = null;
+  readonly resScanner = new HeadScanner();
+  resMode = M_NONE;
+  resRemaining = 0;
+  readonly resDecoder = new ChunkedDecoder();
+  /** A chunked response body goes to the client as received (validated), not decoded. */
+  passChunked = false;
+  upKeepAlive = false;
+  /** Upstream sent bytes past the end of its response. */
+  upExtra = false;
+  /** The response head (upstream or local) being sent. */
+  readonly fields = new FieldList();
+
+  constructor(proxy: ProxyContext, clientIp: string, tls: DownstreamTlsInfo | null) {
+    this.proxy = proxy;
+    this.clientIp = clientIp;
+    this.tls = tls;
+  }
+
+  abstract readonly protocol: string;
+  abstract readonly active: boolean;
+  abstract readonly bytesRead: number;
+  abstract readonly bytesWritten: number;
+  abstract limitBody(route: CompiledRoute, limits: ListenerLimits): boolean;
+  abstract pauseRequest(): void;
+  abstract resumeRequest(): void;
+  abstract closeAfterAnswer(): void;
+  abstract writeLocal(status: number, fields: FieldList, body: Uint8Array | null): void;
+  abstract respond(fields: FieldList, reason: string, buf: Buffer, headLen: number): void;
+  abstract toClient(chunk: Buffer): boolean;
+  abstract responseComplete(): void;
+  abstract abortResponse(): void;
+  abstract mirrorBody(): Buffer | null | undefined;
+  abstract openTunnel(ep: Endpoint, cluster: ClusterRuntime): void;
+  abstract upstreamRequest(route: CompiledRoute, cluster: ClusterRuntime, ep: Endpoint): void;
+  abstract sendAttempt(ep: Endpoint, cluster: ClusterRuntime): void;
+  abstract resend(): void;
+  abstract canResend(): boolean;
+  abstract canReplay(): boolean;
+
+  /** X-Forwarded-Proto: https on a TLS connection, else the engine's setting. */
+  get forwardedProto(): string {
+    return this.tls !== null ? "https" : this.proxy.forwardedProto;
+  }
+
+  /** X-Forwarded-Client-Cert: the verified client certificate, "" without one. */
+  get clientCert(): string {
+    return this.tls?.client?.forwardedHeader ?? "";
+  }
+
+  /** The trace context to send upstream (the observer starts the upstream span), "" for none. */
+  traceparent(): string {
+    return this.proxy.observer?.upstreamStart(this) ?? "";
+  }
+
+  /** The HTTP/1.1 head of the upstream request, whichever protocol the client spoke. */
+  http1Head(route: CompiledRoute, ep: Endpoint, upgrade: string): string {
+    const chunked = this.bodyMode === BODY_CHUNKED;
+    return upstreamHead(this.head as RequestHead, route, ep, this, this.traceparent(), chunked, upgrade);
+  }
+
+  // ---- phases
+
+  /**
+   * route → local response → request filter → upstream peer → upstream request, for a parsed head:
+   * the only read of `config` for this request, everything after uses these references.
+   */
+  routeRequest(head: RequestHead, config: RuntimeConfig, listener: ListenerRuntime | undefined): void {
+    const refusal = admit(head, this.tls, listener?.paths);
+    if (refusal !== null) {
+      if (refusal.closeConnection) this.closeAfterAnswer();
+      this.fail(refusal.status, refusal.code, refusal.message);
+      return;
+    }
+    const route = listener?.router?.match(head);
+    if (route === undefined) {
+      this.fail(404, AGW_ERRORS.AGW_ERR_ROUTE_NOT_FOUND, "no route matched the request");
+      return;
+    }
+    this.route = route;
+    if (this.bodyMode !== BODY_NONE && !this.limitBody(route, listener?.limits ?? this.proxy.defaultLimits))
+      return;
+    if (head.method === "CONNECT" && route.connect !== true) {
+      this.fail(405, AGW_ERRORS.AGW_ERR_CONNECT_NOT_ALLOWED, "the route does not allow CONNECT");
+      return;
+    }
+    // local response: redirects, direct responses and CORS preflights, before plugins. The traffic
+    // state receives the CORS fields of a proxied response.
+    const local = route.local?.reply(head, this.tls !== null, this.traffic);
+    if (local !== undefined) {
+      this.sendReply(local);
+      return;
+    }
+    // request filter: the route's plugins see the request before any upstream work.
+    const plugins = route.plugins;
+    if (plugins) {
+      const verdict = plugins.requestFilter(head, this.clientIp, route.name, this.requestId);
+      if (verdict instanceof Promise) {
+        this.pauseRequest();
+        verdict.then(
+          (v) => this.afterRequestFilter(head, v, route, config),
+          () => this.afterRequestFilter(head, PLUGIN_CRASHED, route, config),
+        );
+        return;
+      }
+      if (verdict !== undefined) {
+        this.sendReply(verdict);
+        return;
+      }
+    }
+    this.upstreamPeer(head, route, config);
+  }
+
+  /** A plugin chain that waited (on Redis, on HTTP) has decided; the client may have gone meanwhile. */
+  afterRequestFilter(
+    head: RequestHead,
+    verdict: PluginReply | undefined,
+    route: CompiledRoute,
+    config: RuntimeConfig,
+  ): void {
+    if (this.head !== head || !this.active) return;
+    if (verdict !== undefined) this.sendReply(verdict);
+    else {
+      this.upstreamPeer(head, route, config);
+      this.resumeRequest();
+    }
+  }
+
+  /** upstream peer: the route's cluster, its circuit breaker, an endpoint; then the upstream request. */
+  upstreamPeer(head: RequestHead, route: CompiledRoute, config: RuntimeConfig): void {
+    const cluster = config.clusters.get(route.pickCluster());
+    if (cluster === undefined) {
+      this.fail(503, AGW_ERRORS.AGW_ERR_CLUSTER_NOT_FOUND, "the route's cluster does not exist");
+      return;
+    }
+    this.cluster = cluster;
+    if (!this.traffic.begin(cluster, route.retry, head)) {
+      this.fail(503, AGW_ERRORS.AGW_ERR_OVERFLOW, "the cluster's circuit breaker is open");
+      return;
+    }
+    const ep = cluster.pickEndpoint(head, this.clientIp);
+    if (ep === undefined) {
+      this.fail(503, AGW_ERRORS.AGW_ERR_NO_HEALTHY_UPSTREAM, "the cluster has no endpoint");
+      return;
+    }
+    this.endpoint = ep;
+    this.traffic.attemptStarted(ep);
+    if (head.method === "CONNECT") {
+      this.openTunnel(ep, cluster);
+      return;
+    }
+    const mirror = route.mirror;
+    if (mirror) {
+      const body = this.mirrorBody();
+      if (body !== undefined) mirror.copy(head, body, this.clientIp, config.clusters);
+    }
+    this.routeTimer.arm(ROUTE_TIMEOUT, this.deadlineMs(route, head));
+    this.upstreamRequest(route, cluster, ep);
+  }
+
+  /** The route timeout, or the client's grpc-timeout when it is shorter (the gateway enforces both). */
+  deadlineMs(route: CompiledRoute, head: RequestHead): number {
+    const timeoutMs = route.timeoutMs;
+    if (!this.grpc) return timeoutMs;
+    const deadline = grpcTimeoutMs(head.header("grpc-timeout"));
+    return deadline > 0 && (timeoutMs === 0 || deadline < timeoutMs) ? deadline : timeoutMs;
+  }
+
+  // ---- retries, replay, timeouts
+
+  /** The retry policy wants another attempt: after its backoff, on another endpoint when there is one. */
+  policyRetry(): void {
+    this.dropUpstream();
+    const delay = this.traffic.backoffMs();
+    if (delay > 0) setTimeout(retryAttempt, delay, this, this.head);
+    else this.retryAttempt(this.head);
+  }
+
+  retryAttempt(head: RequestHead | null): void {
+    if (this.head !== head || !this.active) return;
+    const ep = this.traffic.nextEndpoint(this.clientIp);
+    if (ep === undefined) {
+      this.fail(503, AGW_ERRORS.AGW_ERR_NO_HEALTHY_UPSTREAM, "the cluster has no endpoint");
+      return;
+    }
+    this.endpoint = ep;
+    this.traffic.attemptStarted(ep);
+    this.resStarted = false;
+    this.sendAttempt(ep, this.cluster as ClusterRuntime);
+  }
+
+  /**
+   * The one rule for resending on a fresh connection: the reused keep-alive connection died before a
+   * byte of the answer, the method is idempotent, it has not been done for this request, and what was
+   * sent is still held. A non-idempotent request is never sent twice this way, on either protocol.
+   */
+  mayResend(conn: UpstreamConn): boolean {
+    return (
+      conn.reused &&
+      !this.resStarted &&
+      !this.retried &&
+      IDEMPOTENT.has(this.head?.method ?? "") &&
+      this.canResend()
+    );
+  }
+
+  /** An attempt failed before its response head: the retry policy, else the failure's answer. */
+  upstreamFailed(f: UpstreamFailure): void {
+    if (f.retryable !== null && this.traffic.attemptFailed(f.retryable, this.canReplay())) {
+      this.policyRetry();
+      return;
+    }
+    this.fail(f.status, f.code, f.message);
+  }
+
+  /** Whether an upstream attempt is in flight. */
+  hasUpstream(): boolean {
+    return this.upstream !== null;
+  }
+
+  onPerTryTimeout(): void {
+    if (!this.active || this.resHeadSent || !this.hasUpstream()) return;
+    const replayable = this.canReplay();
+    this.dropUpstream();
+    if (this.traffic.attemptFailed("timeout", replayable)) this.policyRetry();
+    else this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_TIMEOUT, UPSTREAM_TIMED_OUT.message);
+  }
+
+  onRouteTimeout(): void {
+    if (!this.active) return;
+    const inFlight = this.hasUpstream();
+    this.dropUpstream();
+    if (this.resHeadSent) {
+      this.abortResponse();
+      return;
+    }
+    if (inFlight) this.traffic.attemptFailed("timeout", false);
+    this.fail(504, AGW_ERRORS.AGW_ERR_UPSTREAM_TIMEOUT, UPSTREAM_TIMED_OUT.message);
+  }
+
+  // ---- the HTTP/1.1 upstream response (one reader, whatever the client speaks)
+
+  onUpstreamDrain(_conn: UpstreamConn): void {
+    if (!this.reqBodyDone && this.active) this.resumeRequest();
+  }
+
+  onUpstreamData(conn: UpstreamConn, chunk: Buffer): void {
+    if (conn !== this.upstream) return;
+    if (this.tunnel) {
+      if (!this.toClient(chunk)) conn.socket.pause(); // resumed by the client's 'drain'
+      return;
+    }
+    this.resStarted = true;
+    if (this.resHeadSent) this.onResponseBody(chunk, 0);
+    else this.onResponseHeadBytes(chunk);
+  }
+
+  onUpstreamClose(conn: UpstreamConn): void {
+    if (conn !== this.upstream) return;
+    this.upstream = null;
+    if (this.tunnel && this.resHeadSent) {
+      this.closeTunnel(conn.eof);
+      return;
+    }
+    if (this.resHeadSent) {
+      if (conn.eof && this.resMode === M_CLOSE) this.completeResponse();
+      else this.abortResponse(); // truncated: the client must not see a complete response
+      return;
+    }
+    if (this.mayResend(conn)) {
+      this.retried = true;
+      this.resend();
+      return;
+    }
+    this.upstreamFailed(connFailure(conn));
+  }
+
+  /** The tunnel's upstream side closed: a FIN is passed on after what it carried, a reset cuts. */
+  abstract closeTunnel(eof: boolean): void;
+
+  /** A 1xx response head (not 101) the client may be told about. */
+  informational(_head: Buffer): void {}
+
+  /** A 101 from the upstream; only an HTTP/1.1 Upgrade asks for one. */
+  switchProtocols(_rh: ResponseHead, _buf: Buffer, _headLen: number): void {
+    this.protocolError();
+  }
+
+  protocolError(): void {
+    this.upstreamFailed(PROTOCOL_ERROR);
+  }
+
+  onResponseHeadBytes(chunk: Buffer): void {
+    let buf = this.resBuf === null ? chunk : Buffer.concat([this.resBuf, chunk]);
+    const sc = this.resScanner;
+    const p = this.proxy;
+    for (;;) {
+      const n = sc.scan(buf, p.maxHeadBytes, p.maxHeaders);
+      if (n === 0) {
+        this.resBuf = buf;
+        return;
+      }
+      this.resBuf = null;
+      if (n < 0) {
+        this.protocolError();
+        return;
+      }
+      const rh = new ResponseHead();
+      if (parseResponseHead(buf, sc, rh) !== null) {
+        this.protocolError();
+        return;
+      }
+      if (rh.status === 101) {
+        this.switchProtocols(rh, buf, n);
+        return;
+      }
+      if (rh.status >= 200) {
+        this.beginResponse(rh, buf, n);
+        return;
+      }
+      // 1xx (e.g. 100 Continue, 103): relayed where the protocol can, then the final response is awaited.
+      this.informational(buf.subarray(0, n));
+      sc.reset();
+      if (n === buf.length) return;
+      buf = buf.subarray(n);
+    }
+  }
+
+  beginResponse(rh: ResponseHead, buf: Buffer, headLen: number): void {
+    const status = rh.status;
+    if (this.traffic.responseStarted(status, this.canReplay())) {
+      this.policyRetry();
+      return;
+    }
+    this.status = status;
+    this.upKeepAlive = rh.minor === 1 ? !rh.connClose : rh.connKeepAlive && !rh.connClose;
+    let mode: number;
+    if (this.head?.method === "HEAD" || status === 204 || status === 304) mode = M_NONE;
+    else if (rh.chunked) mode = M_CHUNKED;
+    else if (rh.contentLength >= 0) mode = M_LENGTH;
+    else mode = M_CLOSE;
+    if (mode === M_CHUNKED) this.resDecoder.reset(!this.passChunked);
+    if (mode === M_CLOSE) this.upKeepAlive = false;
+    this.resMode = mode;
+    this.resRemaining = rh.contentLength;
+
+    const ops = (this.route as CompiledRoute).responseHeaders;
+    const f = this.upstreamFields(rh, ops);
+    this.gatewayFields(f, ops);
+    this.resHeadSent = true;
+    this.respond(f, rh.reason, buf, headLen);
+  }
+
+  /** The upstream's response fields that reach the client: not hop-by-hop, not replaced by the route. */
+  upstreamFields(rh: ResponseHead, ops: HeaderOps): FieldList {
+    const f = this.fields;
+    f.clear(rh.status);
+    const names = rh.names;
+    const conn = rh.connTokens;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i] as string;
+      if (HOP_BY_HOP.has(name) || name === "x-request-id" || hasName(conn, name) || opsDrop(ops, name))
+        continue;
+      f.push(rh.rawNames[i] as string, name, rh.values[i] as string);
+    }
+    return f;
+  }
+
+  /**
+   * The fields the gateway adds to an upstream's response, on either protocol: x-request-id, the
+   * route's header operations, CORS, then the policies' x-agw-attempts and affinity cookie.
+   */
+  gatewayFields(f: FieldList, ops: HeaderOps): void {
+    if (!opsDrop(ops, "x-request-id")) f.add("x-request-id", this.requestId);
+    for (const [n, v] of ops.set) f.push(n, n.toLowerCase(), v);
+    for (const [n, v] of ops.add) f.push(n, n.toLowerCase(), v);
+    const traffic = this.traffic;
+    for (const [n, v] of traffic.responseFields) f.push(n, n.toLowerCase(), v);
+    const attempts = traffic.attemptsValue;
+    if (attempts !== "") f.add("x-agw-attempts", attempts);
+    const cookie = traffic.affinitySetCookie();
+    if (cookie !== "") f.add("set-cookie", cookie);
+  }
+
+  onResponseBody(chunk: Buffer, off: number): void {
+    const len = chunk.length;
+    let ok = true;
+    switch (this.resMode) {
+      case M_LENGTH: {
+        const n = Math.min(len - off, this.resRemaining);
+        if (n > 0) ok = this.toClient(off === 0 && n === len ? chunk : chunk.subarray(off, off + n));
+        this.resRemaining -= n;
+        if (this.resRemaining === 0) {
+          if (off + n < len) this.upExtra = true;
+          this.completeResponse();
+          return;
+        }
+        break;
+      }
+      case M_CHUNKED: {
+        const dec = this.resDecoder;
+        const used = dec.decode(chunk, off);
+        if (used < 0) {
+          this.dropUpstream();
+          this.abortResponse();
+          return;
+        }
+        if (this.passChunked) {
+          if (used > 0)
+            ok = this.toClient(off === 0 && used === len ? chunk : chunk.subarray(off, off + used));
+        } else {
+          const pieces = dec.pieces;
+          for (let i = 0; i < pieces.length; i++) ok = this.toClient(pieces[i] as Buffer);
+          pieces.length = 0;
+          dec.pieceBytes = 0;
+        }
+        if (dec.done) {
+          if (off + used < len) this.upExtra = true;
+          this.completeResponse();
+          return;
+        }
+        break;
+      }
+      case M_CLOSE:
+        if (len > off) ok = this.toClient(off === 0 ? chunk : chunk.subarray(off));
+        break;
+    }
+    const up = this.upstream;
+    if (!ok && up !== null) up.socket.pause(); // resumed by the client's 'drain'
+  }
+
+  /** The upstream response is complete: its connection goes back to the pool when it is clean. */
+  completeResponse(): void {
+    this.routeTimer.disarm();
+    const up = this.upstream;
+    if (up !== null) {
+      this.upstream = null;
+      if (this.upKeepAlive && this.reqBodyDone && !this.upExtra)
+        this.proxy.pool.release(up, this.cluster as ClusterRuntime);
+      else up.destroy();
+    }
+    this.responseComplete();
+  }
+
+  // ---- local answers: the one failure path
+
+  /** Answers the current request locally (nothing of the upstream response was forwarded). */
+  fail(status: number, code: AgwErrorCode, message: string): void {
+    this.routeTimer.disarm();
+    this.dropUpstream();
+    this.sendError(status, code, message);
+  }
+
+  /** A gateway error: JSON for HTTP clients, a trailers-only response with grpc-status for gRPC ones. */
+  sendError(status: number, code: AgwErrorCode, message: string): void {
+    this.errorCode = code;
+    const f = this.fields;
+    if (this.grpc) {
+      f.clear(200);
+      f.add("content-type", "application/grpc");
+      f.add("grpc-status", String(grpcStatusFor(status)));
+      f.add("grpc-message", encodeURIComponent(message));
+      this.errorFields(f, code);
+      this.writeLocal(200, f, null);
+      return;
+    }
+    const body = Buffer.from(JSON.stringify({ error: code, message, request_id: this.requestId }));
+    f.clear(status);
+    f.add("content-type", "application/json");
+    f.add("content-length", String(body.length));
+    this.errorFields(f, code);
+    this.writeLocal(status, f, this.head?.method === "HEAD" ? null : body);
+  }
+
+  private errorFields(f: FieldList, code: AgwErrorCode): void {
+    f.add("x-agw-error", code);
+    f.add("x-request-id", this.requestId);
+    const attempts = this.traffic.attemptsValue;
+    if (attempts !== "") f.add("x-agw-attempts", attempts);
+  }
+
+  /** A local response (redirect, direct response, CORS preflight) or a plugin's reply. */
+  sendReply(r: LocalReply | PluginReply): void {
+    const error = (r as PluginReply).error;
+    if (error !== undefined) {
+      this.sendError(r.status, error as AgwErrorCode, (r as PluginReply).message ?? error);
+      return;
+    }
+    const f = this.fields;
+    f.clear(r.status);
+    for (const [n, v] of r.headers) {
+      const name = n.toLowerCase();
+      if (name !== "content-length" && !H2_CONNECTION_FIELDS.has(name)) f.push(n, name, v);
+    }
+    f.add("content-length", String(r.body.length));
+    f.add("x-request-id", this.requestId);
+    this.writeLocal(r.status, f, this.head?.method === "HEAD" ? null : r.body);
+  }
+
+  dropUpstream(): void {
+    const up = this.upstream;
+    if (up !== null) {
+      this.upstream = null;
+      up.destroy();
+    }
+  }
+}

@@ -677,7 +677,9 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     }
     f.add("content-length", String(r.body.length));
     f.add("x-request-id", this.requestId);
-    this.writeLocal(r.status, f, this.head?.method === "HEAD" ? null : r.body);
+    // 204 and 304 carry no body (HTTP/2 refuses one: a CORS preflight's 204 held its stream open).
+    const bodyless = this.head?.method === "HEAD" || r.status === 204 || r.status === 304;
+    this.writeLocal(r.status, f, bodyless ? null : r.body);
   }
 
   dropUpstream(): void {

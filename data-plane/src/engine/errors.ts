@@ -20,6 +20,8 @@ export const AGW_ERRORS = {
   AGW_ERR_UPSTREAM_TLS_FAILED: "upstream_tls_failed",
   AGW_ERR_PLUGIN_DENIED: "plugin_denied",
   AGW_ERR_PLUGIN_FAILED: "plugin_failed",
+  /** The upstream response body is larger than a plugin's body limit (over_limit: reject). */
+  AGW_ERR_RESPONSE_BODY_TOO_LARGE: "response_body_too_large",
   /** A cluster's circuit breaker refused the request (docs/traffic/circuit-breaking.md). */
   AGW_ERR_OVERFLOW: "overflow",
   /** A CONNECT request matched a route without `connect: true`. */

@@ -1,6 +1,7 @@
 /**
  * The whole test suite, as `npm test` runs it: generated code up to date, types, lint, then every
- * unit test (*.test.ts beside the code) and end-to-end test (test/*.test.ts) with node:test.
+ * unit test (*.test.ts beside the code, in every workspace, ebpf-agent/ and plugins/ included) and
+ * end-to-end test (test/*.test.ts) with node:test (node_modules is skipped).
  * Under AGW_TEST_STRICT=1 (CI) any skipped test fails the run, however it was skipped.
  */
 import { spawnSync } from "node:child_process";
@@ -28,6 +29,8 @@ const steps: Array<[string, string[]]> = [
       "control-plane/src/**/*.test.ts",
       "data-plane/src/**/*.test.ts",
       "cli/src/**/*.test.ts",
+      "ebpf-agent/**/*.test.ts",
+      "plugins/**/*.test.ts",
       "test/**/*.test.ts",
       "bench/**/*.test.ts",
       ...process.argv.slice(2),

@@ -131,11 +131,20 @@ test("one control plane, two data planes: live edits, invalid config, control pl
     new RegExp(`${file}:7 listeners\\[0\\]\\.routes\\[0\\]\\.match\\.path\\.prefix: a path starts with /`),
   );
 
-  // The control plane dies: the data planes keep serving their last config.
+  // The control plane dies: the data planes keep serving their last config, also once they have seen
+  // their xDS stream go (their log says so; a wait would pass before they noticed).
+  const lost = /xDS stream (closed by the control plane|failed)/g;
+  const lostBefore = dataPlanes.map(({ dp }) => dp.output().match(lost)?.length ?? 0);
   await cp.stop("SIGKILL");
   for (const { url } of dataPlanes) assert.equal(await routeOf(url), "v2");
   save(file, config(port, originPort, [{ name: "v4", prefix: "/" }]));
-  await new Promise((r) => setTimeout(r, 300));
+  await Promise.all(
+    dataPlanes.map(({ dp }, i) =>
+      waitFor("the data plane to see its xDS stream go", () =>
+        (dp.output().match(lost)?.length ?? 0) > (lostBefore[i] ?? 0) ? true : undefined,
+      ),
+    ),
+  );
   for (const { url } of dataPlanes) assert.equal(await routeOf(url), "v2");
 
   // It comes back: the data planes reconnect and pick up the change made while it was down.

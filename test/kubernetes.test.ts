@@ -266,11 +266,19 @@ test("Service + two EndpointSlices + GatewayRoute: the data plane routes to ever
   t.diagnostic(`routing followed: ${JSON.stringify(timings)} ms after the API write returned`);
   for (const [what, ms] of Object.entries(timings)) assert.ok(ms < 10_000, `${what} took ${ms} ms`);
 
-  // Resync relists everything and lands on the snapshot it already had.
+  // Resync relists everything and lands on the snapshot it already had. Not decided by a wait: a
+  // sentinel change after the resync (echo-b back) is translated after anything the resync changed,
+  // so once its snapshot is out, only the endpoints may differ.
   const beforeResync = snapshotVersions(pair.cp);
+  const setBefore = pair.cp.cache.stats.set;
   await pair.cp.kubernetes?.resync();
-  await new Promise((r) => setTimeout(r, 100));
-  assert.deepEqual(snapshotVersions(pair.cp), beforeResync);
+  await client.request("POST", ns("endpointslices", SLICES), slice("echo-b", "echo", port, [{ ip: ip3 }]));
+  await waitFor("the sentinel's snapshot", () => (pair.cp.cache.stats.set > setBefore ? true : undefined));
+  assert.equal(pair.cp.cache.stats.set, setBefore + 1, "one snapshot: the sentinel's");
+  const { [TYPE_URL.endpoints]: endpointsAfter, ...others } = snapshotVersions(pair.cp);
+  const { [TYPE_URL.endpoints]: endpointsBefore, ...othersBefore } = beforeResync;
+  assert.deepEqual(others, othersBefore);
+  assert.notEqual(endpointsAfter, endpointsBefore);
 });
 
 function tlsPair(cn: string): { cert: string; key: string } {
@@ -1298,7 +1306,12 @@ test("xDS mTLS from a Kubernetes Secret: data planes of its CA get config; a rot
   const next = await dataPlane(second, "127.0.2.2");
   assert.ok(await next.ready(15_000), "after rotation, a data plane of the new CA gets config");
   const stale = await dataPlane(first, "127.0.2.3");
-  await new Promise((r) => setTimeout(r, 1_500));
+  // Its second attempt proves the first one ended: the control plane had its chance to accept it.
+  await waitFor(
+    "the old CA's data plane to try twice",
+    () => (stale.xds.streams >= 2 ? true : undefined),
+    15_000,
+  );
   assert.deepEqual(
     connected().sort(),
     ["edge-xds-ca-1", "edge-xds-ca-2"],

@@ -60,9 +60,16 @@ class RawClient {
 }
 
 test("a removed listener drains: idle keep-alive closed, in-flight request finished with connection: close", async (t) => {
+  // /slow is held at the origin until the test lets it go: in flight for as long as the test needs.
+  let slowArrived = false;
+  let releaseSlow = () => {};
+  const slowReleased = new Promise<void>((r) => {
+    releaseSlow = r;
+  });
   const origin = http.createServer((req, res) => {
-    const delay = req.url === "/slow" ? 1500 : 0;
-    setTimeout(() => res.end(`origin ${req.url}`), delay);
+    if (req.url !== "/slow") return void res.end(`origin ${req.url}`);
+    slowArrived = true;
+    void slowReleased.then(() => res.end(`origin ${req.url}`));
   });
   await new Promise<void>((resolve) => origin.listen(0, "127.0.0.1", resolve));
   t.after(() => origin.close());
@@ -89,8 +96,9 @@ test("a removed listener drains: idle keep-alive closed, in-flight request finis
   const inFlight = busy.request("/slow");
   const other = new RawClient(keep);
   assert.equal((await other.request("/before")).body, "origin /before");
-  // The slow request has reached the origin before the push.
-  await new Promise((r) => setTimeout(r, 300));
+  await waitFor("the slow request to reach the origin before the push", () =>
+    slowArrived ? true : undefined,
+  );
 
   save(file, config({ keep }, originPort));
 
@@ -109,6 +117,8 @@ test("a removed listener drains: idle keep-alive closed, in-flight request finis
   await waitFor("the idle keep-alive connection to be closed by the gateway", () =>
     idle.closed ? true : undefined,
   );
+  assert.equal(busy.closed, false, "the in-flight request's connection is still open");
+  releaseSlow();
   const finished = await inFlight;
   assert.match(finished.head, /^HTTP\/1\.1 200/);
   assert.match(finished.head, /\r\nconnection: close/i);

@@ -358,7 +358,18 @@ ${
     );
     agent.destroy();
     assert.deepEqual(again, { status: 200, fingerprint: oldFingerprint, reused: true });
-    assert.notEqual(await servedCn(port, "a.example.com"), "");
+    // A new handshake gets the new certificate: same name, not the old one's fingerprint.
+    const fresh = await new Promise<{ cn: string; fingerprint: string }>((resolve, reject) => {
+      const s = tls.connect({ host: "127.0.0.1", port, servername: "a.example.com", ca: ca.pem }, () => {
+        const cert = s.getPeerCertificate();
+        s.end();
+        resolve({ cn: String(cert.subject.CN), fingerprint: cert.fingerprint256 });
+      });
+      s.on("error", reject);
+    });
+    assert.equal(fresh.cn, "a.example.com");
+    assert.notEqual(fresh.fingerprint, oldFingerprint);
+    assert.ok(seen.has(fresh.fingerprint), "the certificate served after the rotation");
   });
 
   await t.test("a bad certificate is refused with a clear error and the old one keeps serving", async () => {

@@ -21,6 +21,8 @@ interface Upstream {
   /** Answer with this status next (then reset to 200), or a delay before answering. */
   failNext: number;
   delayMs: number;
+  /** While set, requests are held (after their body) until it resolves. */
+  hold: Promise<void> | null;
   healthy: boolean;
   /** Request bodies received, in order. */
   bodies: string[];
@@ -37,6 +39,7 @@ async function upstream(name: string, h2c = false): Promise<Upstream> {
     hits: 0,
     failNext: 0,
     delayMs: 0,
+    hold: null,
     healthy: true,
     bodies: [],
     server: http.createServer(),
@@ -68,7 +71,8 @@ async function upstream(name: string, h2c = false): Promise<Upstream> {
         });
         req.on("end", () => {
           u.bodies.push(body);
-          if (u.delayMs > 0) setTimeout(answer, u.delayMs);
+          if (u.hold !== null) void u.hold.then(answer);
+          else if (u.delayMs > 0) setTimeout(answer, u.delayMs);
           else answer();
         });
       };
@@ -301,8 +305,20 @@ ${ups.map((u, i) => `      - { address: 127.0.0.1, port: ${u.port}, weight: ${i 
 
   it("circuit breaker overflow is answered 503 overflow and counted", T, async () => {
     const s = await setup(1, "    circuitBreakers: { maxRequests: 2 }");
-    (s.ups[0] as Upstream).delayMs = 300;
-    const results = await Promise.all(Array.from({ length: 5 }, () => fetchVia(s.port)));
+    const u = s.ups[0] as Upstream;
+    // The origin holds what reaches it until the three overflows are answered: no timing decides
+    // which requests are in flight (a delay could let the first two finish before the fifth came).
+    let release = () => {};
+    u.hold = new Promise<void>((r) => {
+      release = r;
+    });
+    const pending = Array.from({ length: 5 }, () => fetchVia(s.port));
+    await waitFor("2 requests at the origin and 3 overflows", () =>
+      u.hits === 2 && (s.states.find("c")?.counters.overflows ?? 0) === 3 ? true : undefined,
+    );
+    release();
+    u.hold = null;
+    const results = await Promise.all(pending);
     const overflow = results.filter((r) => r.status === 503);
     assert.equal(results.filter((r) => r.status === 200).length, 2);
     assert.equal(overflow.length, 3);
@@ -318,7 +334,7 @@ ${ups.map((u, i) => `      - { address: 127.0.0.1, port: ${u.port}, weight: ${i 
     async () => {
       const s = await setup(
         3,
-        "    outlierDetection: { consecutive5xx: 3, baseEjectionTime: 500ms, maxEjectionPercent: 34 }",
+        "    outlierDetection: { consecutive5xx: 3, baseEjectionTime: 5s, maxEjectionPercent: 34 }",
       );
       const bad = s.ups[0] as Upstream;
       bad.server.removeAllListeners("request");
@@ -327,17 +343,22 @@ ${ups.map((u, i) => `      - { address: 127.0.0.1, port: ${u.port}, weight: ${i 
         res.statusCode = 500;
         res.end("u0");
       });
-      await countBy(s.port, 30);
+      // Decided by the endpoint's state, not by how long requests take on a loaded machine: one
+      // request at a time until the ejection, then only requests answered while it lasts count.
+      const state = () => s.states.find("c")?.endpoints.get(`127.0.0.1:${bad.port}`);
+      const ejectedUntil = () => state()?.ejectedUntil ?? 0;
+      for (let i = 0; i < 30 && ejectedUntil() <= Date.now(); i++) await fetchVia(s.port);
       const hitsAtEjection = bad.hits;
       assert.equal(hitsAtEjection, 3, "three 5xx in a row eject it");
-      const during = await countBy(s.port, 30);
-      assert.equal(during.get("u0"), undefined);
-      const ejected = s.states.find("c")?.endpoints.get(`127.0.0.1:${bad.port}`);
-      await waitFor(
-        "the ejection to end",
-        () => (ejected && Date.now() >= ejected.ejectedUntil ? true : undefined),
-        5000,
-      );
+      const until = ejectedUntil();
+      const during: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        const r = await fetchVia(s.port);
+        if (Date.now() < until) during.push(r.body);
+      }
+      assert.ok(during.length > 0, "a request was answered while the endpoint was ejected");
+      assert.ok(!during.includes("u0"), `the ejected endpoint answered: ${during.join(",")}`);
+      await waitFor("the ejection to end", () => (Date.now() >= ejectedUntil() ? true : undefined), 10_000);
       await countBy(s.port, 6);
       assert.ok(bad.hits > hitsAtEjection, "re-admitted after the ejection time");
     },

@@ -272,12 +272,13 @@ test("a 0.1.0 guest still runs both phases; asking its response body is refused 
   const dir = mkdtempSync(join(tmpdir(), "agw-v010-"));
   writeFileSync(join(dir, "old.wasm"), v010);
   const host = new PluginHost(log);
-  const resource = (phases: PhasesInit): Plugin =>
+  const resource = (phases: PhasesInit, memoryMaxBytes?: bigint): Plugin =>
     create(PluginSchema, {
       name: "old",
       source: join(dir, "old.wasm"),
       digest: sha256Digest(v010),
-      ...(phases !== undefined && { phases }),
+      phases,
+      ...(memoryMaxBytes !== undefined && { limits: { memoryMaxBytes } }),
     });
   await assert.rejects(
     host.prepare(new Map([["old", resource({ onResponse: true, responseBody: true })]])),
@@ -286,6 +287,15 @@ test("a 0.1.0 guest still runs both phases; asking its response body is refused 
   await assert.rejects(
     host.prepare(new Map([["old", resource({ overLimit: "drop" })]])),
     /over_limit "drop": expected "reject" or "skip"/,
+  );
+  // What a control plane other than ours might push: limits the config schema would have refused.
+  await assert.rejects(
+    host.prepare(new Map([["old", resource({ requestBody: true, bodyLimitBytes: 17n << 20n })]])),
+    /body_limit_bytes 17825792 is over 16777216/,
+  );
+  await assert.rejects(
+    host.prepare(new Map([["old", resource({ requestBody: true, bodyLimitBytes: 1n << 20n }, 1n << 20n)]])),
+    /needs memory_max_bytes of at least twice that/,
   );
   const ok = await host.prepare(new Map([["old", resource({ onResponse: true })]]));
   host.commit(ok);

@@ -34,6 +34,10 @@ export function pluginSpec(p: Plugin): PluginSpec {
   const bodyLimit = Number(phases?.bodyLimitBytes || PLUGIN_DEFAULTS.bodyLimit);
   if (bodyLimit > PLUGIN_BODY_LIMITS.max)
     throw new Error(`phases.body_limit_bytes ${bodyLimit} is over ${PLUGIN_BODY_LIMITS.max}`);
+  const memoryMaxBytes = Number(limits?.memoryMaxBytes || PLUGIN_DEFAULTS.memoryMaxBytes);
+  // The body is copied into the guest's memory (and, in a JS guest, once more into its heap).
+  if ((phases?.requestBody || phases?.responseBody) && bodyLimit * 2 > memoryMaxBytes)
+    throw new Error(`phases.body_limit_bytes ${bodyLimit} needs memory_max_bytes of at least twice that`);
   if (phases?.responseBody && !phases.onResponse)
     throw new Error("phases.response_body needs phases.on_response");
   return {
@@ -45,7 +49,7 @@ export function pluginSpec(p: Plugin): PluginSpec {
     httpAllowHosts: caps?.httpAllowHosts ?? [],
     httpTimeoutMs: ms(caps?.httpTimeout, PLUGIN_DEFAULTS.httpTimeoutMs),
     fuel: Number(limits?.fuel || PLUGIN_DEFAULTS.fuel),
-    memoryMaxBytes: Number(limits?.memoryMaxBytes || PLUGIN_DEFAULTS.memoryMaxBytes),
+    memoryMaxBytes,
     maxInstances: limits?.maxInstances || PLUGIN_DEFAULTS.maxInstances,
     failOpen: p.failure?.failOpen ?? false,
     failureStatus: p.failure?.status || PLUGIN_DEFAULTS.failureStatus,

@@ -14,7 +14,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { buildJs, buildWat } from "../plugins/sdk/build.ts";
-import { WAT_GUESTS_V010 } from "../plugins/testdata/wat-guests.ts";
+import { WAT_GUESTS, WAT_GUESTS_V010 } from "../plugins/testdata/wat-guests.ts";
 import { freePort, ROOT, requireOrSkip, startGateway, tempDir, waitFor, warmPluginCache } from "./helpers.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
@@ -109,6 +109,8 @@ before(async () => {
   const old = await buildWat(WAT_GUESTS_V010.addHeader, "0.1.0");
   writeFileSync(join(dir, "phases.wasm"), phases);
   writeFileSync(join(dir, "old.wasm"), old);
+  writeFileSync(join(dir, "deny.wasm"), await buildWat(WAT_GUESTS.deny));
+  writeFileSync(join(dir, "trap.wasm"), await buildWat(WAT_GUESTS.trap));
   await warmPluginCache(phases);
   await warmPluginCache(old);
   const ca = makeCa(dir, "plugins-ca");
@@ -147,6 +149,8 @@ before(async () => {
     route("replace", "/replace", "{ name: resp-outer }, { name: resp-replace }"),
     route("small", "/small", "{ name: resp-small }"),
     route("old", "/old", "{ name: old }"),
+    route("deny", "/deny", "{ name: deny }"),
+    route("trap", "/trap", "{ name: trap }"),
   ].join("\n");
   const file = join(dir, "config.yaml");
   writeFileSync(
@@ -161,6 +165,8 @@ plugins:
   - { name: resp-replace, source: phases.wasm, onResponse: true, config: { name: r, response: replace } }
   - { name: resp-small, source: phases.wasm, onResponse: true, responseBody: true, bodyLimit: 100, config: { response: body } }
   - { name: old, source: old.wasm, onResponse: true }
+  - { name: deny, source: deny.wasm }
+  - { name: trap, source: trap.wasm }
 listeners:
   - name: plain
     address: 127.0.0.1
@@ -195,12 +201,18 @@ after(async () => {
 
 const PROTOCOLS = ["http/1.1", "h2c", "h2"] as const;
 
-test("a 0.1.0 guest still runs, with onResponse on, over HTTP/1.1, h2c and h2 (TLS)", async (t) => {
+test("request_filter over HTTP/1.1, h2c and h2 (TLS): a 0.1.0 guest (onResponse on) mutates, deny is plugin_denied, a trap plugin_failed", async (t) => {
   if (!requireOrSkip(t, ports !== undefined, "the openssl command is needed to make certificates")) return;
   const p = ports as { plain: number; tls: number; ca: string };
   for (const protocol of PROTOCOLS) {
     const o = await send(protocol, p, "/old");
     assert.equal(o.status, 200, protocol);
     assert.equal(o.headers["x-origin-saw-wat"], "1", protocol);
+    const denied = await send(protocol, p, "/deny");
+    assert.equal(denied.status, 403, protocol);
+    assert.equal(denied.headers["x-agw-error"], "plugin_denied", protocol);
+    const failed = await send(protocol, p, "/trap");
+    assert.equal(failed.status, 500, protocol);
+    assert.equal(failed.headers["x-agw-error"], "plugin_failed", protocol);
   }
 });

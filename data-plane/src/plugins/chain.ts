@@ -58,12 +58,6 @@ export interface BodyNeed {
 export const OVER_LIMIT: unique symbol = Symbol("over limit");
 export type BufferedBody = Uint8Array | typeof OVER_LIMIT;
 
-/**
- * The response side's over-limit code (seam Changes, 16:25): cast until engine/errors.ts lists
- * `AGW_ERR_RESPONSE_BODY_TOO_LARGE`.
- */
-const RESPONSE_BODY_TOO_LARGE = "response_body_too_large" as AgwErrorCode;
-
 interface ChainEntry {
   readonly plugin: PluginRuntime;
   /** The plugin's config with the route's merged over it, as the guest's config import returns it. */
@@ -247,7 +241,7 @@ const REQUEST_PHASE: Phase<FilterableRequest> = {
 
 const RESPONSE_PHASE: Phase<FilterableResponse> = {
   wantsBody: (p) => p.spec.responseBody,
-  tooLarge: { status: 502, code: RESPONSE_BODY_TOO_LARGE, what: "response" },
+  tooLarge: { status: 502, code: AGW_ERRORS.AGW_ERR_RESPONSE_BODY_TOO_LARGE, what: "response" },
   call(inst, resp, body, ctx) {
     const response = { status: resp.status, headers: headerList(resp, HOP_FIELDS), body };
     return inst.guest.exports.onResponse(response, { route: ctx.route, requestId: ctx.requestId });

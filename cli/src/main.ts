@@ -23,7 +23,8 @@ Commands:
   plugin         scaffold (new) and build (build) a TypeScript plugin
   ebpf-agent     short-circuit same-node TCP (data plane <-> app) with sockmap eBPF (root)
 
-Run 'agw <command> --help' for the options of a command, 'agw --version' for the version.`,
+Run 'agw <command> --help' for the options of a command, 'agw --version' for the version,
+'agw completion bash|zsh' for shell completion (e.g. source <(agw completion bash)).`,
   run: `Usage: agw run -c FILE [options]
 
   -c, --config FILE        config.yaml to serve (watched for changes)
@@ -149,6 +150,59 @@ and says which instance answered: the x-upstream-id header and "upstream" in the
 
 class UsageError extends Error {}
 
+/** The flags a command takes: the ones its usage names, so the help and the parser cannot disagree. */
+function commandFlags(command: string): Set<string> {
+  return new Set([
+    "help",
+    ...[...(USAGE[command] ?? "").matchAll(/--([a-z][a-z0-9-]*)/g)].map((m) => m[1] ?? ""),
+  ]);
+}
+
+/** `agw completion bash|zsh`: commands, then each command's flags, then file names. */
+function completion(shell: string | undefined): string {
+  const commands = [...Object.keys(USAGE).filter((c) => c !== "main"), "completion"];
+  const flags = (c: string) => [...commandFlags(c)].map((f) => `--${f}`).join(" ");
+  if (shell === "bash")
+    return [
+      "# agw completion for bash: source <(agw completion bash)",
+      "_agw() {",
+      `  local cur="\${COMP_WORDS[COMP_CWORD]}" opts=""`,
+      '  if [ "$COMP_CWORD" -eq 1 ]; then',
+      `    COMPREPLY=($(compgen -W "${commands.join(" ")} --help --version" -- "$cur"))`,
+      "    return",
+      "  fi",
+      `  case "\${COMP_WORDS[1]}" in`,
+      ...commands.filter((c) => c !== "completion").map((c) => `    ${c}) opts="${flags(c)}" ;;`),
+      '    completion) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")); return ;;',
+      "  esac",
+      '  if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "$opts" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi',
+      "}",
+      "complete -o filenames -F _agw agw",
+    ].join("\n");
+  if (shell === "zsh")
+    return [
+      "#compdef agw",
+      "# agw completion for zsh: source <(agw completion zsh) after compinit",
+      "_agw() {",
+      "  if (( CURRENT == 2 )); then",
+      `    compadd -- ${commands.join(" ")} --help --version`,
+      "    return",
+      "  fi",
+      "  case $words[2] in",
+      ...commands
+        .filter((c) => c !== "completion")
+        .map((c) => `    ${c}) [[ $PREFIX == -* ]] && { compadd -- ${flags(c)}; return } ;;`),
+      "    completion) compadd -- bash zsh; return ;;",
+      "  esac",
+      "  _files",
+      "}",
+      "compdef _agw agw",
+    ].join("\n");
+  throw new UsageError(
+    `completion: expected bash or zsh, got ${shell === undefined ? "nothing" : `"${shell}"`}`,
+  );
+}
+
 /** The flag each address we listen on came from, to name it when the port cannot be had. */
 const listenFlags: Array<{ flag: string; port: number }> = [];
 
@@ -210,12 +264,16 @@ async function main(argv: string[]): Promise<number> {
     console.log(`agw ${version} (node ${process.version})`);
     return 0;
   }
+  if (command === "completion") {
+    console.log(completion(argv[1]));
+    return 0;
+  }
   if (!(command in USAGE) || command === "main") throw new UsageError(`unknown command "${command}"`);
   if (command === "plugin")
     return pluginCommand(argv.slice(1)).catch((e: unknown) => {
       throw e instanceof PluginUsageError ? new UsageError(e.message) : e;
     });
-  const { values } = parseArgs({
+  const { values, tokens } = parseArgs({
     args: argv.slice(1),
     options: {
       config: { type: "string", short: "c" },
@@ -261,7 +319,17 @@ async function main(argv: string[]): Promise<number> {
       help: { type: "boolean", short: "h" },
     },
     strict: true,
+    tokens: true,
   });
+  // One parser knows every flag; each command takes only those its usage names.
+  const allowed = commandFlags(command);
+  for (const token of tokens) {
+    if (token.kind !== "option" || allowed.has(token.name)) continue;
+    const owners = Object.keys(USAGE).filter((c) => c !== "main" && commandFlags(c).has(token.name));
+    throw new UsageError(
+      `${token.rawName} is not an option of agw ${command}${owners.length > 0 ? ` (it belongs to agw ${owners.join(", agw ")})` : ""}; see 'agw ${command} --help'`,
+    );
+  }
   if (values.help) {
     console.log(USAGE[command]);
     return 0;

@@ -167,3 +167,92 @@ test("the compiled router agrees with a linear scan over routes in precedence or
     assert.equal(r.match(req(path, { method }))?.name, linear(path, method), `${method} ${path}`);
   }
 });
+
+test("specificity at one path: methods, then more headers, then more query params, then config order", () => {
+  const h = (name: string) => ({ name, value: { case: "present" as const, value: true } });
+  const q = (name: string) => ({ name, value: { case: "present" as const, value: true } });
+  for (const kind of ["prefix", "exact"] as const) {
+    const path = { case: kind, value: "/s" };
+    const r = router([
+      ["first", { path }],
+      ["second", { path }],
+      ["one-query", { path, query: [q("a")] }],
+      ["two-queries", { path, query: [q("a"), q("b")] }],
+      ["one-header", { path, headers: [h("x-a")] }],
+      ["two-headers", { path, headers: [h("x-a"), h("x-b")] }],
+      ["method", { path, methods: ["PUT"] }],
+      ["slash", { path: { case: kind, value: "/s/" } }],
+    ]);
+    assert.equal(r.match(req("/s"))?.name, "first", `${kind}: config order last`);
+    assert.equal(r.match(req("/s?a=1"))?.name, "one-query", kind);
+    assert.equal(r.match(req("/s?a=1&b=2"))?.name, "two-queries", kind);
+    assert.equal(r.match(req("/s?a=1&b=2", { headers: { "x-a": "1" } }))?.name, "one-header", kind);
+    assert.equal(r.match(req("/s", { headers: { "x-a": "1", "x-b": "1" } }))?.name, "two-headers", kind);
+    assert.equal(r.match(req("/s", { method: "PUT", headers: { "x-a": "1", "x-b": "1" } }))?.name, "method");
+  }
+});
+
+test("regexes in config order; a header regex needs the header; the query is re-read per request", () => {
+  const r = router([
+    ["root", { path: prefix("/") }],
+    ["late", { path: { case: "regex", value: "/r/.*" }, query: [] }],
+    ["early", { path: { case: "regex", value: "/r/[a-z]+" } }],
+    ["hdr", { path: prefix("/h"), headers: [{ name: "x-v", value: { case: "regex", value: ".*" } }] }],
+    ["q", { path: prefix("/q"), query: [{ name: "k", value: { case: "exact", value: "1" } }] }],
+  ]);
+  assert.equal(r.match(req("/r/abc"))?.name, "late", "the earlier regex in config order");
+  assert.equal(r.match(req("/h"))?.name, "root", "a regex never matches an absent header");
+  assert.equal(r.match(req("/h", { headers: { "x-v": "" } }))?.name, "hdr");
+  // The same query object parsed once, then a different query: each request is judged on its own.
+  assert.equal(r.match(req("/q?k=1"))?.name, "q");
+  assert.equal(r.match(req("/q?k=2"))?.name, "root");
+  assert.equal(r.match(req("/q?k=1"))?.name, "q");
+  assert.equal(r.match(req("/q"))?.name, "root");
+});
+
+test("prefixes that do not start with /: only for paths that do not either, longest first", () => {
+  const r = router([
+    ["star", { path: prefix("*") }],
+    ["ab", { path: prefix("ab") }],
+    ["abc", { path: prefix("abc") }],
+    ["root", { path: prefix("/") }],
+  ]);
+  assert.equal(r.match(req("*"))?.name, "star");
+  assert.equal(r.match(req("abc"))?.name, "abc");
+  assert.equal(r.match(req("abc/d"))?.name, "abc");
+  assert.equal(r.match(req("ab/x"))?.name, "ab");
+  assert.equal(r.match(req("abx")), undefined, "a whole segment, as for / prefixes");
+  assert.equal(r.match(req("/ab"))?.name, "root");
+  const slash = router([["x-slash", { path: prefix("x/") }]]);
+  assert.equal(slash.match(req("x/y"))?.name, "x-slash");
+});
+
+test("a route without a match is a prefix / on any host; an empty prefix matches every path", () => {
+  const bare = compileRouter([
+    compileCandidate(create(RouteSchema, { name: "bare", order: 0 }), {
+      name: "bare",
+      pickCluster: () => "bare",
+      timeoutMs: 0,
+      requestHeaders: { add: [], set: [], remove: [] },
+      responseHeaders: { add: [], set: [], remove: [] },
+    }),
+  ]);
+  assert.equal(bare.match(req("/any/path", { host: "h.test" }))?.name, "bare");
+  const empty = router([["empty", { path: prefix("") }]]);
+  assert.equal(empty.match(req("/x/y"))?.name, "empty");
+  const noMatch = router([["hostless", {}]]);
+  assert.equal(noMatch.match(req("/z", { host: "a.b" }))?.name, "hostless");
+});
+
+test("hosts: a route with hosts is not an any-host route; wildcards try each suffix, exact host falls through", () => {
+  const r = router([
+    ["exact-only", { hosts: ["a.test"], path: prefix("/") }],
+    ["wild-deep", { hosts: ["*.b.c.test"], path: prefix("/x") }],
+    ["wild", { hosts: ["*.c.test"], path: prefix("/") }],
+  ]);
+  assert.equal(r.match(req("/", { host: "other.test" })), undefined, "a host-bound route only for its host");
+  assert.equal(r.match(req("/x", { host: "a.b.c.test" }))?.name, "wild-deep");
+  assert.equal(r.match(req("/y", { host: "a.b.c.test" }))?.name, "wild", "the shorter suffix next");
+  assert.equal(r.match(req("/", { host: ".c.test" })), undefined, "no label before the suffix");
+  assert.equal(r.match(req("/", { host: "c.test" })), undefined);
+});

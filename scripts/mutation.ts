@@ -1,0 +1,102 @@
+/**
+ * Mutation testing (docs/testing.md): Stryker over the modules where a silent bug costs most, each
+ * against its own fast tests, one module at a time at low priority. Not part of CI.
+ *
+ *   npm run mutation                 # every module, in turn
+ *   npm run mutation -- router       # one module (router, http1-parser, cluster, xds)
+ *
+ * Reports: reports/mutation/<module>.html and .json (git-ignored); the score is printed at the end.
+ */
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+
+interface Module {
+  /** Files mutated. */
+  readonly mutate: string[];
+  /** Test files run against each mutant (those that cover it). */
+  readonly tests: string[];
+}
+
+export const MODULES: Record<string, Module> = {
+  router: {
+    mutate: ["data-plane/src/runtime/router.ts"],
+    tests: ["data-plane/src/runtime/router.test.ts"],
+  },
+  "http1-parser": {
+    mutate: ["data-plane/src/engine/http1-parser.ts"],
+    tests: ["data-plane/src/engine/http1-parser.test.ts"],
+  },
+  cluster: {
+    mutate: [
+      "data-plane/src/cluster/load-balancer.ts",
+      "data-plane/src/cluster/hash.ts",
+      "data-plane/src/cluster/health-check.ts",
+      "data-plane/src/cluster/retry.ts",
+      "data-plane/src/cluster/state.ts",
+      "data-plane/src/cluster/traffic.ts",
+    ],
+    tests: ["data-plane/src/cluster/cluster.test.ts", "data-plane/src/cluster/health-check.test.ts"],
+  },
+  // The ACK/NACK decisions: what the store accepts, rejects or keeps warming. (xds-client.ts turns a
+  // rejection into a NACK on the wire; test/xds-protocol.test.ts covers that end to end, too slow here.)
+  xds: {
+    mutate: ["data-plane/src/config-store.ts"],
+    tests: ["data-plane/src/config-store.test.ts"],
+  },
+};
+
+const root = join(dirname(new URL(import.meta.url).pathname), "..");
+const asked = process.argv.slice(2);
+for (const name of asked)
+  if (!(name in MODULES)) throw new Error(`unknown module ${name}: ${Object.keys(MODULES).join(", ")}`);
+const names = asked.length > 0 ? asked : Object.keys(MODULES);
+const dir = join(root, "reports", "mutation");
+mkdirSync(dir, { recursive: true });
+// The tap runner spawns `node` from PATH: it must be this Node (24, which runs .ts), not the system's.
+const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ""}` };
+let failed = false;
+for (const name of names) {
+  const m = MODULES[name] as Module;
+  const config = join(dir, `${name}.stryker.json`);
+  writeFileSync(
+    config,
+    JSON.stringify(
+      {
+        $schema: "../../node_modules/@stryker-mutator/core/schema/stryker-schema.json",
+        testRunner: "tap",
+        plugins: ["@stryker-mutator/tap-runner"],
+        tap: { testFiles: m.tests, nodeArgs: ["--test-reporter=tap"] },
+        mutate: m.mutate,
+        coverageAnalysis: "perTest",
+        // 2 cores shared with other work: one test process at a time unless told (STRYKER_CONCURRENCY).
+        concurrency: Number(process.env.STRYKER_CONCURRENCY ?? 1),
+        timeoutMS: 20000,
+        reporters: ["clear-text", "progress-append-only", "html", "json"],
+        htmlReporter: { fileName: `reports/mutation/${name}.html` },
+        jsonReporter: { fileName: `reports/mutation/${name}.json` },
+        tempDirName: ".stryker-tmp",
+        cleanTempDir: "always",
+        ignorePatterns: ["bench", "deploy", "examples", "docs", "ebpf-agent", "plugins", "reports", ".cache"],
+        thresholds: { high: 90, low: 80, break: null },
+      },
+      null,
+      2,
+    ),
+  );
+  console.log(`\n== ${name}: ${m.mutate.join(", ")} against ${m.tests.join(", ")}`);
+  const r = spawnSync(
+    "nice",
+    [
+      "-n",
+      "10",
+      process.execPath,
+      join(root, "node_modules/@stryker-mutator/core/bin/stryker.js"),
+      "run",
+      config,
+    ],
+    { cwd: root, stdio: "inherit", env },
+  );
+  if (r.status !== 0) failed = true;
+}
+process.exit(failed ? 1 : 0);

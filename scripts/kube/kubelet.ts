@@ -8,12 +8,16 @@
  * with the downward-API environment (fieldRef metadata.name / metadata.namespace / status.podIP /
  * spec.nodeName) and literal env; reports the Pod Running and Ready once its first container port
  * (else 3000) accepts connections; and, when a Pod is deleted, stops it and confirms the deletion
- * (grace period 0). Any other image makes the Pod Failed, with the reason. No container logs, no
- * volumes, no probes but the port check. It polls the API server
+ * (grace period 0). Any other image makes the Pod Failed, with the reason. Secret volumes are
+ * written to files and bind-mounted at their mountPath; no other volumes, no container logs, no
+ * probes but the port check. It polls the API server
  * (every 500 ms) instead of watching: simple, and enough for a test cluster. Root and `ip` needed.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import type { KubeClient } from "../../control-plane/src/providers/kubernetes/client.ts";
 
 interface Container {
@@ -23,6 +27,12 @@ interface Container {
   args?: string[];
   env?: Array<{ name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }>;
   ports?: Array<{ containerPort: number }>;
+  volumeMounts?: Array<{ name: string; mountPath: string }>;
+}
+
+interface Volume {
+  name: string;
+  secret?: { secretName: string; items?: Array<{ key: string; path: string }> };
 }
 
 interface Pod {
@@ -33,7 +43,7 @@ interface Pod {
     deletionTimestamp?: string;
     creationTimestamp?: string;
   };
-  spec: { nodeName?: string; containers: Container[] };
+  spec: { nodeName?: string; containers: Container[]; volumes?: Volume[] };
   status?: { phase?: string };
 }
 
@@ -45,6 +55,8 @@ interface Running {
   procs: ChildProcess[];
   ready: boolean;
   failed?: string;
+  /** Where its Secret volumes were written. */
+  dir: string;
 }
 
 export interface StandInKubelet {
@@ -139,15 +151,39 @@ export async function startKubelet(options: {
       ip(["link", "del", r.hostIf]);
     } catch {}
     free.push(r.ip);
+    rmSync(r.dir, { recursive: true, force: true });
   }
 
-  function start(p: Pod): Running {
+  /** Each Secret volume written to files (data keys, or the items' paths) under the pod's dir. */
+  async function writeVolumes(p: Pod, dir: string): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (const v of p.spec.volumes ?? []) {
+      if (!v.secret) continue;
+      const secret = await client.request<{ data?: Record<string, string> }>(
+        "GET",
+        `/api/v1/namespaces/${encodeURIComponent(p.metadata.namespace)}/secrets/${encodeURIComponent(v.secret.secretName)}`,
+      );
+      const vdir = join(dir, v.name);
+      const items = v.secret.items ?? Object.keys(secret.data ?? {}).map((key) => ({ key, path: key }));
+      for (const item of items) {
+        const file = join(vdir, item.path);
+        mkdirSync(dirname(file), { recursive: true });
+        writeFileSync(file, Buffer.from(secret.data?.[item.key] ?? "", "base64"));
+      }
+      mkdirSync(vdir, { recursive: true });
+      out.set(v.name, vdir);
+    }
+    return out;
+  }
+
+  async function start(p: Pod): Promise<Running> {
     const podIp = free.shift();
     if (!podIp) throw new Error("no pod address left");
     const n = ifCount++;
     const netns = `agwkp${id}-${n}`;
     const hostIf = `agwkv${id}x${n}`;
-    const r: Running = { uid: p.metadata.uid, netns, hostIf, ip: podIp, procs: [], ready: false };
+    const dir = mkdtempSync(join(tmpdir(), "agw-pod-"));
+    const r: Running = { uid: p.metadata.uid, netns, hostIf, ip: podIp, procs: [], ready: false, dir };
     ip(["netns", "add", netns]);
     ip(["link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", netns]);
     ip(["link", "set", hostIf, "master", bridge]);
@@ -156,6 +192,7 @@ export async function startKubelet(options: {
     ip(["-n", netns, "addr", "add", `${podIp}/24`, "dev", "eth0"]);
     ip(["-n", netns, "link", "set", "eth0", "up"]);
     ip(["-n", netns, "route", "add", "default", "via", `${subnet}.1`]);
+    const volumes = await writeVolumes(p, dir);
     for (const c of p.spec.containers) {
       if (!ECHO_IMAGE.test(c.image)) {
         r.failed = `image ${c.image} is not available in this harness (only the gateway-api echo-basic image is run)`;
@@ -171,11 +208,28 @@ export async function startKubelet(options: {
       const env: Record<string, string> = { PATH: process.env.PATH ?? "/usr/bin:/bin" };
       for (const e of c.env ?? [])
         env[e.name] = e.value ?? (e.valueFrom?.fieldRef ? field(e.valueFrom.fieldRef.fieldPath) : "");
-      // The container-logs endpoint (read by the suite's extended mirror tests) is not served.
-      const proc = spawn("ip", ["netns", "exec", netns, echoBasic, ...(c.args ?? [])], {
-        env,
-        stdio: "ignore",
+      // Secret volumes: bind-mounted at their mountPath in a mount namespace of the container's
+      // own (the mount point is created on the host if missing).
+      const mounts = (c.volumeMounts ?? []).flatMap((m) => {
+        const from = volumes.get(m.name);
+        return from ? [`mkdir -p '${m.mountPath}' && mount --bind '${from}' '${m.mountPath}'`] : [];
       });
+      // The container-logs endpoint (read by the suite's extended mirror tests) is not served.
+      const command =
+        mounts.length === 0
+          ? [echoBasic, ...(c.args ?? [])]
+          : [
+              "unshare",
+              "--mount",
+              "--propagation",
+              "private",
+              "sh",
+              "-c",
+              `${mounts.join(" && ")} && exec "$0" "$@"`,
+              echoBasic,
+              ...(c.args ?? []),
+            ];
+      const proc = spawn("ip", ["netns", "exec", netns, ...command], { env, stdio: "ignore" });
       r.procs.push(proc);
     }
     return r;
@@ -224,7 +278,7 @@ export async function startKubelet(options: {
       }
       if (p.spec.nodeName !== nodeName) continue;
       if (!r) {
-        const started = start(p);
+        const started = await start(p);
         running.set(key, started);
         log(
           `pod ${p.metadata.namespace}/${p.metadata.name} on ${started.ip}${started.failed ? `: ${started.failed}` : ""}`,

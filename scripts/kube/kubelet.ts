@@ -192,7 +192,11 @@ export async function startKubelet(options: {
     ip(["-n", netns, "addr", "add", `${podIp}/24`, "dev", "eth0"]);
     ip(["-n", netns, "link", "set", "eth0", "up"]);
     ip(["-n", netns, "route", "add", "default", "via", `${subnet}.1`]);
-    const volumes = await writeVolumes(p, dir);
+    // A Secret not created yet: undo, and the next round tries again.
+    const volumes = await writeVolumes(p, dir).catch((e: unknown) => {
+      stop(r);
+      throw e;
+    });
     for (const c of p.spec.containers) {
       if (!ECHO_IMAGE.test(c.image)) {
         r.failed = `image ${c.image} is not available in this harness (only the gateway-api echo-basic image is run)`;

@@ -147,23 +147,30 @@ test("ReferenceGrant: a backend in another namespace is RefNotPermitted until a 
   assert.equal(still.gatewayApi.httpRoutes[0]?.resolvedRefs.reason, "RefNotPermitted");
 });
 
-test("addresses: each Gateway gets its own from the pool (kept from its status), so two on one port both serve; without one the later Gateway's listener is PortUnavailable", () => {
+test("addresses: each Gateway gets its own from the pool, the same whatever else exists (a new Gateway never moves an older one), so two on one port both serve; without one the later Gateway's listener is PortUnavailable", () => {
   const a = gateway("a", [{ name: "web", port: 80, protocol: "HTTP" }], {}, "2026-01-01T00:00:00Z");
   const b = gateway("b", [{ name: "web", port: 80, protocol: "HTTP" }], {}, "2026-01-02T00:00:00Z");
-  const pooled = translate({ gateways: [b, a] }, "127.0.20.0/30");
-  assert.deepEqual(
-    pooled.listeners.map((l) => `${l.name} ${l.address}:${l.port}`),
-    ["gateway/infra/a/80 127.0.20.1:80", "gateway/infra/b/80 127.0.20.2:80"],
-  );
-  // b already shows 127.0.20.1 in its status: it keeps it, a takes the other.
-  const kept = translate(
-    { gateways: [a, { ...b, status: { addresses: [{ type: "IPAddress", value: "127.0.20.1" }] } }] },
-    "127.0.20.0/30",
-  );
-  assert.deepEqual(
-    kept.gatewayApi.gateways.map((g) => `${g.name} ${g.address}`),
-    ["a 127.0.20.2", "b 127.0.20.1"],
-  );
+  const c = gateway("c", [{ name: "web", port: 80, protocol: "HTTP" }], {}, "2026-01-03T00:00:00Z");
+  const addressesOf = (out: ReturnType<typeof translate>) =>
+    Object.fromEntries(out.gatewayApi.gateways.map((g) => [g.name, g.address]));
+  const alone = addressesOf(translate({ gateways: [a] }, "127.0.20.0/24"));
+  const three = addressesOf(translate({ gateways: [c, b, a] }, "127.0.20.0/24"));
+  assert.equal(three.a, alone.a, "b and c do not move a");
+  assert.equal(new Set(Object.values(three)).size, 3);
+  for (const address of Object.values(three))
+    assert.match(address ?? "", /^127\.0\.20\.([1-9]|[1-9]\d|1\d\d|2[0-4]\d|25[0-4])$/);
+  // A pool of two: every Gateway still gets one of its own, the older first.
+  const tiny = addressesOf(translate({ gateways: [b, a] }, "127.0.20.0/30"));
+  assert.deepEqual(new Set([tiny.a, tiny.b]), new Set(["127.0.20.1", "127.0.20.2"]));
+  const full = translate({ gateways: [c, b, a] }, "127.0.20.0/30");
+  assert.equal(addressesOf(full).c, undefined, "no address left for the newest");
+  assert.deepEqual(full.listeners.map((l) => l.name).sort(), ["gateway/infra/a/80", "gateway/infra/b/80"]);
+  const unassigned = gatewayStatus(full.gatewayApi.gateways.find((g) => g.name === "c") as never, () => ({
+    status: "True",
+    reason: "Programmed",
+    message: "",
+  }));
+  assert.equal(unassigned.conditions.find((x) => x.type === "Programmed")?.reason, "AddressNotAssigned");
   const shared = translate({ gateways: [a, b] });
   assert.deepEqual(
     shared.listeners.map((l) => l.name),

@@ -4,7 +4,8 @@
  *
  * - GatewayClasses whose controllerName is CONTROLLER_NAME are ours, and so are their Gateways.
  * - Each Gateway gets an address: its `spec.addresses` IPAddress, else one from the provider's
- *   address pool (kept across restarts by reading it back from the Gateway's status), else none
+ *   address pool (chosen by a hash of its namespace/name, so the same on every replica and after
+ *   restarts), else none
  *   (its listeners bind the default address). Two Gateways never share an address:port; the later
  *   one (by creation) gets `PortUnavailable`.
  * - The HTTP and HTTPS listeners of one Gateway on one port are one AGW listener,
@@ -17,6 +18,7 @@
  * - References across namespaces (a route's backends and mirrors, a listener's certificates) need a
  *   ReferenceGrant in the target namespace.
  */
+import { createHash } from "node:crypto";
 import type { IrListener, IrSecret } from "@agw/core/ir";
 import type { ProgramState } from "./programmed.ts";
 import type { Condition, RouteReport, RouteSource } from "./translate.ts";
@@ -73,6 +75,8 @@ export interface GatewayReport {
   name: string;
   generation: number;
   address?: string;
+  /** The address pool had none left for it. */
+  noAddress?: boolean;
   accepted: Cond;
   listeners: ListenerReport[];
 }
@@ -262,22 +266,25 @@ export function translateGatewayApi(
     }
   }
   if (pool) {
+    // From the Gateway's own namespace/name (hashed into the pool, the next free one on a
+    // collision, older Gateways first): the same objects always give the same addresses, with no
+    // feedback through status that could race the status writes, and a new Gateway never moves
+    // an older one.
+    const all = [...pool.all()];
     for (const g of gateways) {
       if (addresses.has(g) || unsupportedAddress.has(g)) continue;
-      const kept = g.status?.addresses?.[0]?.value;
-      if (kept && pool.has(kept) && !taken.has(kept)) {
-        addresses.set(g, kept);
-        taken.add(kept);
-      }
-    }
-    for (const g of gateways) {
-      if (addresses.has(g) || unsupportedAddress.has(g)) continue;
-      for (const a of pool.all())
+      const start = createHash("sha256")
+        .update(key(g.metadata?.namespace, g.metadata?.name))
+        .digest()
+        .readUInt32BE(0);
+      for (let i = 0; i < all.length; i++) {
+        const a = all[(start + i) % all.length] as string;
         if (!taken.has(a)) {
           addresses.set(g, a);
           taken.add(a);
           break;
         }
+      }
     }
   }
 
@@ -304,6 +311,18 @@ export function translateGatewayApi(
     const unsupported = unsupportedAddress.get(g);
     if (unsupported) {
       report.accepted = cond("Accepted", false, "UnsupportedAddress", unsupported);
+      continue;
+    }
+    if (pool && address === undefined) {
+      // Bound on the default address it would clash with the others: not served.
+      report.noAddress = true;
+      for (const spec of g.spec?.listeners ?? [])
+        report.listeners.push({
+          name: spec.name,
+          supportedKinds: [],
+          attachedRoutes: 0,
+          conditions: [cond("Accepted", false, "PortUnavailable", `No address left in ${ctx.addressPool}.`)],
+        });
       continue;
     }
     const parameters = g.spec?.infrastructure?.parametersRef;
@@ -764,7 +783,9 @@ export function gatewayStatus(
   });
   const served = [...new Set(report.listeners.flatMap((l) => (l.agwListener ? [l.agwListener] : [])))];
   let programmedCond: Cond;
-  if (report.accepted.status !== "True")
+  if (report.noAddress)
+    programmedCond = cond("Programmed", false, "AddressNotAssigned", "The Gateway address pool is used up.");
+  else if (report.accepted.status !== "True")
     programmedCond = cond("Programmed", false, "Invalid", "Gateway is not accepted.");
   else if (served.length === 0 && report.listeners.length > 0)
     programmedCond = cond("Programmed", false, "Invalid", "No listener is served.");

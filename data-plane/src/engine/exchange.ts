@@ -15,8 +15,8 @@
  * request); an HTTP/2 stream is one Exchange.
  */
 import { RequestTraffic } from "../cluster/traffic.ts";
-import type { ExchangeObserver, ExchangeView } from "../observability/exchange.ts";
-import type { PluginReply } from "../plugins/chain.ts";
+import type { ExchangeView } from "../observability/exchange.ts";
+import type { PluginChain, PluginReply } from "../plugins/chain.ts";
 import type {
   ClusterRuntime,
   CompiledRoute,
@@ -30,6 +30,7 @@ import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import type { LocalReply } from "../traffic/local.ts";
 import { admit } from "./admission.ts";
 import { BODY_CHUNKED, BODY_NONE } from "./body-framing.ts";
+import type { Downstream, ProxyContext } from "./downstream.ts";
 import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
 import { FieldList } from "./fields.ts";
 import { grpcStatusFor, grpcTimeoutMs } from "./grpc.ts";
@@ -45,32 +46,6 @@ import {
 import { RearmableTimer } from "./rearmable-timer.ts";
 import type { UpstreamConn, UpstreamHandler } from "./upstream-conn.ts";
 import { connFailure, PROTOCOL_ERROR, UPSTREAM_TIMED_OUT, type UpstreamFailure } from "./upstream-failure.ts";
-import type { UpstreamPool } from "./upstream-pool.ts";
-
-/** What one listener's engine offers its exchanges (HttpProxy implements it). */
-export interface ProxyContext {
-  /** The listener whose config (router, limits, paths) requests read. */
-  readonly listenerName: string;
-  /** The current config: read once per request. */
-  readonly getConfig: () => RuntimeConfig;
-  /** Upstream connections (HTTP/1.1) and sessions (HTTP/2), shared across configs. */
-  readonly pool: UpstreamPool;
-  /** Largest upstream response head, and its most fields. */
-  readonly maxHeadBytes: number;
-  readonly maxHeaders: number;
-  /** For listeners that carry no limits. */
-  readonly defaultLimits: ListenerLimits;
-  /** How long a closing connection drains what the client still sends. */
-  readonly lingerTimeoutMs: number;
-  /** X-Forwarded-Proto on plain connections. */
-  readonly forwardedProto: string;
-  /** Metrics, access log, traces; null: none. */
-  readonly observer: ExchangeObserver | null;
-  /** Set by shutdown(): no more keep-alive. */
-  readonly draining: boolean;
-  /** The listener's limits in the current config. */
-  limits(): ListenerLimits;
-}
 
 /**
  * Methods that may be resent after a reused keep-alive connection dies unanswered (RFC 9110 §9.2.2);
@@ -87,6 +62,7 @@ export const PLUGIN_CRASHED: PluginReply = {
   message: "plugin host error",
 };
 
+export type { Downstream, ProxyContext } from "./downstream.ts";
 export { FieldList } from "./fields.ts";
 
 // How the upstream's response body is framed (resMode).
@@ -96,8 +72,7 @@ export const M_CHUNKED = 2;
 /** Close-delimited: the body ends when the upstream closes. */
 export const M_CLOSE = 3;
 
-/** The route timer's only kind. */
-const ROUTE_TIMEOUT = 1;
+const ROUTE_TIMEOUT = 1; // the route timer's only kind
 
 function onRouteTimer(x: Exchange): void {
   x.onRouteTimeout();
@@ -105,48 +80,6 @@ function onRouteTimer(x: Exchange): void {
 
 function retryAttempt(x: Exchange, head: RequestHead | null): void {
   x.retryAttempt(head);
-}
-
-/**
- * What the exchange needs from the protocol it was received on. The HTTP/1.1 connection and the HTTP/2
- * stream implement it; everything else of a request's life is the Exchange's.
- */
-export interface Downstream {
-  /** "HTTP/1.0", "HTTP/1.1" or "HTTP/2", for the access log. */
-  readonly protocol: string;
-  /** The exchange is still in progress (not answered, not reset, the client still there). */
-  readonly active: boolean;
-  /** Applies the body size limit and arms the body timeout; false when the request was answered. */
-  limitBody(route: CompiledRoute, limits: ListenerLimits): boolean;
-  /** Stop / restart reading the request body (while plugins decide). */
-  pauseRequest(): void;
-  resumeRequest(): void;
-  /** The connection closes after this answer (Connection: close; GOAWAY on HTTP/2). */
-  closeAfterAnswer(): void;
-  /** A local answer: status, its fields, and its body (null: none, e.g. HEAD). */
-  writeLocal(status: number, fields: FieldList, body: Uint8Array | null): void;
-  /** The upstream response head in `fields`; `buf[headLen..]` is the start of its body. */
-  respond(fields: FieldList, reason: string, buf: Buffer, headLen: number): void;
-  /** Response body bytes to the client; false when the client is backed up. */
-  toClient(chunk: Buffer): boolean;
-  /** The response is complete (the upstream connection is already released). */
-  responseComplete(): void;
-  /** The response was cut short after its head: the client must not see it as complete. */
-  abortResponse(): void;
-  /** What a mirror copy carries of the body: null none, undefined: do not mirror this request. */
-  mirrorBody(): Buffer | null | undefined;
-  /** Terminated CONNECT: open a TCP (TLS) connection to `ep` and splice. */
-  openTunnel(ep: Endpoint, cluster: ClusterRuntime): void;
-  /** The upstream request of the current attempt (upHead built, route timer armed). */
-  upstreamRequest(route: CompiledRoute, cluster: ClusterRuntime, ep: Endpoint): void;
-  /** Another attempt of the whole request to `ep` on a fresh connection (the retry policy). */
-  sendAttempt(ep: Endpoint, cluster: ClusterRuntime): void;
-  /** Resends what was sent of the request on a fresh connection to the same endpoint. */
-  resend(): void;
-  /** Everything sent upstream so far can be sent again (the rest of the body may still stream). */
-  canResend(): boolean;
-  /** The whole request is held and can be sent again (a retry policy's attempt). */
-  canReplay(): boolean;
 }
 
 export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstream, Forwarding {
@@ -193,6 +126,10 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
   upExtra = false;
   /** The response head (upstream or local) being sent. */
   readonly fields = new FieldList();
+  /** Response body bytes held while on-response plugins decide (non-null only then). */
+  heldChunks: Buffer[] | null = null;
+  /** The upstream closed while they decided: 1 with a FIN, 2 reset. */
+  heldEnd = 0;
 
   constructor(proxy: ProxyContext, clientIp: string, tls: DownstreamTlsInfo | null) {
     this.proxy = proxy;
@@ -435,11 +372,17 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     }
     this.resStarted = true;
     if (this.resHeadSent) this.onResponseBody(chunk, 0);
+    else if (this.heldChunks !== null) this.heldChunks.push(chunk);
     else this.onResponseHeadBytes(chunk);
   }
 
   onUpstreamClose(conn: UpstreamConn): void {
     if (conn !== this.upstream) return;
+    if (this.heldChunks !== null) {
+      this.upstream = null;
+      this.heldEnd = conn.eof ? 1 : 2; // handled once the response plugins have decided
+      return;
+    }
     this.upstream = null;
     if (this.tunnel && this.resHeadSent) {
       this.closeTunnel(conn.eof);
@@ -527,11 +470,74 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     this.resMode = mode;
     this.resRemaining = rh.contentLength;
 
-    const ops = (this.route as CompiledRoute).responseHeaders;
-    const f = this.upstreamFields(rh, ops);
+    const route = this.route as CompiledRoute;
+    const f = this.upstreamFields(rh, route.responseHeaders);
+    const plugins = route.plugins;
+    if (plugins?.responsePhase === true) {
+      this.filterResponse(plugins, route, rh.reason, buf, headLen);
+      return;
+    }
+    this.sendResponseHead(f, route.responseHeaders, rh.reason, buf, headLen);
+  }
+
+  /** The response head goes to the client with the gateway's fields; `buf[headLen..]` starts its body. */
+  sendResponseHead(f: FieldList, ops: HeaderOps, reason: string, buf: Buffer, headLen: number): void {
     this.gatewayFields(f, ops);
     this.resHeadSent = true;
-    this.respond(f, rh.reason, buf, headLen);
+    this.respond(f, reason, buf, headLen);
+  }
+
+  /**
+   * response filter: on-response plugins edit the upstream's head (this.fields) or replace the response
+   * before anything is sent; body bytes are held meanwhile. (Not buffered for them yet: they get none.)
+   */
+  filterResponse(
+    plugins: PluginChain,
+    route: CompiledRoute,
+    reason: string,
+    buf: Buffer,
+    headLen: number,
+  ): void {
+    const head = this.head;
+    const verdict = plugins.responseFilter(this.fields, this.clientIp, route.name, this.requestId);
+    if (!(verdict instanceof Promise)) {
+      this.afterResponseFilter(head, verdict, reason, buf, headLen);
+      return;
+    }
+    this.heldChunks = [];
+    this.upstream?.socket.pause();
+    verdict.then(
+      (v) => this.afterResponseFilter(head, v, reason, buf, headLen),
+      () => this.afterResponseFilter(head, PLUGIN_CRASHED, reason, buf, headLen),
+    );
+  }
+
+  afterResponseFilter(
+    head: RequestHead | null,
+    verdict: PluginReply | undefined,
+    reason: string,
+    buf: Buffer,
+    headLen: number,
+  ): void {
+    if (this.head !== head || !this.active) return; // answered meanwhile (e.g. the route timeout)
+    const held = this.heldChunks;
+    const ended = this.heldEnd;
+    this.heldChunks = null;
+    this.heldEnd = 0;
+    if (verdict !== undefined) {
+      // The plugins' answer replaces the upstream's, whose connection is not reused.
+      this.routeTimer.disarm();
+      this.dropUpstream();
+      this.sendReply(verdict);
+      return;
+    }
+    this.status = this.fields.status;
+    const body = held === null || held.length === 0 ? buf : Buffer.concat([buf, ...held]);
+    this.sendResponseHead(this.fields, (this.route as CompiledRoute).responseHeaders, reason, body, headLen);
+    if (ended === 0)
+      this.upstream?.socket.resume(); // else it closed meanwhile: the end of a close-delimited body only
+    else if (this.active)
+      ended === 1 && this.resMode === M_CLOSE ? this.completeResponse() : this.abortResponse();
   }
 
   /** The upstream's response fields that reach the client: not hop-by-hop, not replaced by the route. */
@@ -630,6 +636,8 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
   /** Answers the current request locally (nothing of the upstream response was forwarded). */
   fail(status: number, code: AgwErrorCode, message: string): void {
     this.routeTimer.disarm();
+    this.heldChunks = null; // answered while response plugins decide: nothing is held any more
+    this.heldEnd = 0;
     this.dropUpstream();
     this.sendError(status, code, message);
   }

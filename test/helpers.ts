@@ -84,11 +84,11 @@ export function tracked(child: ChildProcess): Proc {
   };
 }
 
-/** Starts `agw <args>` as a real process. */
-export function agw(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+/** Starts `agw <args>` as a real process (in the repository, or in `cwd`). */
+export function agw(args: string[], env: NodeJS.ProcessEnv = {}, cwd = ROOT): Proc {
   return tracked(
     spawn(process.execPath, [CLI, ...args], {
-      cwd: ROOT,
+      cwd,
       env: { ...process.env, AGW_LOG_LEVEL: "info", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     }),

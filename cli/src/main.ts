@@ -37,6 +37,8 @@ Run 'agw <command> --help' for the options of a command, 'agw --version' for the
                            that signs data plane certificates (node id = the client certificate's CN).
                            Required unless --xds-listen is loopback or --xds-plaintext is given
   --xds-plaintext          allow plaintext xDS on a non-loopback --xds-listen
+  --plugin-components P    who gets plugin components: any xDS peer (default) or authenticated (mTLS
+                           or the Unix socket; nothing inlined, plaintext fetches refused)
   --admin ADDR:PORT        data plane admin: /ready, /config_dump, ... (default 127.0.0.1:9901)
   --cp-admin ADDR:PORT     control plane admin: /ready, /dataplanes, /config_dump (default 127.0.0.1:9902)
   --node-id ID             data plane node id (default: the host name)
@@ -73,6 +75,8 @@ Run 'agw <command> --help' for the options of a command, 'agw --version' for the
                            Secret: HTTPS listeners need mTLS)
   --xds-tls-secret NS/NAME mTLS for xDS from a Kubernetes Secret (tls.crt, tls.key, ca.crt = the CA of
                            data plane certificates), watched for rotation; needs --kube/--kubeconfig
+  --plugin-components P    who gets plugin components: any xDS peer (default) or authenticated (mTLS
+                           or the Unix socket; nothing inlined, plaintext fetches refused)
   --admin ADDR:PORT        admin: /ready, /dataplanes, /config_dump (default 127.0.0.1:9902)
   --kube                   also read Services, EndpointSlices, GatewayRoutes and TLS Secrets from
                            Kubernetes (kubeconfig: KUBECONFIG, ~/.kube/config or in-cluster); -c optional
@@ -285,6 +289,7 @@ async function main(argv: string[]): Promise<number> {
       "xds-ca": { type: "string" },
       "xds-plaintext": { type: "boolean" },
       "xds-tls-secret": { type: "string" },
+      "plugin-components": { type: "string" },
       admin: { type: "string" },
       "cp-admin": { type: "string" },
       "node-id": { type: "string" },
@@ -414,6 +419,10 @@ async function main(argv: string[]): Promise<number> {
     }
   };
 
+  const pluginComponents = values["plugin-components"] ?? "any";
+  if (pluginComponents !== "any" && pluginComponents !== "authenticated")
+    throw new UsageError(`--plugin-components: expected any or authenticated, got "${pluginComponents}"`);
+
   switch (command) {
     case "validate": {
       const file = needConfig();
@@ -473,6 +482,7 @@ async function main(argv: string[]): Promise<number> {
         admin: hostPort(values.admin, "127.0.0.1:9902", "--admin"),
         adminToken,
         adminHosts,
+        pluginComponents,
       });
       console.log(
         `control plane: xDS on ${cp.xds?.target}, admin http://${cp.admin?.address.address}:${cp.admin?.address.port}/dataplanes`,
@@ -550,6 +560,7 @@ async function main(argv: string[]): Promise<number> {
         admin: hostPort(values["cp-admin"], "127.0.0.1:9902", "--cp-admin"),
         adminToken,
         adminHosts,
+        pluginComponents,
         dataPlaneStats: async () => (await dataPlane).observer.metrics.registry.metrics(),
       });
       const dataPlane = startDataPlane({

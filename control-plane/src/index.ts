@@ -24,6 +24,7 @@ import {
   startLocalAdsServer,
 } from "./xds/ads-server.ts";
 import { SnapshotCache } from "./xds/cache.ts";
+import { type ComponentPolicy, ComponentStore, createComponentService } from "./xds/components.ts";
 import { DataPlaneRegistry } from "./xds/dataplanes.ts";
 import { SnapshotBuilder } from "./xds/resources.ts";
 import type { XdsTlsSecretRef } from "./xds/tls-secret.ts";
@@ -47,6 +48,8 @@ export interface ControlPlaneOptions {
   xdsTlsSecret?: XdsTlsSecretRef | undefined;
   /** xDS streams end gracefully after about this long and data planes reconnect (default 30 min). */
   xdsMaxStreamAgeMs?: number;
+  /** Who may get plugin components (xds/components.ts); default "any" xDS peer. */
+  pluginComponents?: ComponentPolicy;
   /** Admin listener; omit to run without one. */
   admin?: { host: string; port: number };
   /** Lets remote admin and dashboard clients in with the token; without it the admin is local-only. */
@@ -74,7 +77,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const log = options.log ?? createLogger("control-plane");
   const cache = new SnapshotCache();
   const dataPlanes = new DataPlaneRegistry();
-  const snapshots = new SnapshotBuilder();
+  const components = new ComponentStore(log);
+  const componentPolicy = options.pluginComponents ?? "any";
+  // Inline only what every stream may have: under "authenticated" a plaintext stream gets no bytes.
+  const snapshots = new SnapshotBuilder(componentPolicy === "any" ? (d) => components.get(d) : undefined);
   let ir: Ir | undefined;
   const observability = new ControlPlaneObservability({
     cache,
@@ -101,9 +107,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       for (const [route, why] of merged.rejected)
         log.error({ route, errors: why }, "Kubernetes route left out: data planes would refuse it");
     rejected = merged.rejected;
+    // Components are read here, not in the sources: the IR carries digests, never bytes.
+    const next = merged.ir.plugins
+      ? { ...merged.ir, plugins: await components.resolve(merged.ir.plugins, kube?.configMapComponent) }
+      : merged.ir;
     // In slices: 20,000 routes are seconds of encoding, and `agw run` serves on this event loop.
-    const snapshot = await snapshots.buildSliced(merged.ir);
-    ir = merged.ir;
+    const snapshot = await snapshots.buildSliced(next);
+    ir = next;
     if (JSON.stringify(merged.listenerErrors) !== JSON.stringify(listenerErrors))
       for (const e of merged.listenerErrors) log.error({ listener: e }, "listener not served");
     listenerErrors = merged.listenerErrors;
@@ -150,6 +160,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           kubeIr = translation;
           publish();
         },
+        onComponents: () => publish(),
       })
     : undefined;
 
@@ -201,15 +212,20 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const service = createAdsService(cache, dataPlanes, log, {
     maxStreamAgeMs: options.xdsMaxStreamAgeMs ?? 30 * 60_000,
   });
-  const xdsLocal = options.xdsLocal ? await startLocalAdsServer(service) : undefined;
+  const componentService = createComponentService(components, componentPolicy, log);
+  const xdsLocal = options.xdsLocal
+    ? await startLocalAdsServer(service, { components: componentService })
+    : undefined;
   const xds =
     options.xdsHost !== undefined
-      ? await startAdsServer(options.xdsHost, options.xdsPort ?? 0, service, { tls: xdsTls, log }).catch(
-          async (e: unknown) => {
-            await xdsLocal?.close();
-            throw e;
-          },
-        )
+      ? await startAdsServer(options.xdsHost, options.xdsPort ?? 0, service, {
+          tls: xdsTls,
+          log,
+          components: componentService,
+        }).catch(async (e: unknown) => {
+          await xdsLocal?.close();
+          throw e;
+        })
       : undefined;
   rotateXdsTls = (tls) => xds?.setTls(tls);
   await provider?.start();

@@ -1,6 +1,4 @@
 /** config.yaml (already validated) → IR. */
-import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import {
@@ -31,6 +29,7 @@ import {
   LISTENER_LIMITS,
   type ValueMatch,
 } from "@agw/core/ir";
+import { isConfigMapSource } from "@agw/core/xds/plugin-component";
 
 type HeaderOpsInput = RouteConfigEntry["requestHeaders"];
 type ValueMatchInput = {
@@ -309,21 +308,19 @@ export function listenerTls(tls: ListenerConfig["tls"]): IrListenerTls | undefin
   };
 }
 
-/** Reads the component to fill in its digest; an unreadable file leaves it "" and data planes refuse it. */
+/**
+ * The component's bytes are the control plane's to read (xds/components.ts, when publishing): the
+ * IR names where they are and the digest config.yaml pins, or "" to take the bytes' own.
+ */
 function plugin(p: PluginConfig): IrPlugin {
-  const path = p.source.startsWith("file://") ? fileURLToPath(p.source) : resolve(p.source);
-  let digest = p.digest ?? "";
-  if (digest === "") {
-    try {
-      digest = `sha256:${createHash("sha256").update(readFileSync(path)).digest("hex")}`;
-    } catch {
-      digest = "";
-    }
-  }
+  const source = isConfigMapSource(p.source)
+    ? p.source
+    : pathToFileURL(p.source.startsWith("file://") ? fileURLToPath(p.source) : resolve(p.source)).href;
   return {
     name: p.name,
-    source: pathToFileURL(path).href,
-    digest,
+    source,
+    digest: p.digest ?? "",
+    size: 0,
     config: p.config ?? {},
     redisUrl: p.redis ?? "",
     redisTimeoutMs: durationMs(p.redisTimeout, 0),

@@ -21,7 +21,7 @@ import { type Any, anyIs, anyUnpack } from "@bufbuild/protobuf/wkt";
 import { HealthCheckers } from "./cluster/health-check.ts";
 import { ClusterStates } from "./cluster/state.ts";
 import type { ListenerManager } from "./listeners.ts";
-import { PluginHost } from "./plugins/index.ts";
+import { type ComponentFetcher, PluginHost } from "./plugins/index.ts";
 import { buildRuntimeConfigSliced, ResourceError, type ResourceSet } from "./runtime/build.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
 import type { TlsManager } from "./tls/manager.ts";
@@ -62,6 +62,8 @@ export interface ConfigStoreOptions {
    * Secret, and a listener's missing certificate is explained as such.
    */
   xdsAuthenticated?: boolean;
+  /** Gets plugin components that are not inline (plugins/index.ts). */
+  fetchComponent?: ComponentFetcher | undefined;
 }
 
 /** Why a Secret named by a listener or cluster never arrives over plaintext xDS. */
@@ -90,7 +92,7 @@ export class ConfigStore {
     this.listeners = listeners;
     this.log = log;
     this.options = options;
-    this.plugins = new PluginHost(log);
+    this.plugins = new PluginHost(log, { fetch: options.fetchComponent });
   }
 
   /** True once every resource type has been received and nothing waits for a missing resource. */

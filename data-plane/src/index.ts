@@ -3,7 +3,14 @@
  * plus the admin listener (/ready, /healthz, /config_dump, /clusters, /stats/prometheus, /server_info;
  * POST /drain) and the observer (metrics, access logs, traces: ./observability).
  */
-import { type AdminServer, createLogger, type Logger, startAdminServer } from "@agw/core";
+import {
+  type AdminServer,
+  createLogger,
+  type Logger,
+  startAdminServer,
+  TYPE_URL,
+  type TypeUrl,
+} from "@agw/core";
 import { AggregatorRegistry } from "prom-client";
 import type { ConfigStore } from "./config-store.ts";
 import type { ListenerManager } from "./listeners.ts";
@@ -80,8 +87,13 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     reusePort: workers !== undefined,
     xdsAuthenticated,
     xdsConnected: () => xdsClient?.connected === true,
+    fetchComponent: (digest, size) =>
+      xdsClient ? xdsClient.fetchComponent(digest, size) : Promise.reject(new Error("xDS not started")),
   });
   const { store: configStore, listeners, observer } = serving;
+  // Worker threads do not talk xDS: they get the components this thread fetched and verified.
+  const components = (typeUrl: TypeUrl) =>
+    typeUrl === TYPE_URL.plugin ? configStore.plugins.components() : undefined;
   const xds = new XdsClient({
     servers: xdsServers,
     nodeId: options.nodeId,
@@ -93,14 +105,23 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
         typeUrl,
         serving
           .apply(typeUrl, resources, version)
-          .then(() => workers?.forward({ op: "sotw", typeUrl, resources, version })),
+          .then(() =>
+            workers?.forward({ op: "sotw", typeUrl, resources, version, components: components(typeUrl) }),
+          ),
       ),
     onDeltaUpdate: (typeUrl, updated, removed, version) =>
       countUpdate(
         typeUrl,
-        serving
-          .applyDelta(typeUrl, updated, removed, version)
-          .then(() => workers?.forward({ op: "delta", typeUrl, updated, removed, version })),
+        serving.applyDelta(typeUrl, updated, removed, version).then(() =>
+          workers?.forward({
+            op: "delta",
+            typeUrl,
+            updated,
+            removed,
+            version,
+            components: components(typeUrl),
+          }),
+        ),
       ),
   });
   xdsClient = xds;

@@ -13,6 +13,7 @@ import { L4Proxy } from "./l4/proxy.ts";
 import { ListenerManager, type PortProxy, servePort } from "./listeners.ts";
 import { GatewayObserver, type ObservabilityOptions } from "./observability/index.ts";
 import type { MetricSources } from "./observability/metrics.ts";
+import type { ComponentFetcher } from "./plugins/index.ts";
 import { closeRedisClients } from "./plugins/redis.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
 import { TlsManager } from "./tls/manager.ts";
@@ -33,6 +34,8 @@ export interface ServingOptions {
    * versions; a worker's share of those gauges is zero, so the sum over workers stays right.
    */
   readonly xdsConnected?: (() => boolean) | undefined;
+  /** Gets plugin components that are not inline (plugins/index.ts). */
+  readonly fetchComponent?: ComponentFetcher | undefined;
   /** Engine settings no pushed resource carries (see HttpProxyOptions). */
   readonly proxy?: HttpProxyOptions | undefined;
 }
@@ -150,6 +153,7 @@ export class ServingUnit {
       ...(options.xdsAuthenticated !== undefined && { xdsAuthenticated: options.xdsAuthenticated }),
       // Pooled connections to endpoints still in the config stay; those to endpoints gone close.
       onSwap: (config) => pool.retainOnly(endpointKeys(config)),
+      fetchComponent: options.fetchComponent,
     });
   }
 

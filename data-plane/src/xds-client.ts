@@ -13,6 +13,7 @@
 import { lookup } from "node:dns/promises";
 import net, { isIP } from "node:net";
 import { AsyncQueue, type Logger, RESOURCE_TYPES, shortType, type TypeUrl } from "@agw/core";
+import { PluginComponentService } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import { AggregatedDiscoveryService } from "@agw/core/gen/envoy/service/discovery/v3/ads_pb.js";
 import {
   type DeltaDiscoveryRequest,
@@ -20,6 +21,7 @@ import {
   type DiscoveryRequest,
   DiscoveryRequestSchema,
 } from "@agw/core/gen/envoy/service/discovery/v3/discovery_pb.js";
+import { COMPONENT_FETCH_TIMEOUT_MS } from "@agw/core/xds/plugin-component";
 import { create } from "@bufbuild/protobuf";
 import type { Any } from "@bufbuild/protobuf/wkt";
 import { type Client, ConnectError, createClient } from "@connectrpc/connect";
@@ -124,6 +126,8 @@ export class XdsClient {
   server = "";
   /** Streams opened so far (reconnects + 1). */
   streams = 0;
+  /** Plugin components, on the current stream's connection (same replica, same identity). */
+  private components: Client<typeof PluginComponentService> | undefined;
 
   constructor(options: XdsClientOptions) {
     if (options.servers.length === 0) throw new Error("at least one xDS server address is required");
@@ -205,14 +209,13 @@ export class XdsClient {
                 }
               : {},
         );
-        const client = createClient(
-          AggregatedDiscoveryService,
-          createGrpcTransport({
-            baseUrl: sessions.authority,
-            sessionManager: sessions,
-            readMaxBytes: READ_MAX_BYTES,
-          }),
-        );
+        const transport = createGrpcTransport({
+          baseUrl: sessions.authority,
+          sessionManager: sessions,
+          readMaxBytes: READ_MAX_BYTES,
+        });
+        const client = createClient(AggregatedDiscoveryService, transport);
+        this.components = createClient(PluginComponentService, transport);
         this.server = display;
         this.streams++;
         const onEstablished = () => {
@@ -232,6 +235,7 @@ export class XdsClient {
             );
         } finally {
           this.connected = false;
+          this.components = undefined;
           sessions.abort();
         }
       }
@@ -253,6 +257,39 @@ export class XdsClient {
         });
       });
     }
+  }
+
+  /**
+   * A plugin component by digest from the control plane this stream is on, over its connection (so
+   * with this data plane's xDS identity): at most `size` bytes, within COMPONENT_FETCH_TIMEOUT_MS.
+   * Called while an update of that stream is applied; the caller checks the digest.
+   */
+  async fetchComponent(digest: string, size: number): Promise<Uint8Array> {
+    const client = this.components;
+    if (!client) throw new Error("no xDS connection to fetch it on");
+    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(COMPONENT_FETCH_TIMEOUT_MS)]);
+    const bytes = new Uint8Array(size);
+    let received = 0;
+    try {
+      for await (const { chunk } of client.fetchComponent(
+        { nodeId: this.options.nodeId, digest },
+        { signal },
+      )) {
+        if (received + chunk.byteLength > size)
+          throw new Error(`the control plane sent more than the ${size} bytes the resource announced`);
+        bytes.set(chunk, received);
+        received += chunk.byteLength;
+      }
+    } catch (e) {
+      if (signal.reason instanceof DOMException && signal.reason.name === "TimeoutError")
+        throw new Error(
+          `no complete component within ${COMPONENT_FETCH_TIMEOUT_MS} ms (${received} of ${size} bytes)`,
+        );
+      throw new Error(explainXdsFailure(e, this.options.tls !== undefined));
+    }
+    if (received !== size)
+      throw new Error(`the control plane sent ${received} of the ${size} bytes announced`);
+    return bytes;
   }
 
   private sotwRequest(

@@ -26,6 +26,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { AsyncQueue, type Logger, RESOURCE_TYPES, shortType, TYPE_URL, type TypeUrl } from "@agw/core";
+import { PluginComponentService } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import { AggregatedDiscoveryService } from "@agw/core/gen/envoy/service/discovery/v3/ads_pb.js";
 import {
   type DeltaDiscoveryRequest,
@@ -69,7 +70,7 @@ const REFERENCED_TYPES: ReadonlySet<TypeUrl> = new Set([
 ]);
 
 /** Who is on the other end of a stream: set per HTTP/2 request by the server adapter. */
-interface Peer {
+export interface Peer {
   address: string;
   /** The client certificate's subject CN (mTLS only). */
   identity: string | undefined;
@@ -141,13 +142,12 @@ function openStream<R>(
   };
 }
 
-function register(
-  registry: DataPlaneRegistry,
-  ctx: HandlerContext,
-  nodeId: string,
-  protocol: DataPlaneState["protocol"],
-  log: Logger,
-): DataPlaneState {
+/**
+ * The node id of the peer of `ctx` asking as `nodeId`: over mTLS the client certificate's CN, which
+ * a non-empty `nodeId` must equal. Throws the refusal the peer gets. Every xDS stream and every
+ * component fetch (xds/components.ts) is checked here.
+ */
+export function peerNodeId(ctx: HandlerContext, nodeId: string): { id: string; peer: Peer } {
   const peer = ctx.values.get(PEER);
   if (peer.refused !== undefined)
     throw new ConnectError(
@@ -164,6 +164,17 @@ function register(
       );
   }
   if (!id) throw new ConnectError("the first request must carry node.id", Code.InvalidArgument);
+  return { id, peer };
+}
+
+function register(
+  registry: DataPlaneRegistry,
+  ctx: HandlerContext,
+  nodeId: string,
+  protocol: DataPlaneState["protocol"],
+  log: Logger,
+): DataPlaneState {
+  const { id, peer } = peerNodeId(ctx, nodeId);
   const state = registry.open({
     nodeId: id,
     protocol,
@@ -654,6 +665,8 @@ export interface AdsServerOptions {
   pingIntervalMs?: number;
   /** Where refused TLS handshakes are logged. */
   log?: Logger;
+  /** Serves plugin components by digest (xds/components.ts). */
+  components?: ComponentServiceImpl | undefined;
 }
 
 export interface AdsServer {
@@ -687,9 +700,15 @@ function refusal(socket: TLSSocket | undefined): string {
 
 type AdsServiceImpl = ServiceImpl<typeof AggregatedDiscoveryService> & { drain?(): void };
 
-function adsHandler(service: AdsServiceImpl, transport: XdsTransport) {
+type ComponentServiceImpl = ServiceImpl<typeof PluginComponentService>;
+
+function adsHandler(service: AdsServiceImpl, transport: XdsTransport, components?: ComponentServiceImpl) {
   return connectNodeAdapter({
-    routes: (router) => router.service(AggregatedDiscoveryService, service),
+    routes: (router) => {
+      router.service(AggregatedDiscoveryService, service);
+      // Plugin components too large to inline, on the same connections and the same peer checks.
+      if (components) router.service(PluginComponentService, components);
+    },
     // No response compression (connect-node gzips by default whenever the client accepts it): an
     // initial sync of 10,000 routes to 100 data planes spent ~40% of the control plane's CPU in
     // gzip (bench/RESULTS.md), and changes are far below the 1 KiB compression threshold anyway.
@@ -739,7 +758,7 @@ export async function startAdsServer(
   options: AdsServerOptions = {},
 ): Promise<AdsServer> {
   const tls = options.tls;
-  const handler = adsHandler(service, tls ? "mtls" : "plaintext");
+  const handler = adsHandler(service, tls ? "mtls" : "plaintext", options.components);
   const server = tls
     ? http2.createSecureServer(
         // Verified by us, not by Node's silent close: see logRefusedClients and peerOf.
@@ -766,7 +785,7 @@ export async function startLocalAdsServer(
   const dir = mkdtempSync(join(tmpdir(), "agw-xds-"));
   chmodSync(dir, 0o700);
   const path = join(dir, "xds.sock");
-  const server = http2.createServer(adsHandler(service, "unix"));
+  const server = http2.createServer(adsHandler(service, "unix", options.components));
   try {
     await listen(server, (done) => server.listen({ path, readableAll: false, writableAll: false }, done));
     chmodSync(path, 0o600);

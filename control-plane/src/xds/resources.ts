@@ -39,6 +39,7 @@ import type {
   ValueMatch,
 } from "@agw/core/ir";
 import { runSliced, runToEnd, type Steps } from "@agw/core/slices";
+import { componentDigest, INLINE_COMPONENT_MAX_BYTES } from "@agw/core/xds/plugin-component";
 import { RESOURCE_TYPES, TYPE_URL, type TypeUrl } from "@agw/core/xds/types";
 import { create, type DescMessage, type JsonObject, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
@@ -232,11 +233,22 @@ interface BuiltResource {
 }
 
 /** IR → Snapshot, reusing the previous build's resources whose IR content did not change. */
+/**
+ * A plugin's component bytes by digest, for inlining (xds/components.ts); none: every component is
+ * fetched by digest.
+ */
+export type InlineComponents = (digest: string) => Uint8Array | undefined;
+
 export class SnapshotBuilder {
   private previous = new Map<string, BuiltResource>();
   private previousTypes: Snapshot = new Map();
+  private readonly inline: InlineComponents;
   /** Resources encoded vs reused by the last build. */
   readonly lastBuild = { encoded: 0, reused: 0 };
+
+  constructor(inline: InlineComponents = () => undefined) {
+    this.inline = inline;
+  }
 
   /** Builds at once (tests, one-off conversions). */
   build(ir: Ir): Snapshot {
@@ -381,7 +393,10 @@ export class SnapshotBuilder {
       }
     }
     for (const p of ir.plugins ?? []) {
-      add(TYPE_URL.plugin, p.name, p, () =>
+      // Compared by the inline bytes' own digest: bytes that did not match a pinned digest and
+      // then do (the file fixed) are a change.
+      const bytes = p.size <= INLINE_COMPONENT_MAX_BYTES ? this.inline(p.digest) : undefined;
+      add(TYPE_URL.plugin, p.name, { ...p, inline: bytes && componentDigest(bytes) }, () =>
         versioned(
           PluginSchema,
           p.name,
@@ -410,6 +425,7 @@ export class SnapshotBuilder {
               bodyLimitBytes: BigInt(p.bodyLimit),
               overLimit: p.overLimit,
             },
+            component: { size: BigInt(p.size), ...(bytes && { inline: bytes }) },
           }),
         ),
       );

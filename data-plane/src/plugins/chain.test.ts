@@ -4,12 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { generateKeyPairSync, randomBytes, sign } from "node:crypto";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
 import { before, test } from "node:test";
 import { createLogger } from "@agw/core";
 import { type Plugin, type PluginPhasesSchema, PluginSchema } from "@agw/core/gen/agw/v1/plugin_pb.js";
+import { componentDigest } from "@agw/core/xds/plugin-component";
 import { create, type JsonObject, type MessageInitShape } from "@bufbuild/protobuf";
 import { buildJs, buildWat } from "../../../plugins/sdk/build.ts";
 import { WAT_GUESTS_V010 } from "../../../plugins/testdata/wat-guests.ts";
@@ -20,7 +19,6 @@ import {
   PluginChain,
   type PluginReply,
 } from "./chain.ts";
-import { sha256Digest } from "./compile.ts";
 import { type PluginRuntime, startRuntime } from "./host.ts";
 import { PluginHost, pluginSpec } from "./index.ts";
 
@@ -269,14 +267,12 @@ test("a 0.1.0 guest still runs both phases; asking its response body is refused 
   assert.equal(await c.responseFilter(resp, "ip", "r", "id"), undefined);
   assert.equal(plugin.stats.errors, 0);
 
-  const dir = mkdtempSync(join(tmpdir(), "agw-v010-"));
-  writeFileSync(join(dir, "old.wasm"), v010);
   const host = new PluginHost(log);
   const resource = (phases: PhasesInit, memoryMaxBytes?: bigint): Plugin =>
     create(PluginSchema, {
       name: "old",
-      source: join(dir, "old.wasm"),
-      digest: sha256Digest(v010),
+      digest: componentDigest(v010),
+      component: { inline: v010, size: BigInt(v010.byteLength) },
       phases,
       ...(memoryMaxBytes !== undefined && { limits: { memoryMaxBytes } }),
     });

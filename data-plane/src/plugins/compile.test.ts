@@ -8,9 +8,10 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFile
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { componentDigest } from "@agw/core/xds/plugin-component";
 import { buildWat } from "../../../plugins/sdk/build.ts";
 import { WAT_GUESTS } from "../../../plugins/testdata/wat-guests.ts";
-import { cacheKey, compileComponent, forgetCompiled, sha256Digest } from "./compile.ts";
+import { cacheKey, compileComponent, forgetCompiled } from "./compile.ts";
 
 const PLANTED = `globalThis.__agwPlanted = (globalThis.__agwPlanted ?? 0) + 1;
 export function instantiate() {
@@ -60,7 +61,7 @@ test("a component.mjs planted in the old predictable /tmp cache is not run", asy
   const memory = 8 << 20;
   // Where the previous host looked: <tmpdir>/agw-plugin-cache/<key of format 3>.
   const oldKey = createHash("sha256")
-    .update(`agw-plugin-cache-3\n${sha256Digest(bytes)}\n${memory}`)
+    .update(`agw-plugin-cache-3\n${componentDigest(bytes)}\n${memory}`)
     .digest("hex")
     .slice(0, 32);
   plantEntry(join(tmpdir(), "agw-plugin-cache", oldKey), "agw-plugin-cache-3", false);
@@ -104,7 +105,7 @@ test("a cached file that does not match its recorded hash is not run; the entry 
 test("a cache directory that is not private (world-writable, a symlink) is refused, even with consistent hashes", async () => {
   const bytes = await uniqueGuest();
   const memory = 10 << 20;
-  const key = cacheKey(sha256Digest(bytes), { memoryMaxBytes: memory });
+  const key = cacheKey(componentDigest(bytes), { memoryMaxBytes: memory });
   // An attacker's directory: anyone may write, and the entry's hashes match its planted module.
   const open = mkdtempSync(join(tmpdir(), "agw-open-cache-"));
   chmodSync(open, 0o777);

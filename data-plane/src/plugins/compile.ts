@@ -16,6 +16,7 @@ import { lstat, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises"
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
+import { componentDigest } from "@agw/core/xds/plugin-component";
 import { instrumentCoreModule } from "./instrument.ts";
 
 /** Bump when the on-disk layout or the transpile/instrument options change. */
@@ -99,10 +100,6 @@ export function defaultCacheDir(): string {
   const env = process.env;
   if (env.AGW_PLUGIN_CACHE) return env.AGW_PLUGIN_CACHE;
   return join(env.XDG_CACHE_HOME || join(homedir(), ".cache"), "agw", "plugins");
-}
-
-export function sha256Digest(bytes: Uint8Array): string {
-  return `sha256:${sha256Hex(bytes)}`;
 }
 
 function sha256Hex(bytes: Uint8Array): string {
@@ -269,7 +266,7 @@ export function cacheKey(digest: string, options: CompileOptions): string {
 
 /** Compiles (or returns the cached compilation of) a component; the digest must be the bytes' sha256. */
 export function compileComponent(bytes: Uint8Array, options: CompileOptions): Promise<CompiledComponent> {
-  const digest = sha256Digest(bytes);
+  const digest = componentDigest(bytes);
   const key = cacheKey(digest, options);
   let p = compiled.get(key);
   if (p === undefined) {

@@ -19,13 +19,21 @@ export interface WorkerInit {
  * contexts, plugin instances) cannot cross threads, and the bytes are small.
  */
 export type WorkerRequest =
-  | { readonly op: "sotw"; readonly typeUrl: TypeUrl; readonly resources: Any[]; readonly version: string }
+  | {
+      readonly op: "sotw";
+      readonly typeUrl: TypeUrl;
+      readonly resources: Any[];
+      readonly version: string;
+      /** Plugin updates: the components the primary fetched and verified, by digest. */
+      readonly components?: ReadonlyMap<string, Uint8Array> | undefined;
+    }
   | {
       readonly op: "delta";
       readonly typeUrl: TypeUrl;
       readonly updated: DeltaResource[];
       readonly removed: string[];
       readonly version: string;
+      readonly components?: ReadonlyMap<string, Uint8Array> | undefined;
     }
   | { readonly op: "status" }
   | { readonly op: "drain"; readonly deadlineMs: number };

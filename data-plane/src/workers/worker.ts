@@ -11,11 +11,18 @@ import type { WorkerInit, WorkerReply, WorkerRequest, WorkerStatus } from "./pro
 const init = workerData as WorkerInit;
 const port = parentPort;
 if (port === null) throw new Error("data-plane/src/workers/worker.ts runs as a worker thread");
+/** Components of the update being applied, from the primary (which fetched and verified them). */
+let components: ReadonlyMap<string, Uint8Array> = new Map();
 const serving = await ServingUnit.start({
   log: createLogger("data-plane").child({ worker: init.index }),
   bindAddress: init.bindAddress,
   observability: init.observability,
   reusePort: true,
+  fetchComponent: async (digest) => {
+    const bytes = components.get(digest);
+    if (!bytes) throw new Error("the primary thread did not pass this component");
+    return bytes;
+  },
 });
 
 /** Updates apply one after another, in the order the primary accepted them. */
@@ -30,9 +37,15 @@ function inOrder(apply: () => Promise<void>): Promise<unknown> {
 async function handle(req: WorkerRequest): Promise<unknown> {
   switch (req.op) {
     case "sotw":
-      return inOrder(() => serving.apply(req.typeUrl, req.resources, req.version));
+      return inOrder(() => {
+        components = req.components ?? components;
+        return serving.apply(req.typeUrl, req.resources, req.version);
+      });
     case "delta":
-      return inOrder(() => serving.applyDelta(req.typeUrl, req.updated, req.removed, req.version));
+      return inOrder(() => {
+        components = req.components ?? components;
+        return serving.applyDelta(req.typeUrl, req.updated, req.removed, req.version);
+      });
     case "status":
       return {
         worker: init.index,

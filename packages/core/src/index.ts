@@ -7,4 +7,5 @@ export * from "./config/semantic.ts";
 export * from "./ir.ts";
 export * from "./log.ts";
 export * from "./redact.ts";
+export * from "./xds/plugin-component.ts";
 export * from "./xds/types.ts";

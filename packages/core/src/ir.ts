@@ -225,10 +225,12 @@ export interface IrSecret {
 /** A WebAssembly component plugin (docs/plugins.md); durations in ms, 0 = the data plane's default. */
 export interface IrPlugin {
   name: string;
-  /** Absolute path or file:// URL. */
+  /** Where the control plane reads the component: a file:// URL or "configmap:NAMESPACE/NAME/KEY". */
   source: string;
-  /** "sha256:<hex>", or "" when the file could not be read (the data plane then refuses the plugin). */
+  /** "sha256:<hex>", or "" when the component could not be read (the data plane then refuses the plugin). */
   digest: string;
+  /** The component's size in bytes; 0 until the control plane has read it (xds/components.ts). */
+  size: number;
   config: Record<string, unknown>;
   redisUrl: string;
   redisTimeoutMs: number;

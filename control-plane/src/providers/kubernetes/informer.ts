@@ -14,6 +14,7 @@ export interface InformerOptions {
   /** Collection path, e.g. /api/v1/services or /apis/discovery.k8s.io/v1/namespaces/ns/endpointslices. */
   path: string;
   fieldSelector?: string;
+  labelSelector?: string;
   log: Logger;
   /** Called after the store changed (not for bookmarks or relists that changed nothing). */
   onChange: () => void;
@@ -77,6 +78,7 @@ export class Informer<T extends KubernetesObject> {
   async relist(): Promise<void> {
     const query: Record<string, string> = {};
     if (this.options.fieldSelector) query.fieldSelector = this.options.fieldSelector;
+    if (this.options.labelSelector) query.labelSelector = this.options.labelSelector;
     const { items, resourceVersion } = await this.options.client.listAll<T>(this.path, query);
     this.stats.lists++;
     const next = new Map(items.map((o) => [objectKey(o), o]));
@@ -159,6 +161,7 @@ export class Informer<T extends KubernetesObject> {
       timeoutSeconds: WATCH_TIMEOUT_SECONDS,
     };
     if (this.options.fieldSelector) query.fieldSelector = this.options.fieldSelector;
+    if (this.options.labelSelector) query.labelSelector = this.options.labelSelector;
     this.watcher
       .watch(
         this.path,

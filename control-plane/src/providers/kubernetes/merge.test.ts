@@ -136,6 +136,7 @@ test("a Kubernetes route a data plane would refuse (unknown plugin) is left out 
         name: "api-key",
         source: "file:///p.wasm",
         digest: "d",
+        size: 0,
         config: {},
         redisUrl: "",
         redisTimeoutMs: 0,

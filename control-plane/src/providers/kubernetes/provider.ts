@@ -9,7 +9,9 @@ import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import type { Logger } from "@agw/core";
+import type { ComponentRead } from "../../xds/components.ts";
 import { KubeApiError, KubeClient, loadKubeConfig } from "./client.ts";
+import { pluginConfigMaps } from "./configmaps.ts";
 import { addressPool, gatewayClassConditions, gatewayStatus, httpRouteParents } from "./gateway-api.ts";
 import { Informer } from "./informer.ts";
 import { LeaderElector } from "./leader.ts";
@@ -56,6 +58,8 @@ export interface KubernetesProviderOptions {
   gatewayAddressPool?: string;
   log: Logger;
   onTranslation: (translation: KubeTranslation) => void;
+  /** A ConfigMap holding plugin components changed (configmaps.ts). */
+  onComponents?: () => void;
   /**
    * Whether data planes run a route (ProgramTracker). Without it Programmed says Pending: the
    * control plane cannot know.
@@ -151,6 +155,7 @@ export class KubernetesProvider {
   private readonly gatewayClasses: Informer<GatewayClass>;
   private readonly referenceGrants: Informer<ReferenceGrant>;
   private readonly namespaces: Informer<Namespace>;
+  private readonly configMaps: ReturnType<typeof pluginConfigMaps>;
   private readonly elector: LeaderElector;
   private synced = false;
   private debounce: NodeJS.Timeout | undefined;
@@ -216,6 +221,9 @@ export class KubernetesProvider {
     this.referenceGrants = informer<ReferenceGrant>(
       scoped(`/apis/${GATEWAY_API.group}/v1beta1`, "referencegrants"),
     );
+    this.configMaps = pluginConfigMaps(this.client, scoped("/api/v1", "configmaps"), options.log, () =>
+      options.onComponents?.(),
+    );
     const le = options.leaderElection ?? {};
     this.identity = le.identity ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
     this.elector = new LeaderElector({
@@ -243,8 +251,12 @@ export class KubernetesProvider {
       this.gatewayClasses,
       this.referenceGrants,
       this.namespaces,
+      this.configMaps.informer,
     ];
   }
+
+  /** A "configmap:" plugin source's bytes (xds/components.ts). */
+  readonly configMapComponent = (source: string): ComponentRead => this.configMaps.read(source);
 
   get leading(): boolean {
     return this.elector.leading;

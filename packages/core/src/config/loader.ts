@@ -3,13 +3,13 @@
  * `config.yaml:14 listeners[0].routes[2].match.path.regex: invalid regex: ...`, and all errors are
  * collected rather than stopping at the first.
  */
-import { createHash } from "node:crypto";
 import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Document, LineCounter } from "yaml";
 import { isNode } from "yaml";
 import { checkKeyPair, PemError, parseCertificates } from "../pem.ts";
+import { componentDigest, isConfigMapSource } from "../xds/plugin-component.ts";
 import { configSchema, type GatewayConfig } from "./schema.ts";
 import { type InvalidNames, semanticErrors } from "./semantic.ts";
 import { MAX_CONFIG_BYTES, readYaml } from "./yaml.ts";
@@ -222,6 +222,7 @@ function parseChecked(text: string, file: string, readPem?: PemReader): LoadResu
   }
   // Like secret files, plugin components sit beside config.yaml: relative to it, not to the cwd.
   for (const plugin of config.plugins ?? []) {
+    if (isConfigMapSource(plugin.source)) continue;
     if (!plugin.source.startsWith("file://") && !isAbsolute(plugin.source))
       plugin.source = resolve(dirname(resolve(file)), plugin.source);
   }
@@ -232,11 +233,12 @@ function parseChecked(text: string, file: string, readPem?: PemReader): LoadResu
     // .wasm is a changed config (new digest → data planes load it); a missing file is left to the
     // data planes, which refuse a plugin without a digest.
     for (const plugin of config.plugins ?? []) {
+      if (isConfigMapSource(plugin.source)) continue;
       const path = plugin.source.startsWith("file://") ? fileURLToPath(plugin.source) : plugin.source;
       pluginFiles.push(path);
       if (plugin.digest !== undefined) continue;
       try {
-        plugin.digest = `sha256:${createHash("sha256").update(readFileSync(path)).digest("hex")}`;
+        plugin.digest = componentDigest(readFileSync(path));
       } catch {
         // reported by the data planes (no digest)
       }

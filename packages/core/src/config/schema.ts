@@ -621,13 +621,19 @@ export const pluginSchema = z
     source: z
       .string()
       .min(1)
-      .describe("The component: a path (relative to the directory of config.yaml) or a file:// URL."),
+      .refine(
+        (s) => !s.startsWith("configmap:") || /^configmap:[^/]+\/[^/]+\/[^/]+$/.test(s),
+        'expected "configmap:NAMESPACE/NAME/KEY"',
+      )
+      .describe(
+        'The component, read by the control plane: a path (relative to the directory of config.yaml), a file:// URL, or "configmap:NAMESPACE/NAME/KEY" (a Kubernetes ConfigMap\'s binaryData; needs the Kubernetes source). Data planes get the bytes over xDS.',
+      ),
     digest: z
       .string()
       .regex(/^sha256:[0-9a-f]{64}$/, 'expected "sha256:" and 64 lower-case hex digits')
       .optional()
       .describe(
-        "sha256 of the component; computed from the file when omitted. Data planes refuse a mismatch.",
+        "sha256 of the component; computed from its bytes when omitted. Data planes refuse a mismatch.",
       ),
     config: z
       .record(z.string(), z.unknown())

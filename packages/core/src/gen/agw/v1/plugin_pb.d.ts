@@ -2,7 +2,7 @@
 // @generated from file agw/v1/plugin.proto (package agw.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 
@@ -23,7 +23,8 @@ export declare type Plugin = Message<"agw.v1.Plugin"> & {
   name: string;
 
   /**
-   * Where the component comes from, e.g. "file:///plugins/api-key.wasm".
+   * Where the control plane read the component, e.g. "file:///plugins/api-key.wasm" or
+   * "configmap:ns/name/key": for operators only; the data plane never opens it.
    *
    * @generated from field: string source = 2;
    */
@@ -68,6 +69,13 @@ export declare type Plugin = Message<"agw.v1.Plugin"> & {
    * @generated from field: agw.v1.PluginPhases phases = 16;
    */
   phases?: PluginPhases | undefined;
+
+  /**
+   * How the data plane gets the component's bytes (docs/plugins.md, "Delivery").
+   *
+   * @generated from field: agw.v1.PluginComponent component = 20;
+   */
+  component?: PluginComponent | undefined;
 };
 
 /**
@@ -122,6 +130,75 @@ export declare type PluginPhases = Message<"agw.v1.PluginPhases"> & {
  * Use `create(PluginPhasesSchema)` to create a new message.
  */
 export declare const PluginPhasesSchema: GenMessage<PluginPhases>;
+
+/**
+ * The component, content-addressed by `Plugin.digest`: inline, or fetched by digest from the
+ * control plane the data plane's xDS stream is on (PluginComponentService).
+ *
+ * @generated from message agw.v1.PluginComponent
+ */
+export declare type PluginComponent = Message<"agw.v1.PluginComponent"> & {
+  /**
+   * The bytes, when the component is at most 256 KiB; empty otherwise.
+   *
+   * @generated from field: bytes inline = 1;
+   */
+  inline: Uint8Array;
+
+  /**
+   * Size in bytes; the data plane fetches no more than this.
+   *
+   * @generated from field: uint64 size = 2;
+   */
+  size: bigint;
+};
+
+/**
+ * Describes the message agw.v1.PluginComponent.
+ * Use `create(PluginComponentSchema)` to create a new message.
+ */
+export declare const PluginComponentSchema: GenMessage<PluginComponent>;
+
+/**
+ * @generated from message agw.v1.FetchComponentRequest
+ */
+export declare type FetchComponentRequest = Message<"agw.v1.FetchComponentRequest"> & {
+  /**
+   * The data plane's node id (the client certificate's CN over mTLS, as for xDS).
+   *
+   * @generated from field: string node_id = 1;
+   */
+  nodeId: string;
+
+  /**
+   * "sha256:<hex>"
+   *
+   * @generated from field: string digest = 2;
+   */
+  digest: string;
+};
+
+/**
+ * Describes the message agw.v1.FetchComponentRequest.
+ * Use `create(FetchComponentRequestSchema)` to create a new message.
+ */
+export declare const FetchComponentRequestSchema: GenMessage<FetchComponentRequest>;
+
+/**
+ * @generated from message agw.v1.FetchComponentResponse
+ */
+export declare type FetchComponentResponse = Message<"agw.v1.FetchComponentResponse"> & {
+  /**
+   * @generated from field: bytes chunk = 1;
+   */
+  chunk: Uint8Array;
+};
+
+/**
+ * Describes the message agw.v1.FetchComponentResponse.
+ * Use `create(FetchComponentResponseSchema)` to create a new message.
+ */
+export declare const FetchComponentResponseSchema: GenMessage<FetchComponentResponse>;
 
 /**
  * @generated from message agw.v1.PluginCapabilities
@@ -225,4 +302,24 @@ export declare type PluginFailurePolicy = Message<"agw.v1.PluginFailurePolicy"> 
  * Use `create(PluginFailurePolicySchema)` to create a new message.
  */
 export declare const PluginFailurePolicySchema: GenMessage<PluginFailurePolicy>;
+
+/**
+ * Components too large to inline, served by digest on the control plane's xDS port, on the
+ * connection of the xDS stream itself: the peer is authenticated as for xDS (mTLS node identity or
+ * the private Unix socket), and only digests of the current (or previous) snapshot are served.
+ *
+ * @generated from service agw.v1.PluginComponentService
+ */
+export declare const PluginComponentService: GenService<{
+  /**
+   * The component's bytes, in chunks of at most 256 KiB.
+   *
+   * @generated from rpc agw.v1.PluginComponentService.FetchComponent
+   */
+  fetchComponent: {
+    methodKind: "server_streaming";
+    input: typeof FetchComponentRequestSchema;
+    output: typeof FetchComponentResponseSchema;
+  },
+}>;
 

@@ -2,14 +2,14 @@
 // @generated from file agw/v1/plugin.proto (package agw.v1, syntax proto3)
 /* eslint-disable */
 
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_protobuf_duration, file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file agw/v1/plugin.proto.
  */
 export const file_agw_v1_plugin = /*@__PURE__*/
-  fileDesc("ChNhZ3cvdjEvcGx1Z2luLnByb3RvEgZhZ3cudjEiiwIKBlBsdWdpbhIMCgRuYW1lGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIOCgZkaWdlc3QYAyABKAkSJwoGY29uZmlnGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIwCgxjYXBhYmlsaXRpZXMYBSABKAsyGi5hZ3cudjEuUGx1Z2luQ2FwYWJpbGl0aWVzEiQKBmxpbWl0cxgGIAEoCzIULmFndy52MS5QbHVnaW5MaW1pdHMSLAoHZmFpbHVyZRgHIAEoCzIbLmFndy52MS5QbHVnaW5GYWlsdXJlUG9saWN5EiQKBnBoYXNlcxgQIAEoCzIULmFndy52MS5QbHVnaW5QaGFzZXMifgoMUGx1Z2luUGhhc2VzEhMKC29uX3Jlc3BvbnNlGAEgASgIEhQKDHJlcXVlc3RfYm9keRgCIAEoCBIVCg1yZXNwb25zZV9ib2R5GAMgASgIEhgKEGJvZHlfbGltaXRfYnl0ZXMYBCABKAQSEgoKb3Zlcl9saW1pdBgFIAEoCSK0AQoSUGx1Z2luQ2FwYWJpbGl0aWVzEhEKCXJlZGlzX3VybBgBIAEoCRIwCg1yZWRpc190aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEGh0dHBfYWxsb3dfaG9zdHMYAyADKAkSLwoMaHR0cF90aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBmNyeXB0bxgFIAEoCCJNCgxQbHVnaW5MaW1pdHMSDAoEZnVlbBgBIAEoBBIYChBtZW1vcnlfbWF4X2J5dGVzGAIgASgEEhUKDW1heF9pbnN0YW5jZXMYAyABKA0iOAoTUGx1Z2luRmFpbHVyZVBvbGljeRIRCglmYWlsX29wZW4YASABKAgSDgoGc3RhdHVzGAIgASgNYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChNhZ3cvdjEvcGx1Z2luLnByb3RvEgZhZ3cudjEitwIKBlBsdWdpbhIMCgRuYW1lGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIOCgZkaWdlc3QYAyABKAkSJwoGY29uZmlnGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIwCgxjYXBhYmlsaXRpZXMYBSABKAsyGi5hZ3cudjEuUGx1Z2luQ2FwYWJpbGl0aWVzEiQKBmxpbWl0cxgGIAEoCzIULmFndy52MS5QbHVnaW5MaW1pdHMSLAoHZmFpbHVyZRgHIAEoCzIbLmFndy52MS5QbHVnaW5GYWlsdXJlUG9saWN5EiQKBnBoYXNlcxgQIAEoCzIULmFndy52MS5QbHVnaW5QaGFzZXMSKgoJY29tcG9uZW50GBQgASgLMhcuYWd3LnYxLlBsdWdpbkNvbXBvbmVudCJ+CgxQbHVnaW5QaGFzZXMSEwoLb25fcmVzcG9uc2UYASABKAgSFAoMcmVxdWVzdF9ib2R5GAIgASgIEhUKDXJlc3BvbnNlX2JvZHkYAyABKAgSGAoQYm9keV9saW1pdF9ieXRlcxgEIAEoBBISCgpvdmVyX2xpbWl0GAUgASgJIi8KD1BsdWdpbkNvbXBvbmVudBIOCgZpbmxpbmUYASABKAwSDAoEc2l6ZRgCIAEoBCI4ChVGZXRjaENvbXBvbmVudFJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCRIOCgZkaWdlc3QYAiABKAkiJwoWRmV0Y2hDb21wb25lbnRSZXNwb25zZRINCgVjaHVuaxgBIAEoDCK0AQoSUGx1Z2luQ2FwYWJpbGl0aWVzEhEKCXJlZGlzX3VybBgBIAEoCRIwCg1yZWRpc190aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEGh0dHBfYWxsb3dfaG9zdHMYAyADKAkSLwoMaHR0cF90aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBmNyeXB0bxgFIAEoCCJNCgxQbHVnaW5MaW1pdHMSDAoEZnVlbBgBIAEoBBIYChBtZW1vcnlfbWF4X2J5dGVzGAIgASgEEhUKDW1heF9pbnN0YW5jZXMYAyABKA0iOAoTUGx1Z2luRmFpbHVyZVBvbGljeRIRCglmYWlsX29wZW4YASABKAgSDgoGc3RhdHVzGAIgASgNMmsKFlBsdWdpbkNvbXBvbmVudFNlcnZpY2USUQoORmV0Y2hDb21wb25lbnQSHS5hZ3cudjEuRmV0Y2hDb21wb25lbnRSZXF1ZXN0Gh4uYWd3LnYxLkZldGNoQ29tcG9uZW50UmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * Describes the message agw.v1.Plugin.
@@ -26,23 +26,54 @@ export const PluginPhasesSchema = /*@__PURE__*/
   messageDesc(file_agw_v1_plugin, 1);
 
 /**
+ * Describes the message agw.v1.PluginComponent.
+ * Use `create(PluginComponentSchema)` to create a new message.
+ */
+export const PluginComponentSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_plugin, 2);
+
+/**
+ * Describes the message agw.v1.FetchComponentRequest.
+ * Use `create(FetchComponentRequestSchema)` to create a new message.
+ */
+export const FetchComponentRequestSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_plugin, 3);
+
+/**
+ * Describes the message agw.v1.FetchComponentResponse.
+ * Use `create(FetchComponentResponseSchema)` to create a new message.
+ */
+export const FetchComponentResponseSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_plugin, 4);
+
+/**
  * Describes the message agw.v1.PluginCapabilities.
  * Use `create(PluginCapabilitiesSchema)` to create a new message.
  */
 export const PluginCapabilitiesSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_plugin, 2);
+  messageDesc(file_agw_v1_plugin, 5);
 
 /**
  * Describes the message agw.v1.PluginLimits.
  * Use `create(PluginLimitsSchema)` to create a new message.
  */
 export const PluginLimitsSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_plugin, 3);
+  messageDesc(file_agw_v1_plugin, 6);
 
 /**
  * Describes the message agw.v1.PluginFailurePolicy.
  * Use `create(PluginFailurePolicySchema)` to create a new message.
  */
 export const PluginFailurePolicySchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_plugin, 4);
+  messageDesc(file_agw_v1_plugin, 7);
+
+/**
+ * Components too large to inline, served by digest on the control plane's xDS port, on the
+ * connection of the xDS stream itself: the peer is authenticated as for xDS (mTLS node identity or
+ * the private Unix socket), and only digests of the current (or previous) snapshot are served.
+ *
+ * @generated from service agw.v1.PluginComponentService
+ */
+export const PluginComponentService = /*@__PURE__*/
+  serviceDesc(file_agw_v1_plugin, 0);
 

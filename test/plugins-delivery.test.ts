@@ -2,7 +2,8 @@
  * Plugins reach data planes without shared files (docs/plugins.md, "Delivery"): a separate
  * `agw data-plane`, started in an empty directory of its own after the component files are gone,
  * runs the plugins an `agw control-plane` pushes — a small WAT guest inline in the Plugin resource,
- * a QuickJS guest fetched by digest over the xDS connection — on both of its threads. A component
+ * one padded past the inline limit fetched by digest over the xDS connection — on both of its
+ * threads (QuickJS guests, 1.6 MB, take the fetch path in test/plugins.test.ts). A component
  * that does not match its digest is NACKed, naming the plugin, in the data plane and in the control
  * plane's /dataplanes, and the previous config keeps serving. With `--plugin-components
  * authenticated`, a plaintext data plane and an unauthenticated client get no component; over mTLS
@@ -10,7 +11,7 @@
  * with its own certificate runs the fetched plugins.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -19,25 +20,16 @@ import { PluginComponentService } from "@agw/core/gen/agw/v1/plugin_pb.js";
 import { componentDigest, INLINE_COMPONENT_MAX_BYTES } from "@agw/core/xds/plugin-component";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { buildJs, buildWat } from "../plugins/sdk/build.ts";
+import { buildWat } from "../plugins/sdk/build.ts";
 import { WAT_GUESTS } from "../plugins/testdata/wat-guests.ts";
-import {
-  agw,
-  freePort,
-  get,
-  type Proc,
-  ROOT,
-  requireOrSkip,
-  tempDir,
-  waitFor,
-  warmPluginCache,
-} from "./helpers.ts";
+import { agw, freePort, get, type Proc, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 const dir = tempDir("agw-plugin-delivery-");
 const components = join(dir, "components");
 let addHeader: Uint8Array;
-let apiKey: Uint8Array;
+/** The deny guest with 320 KiB of data: past the inline limit, compiled in milliseconds. */
+let bigDeny: Uint8Array;
 let origin: http.Server;
 let originPort = 0;
 
@@ -51,8 +43,16 @@ before(async () => {
   await new Promise<void>((resolve) => origin.listen(0, "127.0.0.1", resolve));
   originPort = (origin.address() as AddressInfo).port;
   addHeader = await buildWat(WAT_GUESTS.addHeader as string);
-  apiKey = await buildJs(readFileSync(join(ROOT, "plugins/api-key/plugin.ts"), "utf8"), true);
-  await warmPluginCache(apiKey);
+  const padding = Array.from(
+    { length: 320 * 1024 },
+    (_, i) => `\\${((i * 131) & 0xff).toString(16).padStart(2, "0")}`,
+  );
+  bigDeny = await buildWat(
+    (WAT_GUESTS.deny as string).replace(
+      '(memory (export "memory") 1)',
+      `(memory (export "memory") 7)\n  (data (i32.const 65536) "${padding.join("")}")`,
+    ),
+  );
 });
 
 after(() => origin.close());
@@ -60,25 +60,24 @@ after(() => origin.close());
 function writeComponents(): void {
   mkdirSync(components, { recursive: true });
   writeFileSync(join(components, "add-header.wasm"), addHeader);
-  writeFileSync(join(components, "api-key.wasm"), apiKey);
+  writeFileSync(join(components, "deny.wasm"), bigDeny);
 }
 
 /** config.yaml with both plugins, their digests pinned (or overridden by `digests`). */
-function config(port: number, digests: { addHeader?: string; apiKey?: string } = {}): string {
+function config(port: number, digests: { addHeader?: string; deny?: string } = {}): string {
   return `plugins:
   - name: add-header
     source: components/add-header.wasm
     digest: ${digests.addHeader ?? componentDigest(addHeader)}
-  - name: api-key
-    source: components/api-key.wasm
-    digest: ${digests.apiKey ?? componentDigest(apiKey)}
-    config: { keys: [k-123] }
+  - name: deny
+    source: components/deny.wasm
+    digest: ${digests.deny ?? componentDigest(bigDeny)}
 listeners:
   - name: public
     address: 127.0.0.1
     port: ${port}
     routes:
-      - { name: keyed, match: { path: { prefix: /keyed } }, cluster: origin, plugins: [{ name: api-key }, { name: add-header }] }
+      - { name: denied, match: { path: { prefix: /denied } }, cluster: origin, plugins: [{ name: add-header }, { name: deny }] }
       - { name: open, cluster: origin, plugins: [{ name: add-header }] }
 clusters:
   - name: origin
@@ -148,11 +147,10 @@ async function assertPluginsRun(port: number, times: number): Promise<void> {
   for (let i = 0; i < times; i++) {
     const open = await get(`http://127.0.0.1:${port}/open`);
     assert.equal(open.status, 200, open.body);
-    assert.equal(JSON.parse(open.body).headers["x-wat"], "1", "the inline WAT guest ran");
-    assert.equal((await get(`http://127.0.0.1:${port}/keyed`)).status, 401, "the fetched api-key guest ran");
-    const keyed = await get(`http://127.0.0.1:${port}/keyed`, { "x-api-key": "k-123" });
-    assert.equal(keyed.status, 200, keyed.body);
-    assert.equal(JSON.parse(keyed.body).headers["x-wat"], "1");
+    assert.equal(JSON.parse(open.body).headers["x-wat"], "1", "the inline guest ran");
+    const denied = await get(`http://127.0.0.1:${port}/denied`);
+    assert.equal(denied.status, 403, "the fetched guest ran");
+    assert.equal(denied.headers.get("x-agw-error"), "plugin_denied");
   }
 }
 
@@ -167,7 +165,7 @@ async function nackOf(cp: ControlPlane, node: string): Promise<string> {
 
 test("a data plane in an empty directory, the component files gone, runs the plugins pushed inline and fetched; a digest mismatch is NACKed", async () => {
   assert.ok(addHeader.byteLength <= INLINE_COMPONENT_MAX_BYTES, "the WAT guest goes inline");
-  assert.ok(apiKey.byteLength > INLINE_COMPONENT_MAX_BYTES, "the QuickJS guest is fetched");
+  assert.ok(bigDeny.byteLength > INLINE_COMPONENT_MAX_BYTES, "the padded guest is fetched");
   writeComponents();
   const port = await freePort();
   const cp = await startControlPlane(port);
@@ -179,7 +177,7 @@ test("a data plane in an empty directory, the component files gone, runs the plu
     await ready(dp.adminPort, "the data plane", output);
     await assertPluginsRun(port, 6);
     const served = cp.proc.output();
-    assert.ok(served.includes(componentDigest(apiKey)), "api-key was fetched");
+    assert.ok(served.includes(componentDigest(bigDeny)), "deny was fetched");
     assert.ok(
       !served
         .split("\n")
@@ -200,16 +198,16 @@ test("a data plane in an empty directory, the component files gone, runs the plu
     await assertPluginsRun(port, 2); // the previous config keeps serving
 
     // A fetched one: the same.
-    writeFileSync(cp.file, config(port, { apiKey: wrong }));
+    writeFileSync(cp.file, config(port, { deny: wrong }));
     const fetchedNack = await waitFor(
       `the fetched mismatch NACKed\n${output()}`,
       async () => {
         const m = await nackOf(cp, "edge-empty");
-        return m.includes("api-key") ? m : undefined;
+        return m.includes("deny") ? m : undefined;
       },
       60_000,
     );
-    assert.match(fetchedNack, /agw\.v1\.Plugin api-key/);
+    assert.match(fetchedNack, /agw\.v1\.Plugin deny/);
     assert.match(fetchedNack, /digest mismatch: .* the fetched component is/);
     assert.match(dp.proc.output(), /config rejected \(NACK\)/);
     await assertPluginsRun(port, 2);
@@ -249,8 +247,8 @@ test("plaintext: by default any xDS peer may fetch a snapshot's component and no
   const open = await startControlPlane(await freePort());
   try {
     const client = componentClient(open.xdsPort);
-    const got = await fetchAll(client, "anyone", componentDigest(apiKey));
-    assert.ok(got instanceof Uint8Array && componentDigest(got) === componentDigest(apiKey));
+    const got = await fetchAll(client, "anyone", componentDigest(bigDeny));
+    assert.ok(got instanceof Uint8Array && componentDigest(got) === componentDigest(bigDeny));
     const elsewhere = componentDigest(new TextEncoder().encode("/etc/passwd"));
     assert.equal(await fetchAll(client, "anyone", elsewhere), Code.NotFound);
     assert.equal(await fetchAll(client, "anyone", "../../etc/passwd"), Code.InvalidArgument);
@@ -315,7 +313,7 @@ test("mTLS with --plugin-components authenticated: no certificate or another nod
     await ready(dp.adminPort, "the mTLS data plane", () => `${cp.proc.output()}\n${dp.proc.output()}`);
     await assertPluginsRun(port, 3);
     // Under "authenticated" nothing is inlined: both components were fetched, by this node.
-    for (const bytes of [addHeader, apiKey])
+    for (const bytes of [addHeader, bigDeny])
       assert.ok(
         cp.proc
           .output()

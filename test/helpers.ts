@@ -1,6 +1,7 @@
 /** Shared helpers for tests that run real processes and sockets. */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -161,6 +162,16 @@ export function accessLogEntry(file: string, requestId: string): Record<string, 
     .find((l) => l.request_id === requestId);
   if (entry === undefined) throw new Error(`no access log entry for ${requestId} in:\n${text}`);
   return entry;
+}
+
+/** An origin on 127.0.0.1 that answers every request with JSON of its path and the headers it got. */
+export async function startHeaderEcho(): Promise<{ server: http.Server; port: number }> {
+  const server = http.createServer((req, res) => {
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify({ path: req.url, headers: req.headers }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, port: (server.address() as net.AddressInfo).port };
 }
 
 /** GET through the gateway with fetch; returns status, body and headers. */

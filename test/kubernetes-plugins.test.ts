@@ -7,16 +7,16 @@
  * ConfigMap is never read.
  */
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
 import { componentDigest } from "@agw/core/xds/plugin-component";
-import { parse } from "yaml";
 import { buildWat } from "../plugins/sdk/build.ts";
 import { WAT_GUESTS } from "../plugins/testdata/wat-guests.ts";
 import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
-import { agw, freePort, get, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import { agw, freePort, get, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import { installGatewayRouteCrd } from "./kube-support.ts";
 
 const NS = "agw-plugins";
 const unavailable = kubeUnavailableReason();
@@ -27,28 +27,13 @@ let startError: unknown;
 before(
   async () => {
     if (unavailable) return;
-    try {
-      api = await startTestApiServer();
-    } catch (e) {
+    api = await startTestApiServer().catch((e: unknown) => {
       startError = e;
-      return;
-    }
+      return undefined;
+    });
+    if (!api) return;
     client = new KubeClient(loadKubeConfig(api.kubeconfig));
-    const crd = parse(readFileSync(join(ROOT, "deploy/crds/gateway.agw.dev_gatewayroutes.yaml"), "utf8"));
-    await client.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd);
-    await waitFor(
-      "GatewayRoute CRD established",
-      async () => {
-        const c = await client.request<{ status?: { conditions?: Array<{ type: string; status: string }> } }>(
-          "GET",
-          "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gatewayroutes.gateway.agw.dev",
-        );
-        return (
-          c.status?.conditions?.some((x) => x.type === "Established" && x.status === "True") || undefined
-        );
-      },
-      30_000,
-    );
+    await installGatewayRouteCrd(client);
     await client.request("POST", "/api/v1/namespaces", { metadata: { name: NS } });
   },
   { timeout: 150_000 },

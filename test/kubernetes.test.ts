@@ -23,6 +23,7 @@ import { parse, parseAllDocuments } from "yaml";
 import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
 import { createPodNetwork, netnsUnavailableReason, type PodNetwork } from "../scripts/kube/netns.ts";
 import { agw, freePort, ROOT, requireOrSkip, tempDir, tracked, waitFor } from "./helpers.ts";
+import { installGatewayRouteCrd } from "./kube-support.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 const NS = "agw-test";
@@ -47,21 +48,7 @@ before(
       return;
     }
     client = new KubeClient(loadKubeConfig(api.kubeconfig));
-    const crd = parse(readFileSync(join(ROOT, "deploy/crds/gateway.agw.dev_gatewayroutes.yaml"), "utf8"));
-    await client.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd);
-    await waitFor(
-      "GatewayRoute CRD established",
-      async () => {
-        const c = await client.request<{ status?: { conditions?: Array<{ type: string; status: string }> } }>(
-          "GET",
-          "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gatewayroutes.gateway.agw.dev",
-        );
-        return (
-          c.status?.conditions?.some((x) => x.type === "Established" && x.status === "True") || undefined
-        );
-      },
-      30_000,
-    );
+    await installGatewayRouteCrd(client);
     await client.request("POST", "/api/v1/namespaces", { metadata: { name: NS } });
   },
   { timeout: 150_000 },

@@ -12,8 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
+import type http from "node:http";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { PluginComponentService } from "@agw/core/gen/agw/v1/plugin_pb.js";
@@ -22,7 +21,16 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { buildWat } from "../plugins/sdk/build.ts";
 import { WAT_GUESTS } from "../plugins/testdata/wat-guests.ts";
-import { agw, freePort, get, type Proc, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import {
+  agw,
+  freePort,
+  get,
+  type Proc,
+  requireOrSkip,
+  startHeaderEcho,
+  tempDir,
+  waitFor,
+} from "./helpers.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 const dir = tempDir("agw-plugin-delivery-");
@@ -36,12 +44,7 @@ let originPort = 0;
 const PLUGIN_TYPE = "type.googleapis.com/agw.v1.Plugin";
 
 before(async () => {
-  origin = http.createServer((req, res) => {
-    res.setHeader("content-type", "application/json");
-    res.end(JSON.stringify({ path: req.url, headers: req.headers }));
-  });
-  await new Promise<void>((resolve) => origin.listen(0, "127.0.0.1", resolve));
-  originPort = (origin.address() as AddressInfo).port;
+  ({ server: origin, port: originPort } = await startHeaderEcho());
   addHeader = await buildWat(WAT_GUESTS.addHeader as string);
   const padding = Array.from(
     { length: 320 * 1024 },

@@ -6,8 +6,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
+import type http from "node:http";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { buildJs, buildWat } from "../plugins/sdk/build.ts";
@@ -19,6 +18,7 @@ import {
   type Proc,
   ROOT,
   requireOrSkip,
+  startHeaderEcho,
   startRedisServer,
   tempDir,
   waitFor,
@@ -56,12 +56,7 @@ let originPort = 0;
 
 before(async () => {
   // The origin answers with the headers it received, so tests see what plugins changed.
-  origin = http.createServer((req, res) => {
-    res.setHeader("content-type", "application/json");
-    res.end(JSON.stringify({ path: req.url, headers: req.headers }));
-  });
-  await new Promise<void>((resolve) => origin.listen(0, "127.0.0.1", resolve));
-  originPort = (origin.address() as AddressInfo).port;
+  ({ server: origin, port: originPort } = await startHeaderEcho());
   for (const [name, wat] of Object.entries(WAT_GUESTS))
     writeFileSync(join(dir, `${name}.wasm`), await buildWat(wat));
   for (const name of ["api-key", "rate-limit"]) {

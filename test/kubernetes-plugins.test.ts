@@ -18,6 +18,8 @@ import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from ".
 import { agw, freePort, get, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
 import { installGatewayRouteCrd } from "./kube-support.ts";
 
+/** Several real processes each: up to 115 s seen at load 29 on 2 cores, past the suite's 120 s default. */
+const SLOW = { timeout: 300_000 };
 const NS = "agw-plugins";
 const unavailable = kubeUnavailableReason();
 let api: TestApiServer | undefined;
@@ -56,7 +58,9 @@ function configMap(name: string, component: Uint8Array, labelled = true) {
   };
 }
 
-test("a GatewayRoute runs a plugin whose component is a ConfigMap's binaryData; a new component in the ConfigMap is loaded; an unlabelled ConfigMap is not read", async (t) => {
+test("a GatewayRoute runs a plugin whose component is a ConfigMap's binaryData; a new component in the ConfigMap is loaded; an unlabelled ConfigMap is not read", {
+  timeout: 300_000,
+}, async (t) => {
   if (!requireOrSkip(t, !unavailable, `kube-apiserver unavailable: ${unavailable}`) || !api) return;
   if (startError) throw new Error(`kube-apiserver could not start: ${(startError as Error).message}`);
   const deny = await buildWat(WAT_GUESTS.deny as string);

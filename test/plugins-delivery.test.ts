@@ -33,6 +33,8 @@ import {
 } from "./helpers.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
+/** Several real processes each: up to 115 s seen at load 29 on 2 cores, past the suite's 120 s default. */
+const SLOW = { timeout: 300_000 };
 const dir = tempDir("agw-plugin-delivery-");
 const components = join(dir, "components");
 let addHeader: Uint8Array;
@@ -166,7 +168,9 @@ async function nackOf(cp: ControlPlane, node: string): Promise<string> {
   );
 }
 
-test("a data plane in an empty directory, the component files gone, runs the plugins pushed inline and fetched; a digest mismatch is NACKed", async () => {
+test("a data plane in an empty directory, the component files gone, runs the plugins pushed inline and fetched; a digest mismatch is NACKed", {
+  timeout: 300_000,
+}, async () => {
   assert.ok(addHeader.byteLength <= INLINE_COMPONENT_MAX_BYTES, "the WAT guest goes inline");
   assert.ok(bigDeny.byteLength > INLINE_COMPONENT_MAX_BYTES, "the padded guest is fetched");
   writeComponents();
@@ -179,6 +183,16 @@ test("a data plane in an empty directory, the component files gone, runs the plu
   try {
     await ready(dp.adminPort, "the data plane", output);
     await assertPluginsRun(port, 6);
+    const dump = JSON.parse((await get(`http://127.0.0.1:${dp.adminPort}/config_dump`)).body);
+    const dumped = (
+      dump.resources.Plugin.resources as Array<{ name: string; component: Record<string, string> }>
+    )
+      .map((p) => [p.name, p.component.inline ?? "fetched", p.component.size])
+      .sort();
+    assert.deepEqual(dumped, [
+      ["add-header", `${addHeader.byteLength} bytes`, String(addHeader.byteLength)],
+      ["deny", "fetched", String(bigDeny.byteLength)],
+    ]);
     const served = cp.proc.output();
     assert.ok(served.includes(componentDigest(bigDeny)), "deny was fetched");
     assert.ok(
@@ -245,7 +259,9 @@ async function fetchAll(
   }
 }
 
-test("plaintext: by default any xDS peer may fetch a snapshot's component and nothing else; with --plugin-components authenticated none is, and the data plane NACKs", async () => {
+test("plaintext: by default any xDS peer may fetch a snapshot's component and nothing else; with --plugin-components authenticated none is, and the data plane NACKs", {
+  timeout: 300_000,
+}, async () => {
   writeComponents();
   const open = await startControlPlane(await freePort());
   try {
@@ -277,7 +293,9 @@ test("plaintext: by default any xDS peer may fetch a snapshot's component and no
   }
 });
 
-test("mTLS with --plugin-components authenticated: no certificate or another node's is refused; the data plane with its own certificate runs the fetched plugins", async (t) => {
+test("mTLS with --plugin-components authenticated: no certificate or another node's is refused; the data plane with its own certificate runs the fetched plugins", {
+  timeout: 300_000,
+}, async (t) => {
   if (!requireOrSkip(t, hasOpenssl(), "openssl is needed to make certificates")) return;
   const pki = tempDir("agw-plugin-delivery-pki-");
   const ca = makeCa(pki, "xds-ca");

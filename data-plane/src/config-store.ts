@@ -201,11 +201,19 @@ export class ConfigStore {
         resources:
           typeUrl === TYPE_URL.secret
             ? [...decoded.keys()].map((name) => ({ name, redacted: true }))
-            : [...decoded.values()].map((m) => toJson(schema, m)),
+            : [...decoded.values()].map((m) => inlineAsSize(toJson(schema, m))),
       };
     }
     return out;
   }
+}
+
+/** A dumped Plugin's inline component as its size, not up to 256 KiB of base64 (the digest names it). */
+function inlineAsSize(json: JsonValue): JsonValue {
+  const component = (json as { component?: { inline?: string } } | null)?.component;
+  if (typeof component?.inline === "string")
+    component.inline = `${Buffer.from(component.inline, "base64").byteLength} bytes`;
+  return json;
 }
 
 /** A type's complete set (SotW), one resource a step. */

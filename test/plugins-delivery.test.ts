@@ -168,70 +168,72 @@ async function nackOf(cp: ControlPlane, node: string): Promise<string> {
   );
 }
 
-test("a data plane in an empty directory, the component files gone, runs the plugins pushed inline and fetched; a digest mismatch is NACKed", {
-  timeout: 300_000,
-}, async () => {
-  assert.ok(addHeader.byteLength <= INLINE_COMPONENT_MAX_BYTES, "the WAT guest goes inline");
-  assert.ok(bigDeny.byteLength > INLINE_COMPONENT_MAX_BYTES, "the padded guest is fetched");
-  writeComponents();
-  const port = await freePort();
-  const cp = await startControlPlane(port);
-  // The control plane holds the components now; no file of them is left anywhere.
-  rmSync(components, { recursive: true, force: true });
-  const dp = await startDataPlane(cp.xdsPort, ["--node-id", "edge-empty", "--workers", "2"]);
-  const output = () => `${cp.proc.output()}\n${dp.proc.output()}`;
-  try {
-    await ready(dp.adminPort, "the data plane", output);
-    await assertPluginsRun(port, 6);
-    const dump = JSON.parse((await get(`http://127.0.0.1:${dp.adminPort}/config_dump`)).body);
-    const dumped = (
-      dump.resources.Plugin.resources as Array<{ name: string; component: Record<string, string> }>
-    )
-      .map((p) => [p.name, p.component.inline ?? "fetched", p.component.size])
-      .sort();
-    assert.deepEqual(dumped, [
-      ["add-header", `${addHeader.byteLength} bytes`, String(addHeader.byteLength)],
-      ["deny", "fetched", String(bigDeny.byteLength)],
-    ]);
-    const served = cp.proc.output();
-    assert.ok(served.includes(componentDigest(bigDeny)), "deny was fetched");
-    assert.ok(
-      !served
-        .split("\n")
-        .some((l) => l.includes("plugin component served") && l.includes(componentDigest(addHeader))),
-      "add-header came inline, not fetched",
-    );
-
-    // An inline component that is not what its digest says: NACKed, naming the plugin.
+test(
+  "a data plane in an empty directory, the component files gone, runs the plugins pushed inline and fetched; a digest mismatch is NACKed",
+  SLOW,
+  async () => {
+    assert.ok(addHeader.byteLength <= INLINE_COMPONENT_MAX_BYTES, "the WAT guest goes inline");
+    assert.ok(bigDeny.byteLength > INLINE_COMPONENT_MAX_BYTES, "the padded guest is fetched");
     writeComponents();
-    const wrong = componentDigest(new TextEncoder().encode("not the component"));
-    writeFileSync(cp.file, config(port, { addHeader: wrong }));
-    const inlineNack = await nackOf(cp, "edge-empty");
-    assert.match(inlineNack, /agw\.v1\.Plugin add-header/);
-    assert.match(
-      inlineNack,
-      /digest mismatch: the resource says sha256:[0-9a-f]{64}, the inline component is/,
-    );
-    await assertPluginsRun(port, 2); // the previous config keeps serving
+    const port = await freePort();
+    const cp = await startControlPlane(port);
+    // The control plane holds the components now; no file of them is left anywhere.
+    rmSync(components, { recursive: true, force: true });
+    const dp = await startDataPlane(cp.xdsPort, ["--node-id", "edge-empty", "--workers", "2"]);
+    const output = () => `${cp.proc.output()}\n${dp.proc.output()}`;
+    try {
+      await ready(dp.adminPort, "the data plane", output);
+      await assertPluginsRun(port, 6);
+      const dump = JSON.parse((await get(`http://127.0.0.1:${dp.adminPort}/config_dump`)).body);
+      const dumped = (
+        dump.resources.Plugin.resources as Array<{ name: string; component: Record<string, string> }>
+      )
+        .map((p) => [p.name, p.component.inline ?? "fetched", p.component.size])
+        .sort();
+      assert.deepEqual(dumped, [
+        ["add-header", `${addHeader.byteLength} bytes`, String(addHeader.byteLength)],
+        ["deny", "fetched", String(bigDeny.byteLength)],
+      ]);
+      const served = cp.proc.output();
+      assert.ok(served.includes(componentDigest(bigDeny)), "deny was fetched");
+      assert.ok(
+        !served
+          .split("\n")
+          .some((l) => l.includes("plugin component served") && l.includes(componentDigest(addHeader))),
+        "add-header came inline, not fetched",
+      );
 
-    // A fetched one: the same.
-    writeFileSync(cp.file, config(port, { deny: wrong }));
-    const fetchedNack = await waitFor(
-      `the fetched mismatch NACKed\n${output()}`,
-      async () => {
-        const m = await nackOf(cp, "edge-empty");
-        return m.includes("deny") ? m : undefined;
-      },
-      60_000,
-    );
-    assert.match(fetchedNack, /agw\.v1\.Plugin deny/);
-    assert.match(fetchedNack, /digest mismatch: .* the fetched component is/);
-    assert.match(dp.proc.output(), /config rejected \(NACK\)/);
-    await assertPluginsRun(port, 2);
-  } finally {
-    await Promise.all([dp.proc.stop(), cp.proc.stop()]);
-  }
-});
+      // An inline component that is not what its digest says: NACKed, naming the plugin.
+      writeComponents();
+      const wrong = componentDigest(new TextEncoder().encode("not the component"));
+      writeFileSync(cp.file, config(port, { addHeader: wrong }));
+      const inlineNack = await nackOf(cp, "edge-empty");
+      assert.match(inlineNack, /agw\.v1\.Plugin add-header/);
+      assert.match(
+        inlineNack,
+        /digest mismatch: the resource says sha256:[0-9a-f]{64}, the inline component is/,
+      );
+      await assertPluginsRun(port, 2); // the previous config keeps serving
+
+      // A fetched one: the same.
+      writeFileSync(cp.file, config(port, { deny: wrong }));
+      const fetchedNack = await waitFor(
+        `the fetched mismatch NACKed\n${output()}`,
+        async () => {
+          const m = await nackOf(cp, "edge-empty");
+          return m.includes("deny") ? m : undefined;
+        },
+        60_000,
+      );
+      assert.match(fetchedNack, /agw\.v1\.Plugin deny/);
+      assert.match(fetchedNack, /digest mismatch: .* the fetched component is/);
+      assert.match(dp.proc.output(), /config rejected \(NACK\)/);
+      await assertPluginsRun(port, 2);
+    } finally {
+      await Promise.all([dp.proc.stop(), cp.proc.stop()]);
+    }
+  },
+);
 
 /** A PluginComponentService client; `tls` for mTLS (a client certificate is optional). */
 function componentClient(xdsPort: number, tls?: { ca: string; cert?: string; key?: string }) {
@@ -259,94 +261,98 @@ async function fetchAll(
   }
 }
 
-test("plaintext: by default any xDS peer may fetch a snapshot's component and nothing else; with --plugin-components authenticated none is, and the data plane NACKs", {
-  timeout: 300_000,
-}, async () => {
-  writeComponents();
-  const open = await startControlPlane(await freePort());
-  try {
-    const client = componentClient(open.xdsPort);
-    const got = await fetchAll(client, "anyone", componentDigest(bigDeny));
-    assert.ok(got instanceof Uint8Array && componentDigest(got) === componentDigest(bigDeny));
-    const elsewhere = componentDigest(new TextEncoder().encode("/etc/passwd"));
-    assert.equal(await fetchAll(client, "anyone", elsewhere), Code.NotFound);
-    assert.equal(await fetchAll(client, "anyone", "../../etc/passwd"), Code.InvalidArgument);
-  } finally {
-    await open.proc.stop();
-  }
+test(
+  "plaintext: by default any xDS peer may fetch a snapshot's component and nothing else; with --plugin-components authenticated none is, and the data plane NACKs",
+  SLOW,
+  async () => {
+    writeComponents();
+    const open = await startControlPlane(await freePort());
+    try {
+      const client = componentClient(open.xdsPort);
+      const got = await fetchAll(client, "anyone", componentDigest(bigDeny));
+      assert.ok(got instanceof Uint8Array && componentDigest(got) === componentDigest(bigDeny));
+      const elsewhere = componentDigest(new TextEncoder().encode("/etc/passwd"));
+      assert.equal(await fetchAll(client, "anyone", elsewhere), Code.NotFound);
+      assert.equal(await fetchAll(client, "anyone", "../../etc/passwd"), Code.InvalidArgument);
+    } finally {
+      await open.proc.stop();
+    }
 
-  const port = await freePort();
-  const cp = await startControlPlane(port, ["--plugin-components", "authenticated"]);
-  const dp = await startDataPlane(cp.xdsPort, ["--node-id", "edge-plain"]);
-  try {
-    assert.equal(
-      await fetchAll(componentClient(cp.xdsPort), "intruder", componentDigest(addHeader)),
-      Code.Unauthenticated,
-    );
-    const nack = await nackOf(cp, "edge-plain");
-    assert.match(nack, /agw\.v1\.Plugin add-header/);
-    assert.match(nack, /plugin components go only to authenticated data planes/);
-    assert.match(cp.proc.output(), /plugin component refused: plaintext TCP is unauthenticated/);
-    assert.equal((await get(`http://127.0.0.1:${dp.adminPort}/ready`)).status, 503);
-  } finally {
-    await Promise.all([dp.proc.stop(), cp.proc.stop()]);
-  }
-});
-
-test("mTLS with --plugin-components authenticated: no certificate or another node's is refused; the data plane with its own certificate runs the fetched plugins", {
-  timeout: 300_000,
-}, async (t) => {
-  if (!requireOrSkip(t, hasOpenssl(), "openssl is needed to make certificates")) return;
-  const pki = tempDir("agw-plugin-delivery-pki-");
-  const ca = makeCa(pki, "xds-ca");
-  const server = makeLeaf(pki, ca, { cn: "control-plane", sans: ["IP:127.0.0.1"] });
-  const edge = makeLeaf(pki, ca, { cn: "edge-mtls", clientAuth: true });
-  const other = makeLeaf(pki, ca, { cn: "edge-other", clientAuth: true });
-  writeComponents();
-  const port = await freePort();
-  const cp = await startControlPlane(port, [
-    "--xds-cert",
-    server.certFile,
-    "--xds-key",
-    server.keyFile,
-    "--xds-ca",
-    ca.certFile,
-    "--plugin-components",
-    "authenticated",
-  ]);
-  rmSync(components, { recursive: true, force: true });
-  const dp = await startDataPlane(cp.xdsPort, [
-    "--xds-cert",
-    edge.certFile,
-    "--xds-key",
-    edge.keyFile,
-    "--xds-ca",
-    ca.certFile,
-  ]);
-  try {
-    const digest = componentDigest(addHeader);
-    assert.equal(
-      await fetchAll(componentClient(cp.xdsPort, { ca: ca.pem }), "edge-mtls", digest),
-      Code.Unauthenticated,
-    );
-    const asOther = componentClient(cp.xdsPort, { ca: ca.pem, cert: other.certPem, key: other.keyPem });
-    assert.equal(await fetchAll(asOther, "edge-mtls", digest), Code.PermissionDenied);
-    await ready(dp.adminPort, "the mTLS data plane", () => `${cp.proc.output()}\n${dp.proc.output()}`);
-    await assertPluginsRun(port, 3);
-    // Under "authenticated" nothing is inlined: both components were fetched, by this node.
-    for (const bytes of [addHeader, bigDeny])
-      assert.ok(
-        cp.proc
-          .output()
-          .split("\n")
-          .some(
-            (l) =>
-              l.includes("plugin component served") &&
-              l.includes(componentDigest(bytes)) &&
-              l.includes("edge-mtls"),
-          ),
+    const port = await freePort();
+    const cp = await startControlPlane(port, ["--plugin-components", "authenticated"]);
+    const dp = await startDataPlane(cp.xdsPort, ["--node-id", "edge-plain"]);
+    try {
+      assert.equal(
+        await fetchAll(componentClient(cp.xdsPort), "intruder", componentDigest(addHeader)),
+        Code.Unauthenticated,
       );
-  } finally {
-    await Promise.all([dp.proc.stop(), cp.proc.stop()]);
-  }
-});
+      const nack = await nackOf(cp, "edge-plain");
+      assert.match(nack, /agw\.v1\.Plugin add-header/);
+      assert.match(nack, /plugin components go only to authenticated data planes/);
+      assert.match(cp.proc.output(), /plugin component refused: plaintext TCP is unauthenticated/);
+      assert.equal((await get(`http://127.0.0.1:${dp.adminPort}/ready`)).status, 503);
+    } finally {
+      await Promise.all([dp.proc.stop(), cp.proc.stop()]);
+    }
+  },
+);
+
+test(
+  "mTLS with --plugin-components authenticated: no certificate or another node's is refused; the data plane with its own certificate runs the fetched plugins",
+  SLOW,
+  async (t) => {
+    if (!requireOrSkip(t, hasOpenssl(), "openssl is needed to make certificates")) return;
+    const pki = tempDir("agw-plugin-delivery-pki-");
+    const ca = makeCa(pki, "xds-ca");
+    const server = makeLeaf(pki, ca, { cn: "control-plane", sans: ["IP:127.0.0.1"] });
+    const edge = makeLeaf(pki, ca, { cn: "edge-mtls", clientAuth: true });
+    const other = makeLeaf(pki, ca, { cn: "edge-other", clientAuth: true });
+    writeComponents();
+    const port = await freePort();
+    const cp = await startControlPlane(port, [
+      "--xds-cert",
+      server.certFile,
+      "--xds-key",
+      server.keyFile,
+      "--xds-ca",
+      ca.certFile,
+      "--plugin-components",
+      "authenticated",
+    ]);
+    rmSync(components, { recursive: true, force: true });
+    const dp = await startDataPlane(cp.xdsPort, [
+      "--xds-cert",
+      edge.certFile,
+      "--xds-key",
+      edge.keyFile,
+      "--xds-ca",
+      ca.certFile,
+    ]);
+    try {
+      const digest = componentDigest(addHeader);
+      assert.equal(
+        await fetchAll(componentClient(cp.xdsPort, { ca: ca.pem }), "edge-mtls", digest),
+        Code.Unauthenticated,
+      );
+      const asOther = componentClient(cp.xdsPort, { ca: ca.pem, cert: other.certPem, key: other.keyPem });
+      assert.equal(await fetchAll(asOther, "edge-mtls", digest), Code.PermissionDenied);
+      await ready(dp.adminPort, "the mTLS data plane", () => `${cp.proc.output()}\n${dp.proc.output()}`);
+      await assertPluginsRun(port, 3);
+      // Under "authenticated" nothing is inlined: both components were fetched, by this node.
+      for (const bytes of [addHeader, bigDeny])
+        assert.ok(
+          cp.proc
+            .output()
+            .split("\n")
+            .some(
+              (l) =>
+                l.includes("plugin component served") &&
+                l.includes(componentDigest(bytes)) &&
+                l.includes("edge-mtls"),
+            ),
+        );
+    } finally {
+      await Promise.all([dp.proc.stop(), cp.proc.stop()]);
+    }
+  },
+);

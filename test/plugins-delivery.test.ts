@@ -186,7 +186,10 @@ test(
       await assertPluginsRun(port, 6);
       const dump = JSON.parse((await get(`http://127.0.0.1:${dp.adminPort}/config_dump`)).body);
       const dumped = (
-        dump.resources.Plugin.resources as Array<{ name: string; component: Record<string, string> }>
+        dump.resources["agw.v1.Plugin"].resources as Array<{
+          name: string;
+          component: Record<string, string>;
+        }>
       )
         .map((p) => [p.name, p.component.inline ?? "fetched", p.component.size])
         .sort();

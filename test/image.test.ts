@@ -9,7 +9,16 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { buildImage, CACHE } from "../scripts/image/build.ts";
@@ -40,7 +49,12 @@ function unpacked(ref: string, digest: string): { rootfs: string; config: Record
     rmSync(work, { recursive: true, force: true });
     mkdirSync(join(CACHE, "bundles"), { recursive: true });
     execFileSync("umoci", ["unpack", "--image", ref, work], { stdio: ["ignore", "ignore", "pipe"] });
-    rmSync(dir, { recursive: true, force: true });
+    // unpacked images of older sources go (275 MB each), once no run can still be using them
+    for (const old of readdirSync(join(CACHE, "bundles"))) {
+      const path = join(CACHE, "bundles", old);
+      if (!old.includes(".tmp-") && Date.now() - statSync(path).mtimeMs > 3_600_000)
+        rmSync(path, { recursive: true, force: true });
+    }
     renameSync(work, dir);
   }
   return { rootfs: join(dir, "rootfs"), config: JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) };

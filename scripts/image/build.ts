@@ -171,7 +171,12 @@ async function layer(
     rmSync(tree, { recursive: true, force: true });
     rmSync(join(work, "list"));
     writeFileSync(join(work, "layer.json"), JSON.stringify(result, null, 2));
-    renameSync(work, dir);
+    try {
+      renameSync(work, dir);
+    } catch (e) {
+      // another build of the same inputs finished first: same bytes, keep that one
+      if (!existsSync(meta)) throw e;
+    }
     return result;
   } finally {
     rmSync(work, { recursive: true, force: true });
@@ -442,8 +447,12 @@ export async function buildImage(tag?: string): Promise<BuiltImage> {
       }),
     );
     mkdirSync(dirname(layout), { recursive: true });
-    rmSync(layout, { recursive: true, force: true });
-    renameSync(work, layout);
+    try {
+      renameSync(work, layout);
+    } catch (e) {
+      rmSync(work, { recursive: true, force: true });
+      if (!existsSync(join(layout, "index.json"))) throw e; // a concurrent build wrote the same layout
+    }
   }
   return {
     layout,

@@ -54,6 +54,8 @@ import type { WrkResult } from "./wrk.ts";
 
 // agw-bare and agw-log measure what observing requests costs: agw keeps per-request metrics (its
 // default), agw-bare keeps none (--no-request-metrics), agw-log adds a JSON access log to a file.
+// agw-nostats sends no fleet stats; agw-stats1s reports them every second instead of every 5 s (the
+// stats stream's cost: --only agw-nostats,agw-stats1s --baseline agw-nostats).
 // direct is no proxy: the load generator goes straight to the origin. agw-before is AGW from another
 // checkout (--agw-before DIR, e.g. a git worktree at the commit before a change): the A/B of a change
 // on the hot path, side by side in one run.
@@ -65,6 +67,8 @@ const CONTENDERS = [
   "agw-bare",
   "agw-log",
   "agw-before",
+  "agw-nostats",
+  "agw-stats1s",
   "pingora",
 ] as const;
 type ContenderName = (typeof CONTENDERS)[number];
@@ -73,6 +77,8 @@ const AGW_FLAGS: Partial<Record<ContenderName, (tmp: string) => string[]>> = {
   agw: () => [],
   "agw-bare": () => ["--no-request-metrics"],
   "agw-log": (tmp) => ["--access-log", path.join(tmp, "access.log")],
+  "agw-nostats": () => ["--no-stats-report"],
+  "agw-stats1s": () => ["--stats-interval", "1000"],
 };
 
 const USAGE = `usage: node bench/run.ts [options]

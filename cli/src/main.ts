@@ -51,6 +51,9 @@ Run 'agw <command> --help' for the options of a command, 'agw --version' for the
   --namespace NS           with --kube: watch one namespace only (default: all)
   --gateway-addresses CIDR with --kube: each Gateway API Gateway gets its own address from this IPv4
                            block (e.g. 127.0.20.0/24), shown in its status.addresses
+  --stats-interval MS      how often data planes report fleet stats (default 5000): the resolution of
+                           the dashboard's charts and agw top
+  --no-stats-report        send the control plane no fleet stats (dashboard rates and health)
   --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
                            ?token=); without it the admin answers loopback clients only
                            (also AGW_ADMIN_TOKEN)
@@ -84,6 +87,8 @@ Run 'agw <command> --help' for the options of a command, 'agw --version' for the
   --namespace NS           with --kube: watch one namespace only (default: all)
   --gateway-addresses CIDR with --kube: each Gateway API Gateway gets its own address from this IPv4
                            block (e.g. 127.0.20.0/24), shown in its status.addresses
+  --stats-interval MS      how often data planes report fleet stats (default 5000): the resolution of
+                           the dashboard's charts and agw top
   --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
                            ?token=); without it the admin answers loopback clients only
                            (also AGW_ADMIN_TOKEN)
@@ -108,6 +113,7 @@ Run 'agw <command> --help' for the options of a command, 'agw --version' for the
   --workers N              threads serving traffic (default 1); listeners bind with SO_REUSEPORT
   --drain-timeout S        on SIGTERM/SIGINT, seconds in-flight requests get to finish (default 30)
                            (several data planes on one host, e.g. 127.0.0.2 and 127.0.0.3)
+  --no-stats-report        send the control plane no fleet stats (dashboard rates and health)
   --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
                            ?token=); without it the admin answers loopback clients only
                            (also AGW_ADMIN_TOKEN)
@@ -319,6 +325,8 @@ async function main(argv: string[]): Promise<number> {
       "access-log-sample": { type: "string" },
       "access-log-off": { type: "string" },
       "no-request-metrics": { type: "boolean" },
+      "stats-interval": { type: "string" },
+      "no-stats-report": { type: "boolean" },
       "otlp-endpoint": { type: "string" },
       "trace-sample": { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -399,6 +407,11 @@ async function main(argv: string[]): Promise<number> {
   const workers = values.workers === undefined ? undefined : Number(values.workers);
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1))
     throw new UsageError(`--workers: expected a whole number ≥ 1, got "${values.workers}"`);
+  const statsInterval = values["stats-interval"] === undefined ? undefined : Number(values["stats-interval"]);
+  if (statsInterval !== undefined && !(Number.isInteger(statsInterval) && statsInterval >= 1000))
+    throw new UsageError(`--stats-interval: expected milliseconds ≥ 1000, got "${values["stats-interval"]}"`);
+  const statsOptions = statsInterval !== undefined ? { statsIntervalMs: statsInterval } : {};
+  const statsReport = values["no-stats-report"] ? { statsReport: false } : {};
   const drainMs = Number(values["drain-timeout"] ?? 30) * 1000;
   if (!Number.isFinite(drainMs) || drainMs < 0)
     throw new UsageError(`--drain-timeout: expected seconds ≥ 0, got "${values["drain-timeout"]}"`);
@@ -483,6 +496,7 @@ async function main(argv: string[]): Promise<number> {
         adminToken,
         adminHosts,
         pluginComponents,
+        ...statsOptions,
       });
       console.log(
         `control plane: xDS on ${cp.xds?.target}, admin http://${cp.admin?.address.address}:${cp.admin?.address.port}/dataplanes`,
@@ -512,6 +526,7 @@ async function main(argv: string[]): Promise<number> {
         adminToken,
         adminHosts,
         observability,
+        ...statsReport,
         ...(values["bind-address"] ? { bindAddress: values["bind-address"] } : {}),
         ...(workers !== undefined ? { workers } : {}),
       });
@@ -561,9 +576,10 @@ async function main(argv: string[]): Promise<number> {
         adminToken,
         adminHosts,
         pluginComponents,
-        dataPlaneStats: async () => (await dataPlane).observer.metrics.registry.metrics(),
+        ...statsOptions,
       });
       const dataPlane = startDataPlane({
+        ...statsReport,
         xds: (cp.xdsLocal as NonNullable<typeof cp.xdsLocal>).target,
         nodeId,
         admin: hostPort(values.admin, "127.0.0.1:9901", "--admin"),

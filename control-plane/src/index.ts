@@ -11,6 +11,8 @@ import {
   type Logger,
   startAdminServer,
 } from "@agw/core";
+import { FleetStats } from "./dashboard/fleet-stats.ts";
+import { ConfigHistory } from "./dashboard/history.ts";
 import { ControlPlaneObservability } from "./dashboard/index.ts";
 import { FileProvider } from "./providers/file.ts";
 import { mergeIr } from "./providers/kubernetes/merge.ts";
@@ -27,6 +29,7 @@ import { SnapshotCache } from "./xds/cache.ts";
 import { type ComponentPolicy, ComponentStore, createComponentService } from "./xds/components.ts";
 import { DataPlaneRegistry } from "./xds/dataplanes.ts";
 import { SnapshotBuilder } from "./xds/resources.ts";
+import { createStatsService } from "./xds/stats-service.ts";
 import type { XdsTlsSecretRef } from "./xds/tls-secret.ts";
 
 export interface ControlPlaneOptions {
@@ -56,8 +59,8 @@ export interface ControlPlaneOptions {
   adminToken?: string | undefined;
   /** Host names the admin answers besides IP addresses, localhost and its listen address. */
   adminHosts?: readonly string[] | undefined;
-  /** Data plane Prometheus text for the dashboard's live request rates (agw run: the local data plane). */
-  dataPlaneStats?: () => Promise<string>;
+  /** How often data planes report fleet stats, ms (default 5,000; the dashboard's resolution). */
+  statsIntervalMs?: number;
   log?: Logger;
 }
 
@@ -70,6 +73,8 @@ export interface ControlPlane {
   readonly cache: SnapshotCache;
   readonly dataPlanes: DataPlaneRegistry;
   readonly kubernetes: KubernetesProvider | undefined;
+  /** The data planes' stats reports, last 15 minutes (the dashboard's charts). */
+  readonly fleet: FleetStats;
   close(): Promise<void>;
 }
 
@@ -82,12 +87,17 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   // Inline only what every stream may have: under "authenticated" a plaintext stream gets no bytes.
   const snapshots = new SnapshotBuilder(componentPolicy === "any" ? (d) => components.get(d) : undefined);
   let ir: Ir | undefined;
+  const fleet = new FleetStats({ intervalMs: options.statsIntervalMs, ir: () => ir });
+  const history = new ConfigHistory();
+  /** Which sources changed since the last publication (config history). */
+  const changedBy = new Set<string>();
   const observability = new ControlPlaneObservability({
     cache,
     dataPlanes,
     ir: () => ir,
     configErrors: () => lastErrors,
-    dataPlaneStats: options.dataPlaneStats,
+    fleet,
+    history,
   });
   let lastErrors: ConfigError[] = [];
   let fileIr: Ir | undefined;
@@ -119,6 +129,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     listenerErrors = merged.listenerErrors;
     cache.set(snapshot);
     observability.published(snapshot);
+    history.record(merged.ir, snapshot, [...changedBy].join(", ") || "start");
+    changedBy.clear();
     const versions = Object.fromEntries(
       [...(cache.snapshot ?? [])].map(([t, s]) => [t.split(".").pop(), s.version]),
     );
@@ -158,6 +170,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         ...(program && { program }),
         onTranslation(translation) {
           kubeIr = translation;
+          changedBy.add("kubernetes");
           publish();
         },
         onComponents: () => publish(),
@@ -172,6 +185,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         {
           onConfig(translated) {
             fileIr = translated;
+            changedBy.add(`file ${configFile}`);
             lastErrors = [];
             publish();
           },
@@ -211,6 +225,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     throw new Error("xDS needs a TCP address (xdsHost/xdsPort) or the local Unix socket (xdsLocal)");
   const service = createAdsService(cache, dataPlanes, log, {
     maxStreamAgeMs: options.xdsMaxStreamAgeMs ?? 30 * 60_000,
+    stats: createStatsService(fleet, log),
   });
   const componentService = createComponentService(components, componentPolicy, log);
   const xdsLocal = options.xdsLocal
@@ -268,6 +283,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     cache,
     dataPlanes,
     kubernetes: kube,
+    fleet,
     async close() {
       provider?.stop();
       tlsSecret?.stop();

@@ -15,6 +15,8 @@ import { AggregatorRegistry } from "prom-client";
 import type { ConfigStore } from "./config-store.ts";
 import type { ListenerManager } from "./listeners.ts";
 import { clustersView, type GatewayObserver, type ObservabilityOptions } from "./observability/index.ts";
+import { endpointHealth } from "./observability/metrics.ts";
+import { StatsReporter } from "./observability/stats-reporter.ts";
 import { ServingUnit } from "./serving.ts";
 import { WorkerGroup } from "./workers/group.ts";
 import type { WorkerStatus } from "./workers/protocol.ts";
@@ -42,6 +44,8 @@ export interface DataPlaneOptions {
    * workers - 1 worker threads; listeners then bind with SO_REUSEPORT (docs/proxy.md).
    */
   workers?: number;
+  /** Report fleet stats to the control plane (agw.v1.StatsService, docs/operability.md); default true. */
+  statsReport?: boolean;
   log?: Logger;
 }
 
@@ -94,12 +98,30 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
   // Worker threads do not talk xDS: they get the components this thread fetched and verified.
   const components = (typeUrl: TypeUrl) =>
     typeUrl === TYPE_URL.plugin ? configStore.plugins.components() : undefined;
+  const stats =
+    options.statsReport === false
+      ? undefined
+      : new StatsReporter({
+          nodeId: options.nodeId,
+          log,
+          counts: async () => [observer.metrics.counts(), ...((await workers?.counts()) ?? [])],
+          *health() {
+            const now = Date.now();
+            // "host:port" as the control plane's config names it (the key adds a TLS suffix).
+            for (const c of configStore.current().clusters.values())
+              yield [
+                c.name,
+                c.endpoints.map((e) => [`${e.host}:${e.port}`, endpointHealth(c, e, now)] as const),
+              ];
+          },
+        });
   const xds = new XdsClient({
     servers: xdsServers,
     nodeId: options.nodeId,
     log,
     protocol: options.xdsProtocol ?? "delta",
     tls: options.xdsTls,
+    ...(stats && { sideStream: (transport, signal) => stats.stream(transport, signal) }),
     onUpdate: (typeUrl, resources, version) =>
       countUpdate(
         typeUrl,
@@ -188,6 +210,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
               xds_server: xds.server,
               xds_connected: xds.connected,
               xds_streams: xds.streams,
+              stats_reports: stats?.reports ?? null,
               xds_tls: options.xdsTls !== undefined,
               xds_authenticated: xdsAuthenticated,
               started_at: startedAt,

@@ -24,7 +24,7 @@ import {
 import { COMPONENT_FETCH_TIMEOUT_MS } from "@agw/core/xds/plugin-component";
 import { create } from "@bufbuild/protobuf";
 import type { Any } from "@bufbuild/protobuf/wkt";
-import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 
 export interface DeltaResource {
@@ -62,6 +62,12 @@ export interface XdsClientOptions {
   /** mTLS; omitted = plaintext. */
   tls?: XdsTlsOptions | undefined;
   backoff?: { initialMs: number; maxMs: number };
+  /**
+   * Another stream to run on the xDS stream's connection once it is established (fleet stats), so it
+   * has the same authentication and follows failover; aborted when the xDS stream ends. Its failure
+   * does not end the xDS stream.
+   */
+  sideStream?(transport: Transport, signal: AbortSignal): Promise<void>;
 }
 
 /** A server entry "unix:PATH" is a Unix socket (agw run's private one). */
@@ -218,8 +224,15 @@ export class XdsClient {
         this.components = createClient(PluginComponentService, transport);
         this.server = display;
         this.streams++;
+        const side = new AbortController();
+        let sideStream: Promise<void> | undefined;
         const onEstablished = () => {
-          if (!established) log.info({ server: display, protocol: this.protocol }, "xDS stream established");
+          if (!established) {
+            log.info({ server: display, protocol: this.protocol }, "xDS stream established");
+            sideStream = this.options.sideStream?.(transport, side.signal).catch((e: unknown) => {
+              log.debug({ err: e }, "xDS side stream failed");
+            });
+          }
           established = true;
           this.connected = true;
         };
@@ -236,6 +249,8 @@ export class XdsClient {
         } finally {
           this.connected = false;
           this.components = undefined;
+          side.abort();
+          await sideStream;
           sessions.abort();
         }
       }

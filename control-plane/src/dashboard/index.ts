@@ -1,13 +1,16 @@
 /**
  * The control plane's operability: Prometheus metrics about data planes and config, and the dashboard,
- * one read-only page (no framework, no build step) that polls /dashboard/state.
+ * one read-only page (no framework, no build step, charts drawn as SVG) that polls /dashboard/state,
+ * which `agw top` reads too.
  */
 import { readFileSync } from "node:fs";
-import type { AdminRoutes, ConfigError, Ir } from "@agw/core";
+import { type AdminRoutes, type ConfigError, type Ir, shortType, type TypeUrl } from "@agw/core";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { SnapshotCache } from "../xds/cache.ts";
 import type { DataPlaneRegistry } from "../xds/dataplanes.ts";
 import type { Snapshot } from "../xds/resources.ts";
+import type { FleetStats } from "./fleet-stats.ts";
+import type { ConfigHistory } from "./history.ts";
 
 const PAGE = readFileSync(new URL("./page.html", import.meta.url), "utf8");
 
@@ -16,33 +19,13 @@ export interface DashboardSources {
   dataPlanes: DataPlaneRegistry;
   ir(): Ir | undefined;
   configErrors(): readonly ConfigError[];
-  /** Prometheus text of data planes (agw run: the in-process one), for live request rates. */
-  dataPlaneStats?: (() => Promise<string>) | undefined;
+  /** The data planes' stats reports (agw.v1.StatsService): rates, latencies, endpoint health. */
+  fleet: FleetStats;
+  history: ConfigHistory;
 }
 
-/** Sums agw_downstream_requests_total: all, and errors (5xx or aborted). */
-export function requestTotals(text: string): { requests: number; errors: number } {
-  let requests = 0;
-  let errors = 0;
-  for (const line of text.split("\n")) {
-    if (!line.startsWith("agw_downstream_requests_total{")) continue;
-    const value = Number(line.slice(line.lastIndexOf(" ") + 1));
-    requests += value;
-    if (line.includes('code_class="5xx"') || line.includes('code_class="aborted"')) errors += value;
-  }
-  return { requests, errors };
-}
-
-/** Endpoint health from a data plane's `agw_endpoint_health` samples, keyed "cluster endpoint". */
-export function endpointHealthFrom(text: string): Map<string, string> {
-  const health = new Map<string, string>();
-  const sample = /^agw_endpoint_health\{cluster="([^"]*)",endpoint="([^"]*)",health="([a-z]+)"\} 1$/;
-  for (const line of text.split("\n")) {
-    const m = sample.exec(line);
-    if (m) health.set(`${m[1]} ${m[2]}`, m[3] as string);
-  }
-  return health;
-}
+/** Series sent with each state: the busiest of each kind get a sparkline. */
+const SPARKLINES = 30;
 
 export class ControlPlaneObservability {
   readonly registry = new Registry();
@@ -152,54 +135,77 @@ export class ControlPlaneObservability {
     }
   }
 
-  private async state(): Promise<unknown> {
+  private state(): unknown {
     this.observeAcks();
     const ir = this.sources.ir();
-    let traffic: { requests: number; errors: number } | null = null;
-    let health = new Map<string, string>();
-    if (this.sources.dataPlaneStats) {
-      const stats = await this.sources.dataPlaneStats();
-      traffic = requestTotals(stats);
-      health = endpointHealthFrom(stats);
-    }
+    const fleet = this.sources.fleet;
+    const health = fleet.health();
+    const snapshot = this.sources.cache.snapshot;
+    const rows = (prefix: string) => {
+      const list = fleet.rows(prefix).sort((a, b) => b.rps - a.rps);
+      return list.map((r, i) => ({ ...r, ...(i < SPARKLINES && { rps_series: fleet.series(r.key).rps }) }));
+    };
     return {
       at: Date.now(),
-      routes: (ir?.listeners ?? []).flatMap((l) =>
-        l.routes.map((r) => ({
-          listener: l.name,
-          port: l.port,
+      interval_ms: fleet.intervalMs,
+      gateway: fleet.series("gateway"),
+      stats: { routes: rows("route:"), clusters: rows("cluster:"), nodes: rows("node:") },
+      listeners: (ir?.listeners ?? []).map((l) => ({
+        name: l.name,
+        port: l.port,
+        routes: l.routes.map((r) => ({
           route: r.name,
+          key: `route:${l.name}/${r.name}`,
           hosts: r.hosts,
           path: `${r.path.kind} ${r.path.value}`,
           methods: r.methods,
+          clusters: "cluster" in r.target ? [r.target.cluster] : r.target.weighted.map((w) => w.name),
           target:
             "cluster" in r.target
               ? r.target.cluster
               : r.target.weighted.map((w) => `${w.name} (${w.weight})`).join(", "),
         })),
-      ),
+      })),
       clusters: (ir?.clusters ?? []).map((c) => ({
         name: c.name,
+        key: `cluster:${c.name}`,
         lb: c.lb,
-        // Health as the local data plane sees it; "unknown" without one (a separately deployed data plane).
+        outlier_detection: c.outlierDetection !== undefined,
+        health_check: c.healthCheck !== undefined,
+        // The worst health any reporting data plane sees; "unknown" when none reported it.
         endpoints: c.endpoints.map((e) => {
           const address = `${e.address}:${e.port}`;
           return { address, health: health.get(`${c.name} ${address}`) ?? "unknown" };
         }),
       })),
-      snapshot: Object.fromEntries(
-        [...(this.sources.cache.snapshot ?? [])].map(([t, s]) => [shortType(t), s.version]),
-      ),
-      data_planes: this.sources.dataPlanes.toJSON(),
-      nacks: this.sources.dataPlanes
-        .list()
-        .flatMap((dp) =>
-          [...dp.types].flatMap(([type, t]) =>
-            t.lastNack ? [{ node: dp.nodeId, type: shortType(type), ...t.lastNack }] : [],
-          ),
-        ),
+      snapshot: Object.fromEntries([...(snapshot ?? [])].map(([t, s]) => [shortType(t), s.version])),
+      data_planes: this.sources.dataPlanes.list().map((dp) => {
+        const types = [...dp.types].map(([type, t]) => ({
+          type: shortType(type),
+          acked: t.ackedVersion,
+          sent: t.sentVersion,
+          latest: snapshot?.get(type as TypeUrl)?.version ?? "",
+        }));
+        const nack = [...dp.types]
+          .flatMap(([type, t]) => (t.lastNack ? [{ type: shortType(type), ...t.lastNack }] : []))
+          .sort((a, b) => b.at.localeCompare(a.at))[0];
+        const stats = fleet.nodes.get(dp.nodeId);
+        return {
+          node: dp.nodeId,
+          key: `node:${dp.nodeId}`,
+          peer: dp.peer,
+          transport: dp.transport,
+          protocol: dp.protocol,
+          connected_since: dp.connectedSince,
+          in_sync: types.every((t) => t.acked === t.latest),
+          behind: types.filter((t) => t.acked !== t.latest).map((t) => t.type),
+          types,
+          last_nack: nack ?? null,
+          last_report_at: stats ? new Date(stats.lastReportAt).toISOString() : null,
+        };
+      }),
+      history: this.sources.history.list(),
       config_errors: this.sources.configErrors().map(String),
-      traffic,
     };
   }
 
@@ -219,11 +225,11 @@ export class ControlPlaneObservability {
         ),
       }),
       "/dashboard": () => ({ body: PAGE, contentType: "text/html; charset=utf-8" }),
-      "/dashboard/state": async () => ({ body: await this.state() }),
+      "/dashboard/state": () => ({ body: this.state() }),
+      // One series over the window: key = gateway, route:LISTENER/ROUTE, cluster:NAME or node:ID.
+      "/dashboard/series": (url) => ({
+        body: this.sources.fleet.series(url.searchParams.get("key") ?? "gateway"),
+      }),
     };
   }
-}
-
-function shortType(typeUrl: string): string {
-  return typeUrl.split(".").pop() ?? typeUrl;
 }

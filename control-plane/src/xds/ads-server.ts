@@ -25,8 +25,17 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
-import { AsyncQueue, type Logger, RESOURCE_TYPES, shortType, TYPE_URL, type TypeUrl } from "@agw/core";
+import {
+  AsyncQueue,
+  type Logger,
+  RESOURCE_TYPES,
+  STATS_LIMITS,
+  shortType,
+  TYPE_URL,
+  type TypeUrl,
+} from "@agw/core";
 import { PluginComponentService } from "@agw/core/gen/agw/v1/plugin_pb.js";
+import { StatsService } from "@agw/core/gen/agw/v1/stats_pb.js";
 import { AggregatedDiscoveryService } from "@agw/core/gen/envoy/service/discovery/v3/ads_pb.js";
 import {
   type DeltaDiscoveryRequest,
@@ -87,11 +96,17 @@ const PEER = createContextKey<Peer>(
 export interface AdsServiceOptions {
   /** Streams older than this end gracefully (±10% jitter) and the data plane reconnects; 0 = never. */
   maxStreamAgeMs?: number;
+  /** agw.v1.StatsService, served beside ADS on the same connections (stats-service.ts). */
+  stats?: SideService | undefined;
 }
+
+/** A service served on the xDS connections beside ADS, drained with it. */
+export type SideService = ServiceImpl<typeof StatsService> & { drain(): void };
 
 export type AdsService = ServiceImpl<typeof AggregatedDiscoveryService> & {
   /** Ends every stream gracefully (OK status); new streams are refused from now on. */
   drain(): void;
+  stats?: SideService | undefined;
 };
 
 type StreamEvent<R> =
@@ -346,8 +361,10 @@ export function createAdsService(
   };
 
   return {
+    stats: options.stats,
     drain() {
       draining = true;
+      options.stats?.drain();
       for (const events of streams) events.push({ kind: "end", reason: "control plane shutting down" });
     },
 
@@ -698,7 +715,10 @@ function refusal(socket: TLSSocket | undefined): string {
   return presented ? String(reason ?? "not verified") : "no client certificate";
 }
 
-type AdsServiceImpl = ServiceImpl<typeof AggregatedDiscoveryService> & { drain?(): void };
+type AdsServiceImpl = ServiceImpl<typeof AggregatedDiscoveryService> & {
+  drain?(): void;
+  stats?: SideService | undefined;
+};
 
 type ComponentServiceImpl = ServiceImpl<typeof PluginComponentService>;
 
@@ -708,6 +728,8 @@ function adsHandler(service: AdsServiceImpl, transport: XdsTransport, components
       router.service(AggregatedDiscoveryService, service);
       // Plugin components too large to inline, on the same connections and the same peer checks.
       if (components) router.service(PluginComponentService, components);
+      if (service.stats)
+        router.service(StatsService, service.stats, { readMaxBytes: STATS_LIMITS.reportBytes });
     },
     // No response compression (connect-node gzips by default whenever the client accepts it): an
     // initial sync of 10,000 routes to 100 data planes spent ~40% of the control plane's CPU in

@@ -4,6 +4,7 @@
  * series once, on its first request, and a request then costs a WeakMap and a Map lookup plus a few
  * number increments; prom-client reads the numbers at scrape time.
  */
+import { CODE_CLASSES, LATENCY_BOUNDS } from "@agw/core";
 import { Counter, Gauge, Histogram, type MetricValueWithName, Registry } from "prom-client";
 import { PLUGIN_CALL_BUCKETS, type PluginStats } from "../plugins/host.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint } from "../runtime/types.ts";
@@ -11,10 +12,8 @@ import { type BucketCounts, newBucketCounts, observeSeconds } from "./bucket-cou
 import type { L4ConnectionView } from "./connection.ts";
 import type { ExchangeView } from "./exchange.ts";
 
-/** Latency buckets in seconds: 0.5 ms … 30 s. */
-const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
-/** Index = status / 100 - 1; the last counts exchanges aborted before any status was sent. */
-const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx", "aborted"] as const;
+/** Latency buckets in seconds (the fleet stats' too: @agw/core fleet-stats.ts). */
+const LATENCY_BUCKETS: readonly number[] = LATENCY_BOUNDS;
 
 /** The counts of one (listener, route) pair — or of a listener's unrouted requests, route "". */
 class RouteSeries {
@@ -57,6 +56,15 @@ class L4Series {
 
 /** L4 connection durations in seconds: 1 ms … 1 h. */
 const L4_DURATION_BUCKETS = [0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600];
+
+/**
+ * Cumulative counts since start, plain arrays (they cross threads): what the fleet stats reporter
+ * reads at its interval (stats-reporter.ts). Requests per CODE_CLASSES index; latency per bucket.
+ */
+export interface StatsCounts {
+  readonly routes: { listener: string; route: string; requests: number[]; latency: number[] }[];
+  readonly clusters: { cluster: string; requests: number[]; latency: number[] }[];
+}
 
 export type EndpointHealth = "unchecked" | "healthy" | "unhealthy" | "ejected";
 
@@ -496,6 +504,37 @@ export class DataPlaneMetrics {
       }
       observeSeconds(h, LATENCY_BUCKETS, (nowMs - upstreamStartedAt) / 1000);
     }
+  }
+
+  /** The counts as they are now (no per-request work: read at the stats interval). */
+  counts(): StatsCounts {
+    const routes: StatsCounts["routes"][number][] = [];
+    const clusters = new Map<string, { cluster: string; requests: number[]; latency: number[] }>();
+    const clusterOf = (name: string) => {
+      let c = clusters.get(name);
+      if (c === undefined) {
+        c = {
+          cluster: name,
+          requests: new Array<number>(CODE_CLASSES.length).fill(0),
+          latency: new Array<number>(LATENCY_BUCKETS.length + 1).fill(0),
+        };
+        clusters.set(name, c);
+      }
+      return c;
+    };
+    for (const s of this.series.values()) {
+      const requests = new Array<number>(CODE_CLASSES.length).fill(0);
+      for (const [cluster, counts] of s.byCluster) {
+        const c = cluster === "" ? undefined : clusterOf(cluster);
+        for (let i = 0; i < counts.length; i++) {
+          requests[i] = (requests[i] as number) + (counts[i] as number);
+          if (c) c.requests[i] = (c.requests[i] as number) + (counts[i] as number);
+        }
+      }
+      routes.push({ listener: s.listener, route: s.route, requests, latency: [...s.duration.durations] });
+    }
+    for (const [cluster, h] of this.upstreamByCluster) clusterOf(cluster).latency = [...h.durations];
+    return { routes, clusters: [...clusters.values()] };
   }
 
   private seriesOf(listener: string, route: string): RouteSeries {

@@ -5,6 +5,7 @@
  */
 import { Worker } from "node:worker_threads";
 import type { Logger } from "@agw/core";
+import type { StatsCounts } from "../observability/metrics.ts";
 import type { WorkerInit, WorkerReply, WorkerRequest, WorkerStatus } from "./protocol.ts";
 
 class WorkerThread {
@@ -73,6 +74,11 @@ export class WorkerGroup {
 
   async status(): Promise<WorkerStatus[]> {
     return (await Promise.all(this.threads.map((t) => t.call({ op: "status" })))) as WorkerStatus[];
+  }
+
+  /** Every worker's cumulative request counts. */
+  async counts(): Promise<StatsCounts[]> {
+    return (await Promise.all(this.threads.map((t) => t.call({ op: "stats" })))) as StatsCounts[];
   }
 
   /** Drains every worker (see drainProxies); resolves with the connections cut at the deadline. */

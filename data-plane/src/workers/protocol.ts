@@ -36,6 +36,8 @@ export type WorkerRequest =
       readonly components?: ReadonlyMap<string, Uint8Array> | undefined;
     }
   | { readonly op: "status" }
+  /** The worker's cumulative request counts (StatsCounts), for the fleet stats report. */
+  | { readonly op: "stats" }
   | { readonly op: "drain"; readonly deadlineMs: number };
 
 export interface WorkerStatus extends ServingStatus {

@@ -52,6 +52,8 @@ async function handle(req: WorkerRequest): Promise<unknown> {
         ...serving.status(),
         metrics: await serving.observer.metrics.registry.getMetricsAsJSON(),
       } satisfies WorkerStatus;
+    case "stats":
+      return serving.observer.metrics.counts();
     case "drain": {
       const cut = await serving.drain(req.deadlineMs);
       await serving.close();

@@ -4,6 +4,7 @@ export * from "./config/http-grant.ts";
 export * from "./config/loader.ts";
 export * from "./config/schema.ts";
 export * from "./config/semantic.ts";
+export * from "./fleet-stats.ts";
 export * from "./ir.ts";
 export * from "./log.ts";
 export * from "./redact.ts";

@@ -138,17 +138,24 @@ test("a hostile stats reporter: unknown names, oversized reports and floods are 
     }),
   );
   // A flood: reports faster than half the interval are not listened to.
-  for (let i = 0; i < 50; i++)
+  const flood = 200;
+  const floodStart = Date.now();
+  for (let i = 0; i < flood; i++)
     outbound.push(
       report({ intervalMs: 1000, routes: [{ listener: "web", route: "shop", requests: [0, 1000] }] }),
     );
   await waitFor("the report to be taken", () => (cp.fleet.nodes.get("intruder")?.reports ? true : undefined));
   await waitFor("the slot to close", () => (routeRequests(cp) > 0 ? true : undefined), 5_000);
+  // The reports it took: the first, then at most one per half interval while the flood was read.
   const node = cp.fleet.nodes.get("intruder");
-  assert.equal(node?.reports, 1, "one report per interval");
+  const reports = node?.reports ?? 0;
+  const allowed = 1 + Math.ceil((Date.now() - floodStart) / 500);
+  assert.ok(reports >= 1 && reports <= Math.min(allowed, 10), `${reports} reports taken of ${flood + 1}`);
   assert.ok((node?.dropped ?? 0) >= 2000, "invented routes and clusters are dropped");
   assert.equal(node?.health.size, 0, "no health for endpoints the config does not have");
-  assert.equal(routeRequests(cp), 7);
+  await waitFor("every taken report in the ring", () =>
+    routeRequests(cp) === 7 + 1000 * (reports - 1) ? true : undefined,
+  );
   for (const key of [...cp.fleet.rows("route:"), ...cp.fleet.rows("cluster:")].map((r) => r.key))
     assert.ok(!key.includes("evil"), key);
   outbound.close();

@@ -93,6 +93,7 @@ interface Pending {
 
 export class OffThreadConfigLoader {
   private worker: Worker | undefined;
+  private stopped = false;
   private nextId = 0;
   private readonly pending = new Map<number, Pending>();
 
@@ -109,6 +110,8 @@ export class OffThreadConfigLoader {
         return failure(file, (e as Error).message);
       }
     }
+    // A reload scheduled before stop() must not start a worker after it (it kept the process alive).
+    if (this.stopped) return failure(file, "the config loader was stopped");
     const id = this.nextId++;
     return new Promise((resolve) => {
       this.pending.set(id, { file, resolve, routes: new Map(), clusters: [] });
@@ -118,6 +121,7 @@ export class OffThreadConfigLoader {
 
   /** Ends the worker; loads in flight end as errors. */
   stop(): void {
+    this.stopped = true;
     const worker = this.worker;
     this.worker = undefined;
     void worker?.terminate();

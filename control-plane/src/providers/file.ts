@@ -34,6 +34,7 @@ export class FileProvider {
   private loading: Promise<void> = Promise.resolve();
   /** Parsing and validating happen off the event loop that may be serving (agw run). */
   private readonly loader = new OffThreadConfigLoader();
+  private stopped = false;
 
   constructor(file: string, events: FileProviderEvents, log: Logger) {
     this.file = resolve(file);
@@ -52,6 +53,7 @@ export class FileProvider {
   }
 
   stop(): void {
+    this.stopped = true;
     clearTimeout(this.timer);
     this.watcher?.close();
     for (const w of this.secretWatchers.values()) w.close();
@@ -91,6 +93,7 @@ export class FileProvider {
    * last good config stays), and the reload chain goes on to the next save.
    */
   private async reload(first = false): Promise<void> {
+    if (this.stopped) return;
     try {
       await this.apply(first);
     } catch (e) {

@@ -21,6 +21,8 @@ need openssl openssl
 need iproute2 ip
 # the dashboard test drives Debian's headless Chromium through playwright-core
 need chromium chromium
+# agw top's test drives it in a real terminal
+need tmux tmux
 # the eBPF agent: its BPF object and libbpf addon are built with clang at test time; its tests
 # look at lo with tcpdump and at attachments with bpftool
 need clang clang

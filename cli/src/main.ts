@@ -21,6 +21,7 @@ Commands:
   validate       check a config file; exit 0, or 1 listing every error
   demo-upstream  the small echo server used by the quickstart
   plugin         scaffold (new) and build (build) a TypeScript plugin
+  top            live routes and clusters by rate, errors or p99, from a control plane (terminal)
   ebpf-agent     short-circuit same-node TCP (data plane <-> app) with sockmap eBPF (root)
 
 Run 'agw <command> --help' for the options of a command, 'agw --version' for the version,
@@ -278,6 +279,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(completion(argv[1]));
     return 0;
   }
+  if (command === "top") return (await import("./top.ts")).topCommand(argv.slice(1));
   if (!(command in USAGE) || command === "main") throw new UsageError(`unknown command "${command}"`);
   if (command === "plugin")
     return pluginCommand(argv.slice(1)).catch((e: unknown) => {

@@ -253,7 +253,7 @@ test("the dashboard, as an operator sees it under load", async (t) => {
   // A config edit appears in the history, with what changed.
   writeFileSync(configFile, config(port, endpoints, "/find"));
   const latest = page.locator("#history details.entry").first();
-  await latest.locator("li.change", { hasText: "changed route web/search" }).waitFor({ timeout: 15_000 });
+  await latest.locator("li.change", { hasText: "changed route web/search" }).waitFor({ timeout: 30_000 });
   const entry = await shown(latest);
   assert.match(entry, /file .*config\.yaml/);
   assert.match(entry, /changed route web\/search/);

@@ -125,7 +125,7 @@ test("the dashboard, as an operator sees it under load", async (t) => {
   await waitFor(
     "the gateway to serve",
     async () => ((await fetch(`http://127.0.0.1:${port}/shop`)).status === 200 ? true : undefined),
-    20_000,
+    45_000,
   ).catch((e: Error) => {
     throw new Error(`${e.message}\n${gateway.output()}`);
   });
@@ -206,7 +206,7 @@ test("the dashboard, as an operator sees it under load", async (t) => {
   await waitFor(
     "the second data plane to serve",
     async () => ((await fetch(`http://127.0.0.2:${port}/search`)).status === 200 ? true : undefined),
-    20_000,
+    45_000,
   ).catch((e: Error) => {
     throw new Error(`${e.message}\n${edge.output()}`);
   });

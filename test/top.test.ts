@@ -72,7 +72,7 @@ clusters:
   await waitFor(
     "the gateway",
     async () => ((await fetch(`http://127.0.0.1:${port}/busy`)).status === 200 ? true : undefined),
-    20_000,
+    45_000,
   ).catch((e: Error) => {
     throw new Error(`${e.message}\n${gateway.output()}`);
   });

@@ -8,6 +8,7 @@ import { parseDuration } from "@agw/core/config/schema";
 import { checkHostPort } from "@agw/core/config/semantic";
 import { addressOf, startDemoUpstream } from "./demo-upstream.ts";
 import { PLUGIN_USAGE, PluginUsageError, pluginCommand } from "./plugin.ts";
+import { TOP_USAGE, topCommand } from "./top.ts";
 
 const USAGE: Record<string, string> = {
   main: `agw — API gateway (control plane + data plane over xDS)
@@ -145,6 +146,7 @@ handle stay plain TCP, and when it stops (even killed) everything it attached go
   --admin-allow-host NAME  also answer metrics requests whose Host is NAME (repeatable); IP addresses
                            and localhost always are`,
   plugin: PLUGIN_USAGE,
+  top: TOP_USAGE,
   "demo-upstream": `Usage: agw demo-upstream [options]
 
 An HTTP server that answers every request with a JSON echo of it (method, url, headers, body size)
@@ -279,7 +281,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(completion(argv[1]));
     return 0;
   }
-  if (command === "top") return (await import("./top.ts")).topCommand(argv.slice(1));
+  if (command === "top") return topCommand(argv.slice(1));
   if (!(command in USAGE) || command === "main") throw new UsageError(`unknown command "${command}"`);
   if (command === "plugin")
     return pluginCommand(argv.slice(1)).catch((e: unknown) => {

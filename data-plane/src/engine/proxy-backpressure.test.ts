@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { cluster, config, endpoint, type Gateway, startGateway } from "../../test/gateway.ts";
 import { type HttpOrigin, parseResponses, startHttpOrigin } from "../../test/net.ts";
 
-const T = { timeout: 60_000 };
+const T = { timeout: 170_000 };
 const BODY = Buffer.alloc(64 * 1024, "y");
 // 37.5 MiB of responses: far more than what the kernel's loopback socket buffers can hold (tcp_wmem + tcp_rmem)
 const N = 600;
@@ -89,7 +89,7 @@ describe("HTTP/1.1 backpressure between responses and pipelined requests", () =>
     const answered = (await settle(() => origin.requests.length)) - before;
     assert.ok(answered < N / 2, `${answered} of ${N} answered into a client that reads nothing`);
     c.read();
-    await until(() => parseResponses(c.data()).responses.length >= N, 50_000);
+    await until(() => parseResponses(c.data()).responses.length >= N, 160_000);
     const rs = parseResponses(c.data()).responses;
     assert.equal(rs.length, N);
     for (const r of rs) {

@@ -256,3 +256,36 @@ test("hosts: a route with hosts is not an any-host route; wildcards try each suf
   assert.equal(r.match(req("/", { host: ".c.test" })), undefined, "no label before the suffix");
   assert.equal(r.match(req("/", { host: "c.test" })), undefined);
 });
+
+test("config order comes from each route's order, not from the order routes arrived in", () => {
+  const compiled = (name: string) => ({
+    name,
+    pickCluster: () => name,
+    timeoutMs: 0,
+    requestHeaders: { add: [], set: [], remove: [] },
+    responseHeaders: { add: [], set: [], remove: [] },
+  });
+  // Arrival order (a Delta update may bring routes in any order) reversed against `order`.
+  const r = compileRouter(
+    (
+      [
+        ["re-2", 2, { path: { case: "regex", value: "/r/.*" } }],
+        ["re-1", 1, { path: { case: "regex", value: "/r/[a-z]+" } }],
+        ["p-4", 4, { path: prefix("/p") }],
+        ["p-3", 3, { path: prefix("/p") }],
+        ["s-6", 6, { path: prefix("/s/") }],
+        ["s-5", 5, { path: prefix("/s/"), methods: ["PUT"] }],
+        ["odd-short", 7, { path: prefix("x") }],
+        ["odd-long", 8, { path: prefix("x/y") }],
+        ["e", 9, { path: { case: "exact", value: "/e" } }],
+      ] as Array<[string, number, MatchInit]>
+    ).map(([name, order, match]) =>
+      compileCandidate(create(RouteSchema, { name, order, match }), compiled(name)),
+    ),
+  );
+  assert.equal(r.match(req("/r/abc"))?.name, "re-1");
+  assert.equal(r.match(req("/p"))?.name, "p-3");
+  assert.equal(r.match(req("/s/x", { method: "PUT" }))?.name, "s-5", "methods first among /s/ routes");
+  assert.equal(r.match(req("x/y/z"))?.name, "odd-long", "the longer odd prefix first");
+  assert.equal(r.match(req("/e/x")), undefined, "an exact path is not a prefix");
+});

@@ -14,6 +14,7 @@
  *   --run-test NAME      one test only
  *   --report FILE        where the suite writes its report (default docs/conformance/report.yaml)
  *   --keep               keep running after the suite (for a look with kubectl), until Ctrl-C
+ *   --supported-features LIST  declare these instead (to try features before declaring them)
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
@@ -31,8 +32,21 @@ import { netnsUnavailableReason } from "./netns.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const GATEWAY_API_VERSION = process.env.AGW_GATEWAY_API_VERSION ?? "v1.6.0";
-/** What AGW declares (GATEWAY-HTTP core; extended features join as they pass). */
-export const SUPPORTED_FEATURES = ["Gateway", "HTTPRoute", "ReferenceGrant"];
+/** What AGW declares: GATEWAY-HTTP core, and the extended features whose tests pass here. */
+export const SUPPORTED_FEATURES = [
+  "Gateway",
+  "HTTPRoute",
+  "ReferenceGrant",
+  "HTTPRouteQueryParamMatching",
+  "HTTPRouteResponseHeaderModification",
+  "HTTPRouteSchemeRedirect",
+  "HTTPRoutePortRedirect",
+  "HTTPRoutePathRedirect",
+  "HTTPRouteHostRewrite",
+  "HTTPRoutePathRewrite",
+  "HTTPRouteRequestTimeout",
+  "HTTPRouteBackendTimeout",
+];
 const GATEWAY_ADDRESSES = "127.0.30.0/24";
 
 const { values } = parseArgs({
@@ -41,6 +55,7 @@ const { values } = parseArgs({
     "run-test": { type: "string" },
     report: { type: "string", default: join(ROOT, "docs/conformance/report.yaml") },
     keep: { type: "boolean", default: false },
+    "supported-features": { type: "string" },
   },
 });
 
@@ -161,7 +176,7 @@ try {
     "90m",
     "--gateway-class=agw",
     "--conformance-profiles=GATEWAY-HTTP",
-    `--supported-features=${SUPPORTED_FEATURES.join(",")}`,
+    `--supported-features=${values["supported-features"] ?? SUPPORTED_FEATURES.join(",")}`,
     "--organization=agw",
     "--project=agw",
     "--url=https://agw.dev",

@@ -44,12 +44,14 @@ export class FileProvider {
 
   /**
    * Loads once, then watches. Resolves after the first load, valid or not. The first load runs on
-   * this thread: nothing serves before it, and the worker's start would double start-up time.
+   * this thread: nothing serves before it, and waiting for the worker's start would double start-up
+   * time. The worker then boots on its own thread, ready for the first change.
    */
   async start(): Promise<void> {
     this.watcher = watch(dirname(this.file), { persistent: false }, () => this.schedule());
     this.watcher.on("error", (err) => this.log.error({ err, file: this.file }, "config watch failed"));
     await this.reload(true);
+    this.loader.warm();
   }
 
   stop(): void {

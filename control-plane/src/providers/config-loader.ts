@@ -2,11 +2,11 @@
  * Loads config.yaml (read, YAML parse, schema and semantic checks: `loadConfigFile`) and translates
  * it to IR on a worker thread of its own. For 20,000 routes that is seconds of CPU and of garbage
  * collection; on the main thread it stalled the requests `agw run` proxies on the same event loop
- * for 6.6 s. The worker is started on the first load that asks for it, kept for the next ones, and
- * does not keep the process alive. A load before anything serves (the watcher's first) may run here
- * instead: waiting for the worker to boot (importing the loader and translator a second time) took
- * 0.8 s, most of `agw run`'s start-up; the watcher boots it right after that first load, beside the
- * rest of the start-up.
+ * for 6.6 s. The worker is started on the first load, kept for the next ones, and does not keep the
+ * process alive. Its start (importing the loader and translator a second time) is 0.8 s of
+ * `agw run`'s start-up; loading the first file on the main thread and booting the worker beside the
+ * rest of the start-up was tried (bench/RESULTS.md, 2026-12-03): an edit made in the first seconds
+ * then waited for the worker's boot, over a second on a loaded machine.
  */
 import { createHash } from "node:crypto";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
@@ -98,19 +98,8 @@ export class OffThreadConfigLoader {
   private nextId = 0;
   private readonly pending = new Map<number, Pending>();
 
-  /**
-   * The file's IR or its errors; a crashed load is an error of the file. `onThisThread` loads on the
-   * caller's event loop, for a first load with nothing serving yet: the loader's own bounds still
-   * hold (docs/security.md, "Config input"), only the worker's heap cap does not.
-   */
-  async load(file: string, onThisThread = false): Promise<LoadResult> {
-    if (onThisThread) {
-      try {
-        return await loadAndTranslate(file);
-      } catch (e) {
-        return failure(file, (e as Error).message);
-      }
-    }
+  /** The file's IR or its errors; a crashed load is an error of the file. */
+  async load(file: string): Promise<LoadResult> {
     // A reload scheduled before stop() must not start a worker after it (it kept the process alive).
     if (this.stopped) return failure(file, "the config loader was stopped");
     const id = this.nextId++;
@@ -118,14 +107,6 @@ export class OffThreadConfigLoader {
       this.pending.set(id, { file, resolve, routes: new Map(), clusters: [] });
       this.start().postMessage({ id, file } satisfies Request);
     });
-  }
-
-  /**
-   * Boots the worker now, so the first change is not slowed by its start (0.8–1.2 s: a watcher that
-   * applied an edit a second later was late). It boots on its own thread; the caller goes on.
-   */
-  warm(): void {
-    if (!this.stopped) this.start();
   }
 
   /** Ends the worker; loads in flight end as errors. */

@@ -42,16 +42,11 @@ export class FileProvider {
     this.log = log;
   }
 
-  /**
-   * Loads once, then watches. Resolves after the first load, valid or not. The first load runs on
-   * this thread: nothing serves before it, and waiting for the worker's start would double start-up
-   * time. The worker then boots on its own thread, ready for the first change.
-   */
+  /** Loads once, then watches. Resolves after the first load, valid or not. */
   async start(): Promise<void> {
     this.watcher = watch(dirname(this.file), { persistent: false }, () => this.schedule());
     this.watcher.on("error", (err) => this.log.error({ err, file: this.file }, "config watch failed"));
-    await this.reload(true);
-    this.loader.warm();
+    await this.reload();
   }
 
   stop(): void {
@@ -94,10 +89,10 @@ export class FileProvider {
    * Never rejects: a failure while applying a valid file is reported as an error of the file (the
    * last good config stays), and the reload chain goes on to the next save.
    */
-  private async reload(first = false): Promise<void> {
+  private async reload(): Promise<void> {
     if (this.stopped) return;
     try {
-      await this.apply(first);
+      await this.apply();
     } catch (e) {
       this.lastHash = "";
       try {
@@ -108,8 +103,8 @@ export class FileProvider {
     }
   }
 
-  private async apply(first: boolean): Promise<void> {
-    const result = await this.loader.load(this.file, first);
+  private async apply(): Promise<void> {
+    const result = await this.loader.load(this.file);
     if (!result.ok) {
       const text = result.errors.map(String).join("\n");
       const hash = createHash("sha256").update(text).digest("hex");

@@ -91,7 +91,7 @@ function route(r: RouteConfigEntry, order: number): IrRoute {
 /** The route-level policies, as config.yaml and a GatewayRoute rule both spell them. */
 export type RoutePolicyInput = Pick<
   RouteConfigEntry,
-  "retry" | "rewrite" | "redirect" | "directResponse" | "cors" | "mirror"
+  "retry" | "rewrite" | "redirect" | "directResponse" | "cors" | "mirror" | "rateLimit"
 >;
 
 /**
@@ -140,6 +140,21 @@ export function routePolicies(r: RoutePolicyInput): Partial<IrRoute> {
   const m = r.mirror;
   if (m)
     out.mirror = { cluster: m.cluster, percent: m.percent ?? 100, maxBodyBytes: m.maxBodyBytes ?? 65536 };
+  const rl = r.rateLimit;
+  if (rl)
+    out.rateLimit = {
+      headers: rl.headers ?? true,
+      limits: rl.limits.map((l, i) => ({
+        name: l.name ?? `limit-${i}`,
+        key: (l.key ?? ["route"]).map((k) =>
+          typeof k === "string" ? { kind: k } : { kind: "header" as const, name: k.header.toLowerCase() },
+        ),
+        requests: l.requests,
+        perMs: durationMs(l.per, 1000),
+        burst: l.burst ?? l.requests,
+        ipv6Prefix: l.ipv6Prefix ?? 64,
+      })),
+    };
   return out;
 }
 

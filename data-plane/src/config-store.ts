@@ -24,6 +24,7 @@ import type { ListenerManager } from "./listeners.ts";
 import { type ComponentFetcher, PluginHost } from "./plugins/index.ts";
 import { buildRuntimeConfigSliced, ResourceError, type ResourceSet } from "./runtime/build.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
+import { type BucketMemory, BucketTable, bucketMemory } from "./shaping/bucket-table.ts";
 import type { TlsManager } from "./tls/manager.ts";
 import type { DeltaResource } from "./xds-client.ts";
 
@@ -64,6 +65,8 @@ export interface ConfigStoreOptions {
   xdsAuthenticated?: boolean;
   /** Gets plugin components that are not inline (plugins/index.ts). */
   fetchComponent?: ComponentFetcher | undefined;
+  /** The rate-limit buckets every worker thread shares (shaping/bucket-table.ts); a private table when absent. */
+  bucketMemory?: BucketMemory | undefined;
 }
 
 /** Why a Secret named by a listener or cluster never arrives over plaintext xDS. */
@@ -87,12 +90,15 @@ export class ConfigStore {
   /** Endpoint health, ejections and counters, kept across configs (data-plane/src/cluster). */
   readonly clusterStates = new ClusterStates();
   private readonly healthCheckers = new HealthCheckers(this.clusterStates);
+  /** Local rate-limit buckets, kept across configs (a config change keeps what clients have used). */
+  readonly buckets: BucketTable;
 
   constructor(listeners: ListenerManager, log: Logger, options: ConfigStoreOptions = {}) {
     this.listeners = listeners;
     this.log = log;
     this.options = options;
     this.plugins = new PluginHost(log, { fetch: options.fetchComponent });
+    this.buckets = new BucketTable(options.bucketMemory ?? bucketMemory());
   }
 
   /** True once every resource type has been received and nothing waits for a missing resource. */
@@ -140,6 +146,7 @@ export class ConfigStore {
     const set = resourceSet(nextResources);
     if (this.options.tls) set.tls = this.options.tls;
     set.clusterStates = this.clusterStates;
+    set.buckets = this.buckets;
     let next: RuntimeConfig;
     let plugins: Awaited<ReturnType<PluginHost["prepare"]>>;
     try {

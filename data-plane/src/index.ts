@@ -18,6 +18,7 @@ import { clustersView, type GatewayObserver, type ObservabilityOptions } from ".
 import { endpointHealth } from "./observability/metrics.ts";
 import { StatsReporter } from "./observability/stats-reporter.ts";
 import { ServingUnit } from "./serving.ts";
+import { bucketMemory } from "./shaping/bucket-table.ts";
 import { WorkerGroup } from "./workers/group.ts";
 import type { WorkerStatus } from "./workers/protocol.ts";
 import { UNIX_PREFIX, XdsClient, type XdsTlsOptions } from "./xds-client.ts";
@@ -73,11 +74,13 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
   const startedAt = new Date().toISOString();
   let xdsClient: XdsClient | undefined;
   const workerCount = Math.max(1, options.workers ?? 1);
+  // One table of rate-limit buckets for every thread (only touched pages take memory).
+  const buckets = bucketMemory();
   const workers =
     workerCount > 1
       ? new WorkerGroup(
           workerCount - 1,
-          { bindAddress: options.bindAddress, observability: options.observability },
+          { bindAddress: options.bindAddress, observability: options.observability, bucketMemory: buckets },
           log,
         )
       : undefined;
@@ -89,6 +92,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     bindAddress: options.bindAddress,
     observability: options.observability,
     reusePort: workers !== undefined,
+    bucketMemory: buckets,
     xdsAuthenticated,
     xdsConnected: () => xdsClient?.connected === true,
     fetchComponent: (digest, size) =>

@@ -16,6 +16,7 @@ import type { MetricSources } from "./observability/metrics.ts";
 import type { ComponentFetcher } from "./plugins/index.ts";
 import { closeRedisClients } from "./plugins/redis.ts";
 import type { RuntimeConfig } from "./runtime/types.ts";
+import type { BucketMemory } from "./shaping/bucket-table.ts";
 import { TlsManager } from "./tls/manager.ts";
 import { drainProxies, openConnections } from "./workers/drain.ts";
 import type { DeltaResource } from "./xds-client.ts";
@@ -38,6 +39,8 @@ export interface ServingOptions {
   readonly fetchComponent?: ComponentFetcher | undefined;
   /** Engine settings no pushed resource carries (see HttpProxyOptions). */
   readonly proxy?: HttpProxyOptions | undefined;
+  /** Rate-limit buckets shared with the other worker threads; a private table when absent. */
+  readonly bucketMemory?: BucketMemory | undefined;
 }
 
 /** One thread's view of its serving state (admin /workers). */
@@ -104,6 +107,7 @@ export class ServingUnit {
         },
         upstreamIdleConnections: () => pool.idleConnections,
         upstreamHttp2Sessions: () => pool.h2.sessionStates(),
+        rateLimits: () => store().buckets.decisions,
         ...perConfig,
       },
       options.observability,
@@ -154,6 +158,7 @@ export class ServingUnit {
       // Pooled connections to endpoints still in the config stay; those to endpoints gone close.
       onSwap: (config) => pool.retainOnly(endpointKeys(config)),
       fetchComponent: options.fetchComponent,
+      bucketMemory: options.bucketMemory,
     });
   }
 

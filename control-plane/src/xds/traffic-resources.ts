@@ -112,7 +112,9 @@ export function routeTarget(r: IrRoute): NonNullable<ActionInit["target"]> {
 }
 
 /** Rewrite, CORS and mirror fields of a RouteAction. */
-export function routeTrafficFields(r: IrRoute): Pick<ActionInit, "rewrite" | "cors" | "mirror"> {
+export function routeTrafficFields(
+  r: IrRoute,
+): Pick<ActionInit, "rewrite" | "cors" | "mirror" | "localRateLimit"> {
   const rw = r.rewrite;
   return {
     ...(rw && {
@@ -140,5 +142,25 @@ export function routeTrafficFields(r: IrRoute): Pick<ActionInit, "rewrite" | "co
       },
     }),
     ...(r.mirror && { mirror: r.mirror }),
+    ...(r.rateLimit && {
+      localRateLimit: {
+        headersOff: !r.rateLimit.headers,
+        limits: r.rateLimit.limits.map((l) => ({
+          name: l.name,
+          key: l.key.map((k) => ({
+            source:
+              k.kind === "header"
+                ? { case: "header" as const, value: k.name }
+                : k.kind === "clientAddress"
+                  ? { case: "clientAddress" as const, value: true }
+                  : { case: "route" as const, value: true },
+          })),
+          requests: l.requests,
+          per: durationFromMs(l.perMs),
+          burst: l.burst,
+          ipv6Prefix: l.ipv6Prefix,
+        })),
+      },
+    }),
   };
 }

@@ -24,6 +24,8 @@ export const AGW_ERRORS = {
   AGW_ERR_RESPONSE_BODY_TOO_LARGE: "response_body_too_large",
   /** A cluster's circuit breaker refused the request (docs/traffic/circuit-breaking.md). */
   AGW_ERR_OVERFLOW: "overflow",
+  /** A route's local rate limit refused the request (docs/traffic/rate-limits.md). */
+  AGW_ERR_RATE_LIMITED: "rate_limited",
   /** A CONNECT request matched a route without `connect: true`. */
   AGW_ERR_CONNECT_NOT_ALLOWED: "connect_not_allowed",
   /** The client certificate failed the listener's subjectAltNames/commonNames rules (docs/tls.md). */

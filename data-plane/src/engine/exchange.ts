@@ -130,6 +130,8 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
   heldChunks: Buffer[] | null = null;
   /** The upstream closed while they decided: 1 with a FIN, 2 reset. */
   heldEnd = 0;
+  /** Name, value pairs the route's shaping policies add to this answer (RateLimit); null: none. */
+  shapingFields: string[] | null = null;
 
   constructor(proxy: ProxyContext, clientIp: string, tls: DownstreamTlsInfo | null) {
     this.proxy = proxy;
@@ -192,6 +194,7 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
       this.fail(refusal.status, refusal.code, refusal.message);
       return;
     }
+    this.shapingFields = null;
     const route = listener?.router?.match(head);
     if (route === undefined) {
       this.fail(404, AGW_ERRORS.AGW_ERR_ROUTE_NOT_FOUND, "no route matched the request");
@@ -209,6 +212,12 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     const local = route.local?.reply(head, this.tls !== null, this.traffic);
     if (local !== undefined) {
       this.sendReply(local);
+      return;
+    }
+    // local rate limit (shaping/rate-limit.ts): before any plugin or upstream work.
+    const limit = route.rateLimit;
+    if (limit && !limit.admit(this, head, this.clientIp)) {
+      this.fail(429, AGW_ERRORS.AGW_ERR_RATE_LIMITED, "rate limit exceeded");
       return;
     }
     // request filter: the route's plugins see the request before any upstream work.
@@ -569,6 +578,14 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     if (attempts !== "") f.add("x-agw-attempts", attempts);
     const cookie = traffic.affinitySetCookie();
     if (cookie !== "") f.add("set-cookie", cookie);
+    if (this.shapingFields !== null) this.addShapingFields(f);
+  }
+
+  /** The shaping policies' fields (RateLimit, Retry-After), added once to whichever answer goes out. */
+  addShapingFields(f: FieldList): void {
+    const s = this.shapingFields as string[];
+    this.shapingFields = null;
+    for (let i = 0; i < s.length; i += 2) f.add(s[i] as string, s[i + 1] as string);
   }
 
   onResponseBody(chunk: Buffer, off: number): void {
@@ -668,6 +685,7 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     f.add("x-request-id", this.requestId);
     const attempts = this.traffic.attemptsValue;
     if (attempts !== "") f.add("x-agw-attempts", attempts);
+    if (this.shapingFields !== null) this.addShapingFields(f);
   }
 
   /** A local response (redirect, direct response, CORS preflight) or a plugin's reply. */
@@ -685,6 +703,7 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     }
     f.add("content-length", String(r.body.length));
     f.add("x-request-id", this.requestId);
+    if (this.shapingFields !== null) this.addShapingFields(f);
     // 204 and 304 carry no body (HTTP/2 refuses one: a CORS preflight's 204 held its stream open).
     const bodyless = this.head?.method === "HEAD" || r.status === 204 || r.status === 304;
     this.writeLocal(r.status, f, bodyless ? null : r.body);

@@ -174,6 +174,8 @@ export interface MetricSources {
   clusters?(): Iterable<ClusterRuntime>;
   /** Plugins of the active config and their call counts. */
   plugins?(): Iterable<[plugin: string, stats: PluginStats]>;
+  /** Local rate-limit decisions per route, this thread's (data-plane/src/shaping). */
+  rateLimits?(): Iterable<[route: string, counts: { admitted: number; refused: number }]>;
 }
 
 export class DataPlaneMetrics {
@@ -417,6 +419,20 @@ export class DataPlaneMetrics {
   }
 
   private registerPlugins(sources: MetricSources): void {
+    const rateLimits = sources.rateLimits;
+    if (rateLimits !== undefined)
+      countedElsewhere(
+        this.registry,
+        "agw_rate_limit_decisions_total",
+        "Local rate-limit decisions (admitted, refused with 429), per route",
+        ["route", "decision"],
+        function* () {
+          for (const [route, c] of rateLimits()) {
+            yield [{ route, decision: "admitted" }, c.admitted];
+            yield [{ route, decision: "refused" }, c.refused];
+          }
+        },
+      );
     const plugins = sources.plugins;
     if (plugins === undefined) return;
     const registry = this.registry;

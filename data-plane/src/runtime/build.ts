@@ -26,6 +26,8 @@ import { clusterPolicies, retrySpec } from "../cluster/build.ts";
 import { ClusterStates } from "../cluster/state.ts";
 import { PluginChain } from "../plugins/chain.ts";
 import type { PluginRuntime } from "../plugins/host.ts";
+import { BucketTable, bucketMemory } from "../shaping/bucket-table.ts";
+import { routeShaping } from "../shaping/build.ts";
 import { type ListenerTlsRuntime, type TlsBuild, TlsManager } from "../tls/manager.ts";
 import type { SecretMaterial } from "../tls/secrets.ts";
 import { addServerName } from "../tls/sni.ts";
@@ -56,6 +58,8 @@ export interface ResourceSet {
   tls?: TlsManager;
   /** Endpoint health and counters kept across configs; a private one when absent. */
   clusterStates?: ClusterStates;
+  /** Local rate-limit buckets shared by the worker threads; a private table when absent. */
+  buckets?: BucketTable;
 }
 
 export class ResourceError extends Error {
@@ -98,9 +102,11 @@ function pluginChain(
 
 function compileRoute(
   route: Route,
-  where: string,
-  plugins?: ReadonlyMap<string, PluginRuntime>,
+  name: string,
+  plugins: ReadonlyMap<string, PluginRuntime> | undefined,
+  buckets: () => BucketTable,
 ): CompiledRoute {
+  const where = `agw.v1.Route ${name}`;
   // The check the control plane also runs on Kubernetes routes before they reach a snapshot.
   const problems = routeProblems(route, { plugins: plugins ?? new Map() });
   if (problems.length > 0) throw new ResourceError(where, problems.join("; "));
@@ -134,6 +140,7 @@ function compileRoute(
     plugins: pluginChain(route, plugins, where),
     retry: action?.retry ? retrySpec(action.retry, where) : null,
     ...routeTraffic(route, requestHeaders),
+    ...routeShaping(route, name, buckets),
     accessLogOff: action?.accessLogOff ?? false,
     ...(action?.maxRequestBodyBytes !== undefined && {
       maxRequestBodyBytes: Number(action.maxRequestBodyBytes),
@@ -355,13 +362,19 @@ function* buildSteps(
     clusters.set(name, buildCluster(cluster, set.endpoints.get(name), tls, clusterStates));
   }
 
+  let privateBuckets: BucketTable | undefined;
+  const buckets = () => {
+    if (set.buckets !== undefined) return set.buckets;
+    privateBuckets ??= new BucketTable(bucketMemory(1 << 12));
+    return privateBuckets;
+  };
   const routesByConfig = new Map<string, Candidate[]>();
   for (const [name, route] of set.routes) {
     yield;
     const where = `agw.v1.Route ${name}`;
     let candidate: Candidate;
     try {
-      candidate = compileCandidate(route, compileRoute(route, where, set.plugins));
+      candidate = compileCandidate(route, compileRoute(route, name, set.plugins, buckets));
     } catch (e) {
       if (e instanceof ResourceError) throw e;
       throw new ResourceError(where, (e as Error).message);

@@ -9,6 +9,7 @@ import type { AffinitySpec } from "../cluster/load-balancer.ts";
 import type { RetrySpec } from "../cluster/retry.ts";
 import type { ClusterState } from "../cluster/state.ts";
 import type { PluginChain } from "../plugins/chain.ts";
+import type { RouteRateLimit } from "../shaping/rate-limit.ts";
 import type { ListenerTlsRuntime, UpstreamTlsRuntime } from "../tls/manager.ts";
 import type { ServerNameTable } from "../tls/sni.ts";
 import type { LocalAnswers } from "../traffic/local.ts";
@@ -62,6 +63,8 @@ export interface CompiledRoute {
   readonly maxRequestBodyBytes?: number;
   /** CONNECT requests are tunnelled to the cluster's endpoint; without it they get 405. */
   readonly connect?: boolean;
+  /** Local rate limits (data-plane/src/shaping); null or absent: none, and nothing is paid. */
+  readonly rateLimit?: RouteRateLimit | null;
 }
 
 export interface Router {

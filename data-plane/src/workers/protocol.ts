@@ -4,6 +4,7 @@ import type { Any } from "@bufbuild/protobuf/wkt";
 import type { MetricObjectWithValues, MetricValue } from "prom-client";
 import type { ObservabilityOptions } from "../observability/index.ts";
 import type { ServingStatus } from "../serving.ts";
+import type { BucketMemory } from "../shaping/bucket-table.ts";
 import type { DeltaResource } from "../xds-client.ts";
 
 export interface WorkerInit {
@@ -11,6 +12,8 @@ export interface WorkerInit {
   readonly index: number;
   readonly bindAddress: string | undefined;
   readonly observability: ObservabilityOptions | undefined;
+  /** The primary's rate-limit buckets: shared memory, so a limit holds across every worker. */
+  readonly bucketMemory: BucketMemory;
 }
 
 /**

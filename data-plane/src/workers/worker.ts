@@ -18,6 +18,7 @@ const serving = await ServingUnit.start({
   bindAddress: init.bindAddress,
   observability: init.observability,
   reusePort: true,
+  bucketMemory: init.bucketMemory,
   fetchComponent: async (digest) => {
     const bytes = components.get(digest);
     if (!bytes) throw new Error("the primary thread did not pass this component");

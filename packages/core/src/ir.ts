@@ -39,6 +39,8 @@ export interface IrRoute {
   directResponse?: { status: number; body: string; contentType: string };
   cors?: IrCors;
   mirror?: { cluster: string; percent: number; maxBodyBytes: number };
+  /** Local rate limits (docs/traffic/rate-limits.md). */
+  rateLimit?: IrRateLimit;
   /** The route's requests are left out of the access log. */
   accessLogOff?: boolean;
   /** Overrides the listener's body limit; 0 is unlimited. */
@@ -65,6 +67,20 @@ export interface IrRedirect {
   pathPrefix: string;
   stripQuery: boolean;
   status: number;
+}
+
+export type IrRateLimitKey = { kind: "clientAddress" } | { kind: "route" } | { kind: "header"; name: string };
+
+export interface IrRateLimit {
+  headers: boolean;
+  limits: Array<{
+    name: string;
+    key: IrRateLimitKey[];
+    requests: number;
+    perMs: number;
+    burst: number;
+    ipv6Prefix: number;
+  }>;
 }
 
 export interface IrCors {

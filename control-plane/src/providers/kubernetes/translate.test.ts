@@ -338,6 +338,11 @@ const policyRule = {
   retry: { retries: 2, retryOn: ["5xx" as const, "reset" as const], perTryTimeout: "300ms" },
   rewrite: { pathPrefix: "/v2/", host: "internal.shop" },
   cors: { allowOrigins: ["https://app.example"], allowHeaders: ["X-Token"], maxAge: "10m" },
+  rateLimit: {
+    limits: [
+      { name: "per-key", key: ["clientAddress" as const, { header: "X-Api-Key" }], requests: 5, per: "1s" },
+    ],
+  },
 };
 
 test("retry, rewrite, CORS and mirror on a rule become the very IR fields config.yaml gives", () => {
@@ -378,9 +383,22 @@ test("retry, rewrite, CORS and mirror on a rule become the very IR fields config
     ],
     clusters: [],
   }).listeners[0]?.routes[0];
-  for (const field of ["retry", "rewrite", "cors", "mirror"] as const)
+  for (const field of ["retry", "rewrite", "cors", "mirror", "rateLimit"] as const)
     assert.deepEqual(fromKube?.[field], fromFile?.[field], field);
   assert.ok(fromKube?.retry && fromKube.rewrite && fromKube.cors && fromKube.mirror);
+  assert.deepEqual(fromKube?.rateLimit, {
+    headers: true,
+    limits: [
+      {
+        name: "per-key",
+        key: [{ kind: "clientAddress" }, { kind: "header", name: "x-api-key" }],
+        requests: 5,
+        perMs: 1000,
+        burst: 5,
+        ipv6Prefix: 64,
+      },
+    ],
+  });
   // The mirror's Service port is a cluster of its own, resolved like any backendRef.
   assert.ok(out.clusters.some((c) => c.name === clusterName("shop", "web", 9000)));
 });
@@ -470,6 +488,7 @@ test("policies are held to config.yaml's rules: a bad one makes the route not Ac
               matches: [{ path: { type: "Exact", value: "/x" } }],
               backendRefs: [{ name: "web", port: "http" }],
               rewrite: { pathPrefix: "/y" },
+              rateLimit: { limits: [{ requests: 0, per: "1s" }] },
               backendPolicy: { healthCheck: { interval: "soon" } },
             },
             { backendRefs: [{ name: "web", port: "http" }], redirect: { status: 302 } },
@@ -485,6 +504,7 @@ test("policies are held to config.yaml's rules: a bad one makes the route not Ac
     /rules\[0\]\.rewrite\.pathPrefix: needs a rule whose matches are all PathPrefix/,
   );
   assert.match(accepted?.message ?? "", /rules\[0\]\.backendPolicy\.healthCheck\.interval: /);
+  assert.match(accepted?.message ?? "", /rules\[0\]\.rateLimit\.limits\.0\.requests: /);
   assert.match(
     accepted?.message ?? "",
     /rules\[1\]: a rule needs exactly one of backendRefs, redirect or directResponse/,

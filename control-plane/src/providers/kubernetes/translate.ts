@@ -180,6 +180,7 @@ const rulePolicySchema = routeSchema.pick({
   redirect: true,
   directResponse: true,
   cors: true,
+  rateLimit: true,
 });
 const backendPolicySchema = clusterSchema.omit({ name: true, endpoints: true, tls: true });
 
@@ -369,8 +370,13 @@ export function translateKube(objects: KubeObjects, options: KubeTranslateOption
 
     (spec?.rules ?? []).forEach((rule, ruleIndex) => {
       const where = `rules[${ruleIndex}]`;
-      const { retry, rewrite, redirect, directResponse, cors } = rule;
-      checkSchema(rulePolicySchema, { retry, rewrite, redirect, directResponse, cors }, where, problems);
+      const { retry, rewrite, redirect, directResponse, cors, rateLimit } = rule;
+      checkSchema(
+        rulePolicySchema,
+        { retry, rewrite, redirect, directResponse, cors, rateLimit },
+        where,
+        problems,
+      );
       if (rule.backendPolicy !== undefined)
         checkSchema(backendPolicySchema, rule.backendPolicy, `${where}.backendPolicy`, problems);
       const targets = [rule.backendRefs?.length, rule.redirect, rule.directResponse].filter(Boolean);

@@ -56,6 +56,7 @@ export interface GatewayRouteRule {
   redirect?: RoutePolicyInput["redirect"];
   directResponse?: RoutePolicyInput["directResponse"];
   cors?: RoutePolicyInput["cors"];
+  rateLimit?: RoutePolicyInput["rateLimit"];
   /** config.yaml's mirror with a Service port in place of a cluster name. */
   mirror?: {
     backendRef: { name: string; port: number | string; namespace?: string };

@@ -239,6 +239,75 @@ const mirrorSchema = z
   })
   .describe("Fire-and-forget copies of requests to a shadow cluster (docs/traffic/mirroring.md).");
 
+const rateLimitKey = z
+  .union(
+    [
+      z.enum(["clientAddress", "route"]),
+      z.strictObject({
+        header: headerName.describe("A request header's value; requests without it share one bucket."),
+      }),
+    ],
+    { error: 'expected "clientAddress", "route" or {header: NAME}' },
+  )
+  .describe('"clientAddress", "route", or {header: NAME}.');
+
+const rateLimitSchema = z
+  .strictObject({
+    limits: z
+      .array(
+        z
+          .strictObject({
+            name: z
+              .string()
+              .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, "1-63 characters of a-z, 0-9, '.', '_', '-'")
+              .optional()
+              .describe('Names the limit in RateLimit-Policy; default "limit-N".'),
+            key: z
+              .array(rateLimitKey)
+              .max(8)
+              .optional()
+              .describe("What a bucket is per (a combination when several); default [route]."),
+            requests: z.number().int().min(1).max(1_000_000_000).describe("Tokens refilled per `per`."),
+            per: duration
+              .refine((d) => (parseDuration(d) ?? 0) >= 1, "at least 1ms")
+              .describe("Refill period."),
+            burst: z
+              .number()
+              .int()
+              .min(1)
+              .max(1_000_000_000)
+              .optional()
+              .describe("Most tokens a bucket holds (requests at once after idling); default requests."),
+            ipv6Prefix: z
+              .number()
+              .int()
+              .min(1)
+              .max(128)
+              .optional()
+              .describe("IPv6 client addresses are keyed by this many leading bits; default 64."),
+          })
+          .describe("A token bucket per key."),
+      )
+      .min(1)
+      .max(16)
+      .superRefine((limits, ctx) => {
+        const seen = new Set<string>();
+        limits.forEach((l, i) => {
+          const name = l.name ?? `limit-${i}`;
+          if (seen.has(name))
+            ctx.addIssue({ code: "custom", path: [i, "name"], message: `"${name}" is used twice` });
+          seen.add(name);
+        });
+      }),
+    headers: z
+      .boolean()
+      .optional()
+      .describe("Send RateLimit-Policy and RateLimit response fields (IETF draft); default true."),
+  })
+  .describe(
+    "Local rate limits: token buckets shared by the data plane's workers (docs/traffic/rate-limits.md).",
+  );
+
 export const routeSchema = z
   .strictObject({
     name: resourceName,
@@ -263,6 +332,7 @@ export const routeSchema = z
     directResponse: directResponseSchema.optional(),
     cors: corsSchema.optional(),
     mirror: mirrorSchema.optional(),
+    rateLimit: rateLimitSchema.optional(),
     accessLog: z
       .boolean()
       .optional()

@@ -5,6 +5,7 @@
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 import type { Duration } from "@bufbuild/protobuf/wkt";
+import type { LocalRateLimit } from "./shaping_pb.js";
 
 /**
  * Describes the file agw/v1/route.proto.
@@ -319,6 +320,13 @@ export declare type RouteAction = Message<"agw.v1.RouteAction"> & {
    * @generated from field: bool connect = 15;
    */
   connect: boolean;
+
+  /**
+   * Token buckets per client address, header or route (docs/traffic/rate-limits.md).
+   *
+   * @generated from field: agw.v1.LocalRateLimit local_rate_limit = 20;
+   */
+  localRateLimit?: LocalRateLimit | undefined;
 };
 
 /**

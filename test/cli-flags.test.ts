@@ -57,7 +57,7 @@ test("agw completion bash: real bash completes commands, then the command's own 
     return r.stdout.trim().split("\n").sort();
   };
   if (spawnSync("bash", ["--version"]).status !== 0) return t.skip("SKIPPED: bash is not installed");
-  assert.deepEqual(complete("agw con"), ["control-plane"]);
+  assert.deepEqual(complete("agw con"), ["config", "control-plane"]);
   assert.deepEqual(complete("agw data-plane --xds"), [
     "--xds",
     "--xds-ca",
@@ -68,6 +68,8 @@ test("agw completion bash: real bash completes commands, then the command's own 
   ]);
   assert.deepEqual(complete("agw validate --"), ["--config", "--help"]);
   assert.deepEqual(complete("agw completion z"), ["zsh"]);
+  assert.deepEqual(complete("agw config "), ["dump"]);
+  assert.deepEqual(complete("agw config dump --"), ["--admin-token", "--cp-admin", "--help", "--output"]);
 
   const zsh = agw("completion", "zsh");
   assert.equal(zsh.status, 0);

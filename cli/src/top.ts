@@ -6,6 +6,7 @@
  * (q, Ctrl-C, SIGTERM, SIGHUP when the SSH session goes, or an error).
  */
 import { parseArgs } from "node:util";
+import { adminBase, adminGet } from "./admin-client.ts";
 
 export const TOP_USAGE = `Usage: agw top [options]
 
@@ -180,12 +181,7 @@ export function frame(
 }
 
 async function fetchState(base: string, token: string | undefined): Promise<State> {
-  const res = await fetch(`${base}/dashboard/state`, {
-    headers: token ? { authorization: `Bearer ${token}` } : {},
-    signal: AbortSignal.timeout(5_000),
-  });
-  if (!res.ok) throw new Error(`HTTP ${res.status}: ${(await res.text()).trim().slice(0, 200)}`);
-  return (await res.json()) as State;
+  return (await adminGet(base, "/dashboard/state", token)) as State;
 }
 
 export async function topCommand(argv: string[]): Promise<number> {
@@ -216,7 +212,7 @@ export async function topCommand(argv: string[]): Promise<number> {
     return 2;
   }
   const address = values["cp-admin"] ?? "127.0.0.1:9902";
-  const base = /^https?:\/\//.test(address) ? address.replace(/\/$/, "") : `http://${address}`;
+  const base = adminBase(address);
   const token = values["admin-token"] ?? process.env.AGW_ADMIN_TOKEN;
   const view: View = { sort, filter: "", typing: undefined, error: undefined };
 

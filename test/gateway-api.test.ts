@@ -203,7 +203,10 @@ test("Gateway API statuses and routing: two Gateways on one port get their own a
     assert.equal(condition(g.status?.conditions, "Accepted")?.status, "True");
     assert.ok(g.status?.conditions?.every((c) => c.observedGeneration === g.metadata?.generation));
     const l = g.status?.listeners?.[0];
-    assert.deepEqual(l?.supportedKinds, [{ group: "gateway.networking.k8s.io", kind: "HTTPRoute" }]);
+    assert.deepEqual(l?.supportedKinds, [
+      { group: "gateway.networking.k8s.io", kind: "HTTPRoute" },
+      { group: "gateway.networking.k8s.io", kind: "GRPCRoute" },
+    ]);
     assert.deepEqual(
       l?.conditions.map((c) => `${c.type}=${c.status} ${c.reason}`),
       [

@@ -17,7 +17,7 @@
  *   --supported-features LIST  declare these instead (to try features before declaring them)
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -25,6 +25,7 @@ import { startControlPlane } from "@agw/control-plane";
 import { KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
 import { CONTROLLER_NAME } from "@agw/control-plane/providers/kubernetes/types";
 import { startDataPlane } from "@agw/data-plane";
+import { parse } from "yaml";
 import { kubeBinDir, kubeUnavailableReason, startTestApiServer } from "./apiserver.ts";
 import { applyCrds, gatewayApiCrds } from "./crds.ts";
 import { startKubelet } from "./kubelet.ts";
@@ -32,10 +33,11 @@ import { netnsUnavailableReason } from "./netns.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const GATEWAY_API_VERSION = process.env.AGW_GATEWAY_API_VERSION ?? "v1.6.0";
-/** What AGW declares: GATEWAY-HTTP core, and the extended features whose tests pass here. */
+/** What AGW declares: GATEWAY-HTTP and GATEWAY-GRPC core, and the extended features whose tests pass here. */
 export const SUPPORTED_FEATURES = [
   "Gateway",
   "HTTPRoute",
+  "GRPCRoute",
   "ReferenceGrant",
   "HTTPRouteQueryParamMatching",
   "HTTPRouteResponseHeaderModification",
@@ -47,6 +49,8 @@ export const SUPPORTED_FEATURES = [
   "HTTPRouteRequestTimeout",
   "HTTPRouteBackendTimeout",
 ];
+/** Tests skipped on purpose (--skip-tests), each with its reason; none today. */
+export const SKIPPED: Record<string, string> = {};
 const GATEWAY_ADDRESSES = "127.0.30.0/24";
 
 const { values } = parseArgs({
@@ -102,6 +106,52 @@ function startProcess(bin: string, args: string[], name: string): ChildProcess {
     proc.kill("SIGTERM");
   });
   return proc;
+}
+
+interface ProfileReport {
+  name: string;
+  core?: { result?: string; statistics?: Record<string, number>; skippedTests?: string[] };
+  extended?: {
+    result?: string;
+    statistics?: Record<string, number>;
+    skippedTests?: string[];
+    failedTests?: string[];
+    unsupportedFeatures?: string[];
+  };
+  summary?: string;
+}
+
+/**
+ * The report's verdict, printed per profile: core and extended counts, every skipped test with the
+ * reason it was skipped, and the features not declared (their tests are not run, by design). Any
+ * core test failed or skipped, or an extended one failed, is a failed run: CI (.ci/run) fails.
+ */
+export function summarize(file: string, print: (line: string) => void, oneTest?: string): { ok: boolean } {
+  if (!existsSync(file)) {
+    print(`no report at ${file}: the suite did not finish`);
+    return { ok: false };
+  }
+  const report = parse(readFileSync(file, "utf8")) as { profiles?: ProfileReport[] };
+  let ok = (report.profiles ?? []).length > 0;
+  for (const p of report.profiles ?? []) {
+    const c = p.core?.statistics ?? {};
+    const e = p.extended?.statistics ?? {};
+    print(
+      `${p.name}: core ${c.Passed ?? 0} passed, ${c.Failed ?? 0} failed, ${c.Skipped ?? 0} skipped; ` +
+        `extended ${e.Passed ?? 0} passed, ${e.Failed ?? 0} failed, ${e.Skipped ?? 0} skipped`,
+    );
+    if (p.extended?.unsupportedFeatures?.length)
+      print(
+        `  not declared (their tests are not run; docs/kubernetes.md says why): ${(p.extended.unsupportedFeatures ?? []).join(", ")}`,
+      );
+    if (oneTest) continue; // --run-test: every other test is skipped
+    for (const t of [...(p.core?.skippedTests ?? []), ...(p.extended?.skippedTests ?? [])])
+      print(`  skipped ${t}: ${SKIPPED[t] ?? "explicitly skipped (no reason recorded: add one to SKIPPED)"}`);
+    if ((c.Failed ?? 0) > 0 || (c.Skipped ?? 0) > 0 || (e.Failed ?? 0) > 0 || p.core?.result !== "success")
+      ok = false;
+  }
+  print(ok ? "conformance: passed" : "conformance: FAILED");
+  return { ok };
 }
 
 let code = 1;
@@ -175,7 +225,7 @@ try {
     "-test.timeout",
     "90m",
     "--gateway-class=agw",
-    "--conformance-profiles=GATEWAY-HTTP",
+    "--conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC",
     `--supported-features=${values["supported-features"] ?? SUPPORTED_FEATURES.join(",")}`,
     "--organization=agw",
     "--project=agw",
@@ -184,6 +234,7 @@ try {
     "--contact=agw maintainers",
     `--report-output=${values.report}`,
     ...(values["run-test"] ? [`--run-test=${values["run-test"]}`] : []),
+    ...(Object.keys(SKIPPED).length > 0 ? [`--skip-tests=${Object.keys(SKIPPED).join(",")}`] : []),
   ];
   log(`conformance.test ${args.join(" ")}`);
   const suite = spawn(join(suiteDir, "conformance.test"), args, {
@@ -195,6 +246,8 @@ try {
   });
   code = await new Promise<number>((r) => suite.once("exit", (c) => r(c ?? 1)));
   log(`suite exited with ${code}; report: ${values.report}`);
+  const verdict = summarize(values.report, log, values["run-test"]);
+  if (code === 0 && !verdict.ok) code = 1;
   if (values.keep) {
     log(`KUBECONFIG=${api.kubeconfig}; Ctrl-C stops everything`);
     await new Promise(() => {});

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { addressPool, gatewayStatus, httpRouteParents, intersectHostname } from "./gateway-api.ts";
+import { addressPool, gatewayStatus, intersectHostname, routeParents } from "./gateway-api.ts";
 import { type KubeObjects, translateKube } from "./translate.ts";
 import {
   CONTROLLER_NAME,
   type Gateway,
   type GatewayListenerSpec,
+  type GrpcRoute,
   type HttpRoute,
   type ReferenceGrant,
   type Service,
@@ -49,7 +50,7 @@ const translate = (o: Partial<KubeObjects>, pool?: string) =>
     { gatewayAddressPool: pool },
   );
 const parentsOf = (out: ReturnType<typeof translate>, name: string) =>
-  out.gatewayApi.httpRoutes.find((r) => r.name === name)?.parents ?? [];
+  out.gatewayApi.routes.find((r) => r.name === name)?.parents ?? [];
 
 test("allowedRoutes: Same (the default), All and Selector admit routes by namespace; the others are NotAllowedByListeners", () => {
   const out = translate({
@@ -123,7 +124,7 @@ test("ReferenceGrant: a backend in another namespace is RefNotPermitted until a 
     { name: "web", port: 8080, protocol: "HTTP", allowedRoutes: { namespaces: { from: "All" } } },
   ]);
   const before = translate({ gateways: [gw], httpRoutes: [r] });
-  const report = before.gatewayApi.httpRoutes[0];
+  const report = before.gatewayApi.routes[0];
   assert.equal(report?.resolvedRefs.reason, "RefNotPermitted");
   // Still attached (Accepted), its rule answers 500 as Gateway API asks.
   assert.equal(report?.parents[0]?.notAttached, undefined);
@@ -136,7 +137,7 @@ test("ReferenceGrant: a backend in another namespace is RefNotPermitted until a 
     },
   };
   const after = translate({ gateways: [gw], httpRoutes: [r], referenceGrants: [grant] });
-  assert.equal(after.gatewayApi.httpRoutes[0]?.resolvedRefs.status, "True");
+  assert.equal(after.gatewayApi.routes[0]?.resolvedRefs.status, "True");
   assert.deepEqual(after.listeners[0]?.routes[0]?.target, { cluster: "k8s/team-b/web/80" });
   // A grant for another kind or namespace does not count.
   const wrong = {
@@ -144,7 +145,7 @@ test("ReferenceGrant: a backend in another namespace is RefNotPermitted until a 
     spec: { ...grant.spec, from: [{ ...grant.spec?.from?.[0], namespace: "team-c" }] },
   };
   const still = translate({ gateways: [gw], httpRoutes: [r], referenceGrants: [wrong as ReferenceGrant] });
-  assert.equal(still.gatewayApi.httpRoutes[0]?.resolvedRefs.reason, "RefNotPermitted");
+  assert.equal(still.gatewayApi.routes[0]?.resolvedRefs.reason, "RefNotPermitted");
 });
 
 test("addresses: each Gateway gets its own from the pool, the same whatever else exists (a new Gateway never moves an older one), so two on one port both serve; without one the later Gateway's listener is PortUnavailable", () => {
@@ -248,8 +249,8 @@ test("filters: RequestRedirect, URLRewrite and RequestMirror become the IR's red
     autoHost: false,
   });
   assert.deepEqual(rewrite?.mirror, { cluster: "k8s/infra/web/80", percent: 50, maxBodyBytes: 65536 });
-  const odd = out.gatewayApi.httpRoutes.find((r) => r.name === "odd");
-  const parents = httpRouteParents(odd as never, (l) =>
+  const odd = out.gatewayApi.routes.find((r) => r.name === "odd");
+  const parents = routeParents(odd as never, (l) =>
     out.routes.find((r) => r.name === "odd" && r.listener === l),
   );
   const accepted = parents[0]?.conditions.find((c) => c.type === "Accepted");
@@ -307,4 +308,98 @@ test("Gateway conditions the conformance suite checks: unsupported protocols (Li
     out.listeners.find((l) => l.name === "gateway/infra/mixed/80")?.routes.map((r) => r.name),
     ["k8s/infra/httproute/b-older/80/0/0", "k8s/infra/httproute/a-newer/80/0/0"],
   );
+});
+
+const grpcRoute = (namespace: string, name: string, spec: NonNullable<GrpcRoute["spec"]>): GrpcRoute => ({
+  metadata: { name, namespace, generation: 2 },
+  spec,
+});
+
+test("GRPCRoute: method matches become path matches on /SERVICE/METHOD, headers stay, backends speak HTTP/2, status says GRPCRoute", () => {
+  const out = translate({
+    gateways: [gateway("gw", [{ name: "http", port: 8001, protocol: "HTTP" }])],
+    grpcRoutes: [
+      grpcRoute("infra", "echo", {
+        parentRefs: [{ name: "gw" }],
+        rules: [
+          {
+            matches: [
+              { method: { service: "pkg.Echo", method: "Echo" } },
+              { method: { service: "pkg.Echo" } },
+              { method: { method: "EchoTwo" } },
+              { method: { type: "RegularExpression", service: "pkg\\..*", method: "Echo.*" } },
+              { headers: [{ name: "version", value: "two" }] },
+            ],
+            backendRefs: [{ name: "web", port: 80 }],
+          },
+        ],
+      }),
+    ],
+  });
+  const routes = out.listeners.find((l) => l.name === "gateway/infra/gw/8001")?.routes ?? [];
+  assert.deepEqual(
+    routes.map((r) => [r.path.kind, r.path.value, r.headers.length]),
+    [
+      ["exact", "/pkg.Echo/Echo", 0],
+      ["prefix", "/pkg.Echo/", 0],
+      ["regex", "/[^/]+/EchoTwo", 0],
+      ["regex", "/(?:pkg\\..*)/(?:Echo.*)", 0],
+      ["prefix", "/", 1],
+    ],
+  );
+  // The Service port has no appProtocol: a GRPCRoute's backend is HTTP/2 all the same.
+  const cluster = out.clusters.find((c) => c.name === "k8s/infra/web/80/h2");
+  assert.equal(cluster?.protocol, "http2");
+  assert.deepEqual(routes[0]?.target, { cluster: "k8s/infra/web/80/h2" });
+  const report = out.gatewayApi.routes.find((r) => r.name === "echo");
+  assert.equal(report?.kind, "GRPCRoute");
+  assert.equal(report?.parents[0]?.notAttached, undefined);
+  assert.deepEqual(
+    out.gatewayApi.gateways[0]?.listeners[0]?.supportedKinds.map((k) => k.kind),
+    ["HTTPRoute", "GRPCRoute"],
+  );
+  assert.equal(out.routes.find((r) => r.name === "echo")?.kind, "GRPCRoute");
+});
+
+test("GRPCRoute: a listener that allows HTTPRoutes only refuses it (NotAllowedByListeners); a Service in another namespace needs a grant from GRPCRoutes", () => {
+  const fromHttpRoutes: ReferenceGrant = {
+    metadata: { name: "g", namespace: "team-b" },
+    spec: {
+      from: [{ group: "gateway.networking.k8s.io", kind: "HTTPRoute", namespace: "infra" }],
+      to: [{ group: "", kind: "Service" }],
+    },
+  };
+  const objects = (grants: ReferenceGrant[]) => ({
+    gateways: [
+      gateway("gw", [
+        {
+          name: "http-only",
+          port: 8001,
+          protocol: "HTTP",
+          allowedRoutes: { kinds: [{ kind: "HTTPRoute" }] },
+        },
+        { name: "any", port: 8002, protocol: "HTTP" },
+      ]),
+    ],
+    referenceGrants: grants,
+    grpcRoutes: [
+      grpcRoute("infra", "narrow", { parentRefs: [{ name: "gw", sectionName: "http-only" }], rules: [] }),
+      grpcRoute("infra", "far", {
+        parentRefs: [{ name: "gw", sectionName: "any" }],
+        rules: [{ backendRefs: [{ name: "web", namespace: "team-b", port: 80 }] }],
+      }),
+    ],
+  });
+  const out = translate(objects([fromHttpRoutes]));
+  assert.equal(parentsOf(out, "narrow")[0]?.notAttached?.reason, "NotAllowedByListeners");
+  assert.equal(out.gatewayApi.routes.find((r) => r.name === "far")?.resolvedRefs.reason, "RefNotPermitted");
+  const fromGrpcRoutes: ReferenceGrant = {
+    ...fromHttpRoutes,
+    spec: {
+      ...fromHttpRoutes.spec,
+      from: [{ group: "gateway.networking.k8s.io", kind: "GRPCRoute", namespace: "infra" }],
+    },
+  };
+  const granted = translate(objects([fromGrpcRoutes]));
+  assert.equal(granted.gatewayApi.routes.find((r) => r.name === "far")?.resolvedRefs.status, "True");
 });

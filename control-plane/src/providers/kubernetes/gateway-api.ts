@@ -10,7 +10,9 @@
  *   one (by creation) gets `PortUnavailable`.
  * - The HTTP and HTTPS listeners of one Gateway on one port are one AGW listener,
  *   `gateway/NAMESPACE/GATEWAY/PORT` (HTTPS: every listener's certificates, picked by SNI).
- * - An HTTPRoute attaches to a Gateway listener when the parentRef's sectionName/port select it,
+ * - A GRPCRoute is the HTTPRoute it routes like (grpcAsHttpRoute): its method matches are matches
+ *   on the request path (/SERVICE/METHOD), its backends speak HTTP/2 (h2c).
+ * - An HTTPRoute or GRPCRoute attaches to a Gateway listener when the parentRef's sectionName/port select it,
  *   its allowedRoutes admit the route's namespace and kind, and the hostnames intersect; its
  *   routes get the intersection as their hosts. A listener with a hostname that shares its AGW
  *   listener with others gets a last 404 route for that hostname (a "fence"), so a request for it
@@ -30,6 +32,7 @@ import {
   type GatewayListenerSpec,
   type GatewayRouteRule,
   type GatewayStatus,
+  type GrpcRoute,
   type HttpRoute,
   type HttpRouteRule,
   type LabelSelector,
@@ -45,6 +48,7 @@ export interface GatewayApiObjects {
   gatewayClasses: Iterable<GatewayClass>;
   gateways: Iterable<Gateway>;
   httpRoutes: Iterable<HttpRoute>;
+  grpcRoutes?: Iterable<GrpcRoute>;
   referenceGrants: Iterable<ReferenceGrant>;
   namespaces: Iterable<Namespace>;
 }
@@ -81,7 +85,9 @@ export interface GatewayReport {
   listeners: ListenerReport[];
 }
 
-export interface HttpRouteParentReport {
+export type RouteKind = "HTTPRoute" | "GRPCRoute";
+
+export interface RouteParentReport {
   parentRef: RouteParentRef;
   /** Accepted=False from the attachment; undefined when it attached. */
   notAttached?: Cond;
@@ -89,13 +95,15 @@ export interface HttpRouteParentReport {
   agwListeners: string[];
 }
 
-export interface HttpRouteReport {
+/** An HTTPRoute's or GRPCRoute's attachment and references, for its status. */
+export interface XRouteReport {
+  kind: RouteKind;
   namespace: string;
   name: string;
   generation: number;
   /** Whether its backendRefs (and mirrors) resolve, whatever it attached to. */
   resolvedRefs: Cond;
-  parents: HttpRouteParentReport[];
+  parents: RouteParentReport[];
 }
 
 export interface GatewayApiTranslation {
@@ -106,11 +114,16 @@ export interface GatewayApiTranslation {
   servedSecrets: string[];
   classes: Array<{ name: string; generation: number }>;
   gateways: GatewayReport[];
-  httpRoutes: HttpRouteReport[];
+  /** HTTPRoutes and GRPCRoutes. */
+  routes: XRouteReport[];
 }
 
 const key = (namespace: string | undefined, name: string | undefined) => `${namespace ?? ""}/${name ?? ""}`;
-const HTTP_ROUTE_KIND = { group: GATEWAY_API.group, kind: "HTTPRoute" };
+/** The route kinds an HTTP or HTTPS listener serves. */
+const ROUTE_KINDS: Array<{ group: string; kind: RouteKind }> = [
+  { group: GATEWAY_API.group, kind: "HTTPRoute" },
+  { group: GATEWAY_API.group, kind: "GRPCRoute" },
+];
 
 const cond = (type: string, status: boolean, reason: string, message: string): Cond => ({
   type,
@@ -341,12 +354,15 @@ export function translateGatewayApi(
       report.listeners.push(lr);
       const p: PlannedListener = { gateway: g, spec, report: lr, attachable: false };
       planned.push(p);
-      // Kinds: HTTPRoute is the only route kind served.
+      // Kinds: HTTPRoute and GRPCRoute are served.
       const kinds = spec.allowedRoutes?.kinds;
-      const invalidKinds = (kinds ?? []).filter(
-        (k) => (k.group ?? GATEWAY_API.group) !== HTTP_ROUTE_KIND.group || k.kind !== HTTP_ROUTE_KIND.kind,
-      );
-      lr.supportedKinds = kinds === undefined || invalidKinds.length < kinds.length ? [HTTP_ROUTE_KIND] : [];
+      const served = (k: { group?: string; kind: string }) =>
+        ROUTE_KINDS.find((r) => r.group === (k.group ?? GATEWAY_API.group) && r.kind === k.kind);
+      const invalidKinds = (kinds ?? []).filter((k) => !served(k));
+      lr.supportedKinds =
+        kinds === undefined
+          ? [...ROUTE_KINDS]
+          : ROUTE_KINDS.filter((r) => kinds.some((k) => served(k) === r));
       let resolved = invalidKinds.length
         ? cond(
             "ResolvedRefs",
@@ -474,7 +490,7 @@ export function translateGatewayApi(
           : cond("Accepted", true, "ListenersNotValid", `${invalid} listener(s) are not valid.`);
   }
 
-  // HTTPRoutes.
+  // HTTPRoutes and GRPCRoutes.
   const byGateway = new Map<string, PlannedListener[]>();
   for (const p of planned) {
     const k = key(p.gateway.metadata?.namespace, p.gateway.metadata?.name);
@@ -482,15 +498,20 @@ export function translateGatewayApi(
   }
   const ourGateways = new Set(gateways.map((g) => key(g.metadata?.namespace, g.metadata?.name)));
   const sources: RouteSource[] = [];
-  const routeReports: HttpRouteReport[] = [];
+  const routeReports: XRouteReport[] = [];
   // Oldest first, then by namespace/name: Gateway API's tie-break between equally specific matches
   // of different routes (the data plane keeps config order among those).
-  const routes = [...objects.httpRoutes].sort(byAge);
-  for (const route of routes) {
+  const routes = [
+    ...[...objects.httpRoutes].map((route) => ({ kind: "HTTPRoute" as const, route, problems: [] })),
+    ...[...(objects.grpcRoutes ?? [])].map((g) => ({ kind: "GRPCRoute" as const, ...grpcAsHttpRoute(g) })),
+  ].sort((a, b) => byAge(a.route, b.route));
+  for (const { kind, route, problems: conversionProblems } of routes) {
     const namespace = route.metadata?.namespace ?? "default";
     const name = route.metadata?.name ?? "";
-    const converted = convertRules(route, grants, ctx.services);
-    const report: HttpRouteReport = {
+    const converted = convertRules(kind, route, grants, ctx.services);
+    converted.problems.unshift(...conversionProblems);
+    const report: XRouteReport = {
+      kind,
       namespace,
       name,
       generation: route.metadata?.generation ?? 0,
@@ -509,7 +530,7 @@ export function translateGatewayApi(
         continue;
       const gwKey = key(parent.namespace ?? namespace, parent.name);
       if (!ourGateways.has(gwKey)) continue;
-      const parentReport: HttpRouteParentReport = { parentRef: parent, agwListeners: [] };
+      const parentReport: RouteParentReport = { parentRef: parent, agwListeners: [] };
       report.parents.push(parentReport);
       const candidates = (byGateway.get(gwKey) ?? []).filter(
         (p) =>
@@ -527,7 +548,7 @@ export function translateGatewayApi(
           (from === "Same" && gNs === namespace) ||
           (from === "Selector" &&
             selects(p.spec.allowedRoutes?.namespaces?.selector, namespaceLabels.get(namespace) ?? {}));
-        if (!nsAllowed || p.report.supportedKinds.length === 0) {
+        if (!nsAllowed || !p.report.supportedKinds.some((k) => k.kind === kind)) {
           notAllowed++;
           continue;
         }
@@ -576,11 +597,11 @@ export function translateGatewayApi(
       const https = agw.get(listenerName)?.listener.protocol === "https";
       sources.push({
         key: `${key(namespace, name)}#${listenerName}`,
-        kind: "HTTPRoute",
+        kind,
         namespace,
         name,
         generation: report.generation,
-        routePrefix: `k8s/${namespace}/httproute/${name}/${port}`,
+        routePrefix: `k8s/${namespace}/${kind.toLowerCase()}/${name}/${port}`,
         gatewayListener: listenerName,
         spec: {
           hostnames: hosts === "any" ? [] : [...hosts].sort(),
@@ -611,7 +632,7 @@ export function translateGatewayApi(
       generation: c.metadata?.generation ?? 0,
     })),
     gateways: gatewayReports,
-    httpRoutes: routeReports,
+    routes: routeReports,
   };
 }
 
@@ -627,8 +648,52 @@ function redirectPort(rule: GatewayRouteRule, port: number, https: boolean): Gat
   return { ...rule, redirect: { ...r, port } };
 }
 
+const escapeRegex = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+
+/**
+ * A GRPCRoute as the HTTPRoute it routes like. gRPC calls are POSTs to /SERVICE/METHOD, so a method
+ * match is a path match: service and method → that exact path; a service alone → the prefix
+ * /SERVICE/; a method alone, or RegularExpression → an (anchored) regex on the path. Filters and
+ * backendRefs have HTTPRoute's shape already (the CRD admits the header modifiers and mirroring).
+ */
+export function grpcAsHttpRoute(route: GrpcRoute): { route: HttpRoute; problems: string[] } {
+  const problems: string[] = [];
+  const rules = (route.spec?.rules ?? []).map(
+    (rule, ri): HttpRouteRule => ({
+      ...(rule.filters && { filters: rule.filters }),
+      ...(rule.backendRefs && { backendRefs: rule.backendRefs }),
+      ...(rule.matches && {
+        matches: rule.matches.map((m, mi) => {
+          const at = `rules[${ri}].matches[${mi}].method`;
+          const { service, method, type = "Exact" } = m.method ?? {};
+          let path: NonNullable<HttpRouteRule["matches"]>[number]["path"];
+          if (m.method && !service && !method) problems.push(`${at}: needs a service or a method`);
+          else if (!m.method) path = undefined;
+          else if (type === "RegularExpression")
+            path = {
+              type: "RegularExpression",
+              value: `/(?:${service ?? "[^/]+"})/(?:${method ?? "[^/]+"})`,
+            };
+          else if (service && method) path = { type: "Exact", value: `/${service}/${method}` };
+          else if (service) path = { type: "PathPrefix", value: `/${service}/` };
+          else path = { type: "RegularExpression", value: `/[^/]+/${escapeRegex(method ?? "")}` };
+          return { ...(path && { path }), ...(m.headers && { headers: m.headers }) };
+        }),
+      }),
+    }),
+  );
+  return {
+    route: {
+      ...route,
+      spec: { parentRefs: route.spec?.parentRefs ?? [], hostnames: route.spec?.hostnames ?? [], rules },
+    } as HttpRoute,
+    problems,
+  };
+}
+
 /** An HTTPRoute's rules → GatewayRoute-shaped rules, with what is unsupported or unresolved. */
 function convertRules(
+  kind: RouteKind,
   route: HttpRoute,
   grants: ReferenceGrant[],
   services: ReadonlyMap<string, Service>,
@@ -655,7 +720,7 @@ function convertRules(
     if (
       !granted(
         grants,
-        { group: GATEWAY_API.group, kind: "HTTPRoute", namespace },
+        { group: GATEWAY_API.group, kind, namespace },
         { group: "", kind: "Service", namespace: refNs, name: ref.name },
       )
     ) {
@@ -804,11 +869,12 @@ export function gatewayStatus(
 }
 
 /**
- * An HTTPRoute's status.parents entries of ours: the attachment's verdict, else the route reports
- * (translation, merge and data planes: status.ts) of the AGW listeners the parent attached to.
+ * An HTTPRoute's or GRPCRoute's status.parents entries of ours: the attachment's verdict, else the
+ * route reports (translation, merge and data planes: status.ts) of the AGW listeners the parent
+ * attached to.
  */
-export function httpRouteParents(
-  report: HttpRouteReport,
+export function routeParents(
+  report: XRouteReport,
   reportsOf: (agwListener: string) => RouteReport | undefined,
 ): RouteParentStatus[] {
   return report.parents.map((p) => {

@@ -12,7 +12,7 @@ import type { Logger } from "@agw/core";
 import type { ComponentRead } from "../../xds/components.ts";
 import { KubeApiError, KubeClient, loadKubeConfig } from "./client.ts";
 import { pluginConfigMaps } from "./configmaps.ts";
-import { addressPool, gatewayClassConditions, gatewayStatus, httpRouteParents } from "./gateway-api.ts";
+import { addressPool, gatewayClassConditions, gatewayStatus, routeParents } from "./gateway-api.ts";
 import { Informer } from "./informer.ts";
 import { LeaderElector } from "./leader.ts";
 import { reportKey } from "./merge.ts";
@@ -27,6 +27,7 @@ import {
   type Gateway,
   type GatewayClass,
   type GatewayRoute,
+  type GrpcRoute,
   type HttpRoute,
   type Namespace,
   type ReferenceGrant,
@@ -152,6 +153,7 @@ export class KubernetesProvider {
   private readonly secrets: Informer<Secret>;
   private readonly gateways: Informer<Gateway>;
   private readonly httpRoutes: Informer<HttpRoute>;
+  private readonly grpcRoutes: Informer<GrpcRoute>;
   private readonly gatewayClasses: Informer<GatewayClass>;
   private readonly referenceGrants: Informer<ReferenceGrant>;
   private readonly namespaces: Informer<Namespace>;
@@ -187,6 +189,7 @@ export class KubernetesProvider {
         | Secret
         | Gateway
         | HttpRoute
+        | GrpcRoute
         | GatewayClass
         | ReferenceGrant
         | Namespace,
@@ -213,6 +216,7 @@ export class KubernetesProvider {
     const gatewayApi = `/apis/${GATEWAY_API.group}/${GATEWAY_API.version}`;
     this.gateways = informer<Gateway>(scoped(gatewayApi, "gateways"));
     this.httpRoutes = informer<HttpRoute>(scoped(gatewayApi, "httproutes"));
+    this.grpcRoutes = informer<GrpcRoute>(scoped(gatewayApi, "grpcroutes"));
     // Cluster-scoped: GatewayClasses (which are ours), and Namespaces (allowedRoutes selectors).
     // A control plane bound to one namespace (a RoleBinding) may not read them: then no Gateway
     // is ours and selectors match nothing, and it serves the rest (docs/kubernetes.md).
@@ -248,6 +252,7 @@ export class KubernetesProvider {
       this.secrets,
       this.gateways,
       this.httpRoutes,
+      this.grpcRoutes,
       this.gatewayClasses,
       this.referenceGrants,
       this.namespaces,
@@ -357,6 +362,7 @@ export class KubernetesProvider {
         gatewayClasses: this.gatewayClasses.values(),
         gateways: this.gateways.values(),
         httpRoutes: this.httpRoutes.values(),
+        grpcRoutes: this.grpcRoutes.values(),
         referenceGrants: this.referenceGrants.values(),
         namespaces: this.namespaces.values(),
       },
@@ -469,18 +475,18 @@ export class KubernetesProvider {
           ),
       });
     }
-    const routes = this.httpRoutes.values();
-    for (const r of api.httpRoutes) {
-      const current = find(routes, r.namespace, r.name);
+    const routes: Record<string, Array<HttpRoute | GrpcRoute>> = {
+      HTTPRoute: this.httpRoutes.values(),
+      GRPCRoute: this.grpcRoutes.values(),
+    };
+    for (const r of api.routes) {
+      const current = find(routes[r.kind] ?? [], r.namespace, r.name);
       if (!current) continue;
       const generation = current.metadata?.generation ?? r.generation;
-      const ours = httpRouteParents(r, (listener) =>
+      const ours = routeParents(r, (listener) =>
         reports.find(
           (x) =>
-            x.kind === "HTTPRoute" &&
-            x.namespace === r.namespace &&
-            x.name === r.name &&
-            x.listener === listener,
+            x.kind === r.kind && x.namespace === r.namespace && x.name === r.name && x.listener === listener,
         ),
       );
       const before = current.status?.parents ?? [];
@@ -502,8 +508,8 @@ export class KubernetesProvider {
       const status = { parents };
       if (sameStatus(current.status ?? { parents: [] }, status)) continue;
       writes.push({
-        what: `HTTPRoute ${r.namespace}/${r.name}`,
-        run: () => this.patchStatus(nsPath(r.namespace, "httproutes", r.name), current, status),
+        what: `${r.kind} ${r.namespace}/${r.name}`,
+        run: () => this.patchStatus(nsPath(r.namespace, `${r.kind.toLowerCase()}s`, r.name), current, status),
       });
     }
     return writes;

@@ -322,7 +322,7 @@ test("HTTPRoutes attach to the listeners of Gateways whose class is ours only; a
     out.routes.find((r) => r.name === "foreign"),
     undefined,
   );
-  assert.deepEqual(out.gatewayApi.httpRoutes.find((r) => r.name === "foreign")?.parents, []);
+  assert.deepEqual(out.gatewayApi.routes.find((r) => r.name === "foreign")?.parents, []);
   // The HTTPS listener without a certificateRef is not served, and says why.
   const secure = out.gatewayApi.gateways
     .find((g) => g.name === "edge")

@@ -29,6 +29,7 @@ import type {
   GatewayRoute,
   GatewayRouteHeaderModifier,
   GatewayRouteValueMatch,
+  GrpcRoute,
   HttpRoute,
   Namespace,
   ReferenceGrant,
@@ -47,6 +48,7 @@ export interface KubeObjects {
   gatewayClasses?: Iterable<GatewayClass>;
   gateways?: Iterable<Gateway>;
   httpRoutes?: Iterable<HttpRoute>;
+  grpcRoutes?: Iterable<GrpcRoute>;
   referenceGrants?: Iterable<ReferenceGrant>;
   namespaces?: Iterable<Namespace>;
 }
@@ -64,7 +66,7 @@ export interface Condition {
 }
 
 export interface RouteReport {
-  kind: "GatewayRoute" | "HTTPRoute";
+  kind: "GatewayRoute" | "HTTPRoute" | "GRPCRoute";
   namespace: string;
   name: string;
   generation: number;
@@ -86,8 +88,8 @@ export interface KubeTranslation {
   routes: RouteReport[];
   /** "namespace/name: why" for each TLS Secret left out of the snapshot. */
   secretErrors: string[];
-  /** GatewayClass, Gateway and HTTPRoute reports, for their status. */
-  gatewayApi: Pick<GatewayApiTranslation, "classes" | "gateways" | "httpRoutes">;
+  /** GatewayClass, Gateway, HTTPRoute and GRPCRoute reports, for their status. */
+  gatewayApi: Pick<GatewayApiTranslation, "classes" | "gateways" | "routes">;
 }
 
 const key = (namespace: string | undefined, name: string | undefined) => `${namespace ?? ""}/${name ?? ""}`;
@@ -313,6 +315,7 @@ export function translateKube(objects: KubeObjects, options: KubeTranslateOption
       gatewayClasses: objects.gatewayClasses ?? [],
       gateways: objects.gateways ?? [],
       httpRoutes: objects.httpRoutes ?? [],
+      grpcRoutes: objects.grpcRoutes ?? [],
       referenceGrants: objects.referenceGrants ?? [],
       namespaces: objects.namespaces ?? [],
     },
@@ -390,16 +393,19 @@ export function translateKube(objects: KubeObjects, options: KubeTranslateOption
         ref: { name: string; port: number | string; namespace?: string },
         policy: typeof rule.backendPolicy,
       ) => {
-        // Only an HTTPRoute's conversion names another namespace (after its ReferenceGrant check).
-        const svcNs = source.kind === "HTTPRoute" ? (ref.namespace ?? namespace) : namespace;
+        // Only a Gateway API route's conversion names another namespace (after its ReferenceGrant check).
+        const svcNs = source.kind !== "GatewayRoute" ? (ref.namespace ?? namespace) : namespace;
         const svc = services.get(key(svcNs, ref.name));
         const port = svc ? servicePort(svc, ref.port) : undefined;
         if (!svc) unresolved.push(`Service ${svcNs}/${ref.name} not found`);
         else if (!port) unresolved.push(`Service ${svcNs}/${ref.name} has no port ${ref.port}`);
         // An unresolved backend still gets a cluster, an empty one: its share of traffic fails
         // with 503 rather than silently moving to the other backends.
+        // A GRPCRoute's backends speak HTTP/2 whatever the port's appProtocol says; such a port
+        // without an HTTP/2 appProtocol gets a cluster of its own beside the HTTP/1.1 one.
+        const grpcOnly = source.kind === "GRPCRoute" && !port?.http2;
         const shared = port
-          ? clusterName(svcNs, ref.name, port.port)
+          ? `${clusterName(svcNs, ref.name, port.port)}${grpcOnly ? "/h2" : ""}`
           : `k8s/${svcNs}/${ref.name}/${ref.port}`;
         const name = policy
           ? `${source.routePrefix}/${ruleIndex}/${ref.name}/${port?.port ?? ref.port}`
@@ -407,7 +413,7 @@ export function translateKube(objects: KubeObjects, options: KubeTranslateOption
         if (!wanted.has(name)) {
           const endpoints = port ? endpointsFor(slicesByService.get(key(svcNs, ref.name)) ?? [], port) : [];
           // A backendPolicy's protocol wins over the Service port's appProtocol.
-          const protocol = port?.http2 ? "http2" : "http1";
+          const protocol = port?.http2 || source.kind === "GRPCRoute" ? "http2" : "http1";
           wanted.set(
             name,
             policy
@@ -583,7 +589,7 @@ export function translateKube(objects: KubeObjects, options: KubeTranslateOption
     gatewayApi: {
       classes: gatewayApi.classes,
       gateways: gatewayApi.gateways,
-      httpRoutes: gatewayApi.httpRoutes,
+      routes: gatewayApi.routes,
     },
   };
 }

@@ -241,3 +241,26 @@ export interface HttpRoute extends KubernetesObject {
   };
   status?: { parents?: RouteParentStatus[] };
 }
+
+/**
+ * gateway.networking.k8s.io/v1 GRPCRoute: gateway-api.ts turns each into an HTTPRoute-shaped route
+ * (a method match is a match on the request's path, /SERVICE/METHOD) whose backends speak HTTP/2.
+ */
+export interface GrpcRouteRule {
+  name?: string;
+  matches?: Array<{
+    method?: { type?: "Exact" | "RegularExpression"; service?: string; method?: string };
+    headers?: HttpRouteValueMatch[];
+  }>;
+  filters?: HttpRouteRule["filters"];
+  backendRefs?: HttpRouteRule["backendRefs"];
+}
+
+export interface GrpcRoute extends KubernetesObject {
+  spec?: {
+    parentRefs?: RouteParentRef[];
+    hostnames?: string[];
+    rules?: GrpcRouteRule[];
+  };
+  status?: { parents?: RouteParentStatus[] };
+}

@@ -38,7 +38,12 @@ if (Number(process.versions.node.split(".")[0]) === 24 && !installed) {
   const hooks = installed
     ? ["--disable-warning=ExperimentalWarning", "--import", new URL("strip-types.js", import.meta.url).href]
     : [];
-  const child = spawn(node, [...hooks, main, ...argv], { stdio: "inherit" });
+  // fd 3: a pipe the child watches (src/launcher-pipe.ts). A SIGKILL of this launcher cannot be passed
+  // on; the kernel closes our end, and the child stops as on SIGTERM instead of running on orphaned.
+  const child = spawn(node, [...hooks, main, ...argv], {
+    stdio: ["inherit", "inherit", "inherit", "pipe"],
+    env: { ...process.env, AGW_LAUNCHER_FD: "3" },
+  });
   // The child is the gateway: signals meant for agw (Ctrl-C, kill, a supervisor's SIGTERM) go to it,
   // and its drain decides when agw exits.
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(signal, () => child.kill(signal));

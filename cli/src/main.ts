@@ -15,6 +15,7 @@ import { demoUpstream } from "./commands/demo-upstream.ts";
 import { ebpfAgent } from "./commands/ebpf-agent.ts";
 import { run } from "./commands/run.ts";
 import { validate } from "./commands/validate.ts";
+import { watchLauncher } from "./launcher-pipe.ts";
 import { PLUGIN_USAGE, PluginUsageError, pluginCommand } from "./plugin.ts";
 import { TOP_USAGE, topCommand } from "./top.ts";
 
@@ -102,6 +103,7 @@ async function main(argv: string[]): Promise<number> {
   return command.run(argv.slice(1));
 }
 
+watchLauncher();
 main(process.argv.slice(2)).then(
   (code) => {
     if (code >= 0) process.exit(code);

@@ -22,6 +22,9 @@ export interface TypeChanges {
 }
 
 function typeChanges(from: TypeSnapshot, to: TypeSnapshot): TypeChanges {
+  // The builder replaced resources of `from` (same names): it knows what, no need to compare 10,000.
+  if (to.changedFrom?.from.deref() === from)
+    return { from, to, updated: [...to.changedFrom.updated], removed: [] };
   const updated: VersionedResource[] = [];
   for (const r of to.resources.values())
     if (from.resources.get(r.name)?.version !== r.version) updated.push(r);

@@ -83,3 +83,32 @@ test("the cache computes each publication's changes once: updated and removed na
   assert.equal(cache.changesOf(TYPE_URL.cluster), undefined);
   cache.close();
 });
+
+test("a one-route edit of 2,000 routes serializes and encodes that route alone: the other IR objects are the same objects", () => {
+  const routes = Array.from({ length: 2000 }, (_, i) => route(`r${i}`, 1000));
+  const builder = new SnapshotBuilder();
+  const first = builder.build(ir(routes));
+  const edited = [...routes];
+  edited[7] = route("r7", 2000);
+  const stringify = JSON.stringify;
+  let calls = 0;
+  JSON.stringify = ((...args: Parameters<typeof stringify>) => {
+    calls++;
+    return stringify(...args);
+  }) as typeof stringify;
+  let second: ReturnType<SnapshotBuilder["build"]>;
+  try {
+    second = builder.build(ir(edited));
+  } finally {
+    JSON.stringify = stringify;
+  }
+  // The edited route, and the listener and cluster objects ir() re-creates: not the 2,000 routes.
+  assert.ok(calls <= 5, `${calls} JSON.stringify calls`);
+  assert.equal(builder.lastBuild.encoded, 1);
+  const changes = second.get(TYPE_URL.route)?.changedFrom;
+  assert.equal(changes?.from.deref(), first.get(TYPE_URL.route));
+  assert.deepEqual(
+    changes?.updated.map((r) => r.name),
+    ["web/r7"],
+  );
+});

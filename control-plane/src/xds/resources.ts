@@ -64,13 +64,74 @@ export interface VersionedResource {
 export interface TypeSnapshot {
   /** Hash over the type's resource names and versions; changes iff some resource changed. */
   version: string;
+  /** By name, in name order. */
   resources: ReadonlyMap<string, VersionedResource>;
+  /**
+   * Set by an incremental build that only replaced resources: what changed since `from` (held
+   * weakly: a snapshot never keeps its predecessors alive). The cache takes it instead of comparing
+   * every resource.
+   */
+  changedFrom?: { from: WeakRef<TypeSnapshot>; updated: readonly VersionedResource[] };
 }
 
 export type Snapshot = ReadonlyMap<TypeUrl, TypeSnapshot>;
 
 function hash(data: Uint8Array | string): string {
   return createHash("sha256").update(data).digest("hex").slice(0, 16);
+}
+
+const MOD = 1n << 128n;
+const digests = new WeakMap<VersionedResource, bigint>();
+const sums = new WeakMap<TypeSnapshot, bigint>();
+
+/** 128 bits of sha256("name=version"), once per resource object. */
+function digest(r: VersionedResource): bigint {
+  let d = digests.get(r);
+  if (d === undefined) {
+    d = BigInt(`0x${createHash("sha256").update(`${r.name}=${r.version}`).digest("hex").slice(0, 32)}`);
+    digests.set(r, d);
+  }
+  return d;
+}
+
+/**
+ * A type's version from the sum (mod 2^128) of its resources' digests: order-free, so replacing k
+ * of 10,000 resources updates it in O(k), and equal to the version a build from scratch computes.
+ */
+function typeVersion(sum: bigint, count: number): string {
+  return hash(`${count}:${sum.toString(16)}`);
+}
+
+export function typeSnapshot(resources: VersionedResource[]): TypeSnapshot {
+  const sorted = [...resources].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const map = new Map(sorted.map((r) => [r.name, r]));
+  let sum = 0n;
+  for (const r of map.values()) sum += digest(r);
+  sum %= MOD;
+  const snap: TypeSnapshot = { version: typeVersion(sum, map.size), resources: map };
+  sums.set(snap, sum);
+  return snap;
+}
+
+/** `base` with some resources (of names it has) replaced: same order, version updated in O(k). */
+function replaced(base: TypeSnapshot, updated: VersionedResource[]): TypeSnapshot {
+  const map = new Map(base.resources);
+  let sum = sums.get(base) ?? [...base.resources.values()].reduce((a, r) => a + digest(r), 0n);
+  for (const r of updated) {
+    const old = map.get(r.name);
+    if (old) sum -= digest(old);
+    sum += digest(r);
+    map.set(r.name, r);
+  }
+  sum = ((sum % MOD) + MOD) % MOD;
+  const sortedUpdates = [...updated].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const snap: TypeSnapshot = {
+    version: typeVersion(sum, map.size),
+    resources: map,
+    changedFrom: { from: new WeakRef(base), updated: sortedUpdates },
+  };
+  sums.set(snap, sum);
+  return snap;
 }
 
 function headerOperations(ops: HeaderOps): HeaderOperations {
@@ -171,12 +232,6 @@ export function versioned<D extends DescMessage>(
   };
 }
 
-export function typeSnapshot(resources: VersionedResource[]): TypeSnapshot {
-  const sorted = [...resources].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const version = hash(sorted.map((r) => `${r.name}=${r.version}`).join("\n"));
-  return { version, resources: new Map(sorted.map((r) => [r.name, r])) };
-}
-
 /** The Secret names a listener references: its certificates and its client CA. */
 export function listenerSecrets(l: IrListener): string[] {
   if (!l.tls) return [];
@@ -226,10 +281,83 @@ export function irToSnapshot(ir: Ir): Snapshot {
   return new SnapshotBuilder().build(ir);
 }
 
-interface BuiltResource {
-  /** JSON of the IR the resource was built from: equal content, same resource. */
+/** One resource of a build and the IR object it came from. */
+interface Slot {
+  name: string;
+  /** The IR object (identity): the same object again is the same resource, with no work at all. */
+  id: unknown;
+  /** JSON of what the resource is built from, computed once per IR object: equal content, same resource. */
   content: string;
   resource: VersionedResource;
+}
+
+/** One type's slots, in IR order, and a build's progress over them. */
+class TypeBuild {
+  prev: Slot[] = [];
+  private prevByName: Map<string, Slot> | undefined;
+  slots: Slot[] = [];
+  /** Resources whose version differs from the previous build's resource of that name. */
+  updated: VersionedResource[] = [];
+  /** Slots sit at the same index under the same name as in the previous build. */
+  aligned = true;
+  encoded = 0;
+
+  start(): void {
+    this.prevByName = undefined;
+    this.slots = [];
+    this.updated = [];
+    this.aligned = true;
+    this.encoded = 0;
+  }
+
+  private byName(name: string): Slot | undefined {
+    this.prevByName ??= new Map(this.prev.map((s) => [s.name, s]));
+    return this.prevByName.get(name);
+  }
+
+  /**
+   * The resource for `name` built from IR object `id`: the previous slot when `id` is the same
+   * object (no JSON, no hash) or has the same content, else encoded. Returns whether it did any work.
+   */
+  add(
+    name: string,
+    id: unknown,
+    content: () => unknown,
+    encode: () => VersionedResource,
+    counts: { encoded: number; reused: number },
+  ): boolean {
+    const i = this.slots.length;
+    const at = this.prev[i];
+    if (at?.name !== name) this.aligned = false;
+    const old = at?.name === name ? at : this.byName(name);
+    if (old && id !== undefined && old.id === id) {
+      this.slots.push(old);
+      counts.reused++;
+      return false;
+    }
+    const json = JSON.stringify(content());
+    if (old && old.content === json) {
+      this.slots.push({ ...old, id });
+      counts.reused++;
+      return true;
+    }
+    const resource = encode();
+    this.slots.push({ name, id, content: json, resource });
+    if (!old || old.resource.version !== resource.version) this.updated.push(resource);
+    this.encoded++;
+    counts.encoded++;
+    return true;
+  }
+
+  /** This build's TypeSnapshot, `before` (the previous one) kept or updated when the names did not change. */
+  finish(before: TypeSnapshot | undefined): TypeSnapshot {
+    const aligned = this.aligned && this.slots.length === this.prev.length && before !== undefined;
+    this.prev = this.slots;
+    if (aligned && this.updated.length === 0) return before;
+    if (aligned && before.resources.size === new Set(this.slots.map((s) => s.name)).size)
+      return replaced(before, this.updated);
+    return typeSnapshot(this.slots.map((s) => s.resource));
+  }
 }
 
 /** IR → Snapshot, reusing the previous build's resources whose IR content did not change. */
@@ -240,7 +368,7 @@ interface BuiltResource {
 export type InlineComponents = (digest: string) => Uint8Array | undefined;
 
 export class SnapshotBuilder {
-  private previous = new Map<string, BuiltResource>();
+  private readonly types = new Map<TypeUrl, TypeBuild>(RESOURCE_TYPES.map((t) => [t, new TypeBuild()]));
   private previousTypes: Snapshot = new Map();
   private readonly inline: InlineComponents;
   /** Resources encoded vs reused by the last build. */
@@ -264,67 +392,75 @@ export class SnapshotBuilder {
     return runSliced(this.steps(ir));
   }
 
+  /**
+   * IR objects are immutable: an edit is a new object (translators and mergeIr make new ones), so
+   * an IR object seen in the previous build under the same name is the same resource, taken without
+   * JSON or hashing. A new object is compared by content (JSON) and encoded only if that changed: a
+   * one-route edit of 10,000 routes stringifies and encodes one route, and the rest is pointer
+   * comparisons.
+   */
   private *steps(ir: Ir): Steps<Snapshot> {
-    const next = new Map<string, BuiltResource>();
-    const byType = new Map<TypeUrl, { list: VersionedResource[]; encoded: number }>(
-      RESOURCE_TYPES.map((t) => [t, { list: [], encoded: 0 }]),
-    );
-    this.lastBuild.encoded = 0;
-    this.lastBuild.reused = 0;
-    const add = (type: TypeUrl, name: string, from: unknown, encode: () => VersionedResource) => {
-      const key = `${type} ${name}`;
-      const content = JSON.stringify(from);
-      const old = this.previous.get(key);
-      const entry = byType.get(type);
-      let resource: VersionedResource;
-      if (old && old.content === content) {
-        resource = old.resource;
-        this.lastBuild.reused++;
-      } else {
-        resource = encode();
-        this.lastBuild.encoded++;
-        if (entry) entry.encoded++;
-      }
-      next.set(key, { content, resource });
-      entry?.list.push(resource);
-    };
+    const counts = this.lastBuild;
+    counts.encoded = 0;
+    counts.reused = 0;
+    for (const t of this.types.values()) t.start();
+    const type = (t: TypeUrl) => this.types.get(t) as TypeBuild;
+    const clusters = type(TYPE_URL.cluster);
+    const endpoints = type(TYPE_URL.endpoints);
+    const secrets = type(TYPE_URL.secret);
+    const listeners = type(TYPE_URL.listener);
+    const routeConfigs = type(TYPE_URL.routeConfig);
+    const routes = type(TYPE_URL.route);
+    const plugins = type(TYPE_URL.plugin);
 
     for (const c of ir.clusters) {
-      yield;
-      const { endpoints, ...cluster } = c;
-      add(TYPE_URL.cluster, c.name, cluster, () =>
-        versioned(
-          ClusterSchema,
-          c.name,
-          create(ClusterSchema, {
-            name: c.name,
-            protocol: c.protocol === "http2" ? UpstreamProtocol.HTTP2 : UpstreamProtocol.UNSPECIFIED,
-            ...clusterPolicyFields(c),
-            connection: {
-              connectTimeout: durationFromMs(c.connectTimeoutMs),
-              idleTimeout: durationFromMs(c.idleTimeoutMs),
-              maxIdlePerEndpoint: c.maxIdlePerEndpoint,
-              maxRequestsPerConnection: c.maxRequestsPerConnection,
-            },
-            ...(c.tls && {
-              tls: {
-                sni: c.tls.sni,
-                caSecret: c.tls.ca,
-                clientCertificateSecret: c.tls.certificate,
-                alpn: c.tls.alpn,
+      const worked = clusters.add(
+        c.name,
+        c,
+        () => {
+          const { endpoints: _, ...cluster } = c;
+          return cluster;
+        },
+        () =>
+          versioned(
+            ClusterSchema,
+            c.name,
+            create(ClusterSchema, {
+              name: c.name,
+              protocol: c.protocol === "http2" ? UpstreamProtocol.HTTP2 : UpstreamProtocol.UNSPECIFIED,
+              ...clusterPolicyFields(c),
+              connection: {
+                connectTimeout: durationFromMs(c.connectTimeoutMs),
+                idleTimeout: durationFromMs(c.idleTimeoutMs),
+                maxIdlePerEndpoint: c.maxIdlePerEndpoint,
+                maxRequestsPerConnection: c.maxRequestsPerConnection,
               },
+              ...(c.tls && {
+                tls: {
+                  sni: c.tls.sni,
+                  caSecret: c.tls.ca,
+                  clientCertificateSecret: c.tls.certificate,
+                  alpn: c.tls.alpn,
+                },
+              }),
             }),
-          }),
-          clusterSecrets(c),
-        ),
+            clusterSecrets(c),
+          ),
+        counts,
       );
-      add(TYPE_URL.endpoints, c.name, endpoints, () =>
-        versioned(
-          ClusterLoadAssignmentSchema,
-          c.name,
-          create(ClusterLoadAssignmentSchema, { clusterName: c.name, endpoints: c.endpoints }),
-        ),
+      const endpointsWorked = endpoints.add(
+        c.name,
+        c.endpoints,
+        () => c.endpoints,
+        () =>
+          versioned(
+            ClusterLoadAssignmentSchema,
+            c.name,
+            create(ClusterLoadAssignmentSchema, { clusterName: c.name, endpoints: c.endpoints }),
+          ),
+        counts,
       );
+      if (worked || endpointsWorked) yield;
     }
     // Only what some listener or cluster names: an unreferenced Secret (every TLS Secret of a
     // namespace, say) is never sent to any data plane.
@@ -334,110 +470,134 @@ export class SnapshotBuilder {
     ]);
     for (const s of ir.secrets ?? []) {
       if (!referenced.has(s.name)) continue;
-      add(TYPE_URL.secret, s.name, s, () =>
-        versioned(
-          SecretSchema,
-          s.name,
-          create(SecretSchema, {
-            name: s.name,
-            kind:
-              s.caPem !== undefined
-                ? { case: "validationContext", value: { trustedCaPem: s.caPem } }
-                : {
-                    case: "tlsCertificate",
-                    value: { certificateChainPem: s.certificateChainPem, privateKeyPem: s.privateKeyPem },
-                  },
-          }),
-        ),
+      secrets.add(
+        s.name,
+        s,
+        () => s,
+        () =>
+          versioned(
+            SecretSchema,
+            s.name,
+            create(SecretSchema, {
+              name: s.name,
+              kind:
+                s.caPem !== undefined
+                  ? { case: "validationContext", value: { trustedCaPem: s.caPem } }
+                  : {
+                      case: "tlsCertificate",
+                      value: { certificateChainPem: s.certificateChainPem, privateKeyPem: s.privateKeyPem },
+                    },
+            }),
+          ),
+        counts,
       );
     }
     for (const l of ir.listeners) {
-      const { routes, ...listener } = l;
-      add(TYPE_URL.listener, l.name, listener, () =>
-        versioned(
-          ListenerSchema,
-          l.name,
-          create(ListenerSchema, {
-            name: l.name,
-            address: l.address,
-            port: l.port,
-            protocol: PROTOCOLS[l.protocol],
-            routeConfig: l.l4 ? "" : l.name,
-            ...(l.l4 && { l4: l4Listener(l.l4) }),
-            ...(l.tls && {
-              tls: {
-                certificateSecrets: l.tls.certificates,
-                minVersion: l.tls.minVersion,
-                alpn: l.tls.alpn,
-                cipherSuites: l.tls.ciphers,
-                clientCaSecret: l.tls.clientCertificate?.ca ?? "",
-                requireClientCertificate: l.tls.clientCertificate?.required ?? false,
-                matchClientSubjectAltNames: l.tls.clientCertificate?.subjectAltNames ?? [],
-                matchClientCommonNames: l.tls.clientCertificate?.commonNames ?? [],
-              },
+      listeners.add(
+        l.name,
+        // The listener object holds its routes, so it is new whenever a route is: compared by content.
+        undefined,
+        () => {
+          const { routes: _, ...listener } = l;
+          return listener;
+        },
+        () =>
+          versioned(
+            ListenerSchema,
+            l.name,
+            create(ListenerSchema, {
+              name: l.name,
+              address: l.address,
+              port: l.port,
+              protocol: PROTOCOLS[l.protocol],
+              routeConfig: l.l4 ? "" : l.name,
+              ...(l.l4 && { l4: l4Listener(l.l4) }),
+              ...(l.tls && {
+                tls: {
+                  certificateSecrets: l.tls.certificates,
+                  minVersion: l.tls.minVersion,
+                  alpn: l.tls.alpn,
+                  cipherSuites: l.tls.ciphers,
+                  clientCaSecret: l.tls.clientCertificate?.ca ?? "",
+                  requireClientCertificate: l.tls.clientCertificate?.required ?? false,
+                  matchClientSubjectAltNames: l.tls.clientCertificate?.subjectAltNames ?? [],
+                  matchClientCommonNames: l.tls.clientCertificate?.commonNames ?? [],
+                },
+              }),
+              ...(l.limits && { limits: listenerLimits(l.limits) }),
+              ...(l.paths && { paths: pathNormalization(l.paths) }),
             }),
-            ...(l.limits && { limits: listenerLimits(l.limits) }),
-            ...(l.paths && { paths: pathNormalization(l.paths) }),
-          }),
-          listenerSecrets(l),
-        ),
+            listenerSecrets(l),
+          ),
+        counts,
       );
       if (l.l4) continue;
-      add(TYPE_URL.routeConfig, l.name, null, () =>
-        versioned(RouteConfigSchema, l.name, create(RouteConfigSchema, { name: l.name })),
+      routeConfigs.add(
+        l.name,
+        null,
+        () => null,
+        () => versioned(RouteConfigSchema, l.name, create(RouteConfigSchema, { name: l.name })),
+        counts,
       );
       for (const r of l.routes) {
-        yield;
         const name = routeResourceName(l.name, r.name);
-        add(TYPE_URL.route, name, r, () => versioned(RouteSchema, name, routeMessage(l.name, r)));
+        if (
+          routes.add(
+            name,
+            r,
+            () => r,
+            () => versioned(RouteSchema, name, routeMessage(l.name, r)),
+            counts,
+          )
+        )
+          yield;
       }
     }
     for (const p of ir.plugins ?? []) {
       // Compared by the inline bytes' own digest: bytes that did not match a pinned digest and
-      // then do (the file fixed) are a change.
+      // then do (the file fixed) are a change. So never by identity: the bytes are not in `p`.
       const bytes = p.size <= INLINE_COMPONENT_MAX_BYTES ? this.inline(p.digest) : undefined;
-      add(TYPE_URL.plugin, p.name, { ...p, inline: bytes && componentDigest(bytes) }, () =>
-        versioned(
-          PluginSchema,
-          p.name,
-          create(PluginSchema, {
-            name: p.name,
-            source: p.source,
-            digest: p.digest,
-            config: p.config as JsonObject,
-            capabilities: {
-              redisUrl: p.redisUrl,
-              redisTimeout: durationFromMs(p.redisTimeoutMs),
-              httpAllowHosts: p.httpAllowHosts,
-              httpTimeout: durationFromMs(p.httpTimeoutMs),
-              crypto: p.crypto,
-            },
-            limits: {
-              fuel: BigInt(p.fuel),
-              memoryMaxBytes: BigInt(p.memoryMaxBytes),
-              maxInstances: p.maxInstances,
-            },
-            failure: { failOpen: p.failOpen, status: p.failureStatus },
-            phases: {
-              onResponse: p.onResponse,
-              requestBody: p.requestBody,
-              responseBody: p.responseBody,
-              bodyLimitBytes: BigInt(p.bodyLimit),
-              overLimit: p.overLimit,
-            },
-            component: { size: BigInt(p.size), ...(bytes && { inline: bytes }) },
-          }),
-        ),
+      plugins.add(
+        p.name,
+        undefined,
+        () => ({ ...p, inline: bytes && componentDigest(bytes) }),
+        () =>
+          versioned(
+            PluginSchema,
+            p.name,
+            create(PluginSchema, {
+              name: p.name,
+              source: p.source,
+              digest: p.digest,
+              config: p.config as JsonObject,
+              capabilities: {
+                redisUrl: p.redisUrl,
+                redisTimeout: durationFromMs(p.redisTimeoutMs),
+                httpAllowHosts: p.httpAllowHosts,
+                httpTimeout: durationFromMs(p.httpTimeoutMs),
+                crypto: p.crypto,
+              },
+              limits: {
+                fuel: BigInt(p.fuel),
+                memoryMaxBytes: BigInt(p.memoryMaxBytes),
+                maxInstances: p.maxInstances,
+              },
+              failure: { failOpen: p.failOpen, status: p.failureStatus },
+              phases: {
+                onResponse: p.onResponse,
+                requestBody: p.requestBody,
+                responseBody: p.responseBody,
+                bodyLimitBytes: BigInt(p.bodyLimit),
+                overLimit: p.overLimit,
+              },
+              component: { size: BigInt(p.size), ...(bytes && { inline: bytes }) },
+            }),
+          ),
+        counts,
       );
     }
-    this.previous = next;
     const snapshot = new Map<TypeUrl, TypeSnapshot>();
-    for (const [type, { list, encoded }] of byType) {
-      // Nothing re-encoded and as many resources as before: the same resources, the same version.
-      const before = this.previousTypes.get(type);
-      const unchanged = before !== undefined && encoded === 0 && list.length === before.resources.size;
-      snapshot.set(type, unchanged ? before : typeSnapshot(list));
-    }
+    for (const [t, build] of this.types) snapshot.set(t, build.finish(this.previousTypes.get(t)));
     this.previousTypes = snapshot;
     return snapshot;
   }

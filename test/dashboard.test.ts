@@ -11,10 +11,9 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
-import { chromium, type Locator, type Page } from "playwright-core";
-import { agw, freePort, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import type { Locator, Page } from "playwright-core";
+import { agw, CHROMIUM, freePort, openChromium, ROOT, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const ARTEFACTS = join(ROOT, "test-artifacts");
 /** The stats interval of these tests (the dashboard's resolution); the page polls every second. */
 const INTERVAL_MS = 1000;
@@ -130,23 +129,7 @@ test("the dashboard, as an operator sees it under load", async (t) => {
     throw new Error(`${e.message}\n${gateway.output()}`);
   });
 
-  const browser = await chromium.launchPersistentContext(tempDir("agw-chromium-"), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-    timeout: 30_000,
-    viewport: { width: 1400, height: 900 },
-  });
-  t.after(() => browser.close());
-  const page = browser.pages()[0] ?? (await browser.newPage());
+  const { page } = await openChromium(t, [], { width: 1400, height: 900 });
   await page.goto(`http://127.0.0.1:${cpAdmin}/dashboard`, { timeout: 15_000 });
   const routes = page.locator("#routes");
   await routes.getByText("shop", { exact: true }).waitFor({ timeout: 10_000 });

@@ -6,6 +6,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
+import { type BrowserContext, chromium, type Page } from "playwright-core";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 export const CLI = join(ROOT, "cli/src/main.ts");
@@ -218,4 +219,36 @@ export async function killAndWait(child: ChildProcess): Promise<void> {
   const exited = new Promise((resolve) => child.once("exit", resolve));
   child.kill("SIGKILL");
   await exited;
+}
+
+/** Debian's Chromium, which the browser tests drive with playwright-core. */
+export const CHROMIUM = "/usr/bin/chromium";
+
+/**
+ * A headless Chromium (a fresh profile, nothing fetched in the background), closed after the test;
+ * its first page. `extraArgs` e.g. --host-resolver-rules; `viewport` for screenshots.
+ */
+export async function openChromium(
+  t: { after(fn: () => unknown): void },
+  extraArgs: string[] = [],
+  viewport?: { width: number; height: number },
+): Promise<{ browser: BrowserContext; page: Page }> {
+  const browser = await chromium.launchPersistentContext(tempDir("agw-chromium-"), {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+      ...extraArgs,
+    ],
+    timeout: 30_000,
+    ...(viewport ? { viewport } : {}),
+  });
+  t.after(() => browser.close());
+  return { browser, page: browser.pages()[0] ?? (await browser.newPage()) };
 }

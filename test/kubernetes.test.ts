@@ -22,7 +22,17 @@ import { type DataPlane, startDataPlane } from "@agw/data-plane";
 import { parse, parseAllDocuments } from "yaml";
 import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
 import { createPodNetwork, netnsUnavailableReason, type PodNetwork } from "../scripts/kube/netns.ts";
-import { agw, freePort, ROOT, requireOrSkip, tempDir, tracked, waitFor } from "./helpers.ts";
+import {
+  agw,
+  CHROMIUM,
+  freePort,
+  openChromium,
+  ROOT,
+  requireOrSkip,
+  tempDir,
+  tracked,
+  waitFor,
+} from "./helpers.ts";
 import { installGatewayRouteCrd } from "./kube-support.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
@@ -855,12 +865,13 @@ test("deploy/ manifests pass a server-side dry run, and the control plane runs w
   await client.request("DELETE", `${ns("gatewayroutes", GR)}/rbac-check`);
 });
 
-test("agw run --kubeconfig --namespace: the all-in-one command serves a GatewayRoute", async (t) => {
+test("agw run --kubeconfig --namespace: the all-in-one command serves a GatewayRoute; the dashboard's history names the objects that changed it", async (t) => {
   if (!ready(t) || !api || !pods) return;
   const [ip1 = ""] = pods.addresses;
   const { port, stop } = await pods.serve([ip1]);
   t.after(stop);
   const listenerPort = await freePort();
+  const cpAdmin = await freePort();
   await client.request("POST", ns("services"), {
     metadata: { name: "cli", namespace: NS },
     spec: { ports: [{ name: "http", port: 80, protocol: "TCP" }] },
@@ -885,7 +896,7 @@ test("agw run --kubeconfig --namespace: the all-in-one command serves a GatewayR
     "--admin",
     "127.0.0.1:0",
     "--cp-admin",
-    "127.0.0.1:0",
+    `127.0.0.1:${cpAdmin}`,
     "--node-id",
     "cli-test",
   ]);
@@ -912,6 +923,37 @@ test("agw run --kubeconfig --namespace: the all-in-one command serves a GatewayR
   });
   assert.equal(body, ip1);
   assert.match(proc.output(), /kubernetes: agw-test/);
+
+  // An edit of the GatewayRoute, then of the EndpointSlice: the dashboard's config history says
+  // which object made each version, not just "kubernetes".
+  if (
+    !requireOrSkip(
+      t,
+      existsSync(CHROMIUM),
+      `Debian chromium (${CHROMIUM}) is needed: apt-get install chromium`,
+    )
+  )
+    return;
+  const { page } = await openChromium(t);
+  await page.goto(`http://127.0.0.1:${cpAdmin}/dashboard`, { timeout: 15_000 });
+  const history = page.locator("#history");
+  const current = await client.request<GatewayRoute>("GET", `${ns("gatewayroutes", GR)}/cli`);
+  const edited = gatewayRoute("cli", listenerPort, {
+    hostnames: ["cli.example", "cli2.example"],
+    rules: [{ backendRefs: [{ name: "cli", port: 80 }] }],
+  });
+  edited.metadata = { ...edited.metadata, resourceVersion: current.metadata?.resourceVersion ?? "" };
+  await client.request("PUT", `${ns("gatewayroutes", GR)}/cli`, edited);
+  await history.getByText(`GatewayRoute ${NS}/cli`).first().waitFor({ timeout: 20_000 });
+  await client.request(
+    "PUT",
+    `${ns("endpointslices", SLICES)}/cli-a`,
+    slice("cli-a", "cli", port + 1, [{ ip: ip1 }]),
+  );
+  await history.getByText(`EndpointSlice ${NS}/cli-a`).first().waitFor({ timeout: 20_000 });
+  // biome-ignore lint/performance/useDomNodeTextContent: a Playwright Locator, not a DOM node
+  const text = await history.innerText();
+  assert.doesNotMatch(text.split("\n")[0] ?? "", /· kubernetes ·/, "the newest version names its object");
 });
 
 /** The subject CN a new TLS handshake with the listener presents, seen by openssl s_client. */

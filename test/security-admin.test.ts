@@ -10,17 +10,16 @@ import { existsSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { test } from "node:test";
-import { chromium } from "playwright-core";
 import {
+  CHROMIUM,
   freePort,
+  openChromium,
   type RunningGateway,
   requireOrSkip,
   singleRouteConfig,
   startGateway,
   tempDir,
 } from "./helpers.ts";
-
-const CHROMIUM = "/usr/bin/chromium";
 
 function send(
   port: number,
@@ -119,24 +118,8 @@ test("a page on another site cannot drain the gateway or read its admin through 
   t.after(() => evil.close());
   const evilPort = (evil.address() as AddressInfo).port;
 
-  const browser = await chromium.launchPersistentContext(tempDir("agw-chromium-"), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      // evil.example resolves to 127.0.0.1: the rebinding attacker's DNS, without a DNS server.
-      "--host-resolver-rules=MAP evil.example 127.0.0.1",
-    ],
-    timeout: 30_000,
-  });
-  t.after(() => browser.close());
-  const page = browser.pages()[0] ?? (await browser.newPage());
+  // evil.example resolves to 127.0.0.1: the rebinding attacker's DNS, without a DNS server.
+  const { page } = await openChromium(t, ["--host-resolver-rules=MAP evil.example 127.0.0.1"]);
 
   const submitted = page.waitForURL(drainUrl, { timeout: 15_000 });
   await page.goto(`http://evil.example:${evilPort}/`, { timeout: 15_000 });

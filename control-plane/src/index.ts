@@ -168,9 +168,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         ...options.kubernetes,
         log,
         ...(program && { program }),
-        onTranslation(translation) {
+        onTranslation(translation, changedObjects) {
           kubeIr = translation;
-          changedBy.add("kubernetes");
+          if (changedObjects.length === 0) changedBy.add("kubernetes");
+          for (const name of changedObjects) changedBy.add(name);
           publish();
         },
         onComponents: () => publish(),

@@ -17,7 +17,11 @@ export interface ConfigChange {
 export interface HistoryEntry {
   at: string;
   versions: Record<string, string>;
-  /** "file PATH", "kubernetes", or both. */
+  /**
+   * Which sources changed it: "file PATH", the Kubernetes objects ("GatewayRoute ns/name",
+   * "HTTPRoute ns/name", "EndpointSlice ns/name", …, "and N more objects"), "kubernetes" for the
+   * initial list, "start".
+   */
   source: string;
   changes: ConfigChange[];
   /** Changes left out past the bound. */

@@ -16,8 +16,11 @@ export interface InformerOptions {
   fieldSelector?: string;
   labelSelector?: string;
   log: Logger;
-  /** Called after the store changed (not for bookmarks or relists that changed nothing). */
-  onChange: () => void;
+  /**
+   * Called after the store changed (not for bookmarks or relists that changed nothing), with the
+   * keys (objectKey: "namespace/name", "/name" when cluster-scoped) of the objects that changed.
+   */
+  onChange: (keys: readonly string[]) => void;
   /**
    * A 403 on the list counts as empty (logged, checked again like a missing CRD): for the
    * cluster-scoped extras a namespace-bound control plane may not be granted.
@@ -82,15 +85,16 @@ export class Informer<T extends KubernetesObject> {
     const { items, resourceVersion } = await this.options.client.listAll<T>(this.path, query);
     this.stats.lists++;
     const next = new Map(items.map((o) => [objectKey(o), o]));
-    const changed =
-      next.size !== this.store.size ||
-      [...next].some(
-        ([k, o]) => this.store.get(k)?.metadata?.resourceVersion !== o.metadata?.resourceVersion,
-      );
+    const changed = [
+      ...[...next]
+        .filter(([k, o]) => this.store.get(k)?.metadata?.resourceVersion !== o.metadata?.resourceVersion)
+        .map(([k]) => k),
+      ...[...this.store.keys()].filter((k) => !next.has(k)),
+    ];
     this.store.clear();
     for (const [k, o] of next) this.store.set(k, o);
     this.resourceVersion = resourceVersion;
-    if (changed) this.options.onChange();
+    if (changed.length > 0) this.options.onChange(changed);
   }
 
   private async relistUntilDone(): Promise<void> {
@@ -112,8 +116,9 @@ export class Informer<T extends KubernetesObject> {
           this.notServed = true;
           this.resourceVersion = "";
           if (this.store.size > 0) {
+            const keys = [...this.store.keys()];
             this.store.clear();
-            this.options.onChange();
+            this.options.onChange(keys);
           }
           return;
         }
@@ -190,7 +195,7 @@ export class Informer<T extends KubernetesObject> {
           }
           this.backoffMs = BACKOFF_MIN_MS;
           if (rv) this.resourceVersion = rv;
-          this.options.onChange();
+          this.options.onChange([objectKey(obj)]);
         },
         (err: unknown) => {
           this.abort = undefined;

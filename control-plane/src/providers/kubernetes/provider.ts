@@ -58,7 +58,11 @@ export interface KubernetesProviderOptions {
    */
   gatewayAddressPool?: string;
   log: Logger;
-  onTranslation: (translation: KubeTranslation) => void;
+  /**
+   * A new translation, and the objects whose changes led to it ("GatewayRoute ns/name",
+   * "EndpointSlice ns/name", …; at most MAX_NAMED_CHANGES, then "and N more objects").
+   */
+  onTranslation: (translation: KubeTranslation, changedObjects: string[]) => void;
   /** A ConfigMap holding plugin components changed (configmaps.ts). */
   onComponents?: () => void;
   /**
@@ -73,6 +77,8 @@ export interface KubernetesProviderOptions {
 }
 
 const DEBOUNCE_MS = 10;
+/** Objects named per translation in the config history; past it they are counted. */
+const MAX_NAMED_CHANGES = 20;
 /** How often the leader looks for ACKs and NACKs that change a route's Programmed condition. */
 const PROGRAM_POLL_MS = 250;
 
@@ -163,6 +169,9 @@ export class KubernetesProvider {
   private debounce: NodeJS.Timeout | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
   private lastHash = "";
+  /** Objects changed since the last translation, named for the config history (bounded). */
+  private readonly changed = new Set<string>();
+  private changedUnnamed = 0;
   private last: KubeTranslation | undefined;
   private statusWrites: Promise<void> = Promise.resolve();
   private statusPending = false;
@@ -194,6 +203,7 @@ export class KubernetesProvider {
         | ReferenceGrant
         | Namespace,
     >(
+      kind: string,
       path: string,
       fieldSelector?: string,
       forbiddenIsEmpty = false,
@@ -204,25 +214,40 @@ export class KubernetesProvider {
         forbiddenIsEmpty,
         ...(fieldSelector ? { fieldSelector } : {}),
         log: options.log,
-        onChange: () => this.schedule(),
+        onChange: (keys) => {
+          for (const key of keys) this.noteChange(`${kind} ${key.startsWith("/") ? key.slice(1) : key}`);
+          this.schedule();
+        },
       });
-    this.services = informer<Service>(scoped("/api/v1", "services"));
-    this.endpointSlices = informer<EndpointSlice>(scoped("/apis/discovery.k8s.io/v1", "endpointslices"));
+    this.services = informer<Service>("Service", scoped("/api/v1", "services"));
+    this.endpointSlices = informer<EndpointSlice>(
+      "EndpointSlice",
+      scoped("/apis/discovery.k8s.io/v1", "endpointslices"),
+    );
     this.gatewayRoutes = informer<GatewayRoute>(
+      "GatewayRoute",
+
       scoped(`/apis/${GATEWAY_ROUTE.group}/${GATEWAY_ROUTE.version}`, GATEWAY_ROUTE.plural),
     );
-    this.secrets = informer<Secret>(scoped("/api/v1", "secrets"), "type=kubernetes.io/tls");
+    this.secrets = informer<Secret>("Secret", scoped("/api/v1", "secrets"), "type=kubernetes.io/tls");
     // Served only when the Gateway API CRDs are installed; until then these stay empty.
     const gatewayApi = `/apis/${GATEWAY_API.group}/${GATEWAY_API.version}`;
-    this.gateways = informer<Gateway>(scoped(gatewayApi, "gateways"));
-    this.httpRoutes = informer<HttpRoute>(scoped(gatewayApi, "httproutes"));
-    this.grpcRoutes = informer<GrpcRoute>(scoped(gatewayApi, "grpcroutes"));
+    this.gateways = informer<Gateway>("Gateway", scoped(gatewayApi, "gateways"));
+    this.httpRoutes = informer<HttpRoute>("HTTPRoute", scoped(gatewayApi, "httproutes"));
+    this.grpcRoutes = informer<GrpcRoute>("GRPCRoute", scoped(gatewayApi, "grpcroutes"));
     // Cluster-scoped: GatewayClasses (which are ours), and Namespaces (allowedRoutes selectors).
     // A control plane bound to one namespace (a RoleBinding) may not read them: then no Gateway
     // is ours and selectors match nothing, and it serves the rest (docs/kubernetes.md).
-    this.gatewayClasses = informer<GatewayClass>(`${gatewayApi}/gatewayclasses`, undefined, true);
-    this.namespaces = informer<Namespace>("/api/v1/namespaces", undefined, true);
+    this.gatewayClasses = informer<GatewayClass>(
+      "GatewayClass",
+      `${gatewayApi}/gatewayclasses`,
+      undefined,
+      true,
+    );
+    this.namespaces = informer<Namespace>("Namespace", "/api/v1/namespaces", undefined, true);
     this.referenceGrants = informer<ReferenceGrant>(
+      "ReferenceGrant",
+
       scoped(`/apis/${GATEWAY_API.group}/v1beta1`, "referencegrants"),
     );
     this.configMaps = pluginConfigMaps(this.client, scoped("/api/v1", "configmaps"), options.log, () =>
@@ -346,6 +371,11 @@ export class KubernetesProvider {
     this.resyncTimer.unref();
   }
 
+  private noteChange(name: string): void {
+    if (this.changed.size < MAX_NAMED_CHANGES || this.changed.has(name)) this.changed.add(name);
+    else this.changedUnnamed++;
+  }
+
   private schedule(): void {
     if (!this.synced) return;
     clearTimeout(this.debounce);
@@ -377,9 +407,19 @@ export class KubernetesProvider {
       for (const e of translation.secretErrors)
         this.options.log.error({ secret: e }, "TLS Secret not served");
     if (hash !== this.lastHash) {
+      // The first translation is the initial list: every object, which names nothing in particular.
+      const initial = this.lastHash === "";
       this.lastHash = hash;
-      this.options.onTranslation(translation);
+      const more = this.changedUnnamed;
+      this.options.onTranslation(
+        translation,
+        initial
+          ? []
+          : [...this.changed, ...(more > 0 ? [`and ${more} more object${more === 1 ? "" : "s"}`] : [])],
+      );
     }
+    this.changed.clear();
+    this.changedUnnamed = 0;
     if (this.leading) this.writeStatuses();
   }
 

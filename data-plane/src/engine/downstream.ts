@@ -3,6 +3,7 @@
  * and what it needs from the protocol a request arrived on (Downstream).
  */
 import type { ExchangeObserver } from "../observability/exchange.ts";
+import type { BufferedBody } from "../plugins/chain.ts";
 import type {
   ClusterRuntime,
   CompiledRoute,
@@ -64,6 +65,12 @@ export interface Downstream {
   responseComplete(): void;
   /** The response was cut short after its head: the client must not see it as complete. */
   abortResponse(): void;
+  /**
+   * Reads the request body for the request filter, de-framed, up to `limit` bytes: `done` gets the
+   * whole body, or OVER_LIMIT once more was read (what was read is kept, and sent upstream first
+   * with the rest of the body if the request goes on). A whole body is then sent with a Content-Length.
+   */
+  collectBody(limit: number, done: (body: BufferedBody) => void): void;
   /** What a mirror copy carries of the body: null none, undefined: do not mirror this request. */
   mirrorBody(): Buffer | null | undefined;
   /** Terminated CONNECT: open a TCP (TLS) connection to `ep` and splice. */

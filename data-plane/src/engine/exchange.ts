@@ -2,8 +2,9 @@
  * The protocol-neutral lifecycle of one request, written once for the HTTP/1.1 connection (http1.ts)
  * and the HTTP/2 stream (h2.ts). Its phases, in order:
  *
- *   route → local response → request filter (plugins) → upstream peer (cluster pick, circuit
- *   breaker) → upstream request → response (filter, body) → log
+ *   route → local response → request filter (plugins; with the request body when one asks for it)
+ *   → upstream peer (cluster pick, circuit breaker) → upstream request → response filter (plugins;
+ *   with the response body when one asks: response-filter.ts) → response body → log
  *
  * Every error of any phase goes through one failure path (fail → sendError → the downstream's
  * writeLocal); retries, the resend of a request whose reused connection died, the route timeout and
@@ -16,7 +17,7 @@
  */
 import { RequestTraffic } from "../cluster/traffic.ts";
 import type { ExchangeView } from "../observability/exchange.ts";
-import type { PluginChain, PluginReply } from "../plugins/chain.ts";
+import type { BufferedBody, PluginChain, PluginReply } from "../plugins/chain.ts";
 import type {
   ClusterRuntime,
   CompiledRoute,
@@ -29,7 +30,8 @@ import type {
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import type { LocalReply } from "../traffic/local.ts";
 import { admit } from "./admission.ts";
-import { BODY_CHUNKED, BODY_NONE } from "./body-framing.ts";
+import type { BodyBuffer } from "./body-buffer.ts";
+import { BODY_CHUNKED, BODY_NONE, M_CHUNKED, M_CLOSE, M_LENGTH, M_NONE } from "./body-framing.ts";
 import type { Downstream, ProxyContext } from "./downstream.ts";
 import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
 import { FieldList } from "./fields.ts";
@@ -44,6 +46,7 @@ import {
   ResponseHead,
 } from "./http1-parser.ts";
 import { RearmableTimer } from "./rearmable-timer.ts";
+import { collectResponse, PLUGIN_CRASHED, responseCollected, responsePhase } from "./response-filter.ts";
 import type { UpstreamConn, UpstreamHandler } from "./upstream-conn.ts";
 import { connFailure, PROTOCOL_ERROR, UPSTREAM_TIMED_OUT, type UpstreamFailure } from "./upstream-failure.ts";
 
@@ -53,24 +56,10 @@ import { connFailure, PROTOCOL_ERROR, UPSTREAM_TIMED_OUT, type UpstreamFailure }
  */
 const IDEMPOTENT: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 
-/** A chain's promise can only reject through a host bug; the request then fails closed. */
-export const PLUGIN_CRASHED: PluginReply = {
-  status: 500,
-  headers: [],
-  body: new Uint8Array(0),
-  error: AGW_ERRORS.AGW_ERR_PLUGIN_FAILED,
-  message: "plugin host error",
-};
-
+export { M_CHUNKED, M_CLOSE, M_LENGTH, M_NONE } from "./body-framing.ts";
 export type { Downstream, ProxyContext } from "./downstream.ts";
 export { FieldList } from "./fields.ts";
-
-// How the upstream's response body is framed (resMode).
-export const M_NONE = 0;
-export const M_LENGTH = 1;
-export const M_CHUNKED = 2;
-/** Close-delimited: the body ends when the upstream closes. */
-export const M_CLOSE = 3;
+export { PLUGIN_CRASHED } from "./response-filter.ts";
 
 const ROUTE_TIMEOUT = 1; // the route timer's only kind
 
@@ -132,6 +121,9 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
   heldEnd = 0;
   /** Name, value pairs the route's shaping policies add to this answer (RateLimit); null: none. */
   shapingFields: string[] | null = null;
+  /** The response body read for on-response plugins that asked for it (non-null only then). */
+  resCollect: BodyBuffer | null = null;
+  resReason = "";
 
   constructor(proxy: ProxyContext, clientIp: string, tls: DownstreamTlsInfo | null) {
     this.proxy = proxy;
@@ -153,6 +145,7 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
   abstract responseComplete(): void;
   abstract abortResponse(): void;
   abstract mirrorBody(): Buffer | null | undefined;
+  abstract collectBody(limit: number, done: (body: BufferedBody) => void): void;
   abstract openTunnel(ep: Endpoint, cluster: ClusterRuntime): void;
   abstract upstreamRequest(route: CompiledRoute, cluster: ClusterRuntime, ep: Endpoint): void;
   abstract sendAttempt(ep: Endpoint, cluster: ClusterRuntime): void;
@@ -220,24 +213,34 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
       this.fail(429, AGW_ERRORS.AGW_ERR_RATE_LIMITED, "rate limit exceeded");
       return;
     }
-    // request filter: the route's plugins see the request before any upstream work.
+    // request filter: the route's plugins see the request (and its body, when one asks for it)
+    // before any upstream work.
     const plugins = route.plugins;
-    if (plugins) {
-      const verdict = plugins.requestFilter(head, this.clientIp, route.name, this.requestId);
-      if (verdict instanceof Promise) {
-        this.pauseRequest();
-        verdict.then(
-          (v) => this.afterRequestFilter(head, v, route, config),
-          () => this.afterRequestFilter(head, PLUGIN_CRASHED, route, config),
-        );
-        return;
-      }
-      if (verdict !== undefined) {
-        this.sendReply(verdict);
-        return;
-      }
-    }
-    this.upstreamPeer(head, route, config);
+    if (!plugins) this.upstreamPeer(head, route, config);
+    else if (plugins.requestBody === null || this.bodyMode === BODY_NONE)
+      this.filterRequest(plugins, head, route, config, undefined);
+    else
+      this.collectBody(plugins.requestBody.limit, (body) => {
+        if (this.head === head && this.active) this.filterRequest(plugins, head, route, config, body);
+      });
+  }
+
+  filterRequest(
+    plugins: PluginChain,
+    head: RequestHead,
+    route: CompiledRoute,
+    config: RuntimeConfig,
+    body: BufferedBody | undefined,
+  ): void {
+    const verdict = plugins.requestFilter(head, this.clientIp, route.name, this.requestId, body);
+    if (verdict instanceof Promise) {
+      this.pauseRequest();
+      verdict.then(
+        (v) => this.afterRequestFilter(head, v, route, config),
+        () => this.afterRequestFilter(head, PLUGIN_CRASHED, route, config),
+      );
+    } else if (verdict !== undefined) this.sendReply(verdict);
+    else this.upstreamPeer(head, route, config);
   }
 
   /** A plugin chain that waited (on Redis, on HTTP) has decided; the client may have gone meanwhile. */
@@ -382,6 +385,7 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     this.resStarted = true;
     if (this.resHeadSent) this.onResponseBody(chunk, 0);
     else if (this.heldChunks !== null) this.heldChunks.push(chunk);
+    else if (this.resCollect !== null) collectResponse(this, chunk, 0);
     else this.onResponseHeadBytes(chunk);
   }
 
@@ -390,6 +394,12 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     if (this.heldChunks !== null) {
       this.upstream = null;
       this.heldEnd = conn.eof ? 1 : 2; // handled once the response plugins have decided
+      return;
+    }
+    if (this.resCollect !== null) {
+      this.upstream = null;
+      if (conn.eof && this.resMode === M_CLOSE) this.completeResponse();
+      else this.fail(502, AGW_ERRORS.AGW_ERR_UPSTREAM_RESET, "the upstream closed during the response");
       return;
     }
     this.upstream = null;
@@ -482,11 +492,8 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     const route = this.route as CompiledRoute;
     const f = this.upstreamFields(rh, route.responseHeaders);
     const plugins = route.plugins;
-    if (plugins?.responsePhase === true) {
-      this.filterResponse(plugins, route, rh.reason, buf, headLen);
-      return;
-    }
-    this.sendResponseHead(f, route.responseHeaders, rh.reason, buf, headLen);
+    if (plugins?.responsePhase === true) responsePhase(this, plugins, rh.reason, buf, headLen);
+    else this.sendResponseHead(f, route.responseHeaders, rh.reason, buf, headLen);
   }
 
   /** The response head goes to the client with the gateway's fields; `buf[headLen..]` starts its body. */
@@ -494,59 +501,6 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     this.gatewayFields(f, ops);
     this.resHeadSent = true;
     this.respond(f, reason, buf, headLen);
-  }
-
-  /**
-   * response filter: on-response plugins edit the upstream's head (this.fields) or replace the response
-   * before anything is sent; body bytes are held meanwhile. (Not buffered for them yet: they get none.)
-   */
-  filterResponse(
-    plugins: PluginChain,
-    route: CompiledRoute,
-    reason: string,
-    buf: Buffer,
-    headLen: number,
-  ): void {
-    const head = this.head;
-    const verdict = plugins.responseFilter(this.fields, this.clientIp, route.name, this.requestId);
-    if (!(verdict instanceof Promise)) {
-      this.afterResponseFilter(head, verdict, reason, buf, headLen);
-      return;
-    }
-    this.heldChunks = [];
-    this.upstream?.socket.pause();
-    verdict.then(
-      (v) => this.afterResponseFilter(head, v, reason, buf, headLen),
-      () => this.afterResponseFilter(head, PLUGIN_CRASHED, reason, buf, headLen),
-    );
-  }
-
-  afterResponseFilter(
-    head: RequestHead | null,
-    verdict: PluginReply | undefined,
-    reason: string,
-    buf: Buffer,
-    headLen: number,
-  ): void {
-    if (this.head !== head || !this.active) return; // answered meanwhile (e.g. the route timeout)
-    const held = this.heldChunks;
-    const ended = this.heldEnd;
-    this.heldChunks = null;
-    this.heldEnd = 0;
-    if (verdict !== undefined) {
-      // The plugins' answer replaces the upstream's, whose connection is not reused.
-      this.routeTimer.disarm();
-      this.dropUpstream();
-      this.sendReply(verdict);
-      return;
-    }
-    this.status = this.fields.status;
-    const body = held === null || held.length === 0 ? buf : Buffer.concat([buf, ...held]);
-    this.sendResponseHead(this.fields, (this.route as CompiledRoute).responseHeaders, reason, body, headLen);
-    if (ended === 0)
-      this.upstream?.socket.resume(); // else it closed meanwhile: the end of a close-delimited body only
-    else if (this.active)
-      ended === 1 && this.resMode === M_CLOSE ? this.completeResponse() : this.abortResponse();
   }
 
   /** The upstream's response fields that reach the client: not hop-by-hop, not replaced by the route. */
@@ -588,13 +542,30 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     for (let i = 0; i < s.length; i += 2) f.add(s[i] as string, s[i + 1] as string);
   }
 
+  /** Pauses / resumes the upstream's response (while on-response plugins decide). */
+  pauseUpstream(): void {
+    this.upstream?.socket.pause();
+  }
+
+  resumeUpstream(): void {
+    this.upstream?.socket.resume();
+  }
+
+  /** Response body bytes: to the client, or to the plugins that asked for the body. */
+  bodyOut(chunk: Buffer): boolean {
+    const c = this.resCollect;
+    if (c === null) return this.toClient(chunk);
+    c.add(chunk);
+    return true;
+  }
+
   onResponseBody(chunk: Buffer, off: number): void {
     const len = chunk.length;
     let ok = true;
     switch (this.resMode) {
       case M_LENGTH: {
         const n = Math.min(len - off, this.resRemaining);
-        if (n > 0) ok = this.toClient(off === 0 && n === len ? chunk : chunk.subarray(off, off + n));
+        if (n > 0) ok = this.bodyOut(off === 0 && n === len ? chunk : chunk.subarray(off, off + n));
         this.resRemaining -= n;
         if (this.resRemaining === 0) {
           if (off + n < len) this.upExtra = true;
@@ -613,10 +584,10 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
         }
         if (this.passChunked) {
           if (used > 0)
-            ok = this.toClient(off === 0 && used === len ? chunk : chunk.subarray(off, off + used));
+            ok = this.bodyOut(off === 0 && used === len ? chunk : chunk.subarray(off, off + used));
         } else {
           const pieces = dec.pieces;
-          for (let i = 0; i < pieces.length; i++) ok = this.toClient(pieces[i] as Buffer);
+          for (let i = 0; i < pieces.length; i++) ok = this.bodyOut(pieces[i] as Buffer);
           pieces.length = 0;
           dec.pieceBytes = 0;
         }
@@ -628,7 +599,7 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
         break;
       }
       case M_CLOSE:
-        if (len > off) ok = this.toClient(off === 0 ? chunk : chunk.subarray(off));
+        if (len > off) ok = this.bodyOut(off === 0 ? chunk : chunk.subarray(off));
         break;
     }
     const up = this.upstream;
@@ -645,6 +616,12 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
         this.proxy.pool.release(up, this.cluster as ClusterRuntime);
       else up.destroy();
     }
+    const c = this.resCollect;
+    if (c !== null && this.heldChunks === null) {
+      c.ended = true;
+      responseCollected(this, c);
+      return;
+    }
     this.responseComplete();
   }
 
@@ -655,6 +632,7 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     this.routeTimer.disarm();
     this.heldChunks = null; // answered while response plugins decide: nothing is held any more
     this.heldEnd = 0;
+    this.resCollect = null;
     this.dropUpstream();
     this.sendError(status, code, message);
   }

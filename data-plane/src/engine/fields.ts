@@ -30,6 +30,18 @@ export class FieldList {
     this.values.push(value);
   }
 
+  /** Replaces every field named `name` (lower-case) by one with `value`. */
+  set(name: string, value: string): void {
+    const names = this.names;
+    for (let i = names.length - 1; i >= 0; i--) {
+      if (names[i] !== name) continue;
+      names.splice(i, 1);
+      this.rawNames.splice(i, 1);
+      this.values.splice(i, 1);
+    }
+    this.add(name, value);
+  }
+
   /** "name: value\r\n" lines, for an HTTP/1.1 head. */
   lines(): string {
     let h = "";

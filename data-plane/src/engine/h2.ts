@@ -9,15 +9,18 @@
 import { randomUUID } from "node:crypto";
 import http2 from "node:http2";
 import type net from "node:net";
+import type { BufferedBody, PluginChain } from "../plugins/chain.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint, ListenerLimits } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
+import { BodyBuffer } from "./body-buffer.ts";
 import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, frameChunk, LAST_CHUNK } from "./body-framing.ts";
 import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
-import { Exchange, type FieldList, M_LENGTH, M_NONE, type ProxyContext } from "./exchange.ts";
+import { Exchange, type FieldList, M_CLOSE, M_LENGTH, M_NONE, type ProxyContext } from "./exchange.ts";
 import { H2Call, type H2CallSink, type H2FailureKind, MAX_REPLAY_BYTES } from "./h2-upstream.ts";
-import { clientAddress, h2ResponseFieldAllowed, h2UpstreamHeaders, opsDrop } from "./headers.ts";
+import { clientAddress, h2Fields, h2ResponseFieldAllowed, h2UpstreamHeaders, opsDrop } from "./headers.ts";
 import { H2_CONNECTION_FIELDS as H2_FORBIDDEN } from "./hop-by-hop.ts";
-import { connectTarget, RequestHead } from "./http1-parser.ts";
+import { connectTarget, h2Target, RequestHead } from "./http1-parser.ts";
+import { collectResponse, responsePhase } from "./response-filter.ts";
 import type { UpstreamConn, UpstreamSocket } from "./upstream-conn.ts";
 import { h2Failure } from "./upstream-failure.ts";
 
@@ -25,8 +28,6 @@ export { grpcTimeoutMs } from "./grpc.ts";
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_CONNECT_ERROR } = http2.constants;
 const END_STREAM = 0x1;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const AUTHORITY = /^[-._~!$&'()*+,;=:[\]%0-9A-Za-z]+$/;
 
 function closeLingeringTunnel(stream: http2.ServerHttp2Stream): void {
   if (!stream.closed) stream.close(NGHTTP2_NO_ERROR);
@@ -42,6 +43,8 @@ export class H2Exchange extends Exchange implements H2CallSink {
   /** The client sent "te: trailers" (gRPC does): passed on to HTTP/2 upstreams. */
   teTrailers = false;
   upTrailers: http2.IncomingHttpHeaders | null = null;
+  /** The response comes from an HTTP/2 upstream through the response filter (its trailers pass). */
+  h2Filtered = false;
   /** Largest request body (maxRequestBodyBytes), 0: unlimited; and the DATA bytes counted under it. */
   bodyLimit = 0;
   bodySeen = 0;
@@ -63,6 +66,9 @@ export class H2Exchange extends Exchange implements H2CallSink {
   sentBytes = 0;
   /** What another attempt resends (set by canReplay()). */
   replayBody: readonly Buffer[] | null = null;
+  /** The body read for the request's plugins (collectBody), until it is sent upstream. */
+  collected: BodyBuffer | null = null;
+  collectDone: ((body: BufferedBody) => void) | null = null;
 
   constructor(
     proxy: ProxyContext,
@@ -136,38 +142,17 @@ export class H2Exchange extends Exchange implements H2CallSink {
       head.names.push(name);
       head.values.push(value);
     }
-    if (cookie !== "") {
-      head.rawNames.push("cookie");
-      head.names.push("cookie");
-      head.values.push(cookie);
-    }
+    if (cookie !== "") head.add("cookie", cookie);
     this.requestId = head.requestId !== "" ? head.requestId : randomUUID();
     if (head.method === "CONNECT") {
       this.startConnect(head, raw, flags);
       return;
     }
-    const rawHost = authority !== "" ? authority : hostField;
-    if (!TOKEN.test(head.method) || scheme === "" || rawHost === "" || !AUTHORITY.test(rawHost)) {
-      this.reject("invalid pseudo-header fields");
+    const e = h2Target(head, scheme, authority !== "" ? authority : hostField, path);
+    if (e !== "") {
+      this.reject(e);
       return;
     }
-    if (path === "*" && head.method === "OPTIONS") {
-      head.path = "*";
-      head.originForm = "*";
-    } else {
-      if (path.charCodeAt(0) !== 47 || !visibleAscii(path)) {
-        this.reject("invalid :path");
-        return;
-      }
-      const q = path.indexOf("?");
-      head.path = q < 0 ? path : path.slice(0, q);
-      head.query = q < 0 ? "" : path.slice(q + 1);
-      head.originForm = path;
-    }
-    head.target = path;
-    head.rawHost = rawHost;
-    const close = rawHost.charCodeAt(0) === 91 ? rawHost.indexOf("]") + 1 : rawHost.indexOf(":");
-    head.host = (close <= 0 ? rawHost : rawHost.slice(0, close)).toLowerCase();
     this.head = head;
     if ((flags & END_STREAM) !== 0 || head.contentLength === 0) this.bodyMode = BODY_NONE;
     else if (head.contentLength > 0) this.bodyMode = BODY_LENGTH;
@@ -253,21 +238,57 @@ export class H2Exchange extends Exchange implements H2CallSink {
   }
 
   upstreamRequest(route: CompiledRoute, cluster: ClusterRuntime, ep: Endpoint): void {
+    // The body read for the plugins goes first (all of it, or what was read past their limit).
+    const c = this.collected;
+    this.collected = null;
+    const body = c === null ? [] : c.pieces;
+    if (c !== null) {
+      this.sentBytes = c.bytes;
+      this.sentBody = c.bytes > MAX_REPLAY_BYTES ? null : c.pieces.slice();
+    }
     if (cluster.http2 === true) {
       const scheme = cluster.tls !== undefined ? "https" : "http";
       const head = this.head as RequestHead;
       const headers = h2UpstreamHeaders(head, route, ep, this, this.traceparent(), scheme, this.teTrailers);
       this.h2Headers = headers;
-      this.call = new H2Call(this.proxy.pool.h2, ep, cluster, headers, this.bodyMode === BODY_NONE, this);
+      const ended = this.bodyMode === BODY_NONE || (c !== null && this.reqBodyDone);
+      this.call = new H2Call(this.proxy.pool.h2, ep, cluster, headers, ended, this, body);
     } else {
       this.upHead = this.http1Head(route, ep, "");
-      this.sendHttp1(this.proxy.pool.acquire(ep, cluster, this), []);
+      this.sendHttp1(this.proxy.pool.acquire(ep, cluster, this), body);
     }
-    if (this.bodyMode !== BODY_NONE) {
-      const stream = this.stream;
-      stream.on("data", (chunk: Buffer) => this.onRequestData(chunk));
-      stream.on("end", () => this.onRequestEnd());
+    if (this.bodyMode !== BODY_NONE && c === null) this.listenForBody();
+    else if (c !== null && !this.reqBodyDone) this.resumeRequest();
+  }
+
+  listenForBody(): void {
+    const stream = this.stream;
+    stream.on("data", (chunk: Buffer) => this.onRequestData(chunk));
+    stream.on("end", () => this.onRequestEnd());
+  }
+
+  /** DATA frames read for the plugins, up to their limit; a whole body is then sized (Content-Length). */
+  collectBody(limit: number, done: (body: BufferedBody) => void): void {
+    this.collected = new BodyBuffer(limit);
+    this.collectDone = done;
+    this.listenForBody();
+  }
+
+  /** The body read for the plugins ended, or (`ended` false) went past their limit. */
+  bodyCollected(c: BodyBuffer, ended: boolean): void {
+    const done = this.collectDone as (body: BufferedBody) => void;
+    this.collectDone = null;
+    if (!ended)
+      this.stream.pause(); // the rest waits for the plugins' decision
+    else {
+      c.ended = true;
+      const head = this.head as RequestHead;
+      if (this.bodyMode === BODY_CHUNKED) {
+        head.sized(c.bytes); // sent upstream with a Content-Length
+        this.bodyMode = BODY_LENGTH;
+      }
     }
+    done(c.forPlugins());
   }
 
   /**
@@ -382,7 +403,8 @@ export class H2Exchange extends Exchange implements H2CallSink {
     this.bytesRead += chunk.length;
     const call = this.call;
     const up = this.upstream;
-    if ((up === null && call === null) || chunk.length === 0) return;
+    const c = this.collected;
+    if ((up === null && call === null && c === null) || chunk.length === 0) return;
     // Checked before writing: not one byte past the limit reaches the upstream.
     if (this.bodyLimit > 0) {
       this.bodySeen += chunk.length;
@@ -391,6 +413,11 @@ export class H2Exchange extends Exchange implements H2CallSink {
         this.bodyError(413, AGW_ERRORS.AGW_ERR_REQUEST_BODY_TOO_LARGE, message);
         return;
       }
+    }
+    if (c !== null) {
+      c.add(chunk);
+      if (this.collectDone !== null && c.over) this.bodyCollected(c, false);
+      return;
     }
     if (call !== null) {
       if (!call.write(chunk)) this.stream.pause(); // resumed by onH2Drain
@@ -428,6 +455,11 @@ export class H2Exchange extends Exchange implements H2CallSink {
   onRequestEnd(): void {
     this.reqBodyDone = true;
     this.stream.setTimeout(0);
+    const c = this.collected;
+    if (c !== null) {
+      if (this.collectDone !== null) this.bodyCollected(c, true);
+      return;
+    }
     if (this.call !== null) {
       this.call.end();
       return;
@@ -443,7 +475,9 @@ export class H2Exchange extends Exchange implements H2CallSink {
     const stream = this.stream;
     if (stream.destroyed) return;
     const endStream = this.resMode === M_NONE || (this.resMode === M_LENGTH && this.resRemaining === 0);
-    stream.respond(h2Fields({ ":status": f.status }, f), { endStream });
+    const out = h2Fields({ ":status": f.status }, f);
+    if (this.h2Filtered && !(endStream && this.upTrailers === null)) this.respondWithTrailers(out);
+    else stream.respond(out, { endStream });
     if (endStream) {
       if (headLen < buf.length) this.upExtra = true;
       this.completeResponse();
@@ -460,6 +494,10 @@ export class H2Exchange extends Exchange implements H2CallSink {
   }
 
   responseComplete(): void {
+    if (this.h2Filtered) {
+      this.completeH2();
+      return;
+    }
     this.routeTimer.stop();
     this.done = true;
     if (!this.stream.destroyed) {
@@ -512,7 +550,12 @@ export class H2Exchange extends Exchange implements H2CallSink {
       return;
     }
     this.status = status;
-    const ops = (this.route as CompiledRoute).responseHeaders;
+    const route = this.route as CompiledRoute;
+    if (route.plugins?.responsePhase === true) {
+      this.filterH2Response(route.plugins, route, headers, endStream);
+      return;
+    }
+    const ops = route.responseHeaders;
     const out: http2.OutgoingHttpHeaders = { ":status": status };
     for (const name in headers) {
       if (!h2ResponseFieldAllowed(name) || name === "x-request-id" || opsDrop(ops, name)) continue;
@@ -532,6 +575,12 @@ export class H2Exchange extends Exchange implements H2CallSink {
       this.completeH2();
       return;
     }
+    this.respondWithTrailers(out);
+  }
+
+  /** The response head; the upstream's trailers (upTrailers) follow its body. */
+  respondWithTrailers(out: http2.OutgoingHttpHeaders): void {
+    const stream = this.stream;
     stream.respond(out, { waitForTrailers: true });
     stream.once("wantTrailers", () => {
       stream.sendTrailers(this.upTrailers ?? {});
@@ -539,8 +588,45 @@ export class H2Exchange extends Exchange implements H2CallSink {
     });
   }
 
+  /**
+   * The response filter for an HTTP/2 upstream's response, as for an HTTP/1.1 one: its fields as the
+   * field list the plugins edit, its DATA as a body that ends at END_STREAM (then its trailers).
+   */
+  filterH2Response(
+    plugins: PluginChain,
+    route: CompiledRoute,
+    headers: http2.IncomingHttpHeaders,
+    endStream: boolean,
+  ): void {
+    const ops = route.responseHeaders;
+    const f = this.fields;
+    f.clear(this.status);
+    for (const name in headers) {
+      const v = headers[name];
+      if (!h2ResponseFieldAllowed(name) || name === "x-request-id" || opsDrop(ops, name) || v === undefined)
+        continue;
+      if (Array.isArray(v)) for (const one of v) f.add(name, one);
+      else f.add(name, String(v));
+    }
+    this.h2Filtered = true;
+    this.resMode = endStream ? M_NONE : M_CLOSE;
+    responsePhase(this, plugins, "", Buffer.alloc(0), 0);
+  }
+
+  override pauseUpstream(): void {
+    super.pauseUpstream();
+    this.call?.pause();
+  }
+
+  override resumeUpstream(): void {
+    super.resumeUpstream();
+    this.call?.resume();
+  }
+
   onH2Data(chunk: Buffer): void {
-    if (!this.toClient(chunk)) this.call?.pause(); // resumed by 'drain'
+    if (this.heldChunks !== null) this.heldChunks.push(chunk);
+    else if (this.resCollect !== null) collectResponse(this, chunk, 0);
+    else if (!this.toClient(chunk)) this.call?.pause(); // resumed by 'drain'
   }
 
   onH2End(trailers: http2.IncomingHttpHeaders | null): void {
@@ -548,6 +634,13 @@ export class H2Exchange extends Exchange implements H2CallSink {
       const t: http2.IncomingHttpHeaders = {};
       for (const name in trailers) if (h2ResponseFieldAllowed(name)) t[name] = trailers[name];
       this.upTrailers = t;
+    }
+    if (this.heldChunks !== null || this.resCollect !== null) {
+      // The response plugins are deciding, or waiting for the body: its end is theirs to handle.
+      this.call = null;
+      if (this.heldChunks !== null) this.heldEnd = 1;
+      else this.completeResponse();
+      return;
     }
     this.completeH2();
   }
@@ -570,39 +663,14 @@ export class H2Exchange extends Exchange implements H2CallSink {
   onH2Failure(kind: H2FailureKind, message: string, afterHead: boolean): void {
     if (afterHead) {
       this.call = null;
-      this.abortResponse();
+      if (this.heldChunks !== null) this.heldEnd = 2;
+      else if (this.resCollect !== null) this.fail(502, AGW_ERRORS.AGW_ERR_UPSTREAM_RESET, message);
+      else this.abortResponse();
       return;
     }
     // The call stays set until the failure path is through: what it still holds decides a retry.
     this.upstreamFailed(h2Failure(kind, message));
   }
-}
-
-/** A field list into HTTP/2 headers (fields HTTP/2 forbids left out; repeated names kept). */
-function h2Fields(out: http2.OutgoingHttpHeaders, f: FieldList): http2.OutgoingHttpHeaders {
-  const names = f.names;
-  const values = f.values;
-  for (let i = 0; i < names.length; i++) {
-    const name = names[i] as string;
-    if (!H2_FORBIDDEN.has(name)) addHeader(out, name, values[i] as string);
-  }
-  return out;
-}
-
-/** Whether `v` has only visible ASCII or obs-text (what a request-target may hold). */
-function visibleAscii(v: string): boolean {
-  for (let i = 0; i < v.length; i++) {
-    const c = v.charCodeAt(i);
-    if (c <= 0x20 || c === 0x7f || c > 0xff) return false;
-  }
-  return true;
-}
-
-function addHeader(headers: http2.OutgoingHttpHeaders, name: string, value: string): void {
-  const cur = headers[name];
-  if (cur === undefined) headers[name] = value;
-  else if (Array.isArray(cur)) cur.push(value);
-  else headers[name] = [String(cur), value];
 }
 
 function noop(): void {}

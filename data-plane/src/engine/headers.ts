@@ -3,6 +3,7 @@ import type http2 from "node:http2";
 import type net from "node:net";
 import type { Endpoint, HeaderOps } from "../runtime/types.ts";
 import type { RequestRewrite } from "../traffic/rewrite.ts";
+import type { FieldList } from "./fields.ts";
 import { H2_CONNECTION_FIELDS, HOP_BY_HOP } from "./hop-by-hop.ts";
 import type { RequestHead } from "./http1-parser.ts";
 
@@ -126,11 +127,22 @@ export function upstreamHead(
   return `${s}\r\n`;
 }
 
-function addH2Field(out: http2.OutgoingHttpHeaders, name: string, value: string): void {
+export function addH2Field(out: http2.OutgoingHttpHeaders, name: string, value: string): void {
   const cur = out[name];
   if (cur === undefined) out[name] = value;
   else if (Array.isArray(cur)) cur.push(value);
   else out[name] = [String(cur), value];
+}
+
+/** A field list into HTTP/2 headers (fields HTTP/2 forbids left out; repeated names kept). */
+export function h2Fields(out: http2.OutgoingHttpHeaders, f: FieldList): http2.OutgoingHttpHeaders {
+  const names = f.names;
+  const values = f.values;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i] as string;
+    if (!H2_CONNECTION_FIELDS.has(name)) addH2Field(out, name, values[i] as string);
+  }
+  return out;
 }
 
 /** Whether an HTTP/2 response (or trailer) field is passed on: not a pseudo-header, not hop-by-hop. */

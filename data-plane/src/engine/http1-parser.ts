@@ -194,6 +194,21 @@ export class RequestHead extends MessageHead implements RequestView {
   upgrade = "";
   /** Persistent connection after this request (RFC 9112 §9.3). */
   keepAlive = true;
+
+  /** A field the gateway adds (a lower-case name). */
+  add(name: string, value: string): void {
+    this.rawNames.push(name);
+    this.names.push(name);
+    this.values.push(value);
+  }
+
+  /** The body was read whole (for plugins): it is sent on with this Content-Length, not chunked. */
+  sized(length: number): void {
+    if (this.contentLength === length) return;
+    this.chunked = false;
+    this.contentLength = length;
+    this.add("content-length", String(length));
+  }
 }
 
 export class ResponseHead extends MessageHead {
@@ -435,6 +450,39 @@ export function parseRequestHead(buf: Buffer, sc: HeadScanner, out: RequestHead)
   if (out.hasTE && minor === 0) return HEAD_ERRORS.teHttp10;
   out.keepAlive = minor === 1 ? !out.connClose : out.connKeepAlive && !out.connClose;
   return null;
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const AUTHORITY = /^[-._~!$&'()*+,;=:[\]%0-9A-Za-z]+$/;
+
+/** An HTTP/2 request's method, :scheme, authority and :path (h2.ts) checked into `out`: "" or why not. */
+export function h2Target(out: RequestHead, scheme: string, rawHost: string, path: string): string {
+  if (!TOKEN.test(out.method) || scheme === "" || rawHost === "" || !AUTHORITY.test(rawHost))
+    return "invalid pseudo-header fields";
+  if (path === "*" && out.method === "OPTIONS") {
+    out.path = "*";
+    out.originForm = "*";
+  } else {
+    if (path.charCodeAt(0) !== 47 || !visibleAscii(path)) return "invalid :path";
+    const q = path.indexOf("?");
+    out.path = q < 0 ? path : path.slice(0, q);
+    out.query = q < 0 ? "" : path.slice(q + 1);
+    out.originForm = path;
+  }
+  out.target = path;
+  out.rawHost = rawHost;
+  const close = rawHost.charCodeAt(0) === 91 ? rawHost.indexOf("]") + 1 : rawHost.indexOf(":");
+  out.host = (close <= 0 ? rawHost : rawHost.slice(0, close)).toLowerCase();
+  return "";
+}
+
+/** Whether `v` has only visible ASCII or obs-text (what a request-target may hold). */
+function visibleAscii(v: string): boolean {
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c <= 0x20 || c === 0x7f || c > 0xff) return false;
+  }
+  return true;
 }
 
 /**

@@ -33,6 +33,8 @@ export abstract class Http1Exchange extends Exchange {
   upgrade = "";
   /** The connection closes after the response being sent. */
   closeAfter = false;
+  /** The response body is chunked here (toClient): close-delimited, or decoded for plugins. */
+  rechunk = false;
 
   constructor(proxy: Http1Context, socket: net.Socket, tls: DownstreamTlsInfo | null) {
     super(proxy, clientAddress(socket), tls);
@@ -87,8 +89,10 @@ export abstract class Http1Exchange extends Exchange {
       !this.keepAlive || this.proxy.draining || (!client11 && mode !== M_NONE && mode !== M_LENGTH);
     this.closeAfter = close;
     let h = `HTTP/1.1 ${f.status} ${reason}\r\n${f.lines()}`;
-    // Chunked bytes pass as they came; a close-delimited body is re-chunked (toClient).
-    if (client11 && mode !== M_NONE && mode !== M_LENGTH) h += "transfer-encoding: chunked\r\n";
+    // Chunked bytes pass as they came; a close-delimited (or decoded) body is re-chunked (toClient).
+    const chunked = client11 && mode !== M_NONE && mode !== M_LENGTH;
+    this.rechunk = chunked && (mode === M_CLOSE || !this.passChunked);
+    if (chunked) h += "transfer-encoding: chunked\r\n";
     if (close) h += "connection: close\r\n\r\n";
     else h += client11 ? "\r\n" : "connection: keep-alive\r\n\r\n";
 
@@ -119,7 +123,7 @@ export abstract class Http1Exchange extends Exchange {
 
   toClient(chunk: Buffer): boolean {
     const out = this.socket;
-    if (this.resMode !== M_CLOSE || !this.passChunked) return out.write(chunk);
+    if (!this.rechunk) return out.write(chunk);
     out.cork();
     out.write(`${chunk.length.toString(16)}\r\n`, "latin1");
     out.write(chunk);
@@ -129,7 +133,7 @@ export abstract class Http1Exchange extends Exchange {
   }
 
   responseComplete(): void {
-    if (this.resMode === M_CLOSE && this.passChunked) this.socket.write(LAST_CHUNK);
+    if (this.rechunk) this.socket.write(LAST_CHUNK);
     this.finishExchange(this.closeAfter || !this.reqBodyDone);
   }
 

@@ -2,33 +2,22 @@
  * The HTTP/1.1 downstream on raw node:net sockets. One ClientConn per connection is the Exchange of
  * the request in flight (requests on a connection are handled one at a time, pipelined ones are
  * buffered) and is reused for the next one. Bodies stream in both directions with backpressure and
- * are never buffered whole. What is HTTP/1.1 lives here: parsing heads and bodies, keep-alive,
- * pipelining, the head timeouts, Upgrade/CONNECT tunnels and the switch to h2c; the bytes of its
- * answers are http1-response.ts's.
+ * are never buffered whole, except up to its limit for a plugin that asks for one. What is HTTP/1.1
+ * lives here: parsing heads, keep-alive, pipelining, the head timeouts, Upgrade/CONNECT tunnels and
+ * the switch to h2c; the request body is http1-body.ts's, the bytes of its answers http1-response.ts's.
  */
 import { randomUUID } from "node:crypto";
 import type net from "node:net";
 import type { ClusterRuntime, CompiledRoute, Endpoint, ListenerLimits } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
-import {
-  BODY_CHUNKED as B_CHUNKED,
-  BODY_LENGTH as B_LENGTH,
-  BODY_NONE as B_NONE,
-  CRLF,
-  LAST_CHUNK,
-} from "./body-framing.ts";
+import { BODY_CHUNKED as B_CHUNKED, BODY_LENGTH as B_LENGTH, BODY_NONE as B_NONE } from "./body-framing.ts";
 import { AGW_ERRORS, codeForStatus } from "./errors.ts";
 import { M_NONE } from "./exchange.ts";
 import { asksForH2c, H2_PREFACE, SWITCHING_TO_H2C } from "./h2c-upgrade.ts";
 import { hasName } from "./headers.ts";
-import {
-  ChunkedDecoder,
-  type HeadError,
-  HeadScanner,
-  parseRequestHead,
-  RequestHead,
-} from "./http1-parser.ts";
-import { type Http1Context, Http1Exchange } from "./http1-response.ts";
+import { Http1Body } from "./http1-body.ts";
+import { type HeadError, HeadScanner, parseRequestHead, RequestHead } from "./http1-parser.ts";
+import type { Http1Context } from "./http1-response.ts";
 import { RearmableTimer } from "./rearmable-timer.ts";
 import type { UpstreamConn } from "./upstream-conn.ts";
 
@@ -66,10 +55,8 @@ function upgradeOf(head: RequestHead, bodyMode: number): string {
   return /(^|[\s,])h2c($|[\s,])/i.test(head.upgrade) ? "" : head.upgrade;
 }
 
-export class ClientConn extends Http1Exchange {
+export class ClientConn extends Http1Body {
   phase = P_HEAD;
-  /** Unparsed downstream bytes: a partial head, or pipelined requests waiting their turn. */
-  buf: Buffer | null = null;
   readonly scanner = new HeadScanner();
   /** Header, keep-alive, body and linger timeouts: one at a time (T_*). */
   readonly timer = new RearmableTimer<ClientConn>(this, onConnTimer);
@@ -87,20 +74,6 @@ export class ClientConn extends Http1Exchange {
    * gateway buffer its answers without bound (docs/proxy.md, "Memory per connection").
    */
   awaitingDrain = false;
-
-  // The request in flight, beside the Exchange's own state. Reset by finishExchange().
-  bodyRemaining = 0;
-  /** Largest chunked body allowed (a Content-Length is checked up front); 0: unlimited. */
-  bodyLimit = 0;
-  /** Decoded chunked body bytes so far, counted under bodyLimit. */
-  bodySeen = 0;
-  /** Body bytes arrived since the T_BODY timer last fired. */
-  bodyActive = false;
-  readonly reqDecoder = new ChunkedDecoder();
-  /** Body bytes that arrived with the head: they can be replayed on a retry. */
-  firstBody: Buffer | null = null;
-  /** Nothing but `firstBody` has been written upstream, so a retry can resend the whole request. */
-  replayable = true;
 
   constructor(proxy: Http1Context, socket: net.Socket, tls: DownstreamTlsInfo | null) {
     super(proxy, socket, tls);
@@ -148,7 +121,10 @@ export class ClientConn extends Http1Exchange {
       }
       case P_ACTIVE:
         if (this.reqBodyDone) this.stash(chunk);
-        else {
+        else if (this.collected !== null) {
+          this.bodyActive = true;
+          this.collect(this.collected, chunk);
+        } else {
           this.replayable = false;
           this.bodyActive = true;
           this.onBody(chunk, 0);
@@ -374,16 +350,16 @@ export class ClientConn extends Http1Exchange {
     this.keepAlive = false;
   }
 
-  mirrorBody(): Buffer | null {
-    return this.bodyMode === B_NONE ? null : this.buf;
-  }
-
   upstreamRequest(route: CompiledRoute, cluster: ClusterRuntime, ep: Endpoint): void {
     this.upHead = this.http1Head(route, ep, this.upgrade);
     const up = this.proxy.pool.acquire(ep, cluster, this);
     this.upstream = up;
     if (this.bodyMode === B_NONE) {
       up.socket.write(this.upHead, "latin1");
+      return;
+    }
+    if (this.collected !== null) {
+      this.sendCollected(up, this.collected);
       return;
     }
     const body = this.buf;
@@ -441,101 +417,9 @@ export class ClientConn extends Http1Exchange {
     }
   }
 
-  /** Writes the upstream head and `body` (the start of the request body) in one batch; returns body bytes used. */
-  writeRequest(up: UpstreamConn, body: Buffer | null): number {
-    const s = up.socket;
-    if (body === null) {
-      s.write(this.upHead, "latin1");
-      return 0;
-    }
-    // Corked: if the body turns out malformed, destroying the upstream discards the unsent head too.
-    s.cork();
-    s.write(this.upHead, "latin1");
-    const used = this.onBody(body, 0);
-    s.uncork();
-    return used;
-  }
-
   // ---- request body
 
-  /** Forwards request body bytes from chunk[off..]; returns how many belonged to the body. */
-  onBody(chunk: Buffer, off: number): number {
-    const up = this.upstream;
-    if (up === null) return 0;
-    const s = up.socket;
-    let ok = true;
-    let used: number;
-    if (this.bodyMode === B_LENGTH) {
-      const avail = chunk.length - off;
-      used = Math.min(avail, this.bodyRemaining);
-      if (used > 0)
-        ok = s.write(off === 0 && used === chunk.length ? chunk : chunk.subarray(off, off + used));
-      this.bodyRemaining -= used;
-      if (this.bodyRemaining === 0) this.reqBodyDone = true;
-    } else {
-      const dec = this.reqDecoder;
-      used = dec.decode(chunk, off);
-      if (used < 0) {
-        this.requestBodyError(dec.error as HeadError);
-        return 0;
-      }
-      if (dec.pieceBytes > 0) {
-        // Checked before writing: not one byte past the limit reaches the upstream.
-        if (this.bodyLimit > 0) {
-          this.bodySeen += dec.pieceBytes;
-          if (this.bodySeen > this.bodyLimit) {
-            this.keepAlive = false;
-            this.requestBodyError({
-              status: 413,
-              message: `request body larger than ${this.bodyLimit} bytes`,
-            });
-            return 0;
-          }
-        }
-        // Re-framed: extensions and trailers are dropped, one chunk per read.
-        s.write(`${dec.pieceBytes.toString(16)}\r\n`, "latin1");
-        const pieces = dec.pieces;
-        for (let i = 0; i < pieces.length; i++) s.write(pieces[i] as Buffer);
-        ok = s.write(CRLF);
-        pieces.length = 0;
-        dec.pieceBytes = 0;
-      }
-      if (dec.done) {
-        ok = s.write(LAST_CHUNK);
-        this.reqBodyDone = true;
-      }
-    }
-    if (this.reqBodyDone) {
-      const rest = off + used;
-      if (rest < chunk.length) this.stash(chunk.subarray(rest));
-    } else if (!ok) {
-      this.socket.pause(); // resumed by the upstream's 'drain'
-    }
-    return used;
-  }
-
-  requestBodyError(e: HeadError): void {
-    this.dropUpstream();
-    if (this.resHeadSent) this.abortResponse();
-    else this.fail(e.status, codeForStatus(e.status), e.message);
-  }
-
-  /** Keeps downstream bytes that follow the current request until it completes. */
-  stash(chunk: Buffer): void {
-    const b = this.buf === null ? chunk : Buffer.concat([this.buf, chunk]);
-    this.buf = b;
-    if (b.length > this.proxy.maxHeadBytes) this.socket.pause();
-  }
-
   // ---- retries (the exchange decides; this resends the bytes)
-
-  canResend(): boolean {
-    return this.replayable;
-  }
-
-  canReplay(): boolean {
-    return this.replayable && this.reqBodyDone;
-  }
 
   /** The request (head and what it had of the body) again, on a fresh connection to this.endpoint. */
   resend(): void {
@@ -580,6 +464,8 @@ export class ClientConn extends Http1Exchange {
     this.bodyActive = false;
     this.firstBody = null;
     this.replayable = true;
+    this.collected = null;
+    this.collectDone = null;
     this.retried = false;
     this.resStarted = false;
     this.resHeadSent = false;
@@ -590,6 +476,7 @@ export class ClientConn extends Http1Exchange {
     this.upKeepAlive = false;
     this.upExtra = false;
     this.closeAfter = false;
+    this.rechunk = false;
     this.upgrade = "";
     if (this.phase === P_CLOSED) return;
     if (close || !this.keepAlive || this.proxy.draining || (this.eof && this.buf === null)) {

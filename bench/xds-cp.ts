@@ -10,12 +10,15 @@
  * - "watch TYPE_URL": the ACK counts of the real data planes (node ids "real-*") for that type are
  *   noted; when each has ACKed it again → {"event":"real-acks","at":{node: epoch ms}}.
  * - "stats" → CPU, RSS, connected streams, streams in sync with the snapshot, NACKs.
+ * - "profile start" / "profile stop FILE": a CPU profile (.cpuprofile) of what happens in between.
  * - "quit": graceful close (streams end OK, GOAWAY), then exit.
  *
  * Written against the SnapshotBuilder/SnapshotCache/ADS API that older trees have too, so the
  * bench can run this same file in a checkout of an earlier commit (BEFORE_TREE) for a
  * before/after in one run.
  */
+import { writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import { createInterface } from "node:readline";
 import { createAdsService, startAdsServer } from "@agw/control-plane/xds/ads-server";
 import { SnapshotCache } from "@agw/control-plane/xds/cache";
@@ -83,6 +86,20 @@ const cpuMs = () => {
 };
 const realStreams = () => registry.list().filter((s) => s.nodeId.startsWith("real-"));
 say({ event: "listening", port: server.address.port, cpuMs: cpuMs(), epochMs: Date.now() });
+let inspector: Session | undefined;
+async function profile(what: string, file: string | undefined) {
+  if (what === "start") {
+    inspector = new Session();
+    inspector.connect();
+    await inspector.post("Profiler.enable");
+    await inspector.post("Profiler.start");
+  } else if (inspector && file) {
+    const { profile } = await inspector.post("Profiler.stop");
+    writeFileSync(file, JSON.stringify(profile));
+    inspector.disconnect();
+    say({ event: "profiled", file });
+  }
+}
 createInterface({ input: process.stdin }).on("line", (line) => {
   const [command, arg] = line.split(" ");
   if (command === "change") {
@@ -134,6 +151,8 @@ createInterface({ input: process.stdin }).on("line", (line) => {
       realInSync: inSync.filter((s) => s.nodeId.startsWith("real-")).length,
       nacks: streams.reduce((n, s) => n + [...s.types.values()].reduce((m, t) => m + t.nacks, 0), 0),
     });
+  } else if (command === "profile") {
+    void profile(arg ?? "", line.split(" ")[2]);
   } else if (command === "quit") {
     void server.close().then(() => process.exit(0));
   }

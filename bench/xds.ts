@@ -23,6 +23,7 @@
  *
  *   node bench/xds.ts    (DATA_PLANES=100 ROUTES=10000 CLUSTERS=100 CHANGES=20 ENDPOINT_CHANGES=10
  *                         BURST=500 BURST_GAP_MS=2 REAL_DATA_PLANES=3 RESTART=1 PROTOCOLS=delta,sotw,delta)
+ *   CP_PROFILE=/tmp/cp   a CPU profile of the control plane over the route changes, per contender
  *   BEFORE_TREE=/tmp/cp-before node bench/xds.ts
  *                        runs this same harness against the control plane of another checkout too,
  *                        alternating before/after (Delta only unless PROTOCOLS says otherwise)
@@ -421,6 +422,7 @@ async function run(tree: string, label: string, protocol: Protocol) {
   const initialCpuMs = (stats.cpuMs as number) - cpuAtListen;
   await sleep(500);
 
+  if (process.env.CP_PROFILE) cp.send("profile start");
   const route = await changes(
     cp,
     sims,
@@ -428,6 +430,10 @@ async function run(tree: string, label: string, protocol: Protocol) {
     TYPE_URL.route,
     (c) => `change ${(c * 7919) % ROUTES}`,
   );
+  if (process.env.CP_PROFILE) {
+    cp.send(`profile stop ${process.env.CP_PROFILE}.${label.replace(/ /g, "-")}.cpuprofile`);
+    await cp.next("profiled");
+  }
   progress("route changes done");
   cp.send("stats");
   const afterChanges = await cp.next("stats");

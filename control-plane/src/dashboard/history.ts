@@ -149,9 +149,16 @@ export class ConfigHistory {
       );
     };
     for (const [type, kind] of KINDS) {
-      const now = snapshot.get(type)?.resources ?? new Map();
+      const snap = snapshot.get(type);
+      const now = snap?.resources ?? new Map();
       const old = before.snapshot?.get(type)?.resources ?? new Map();
       if (now === old) continue;
+      // The builder said what it replaced (same names): no need to compare 10,000 versions.
+      const replaced = snap?.changedFrom;
+      if (replaced && replaced.from.deref() === before.snapshot?.get(type)) {
+        for (const r of replaced.updated) push(kind, r.name, "changed");
+        continue;
+      }
       for (const [name, r] of now) {
         const o = old.get(name);
         if (o === undefined) push(kind, name, type === TYPE_URL.endpoints ? "changed" : "added");

@@ -113,21 +113,69 @@ export function typeSnapshot(resources: VersionedResource[]): TypeSnapshot {
   return snap;
 }
 
+/**
+ * A type's resources as the previous build's map plus the few replaced since it was last
+ * flattened: replacing k of 10,000 resources copies k entries, not 10,000. Same names, same order
+ * as `base`. Flattened into a plain Map once the replacements reach 1/8 of the base.
+ */
+class Overlay implements ReadonlyMap<string, VersionedResource> {
+  readonly base: ReadonlyMap<string, VersionedResource>;
+  readonly over: ReadonlyMap<string, VersionedResource>;
+
+  constructor(base: ReadonlyMap<string, VersionedResource>, over: ReadonlyMap<string, VersionedResource>) {
+    this.base = base;
+    this.over = over;
+  }
+
+  get size(): number {
+    return this.base.size;
+  }
+  get(name: string): VersionedResource | undefined {
+    return this.over.get(name) ?? this.base.get(name);
+  }
+  has(name: string): boolean {
+    return this.base.has(name);
+  }
+  *entries(): MapIterator<[string, VersionedResource]> {
+    for (const [name, r] of this.base) yield [name, this.over.get(name) ?? r];
+  }
+  keys(): MapIterator<string> {
+    return this.base.keys();
+  }
+  *values(): MapIterator<VersionedResource> {
+    for (const [name, r] of this.base) yield this.over.get(name) ?? r;
+  }
+  [Symbol.iterator](): MapIterator<[string, VersionedResource]> {
+    return this.entries();
+  }
+  forEach(
+    f: (r: VersionedResource, name: string, map: ReadonlyMap<string, VersionedResource>) => void,
+  ): void {
+    for (const [name, r] of this.entries()) f(r, name, this);
+  }
+}
+
 /** `base` with some resources (of names it has) replaced: same order, version updated in O(k). */
 function replaced(base: TypeSnapshot, updated: VersionedResource[]): TypeSnapshot {
-  const map = new Map(base.resources);
-  let sum = sums.get(base) ?? [...base.resources.values()].reduce((a, r) => a + digest(r), 0n);
+  const previous = base.resources;
+  const under = previous instanceof Overlay ? previous.base : previous;
+  const over = new Map(previous instanceof Overlay ? previous.over : []);
+  let sum = sums.get(base) ?? [...previous.values()].reduce((a, r) => a + digest(r), 0n);
   for (const r of updated) {
-    const old = map.get(r.name);
+    const old = previous.get(r.name);
     if (old) sum -= digest(old);
     sum += digest(r);
-    map.set(r.name, r);
+    over.set(r.name, r);
   }
   sum = ((sum % MOD) + MOD) % MOD;
+  const resources =
+    over.size * 8 >= under.size
+      ? new Map([...under].map(([name, r]) => [name, over.get(name) ?? r]))
+      : new Overlay(under, over);
   const sortedUpdates = [...updated].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const snap: TypeSnapshot = {
-    version: typeVersion(sum, map.size),
-    resources: map,
+    version: typeVersion(sum, resources.size),
+    resources,
     changedFrom: { from: new WeakRef(base), updated: sortedUpdates },
   };
   sums.set(snap, sum);
@@ -286,6 +334,8 @@ interface Slot {
   name: string;
   /** The IR object (identity): the same object again is the same resource, with no work at all. */
   id: unknown;
+  /** What besides the object the resource depends on: a route's listener; else its name. */
+  scope: string;
   /** JSON of what the resource is built from, computed once per IR object: equal content, same resource. */
   content: string;
   resource: VersionedResource;
@@ -316,11 +366,24 @@ class TypeBuild {
   }
 
   /**
+   * Takes the previous build's slot at this place if it came from the same IR object under the same
+   * scope (the listener of a route; the name otherwise): no name to build, no closure, no JSON.
+   */
+  same(id: object, scope: string, counts: { reused: number }): boolean {
+    const at = this.prev[this.slots.length];
+    if (at === undefined || at.id !== id || at.scope !== scope) return false;
+    this.slots.push(at);
+    counts.reused++;
+    return true;
+  }
+
+  /**
    * The resource for `name` built from IR object `id`: the previous slot when `id` is the same
    * object (no JSON, no hash) or has the same content, else encoded. Returns whether it did any work.
    */
   add(
     name: string,
+    scope: string,
     id: unknown,
     content: () => unknown,
     encode: () => VersionedResource,
@@ -330,19 +393,19 @@ class TypeBuild {
     const at = this.prev[i];
     if (at?.name !== name) this.aligned = false;
     const old = at?.name === name ? at : this.byName(name);
-    if (old && id !== undefined && old.id === id) {
+    if (old && id !== undefined && old.id === id && old.scope === scope) {
       this.slots.push(old);
       counts.reused++;
       return false;
     }
     const json = JSON.stringify(content());
     if (old && old.content === json) {
-      this.slots.push({ ...old, id });
+      this.slots.push({ ...old, id, scope });
       counts.reused++;
       return true;
     }
     const resource = encode();
-    this.slots.push({ name, id, content: json, resource });
+    this.slots.push({ name, scope, id, content: json, resource });
     if (!old || old.resource.version !== resource.version) this.updated.push(resource);
     this.encoded++;
     counts.encoded++;
@@ -354,8 +417,8 @@ class TypeBuild {
     const aligned = this.aligned && this.slots.length === this.prev.length && before !== undefined;
     this.prev = this.slots;
     if (aligned && this.updated.length === 0) return before;
-    if (aligned && before.resources.size === new Set(this.slots.map((s) => s.name)).size)
-      return replaced(before, this.updated);
+    // Aligned: the same names at the same places as the build that made `before`.
+    if (aligned) return replaced(before, this.updated);
     return typeSnapshot(this.slots.map((s) => s.resource));
   }
 }
@@ -414,7 +477,9 @@ export class SnapshotBuilder {
     const plugins = type(TYPE_URL.plugin);
 
     for (const c of ir.clusters) {
+      if (clusters.same(c, c.name, counts) && endpoints.same(c.endpoints, c.name, counts)) continue;
       const worked = clusters.add(
+        c.name,
         c.name,
         c,
         () => {
@@ -450,6 +515,7 @@ export class SnapshotBuilder {
       );
       const endpointsWorked = endpoints.add(
         c.name,
+        c.name,
         c.endpoints,
         () => c.endpoints,
         () =>
@@ -471,6 +537,7 @@ export class SnapshotBuilder {
     for (const s of ir.secrets ?? []) {
       if (!referenced.has(s.name)) continue;
       secrets.add(
+        s.name,
         s.name,
         s,
         () => s,
@@ -494,6 +561,7 @@ export class SnapshotBuilder {
     }
     for (const l of ir.listeners) {
       listeners.add(
+        l.name,
         l.name,
         // The listener object holds its routes, so it is new whenever a route is: compared by content.
         undefined,
@@ -534,16 +602,19 @@ export class SnapshotBuilder {
       if (l.l4) continue;
       routeConfigs.add(
         l.name,
+        l.name,
         null,
         () => null,
         () => versioned(RouteConfigSchema, l.name, create(RouteConfigSchema, { name: l.name })),
         counts,
       );
       for (const r of l.routes) {
+        if (routes.same(r, l.name, counts)) continue;
         const name = routeResourceName(l.name, r.name);
         if (
           routes.add(
             name,
+            l.name,
             r,
             () => r,
             () => versioned(RouteSchema, name, routeMessage(l.name, r)),
@@ -558,6 +629,7 @@ export class SnapshotBuilder {
       // then do (the file fixed) are a change. So never by identity: the bytes are not in `p`.
       const bytes = p.size <= INLINE_COMPONENT_MAX_BYTES ? this.inline(p.digest) : undefined;
       plugins.add(
+        p.name,
         p.name,
         undefined,
         () => ({ ...p, inline: bytes && componentDigest(bytes) }),

@@ -98,6 +98,63 @@ export interface AdsServiceOptions {
   maxStreamAgeMs?: number;
   /** agw.v1.StatsService, served beside ADS on the same connections (stats-service.ts). */
   stats?: SideService | undefined;
+  /** Streams in their initial sync at once (default 64); more wait their turn (SyncAdmission). */
+  maxConcurrentSyncs?: number;
+}
+
+/** How long an admitted stream may hold its turn without completing its initial sync. */
+const ADMISSION_HOLD_MS = 10_000;
+
+/**
+ * Server-side admission of initial syncs: when 1,000 data planes reconnect at once (a control plane
+ * restart), at most `max` streams get their first responses at a time and the rest wait, their
+ * requests queued, until one of them has ACKed (or NACKed) every type, ended, or held its turn for
+ * ADMISSION_HOLD_MS. A data plane keeps serving its last config while it waits. With the data
+ * planes' jittered backoff, this is what keeps a restart from being a thundering herd.
+ */
+export class SyncAdmission {
+  readonly max: number;
+  active = 0;
+  /** Most streams ever syncing at once, and how many had to wait: for tests and the bench. */
+  peak = 0;
+  waited = 0;
+  private readonly queue: Array<() => void> = [];
+
+  constructor(max: number) {
+    this.max = Math.max(1, max);
+  }
+
+  /** Waits for a turn; the returned function gives it back (idempotent). */
+  async enter(signal: AbortSignal): Promise<() => void> {
+    if (this.active >= this.max) {
+      this.waited++;
+      await new Promise<void>((resolve) => {
+        const go = () => {
+          signal.removeEventListener("abort", cancel);
+          resolve();
+        };
+        const cancel = () => {
+          const i = this.queue.indexOf(go);
+          if (i >= 0) this.queue.splice(i, 1);
+          resolve();
+        };
+        this.queue.push(go);
+        signal.addEventListener("abort", cancel, { once: true });
+      });
+    }
+    this.active++;
+    this.peak = Math.max(this.peak, this.active);
+    let held = true;
+    const leave = () => {
+      if (!held) return;
+      held = false;
+      clearTimeout(timer);
+      this.active--;
+      this.queue.shift()?.();
+    };
+    const timer = setTimeout(leave, ADMISSION_HOLD_MS).unref();
+    return leave;
+  }
 }
 
 /** A service served on the xDS connections beside ADS, drained with it. */
@@ -106,6 +163,7 @@ export type SideService = ServiceImpl<typeof StatsService> & { drain(): void };
 export type AdsService = ServiceImpl<typeof AggregatedDiscoveryService> & {
   /** Ends every stream gracefully (OK status); new streams are refused from now on. */
   drain(): void;
+  readonly admission: SyncAdmission;
   stats?: SideService | undefined;
 };
 
@@ -355,6 +413,7 @@ export function createAdsService(
   options: AdsServiceOptions = {},
 ): AdsService {
   const streams = new Set<AsyncQueue<StreamEvent<unknown>>>();
+  const admission = new SyncAdmission(options.maxConcurrentSyncs ?? 64);
   let draining = false;
   const refuseWhileDraining = () => {
     if (draining) throw new ConnectError("control plane shutting down", Code.Unavailable);
@@ -362,6 +421,7 @@ export function createAdsService(
 
   return {
     stats: options.stats,
+    admission,
     drain() {
       draining = true;
       options.stats?.drain();
@@ -372,6 +432,8 @@ export function createAdsService(
       refuseWhileDraining();
       const stream = openStream(requests, ctx, cache, streams as never, options, log);
       let state: DataPlaneState | undefined;
+      /** Gives back this stream's admission turn (SyncAdmission) once its initial sync is done. */
+      let leave = () => {};
       let nonce = 0;
       const noticeWithheld = withheldSecretsNotice(log);
       // SotW sends every listener and cluster: the scope is every Secret they name.
@@ -442,7 +504,10 @@ export function createAdsService(
             continue;
           }
           const req = event.request;
-          state ??= register(registry, ctx, req.node?.id ?? "", "sotw", log);
+          if (!state) {
+            state = register(registry, ctx, req.node?.id ?? "", "sotw", log);
+            leave = await admission.enter(ctx.signal);
+          }
           const typeUrl = knownType(log, state, req.typeUrl);
           if (!typeUrl) continue;
           const typeState = typeStateOf(state, typeUrl);
@@ -471,8 +536,12 @@ export function createAdsService(
               req.versionInfo,
             );
           else recordAck(log, state, typeUrl, typeState, req.versionInfo);
+          const settled = (t: TypeState) =>
+            t.sentNonce !== "" && (t.ackedVersion === t.sentVersion || t.lastNack?.nonce === t.sentNonce);
+          if (state.types.size >= RESOURCE_TYPES.length && [...state.types.values()].every(settled)) leave();
         }
       } finally {
+        leave();
         stream.close();
         if (state) {
           registry.close(state);
@@ -485,6 +554,8 @@ export function createAdsService(
       refuseWhileDraining();
       const stream = openStream(requests, ctx, cache, streams as never, options, log);
       let state: DataPlaneState | undefined;
+      /** Gives back this stream's admission turn (SyncAdmission) once its initial sync is done. */
+      let leave = () => {};
       let nonce = 0;
       const subscriptions = new Map<TypeUrl, DeltaSubscription>();
       const noticeWithheld = withheldSecretsNotice(log);
@@ -567,7 +638,10 @@ export function createAdsService(
             continue;
           }
           const req = event.request;
-          state ??= register(registry, ctx, req.node?.id ?? "", "delta", log);
+          if (!state) {
+            state = register(registry, ctx, req.node?.id ?? "", "delta", log);
+            leave = await admission.enter(ctx.signal);
+          }
           const typeUrl = knownType(log, state, req.typeUrl);
           if (!typeUrl) continue;
           const typeState = typeStateOf(state, typeUrl);
@@ -593,6 +667,12 @@ export function createAdsService(
                   typeState.ackedVersion,
                 );
               else recordAck(log, state, typeUrl, typeState, version);
+              const subs = [...subscriptions.values()];
+              if (
+                subs.length >= RESOURCE_TYPES.length &&
+                subs.every((x) => x.answered && x.inFlight.size === 0)
+              )
+                leave();
             }
           }
 
@@ -658,6 +738,7 @@ export function createAdsService(
           }
         }
       } finally {
+        leave();
         stream.close();
         if (state) {
           registry.close(state);

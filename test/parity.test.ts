@@ -10,7 +10,17 @@ import http2 from "node:http2";
 import net from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
-import { accessLogEntry, freePort, requireOrSkip, startGateway, tempDir, waitFor } from "./helpers.ts";
+import { buildWat } from "../plugins/sdk/build.ts";
+import { WAT_GUESTS } from "../plugins/testdata/wat-guests.ts";
+import {
+  accessLogEntry,
+  freePort,
+  requireOrSkip,
+  startGateway,
+  tempDir,
+  waitFor,
+  warmPluginCache,
+} from "./helpers.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 type Proto = "http1" | "h2c" | "h2";
@@ -205,6 +215,18 @@ function routes(o: { httpPort: number; rawPort: number }, deadPort: number): str
     r("{ name: tls, match: { path: { prefix: /tls } }, cluster: tls-to-plain }") +
     r("{ name: cb, match: { path: { prefix: /cb } }, cluster: cb, timeout: 20s }") +
     r("{ name: upload, match: { path: { prefix: /upload } }, cluster: origin }") +
+    r(
+      "{ name: body-read, match: { path: { prefix: /body-read } }, cluster: origin, plugins: [{ name: body-read }] }",
+    ) +
+    r(
+      "{ name: body-skip, match: { path: { prefix: /body-skip } }, cluster: origin, plugins: [{ name: body-skip }] }",
+    ) +
+    r(
+      "{ name: resp-read, match: { path: { prefix: /resp-read } }, cluster: origin, plugins: [{ name: resp-read }] }",
+    ) +
+    r(
+      "{ name: resp-tiny, match: { path: { prefix: /resp-tiny } }, cluster: origin, plugins: [{ name: resp-tiny }] }",
+    ) +
     `clusters:
   - { name: origin, endpoints: ["127.0.0.1:${o.httpPort}"] }
   - { name: raw, endpoints: ["127.0.0.1:${o.rawPort}"] }
@@ -219,6 +241,10 @@ function routes(o: { httpPort: number; rawPort: number }, deadPort: number): str
 test("protocol parity: every engine behaviour over HTTP/1.1, h2c and h2 over TLS", async (t) => {
   if (!requireOrSkip(t, hasOpenssl(), "the openssl command is needed to make certificates")) return;
   const dir = tempDir();
+  // A guest that lets everything through: what the engine does around the plugins is the row.
+  const pass = await buildWat(WAT_GUESTS.pass);
+  writeFileSync(join(dir, "pass.wasm"), pass);
+  await warmPluginCache(pass);
   const ca = makeCa(dir, "parity-ca");
   makeLeaf(dir, ca, { cn: HOST, sans: [`DNS:${HOST}`], file: "gw" });
   const origins = await startOrigins();
@@ -239,6 +265,11 @@ test("protocol parity: every engine behaviour over HTTP/1.1, h2c and h2 over TLS
     file,
     `secrets:
   - { name: gw, certificate: { file: gw.crt }, key: { file: gw.key } }
+plugins:
+  - { name: body-read, source: pass.wasm, requestBody: true, bodyLimit: 64 }
+  - { name: body-skip, source: pass.wasm, requestBody: true, bodyLimit: 4, overLimit: skip }
+  - { name: resp-read, source: pass.wasm, onResponse: true, responseBody: true, bodyLimit: 4096 }
+  - { name: resp-tiny, source: pass.wasm, onResponse: true, responseBody: true, bodyLimit: 8 }
 listeners:
 ${listener("plain", plain, "")}${listener("secure", secure, "    protocol: https\n    tls: { certificates: [gw], alpn: [h2, http/1.1] }\n")}clusters:
 ${clusterLines}`,
@@ -346,6 +377,30 @@ ${clusterLines}`,
       assert.equal(JSON.parse(a.body).error, code);
     }
   });
+
+  await waitFor(`the plugins loaded\n${gw.output()}`, async () => {
+    const a = await send(ports, "http1", "/body-read/ready", { body: "x" }).catch(() => undefined);
+    return a?.status === 200 ? a : undefined;
+  });
+  await each(
+    "plugins: bodies read for them reach the upstream (and the client) whole; over the limit 413 / 502, or skipped",
+    async (p) => {
+      const sent = "a body for the plugins";
+      const read = await send(ports, p, "/body-read/x", { body: sent });
+      assert.equal(read.status, 200, read.body);
+      assert.equal(JSON.parse(read.body).body, sent);
+      const big = await send(ports, p, "/body-read/x", { body: "x".repeat(100) });
+      assert.deepEqual([big.status, errorOf(big)], [413, "request_body_too_large"]);
+      const skipped = await send(ports, p, "/body-skip/x", { body: sent });
+      assert.deepEqual([skipped.status, JSON.parse(skipped.body).body], [200, sent]);
+      const resp = await send(ports, p, "/resp-read/x");
+      assert.equal(resp.status, 200, resp.body);
+      assert.equal(JSON.parse(resp.body).url, "/resp-read/x");
+      assert.equal(resp.headers["content-length"], String(Buffer.byteLength(resp.body)));
+      const tiny = await send(ports, p, "/resp-tiny/x");
+      assert.deepEqual([tiny.status, errorOf(tiny)], [502, "response_body_too_large"]);
+    },
+  );
 
   await each("circuit breaking: over maxRequests answers 503 overflow", async (p) => {
     const first = send(ports, p, "/cb/slow?ms=1500");

@@ -48,6 +48,18 @@ export const SUPPORTED_FEATURES = [
   "HTTPRoutePathRewrite",
   "HTTPRouteRequestTimeout",
   "HTTPRouteBackendTimeout",
+  "HTTPRouteMethodMatching",
+  "HTTPRoute303RedirectStatusCode",
+  "HTTPRoute307RedirectStatusCode",
+  "HTTPRoute308RedirectStatusCode",
+  "HTTPRouteBackendProtocolH2C",
+  "HTTPRouteBackendProtocolWebSocket",
+  "HTTPRouteParentRefPort",
+  "HTTPRouteNamedRouteRule",
+  "GatewayPort8080",
+  "GRPCRouteNamedRouteRule",
+  "HTTPRouteRequestMirror",
+  "HTTPRouteRequestPercentageMirror",
 ];
 /** Tests skipped on purpose (--skip-tests), each with its reason; none today. */
 export const SKIPPED: Record<string, string> = {};

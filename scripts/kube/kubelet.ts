@@ -9,12 +9,16 @@
  * spec.nodeName) and literal env; reports the Pod Running and Ready once its first container port
  * (else 3000) accepts connections; and, when a Pod is deleted, stops it and confirms the deletion
  * (grace period 0). Any other image makes the Pod Failed, with the reason. Secret volumes are
- * written to files and bind-mounted at their mountPath; no other volumes, no container logs, no
- * probes but the port check. It polls the API server
+ * written to files and bind-mounted at their mountPath; no other volumes, no probes but the port
+ * check. Container output is kept (the last LOG_LINES lines of each) and served, as a kubelet's
+ * container-logs endpoint (HTTPS on the bridge address, the port in the Node's daemonEndpoints), to
+ * the API server's `pods/log` (`kubectl logs`, and the suite's mirror tests); `sinceTime` and
+ * `tailLines` are honoured, nothing else. It polls the API server
  * (every 500 ms) instead of watching: simple, and enough for a test cluster. Root and `ip` needed.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import https from "node:https";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -49,6 +53,8 @@ interface Pod {
 
 interface Running {
   uid: string;
+  namespace: string;
+  name: string;
   netns: string;
   hostIf: string;
   ip: string;
@@ -57,6 +63,85 @@ interface Running {
   failed?: string;
   /** Where its Secret volumes were written. */
   dir: string;
+  /** Each container's output lines, with the time each arrived (the last LOG_LINES). */
+  logs: Map<string, Array<{ at: number; line: string }>>;
+}
+
+const LOG_LINES = 5_000;
+
+/** Keeps a stream's lines, each with its arrival time, the last LOG_LINES of them. */
+function keepLines(stream: NodeJS.ReadableStream | null, into: Array<{ at: number; line: string }>): void {
+  let partial = "";
+  stream?.on("data", (d: Buffer) => {
+    const parts = (partial + d.toString()).split("\n");
+    partial = parts.pop() ?? "";
+    const at = Date.now();
+    for (const line of parts) into.push({ at, line });
+    if (into.length > LOG_LINES) into.splice(0, into.length - LOG_LINES);
+  });
+}
+
+/**
+ * The container-logs endpoint the API server's pods/log proxies to:
+ * GET /containerLogs/NAMESPACE/POD/CONTAINER[?sinceTime=RFC3339&tailLines=N]. Served over HTTPS
+ * with a throwaway self-signed certificate (the harness's API server does not verify it: no
+ * --kubelet-certificate-authority) on the bridge address only.
+ */
+async function serveLogs(
+  address: string,
+  find: (
+    namespace: string,
+    pod: string,
+    container: string,
+  ) => Array<{ at: number; line: string }> | undefined,
+): Promise<{ port: number; close(): void }> {
+  const dir = mkdtempSync(join(tmpdir(), "agw-kubelet-tls-"));
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=agw-node",
+      "-addext",
+      `subjectAltName=IP:${address}`,
+      "-keyout",
+      join(dir, "key.pem"),
+      "-out",
+      join(dir, "cert.pem"),
+    ],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  const server = https.createServer(
+    { key: readFileSync(join(dir, "key.pem")), cert: readFileSync(join(dir, "cert.pem")) },
+    (req, res) => {
+      const url = new URL(req.url ?? "/", "https://kubelet");
+      const [, kind, ns, pod, container] = url.pathname.split("/").map(decodeURIComponent);
+      const lines = kind === "containerLogs" && ns && pod && container ? find(ns, pod, container) : undefined;
+      if (req.method !== "GET" || !lines) {
+        res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+        return;
+      }
+      const since = Date.parse(url.searchParams.get("sinceTime") ?? "");
+      // sinceTime has whole seconds: a line of that second is in.
+      let out = Number.isNaN(since) ? lines : lines.filter((l) => l.at >= since);
+      const tail = Number(url.searchParams.get("tailLines") ?? "");
+      if (url.searchParams.has("tailLines") && Number.isInteger(tail) && tail >= 0)
+        out = tail === 0 ? [] : out.slice(-tail);
+      res.writeHead(200, { "content-type": "text/plain" }).end(out.map((l) => `${l.line}\n`).join(""));
+    },
+  );
+  rmSync(dir, { recursive: true, force: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, address, () => resolve());
+  });
+  return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
 }
 
 export interface StandInKubelet {
@@ -89,6 +174,10 @@ export async function startKubelet(options: {
   ip(["addr", "add", `${subnet}.1/24`, "dev", bridge]);
   ip(["link", "set", bridge, "up"]);
   const running = new Map<string, Running>();
+  const logServer = await serveLogs(`${subnet}.1`, (ns, pod, container) => {
+    for (const r of running.values()) if (r.namespace === ns && r.name === pod) return r.logs.get(container);
+    return undefined;
+  });
   const free = Array.from({ length: 250 }, (_, i) => `${subnet}.${i + 2}`);
   let ifCount = 0;
   let stopped = false;
@@ -106,10 +195,10 @@ export async function startKubelet(options: {
           lastTransitionTime: now(),
         },
       ],
-      addresses: [
-        { type: "InternalIP", address: `${subnet}.1` },
-        { type: "Hostname", address: nodeName },
-      ],
+      // InternalIP only: the API server reaches the kubelet (logs) by the first address of its
+      // preferred types, and a Hostname would come first and not resolve.
+      addresses: [{ type: "InternalIP", address: `${subnet}.1` }],
+      daemonEndpoints: { kubeletEndpoint: { Port: logServer.port } },
       capacity: { cpu: "64", memory: "256Gi", pods: "250" },
       allocatable: { cpu: "64", memory: "256Gi", pods: "250" },
       nodeInfo: {
@@ -183,7 +272,18 @@ export async function startKubelet(options: {
     const netns = `agwkp${id}-${n}`;
     const hostIf = `agwkv${id}x${n}`;
     const dir = mkdtempSync(join(tmpdir(), "agw-pod-"));
-    const r: Running = { uid: p.metadata.uid, netns, hostIf, ip: podIp, procs: [], ready: false, dir };
+    const r: Running = {
+      uid: p.metadata.uid,
+      namespace: p.metadata.namespace,
+      name: p.metadata.name,
+      netns,
+      hostIf,
+      ip: podIp,
+      procs: [],
+      ready: false,
+      dir,
+      logs: new Map(),
+    };
     ip(["netns", "add", netns]);
     ip(["link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", netns]);
     ip(["link", "set", hostIf, "master", bridge]);
@@ -218,7 +318,6 @@ export async function startKubelet(options: {
         const from = volumes.get(m.name);
         return from ? [`mkdir -p '${m.mountPath}' && mount --bind '${from}' '${m.mountPath}'`] : [];
       });
-      // The container-logs endpoint (read by the suite's extended mirror tests) is not served.
       const command =
         mounts.length === 0
           ? [echoBasic, ...(c.args ?? [])]
@@ -233,7 +332,14 @@ export async function startKubelet(options: {
               echoBasic,
               ...(c.args ?? []),
             ];
-      const proc = spawn("ip", ["netns", "exec", netns, ...command], { env, stdio: "ignore" });
+      const proc = spawn("ip", ["netns", "exec", netns, ...command], {
+        env,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      const lines: Array<{ at: number; line: string }> = [];
+      r.logs.set(c.name, lines);
+      keepLines(proc.stdout, lines);
+      keepLines(proc.stderr, lines);
       r.procs.push(proc);
     }
     return r;
@@ -360,6 +466,7 @@ export async function startKubelet(options: {
       await loop;
       for (const r of running.values()) stop(r);
       running.clear();
+      logServer.close();
       try {
         ip(["link", "del", bridge]);
       } catch {}

@@ -111,6 +111,7 @@ test("hostnames: a route's are intersected with its listener's (wildcards cover 
     "gateway/infra/gw/8080/fence/*.example.com *.example.com",
     "gateway/infra/gw/8080/fence/*.other.com *.other.com",
     "gateway/infra/gw/8080/fence/very.specific.com very.specific.com",
+    "gateway/infra/gw/8080/fence/* ",
   ]);
   assert.equal(parentsOf(out, "miss")[0]?.notAttached?.reason, "NoMatchingListenerHostname");
 });
@@ -306,7 +307,11 @@ test("Gateway conditions the conformance suite checks: unsupported protocols (Li
   );
   assert.deepEqual(
     out.listeners.find((l) => l.name === "gateway/infra/mixed/80")?.routes.map((r) => r.name),
-    ["k8s/infra/httproute/b-older/80/0/0", "k8s/infra/httproute/a-newer/80/0/0"],
+    [
+      "k8s/infra/httproute/b-older/80/0/0",
+      "k8s/infra/httproute/a-newer/80/0/0",
+      "gateway/infra/mixed/80/fence/*",
+    ],
   );
 });
 
@@ -345,6 +350,7 @@ test("GRPCRoute: method matches become path matches on /SERVICE/METHOD, headers 
       ["regex", "/[^/]+/EchoTwo", 0],
       ["regex", "/(?:pkg\\..*)/(?:Echo.*)", 0],
       ["prefix", "/", 1],
+      ["prefix", "/", 0], // the listener's last 404
     ],
   );
   // The Service port has no appProtocol: a GRPCRoute's backend is HTTP/2 all the same.

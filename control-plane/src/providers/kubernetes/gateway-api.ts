@@ -108,8 +108,11 @@ export interface XRouteReport {
 
 export interface GatewayApiTranslation {
   listeners: IrListener[];
-  /** Hostnames that get a last 404 route, by AGW listener. */
-  fences: Map<string, string[]>;
+  /**
+   * The last 404 routes of each AGW listener: one per listener hostname when listeners share it,
+   * and one for any host (undefined), last of all.
+   */
+  fences: Map<string, Array<string | undefined>>;
   sources: RouteSource[];
   servedSecrets: string[];
   classes: Array<{ name: string; generation: number }>;
@@ -614,13 +617,17 @@ export function translateGatewayApi(
     }
   }
 
-  const fences = new Map<string, string[]>();
+  // Every Gateway listener ends with a plain 404 for any host: what no route matched gets
+  // Gateway API's 404 without the data plane's JSON error body (the conformance suite reads a JSON
+  // content type as an echo backend's answer, and a HEAD request's has no body).
+  const fences = new Map<string, Array<string | undefined>>();
   for (const [name, { members }] of agw)
-    if (members.length > 1)
-      fences.set(
-        name,
-        [...new Set(members.map((m) => m.spec.hostname).filter((h) => h !== undefined))].sort(),
-      );
+    fences.set(name, [
+      ...(members.length > 1
+        ? [...new Set(members.map((m) => m.spec.hostname).filter((h) => h !== undefined))].sort()
+        : []),
+      undefined,
+    ]);
 
   return {
     listeners: [...agw.values()].map((e) => e.listener).sort((a, b) => (a.name < b.name ? -1 : 1)),

@@ -314,8 +314,9 @@ test("HTTPRoutes attach to the listeners of Gateways whose class is ours only; a
     "gateway/shop/edge/8080:8080": [
       "k8s/shop/httproute/on-all/8080/0/0 shop.example",
       "k8s/shop/httproute/on-web/8080/0/0 shop.example",
+      "gateway/shop/edge/8080/fence/* ",
     ],
-    "gateway/shop/edge/9090:9090": ["k8s/shop/httproute/on-all/9090/0/0 "],
+    "gateway/shop/edge/9090:9090": ["k8s/shop/httproute/on-all/9090/0/0 ", "gateway/shop/edge/9090/fence/* "],
   });
   // A Gateway of another controller's class is not ours: nothing served, no status of ours.
   assert.equal(

@@ -594,12 +594,15 @@ export function translateKube(objects: KubeObjects, options: KubeTranslateOption
   };
 }
 
-/** A last route for `host` on a listener: 404 for what none of that hostname's routes matched. */
-function hostFence(listener: string, host: string): IrRoute {
+/**
+ * A last route for `host` (any host when undefined) on a listener: 404 for what none of that
+ * hostname's routes matched.
+ */
+function hostFence(listener: string, host: string | undefined): IrRoute {
   return {
-    name: `${listener}/fence/${host}`,
+    name: `${listener}/fence/${host ?? "*"}`,
     order: 0,
-    hosts: [host],
+    hosts: host === undefined ? [] : [host],
     path: { kind: "prefix", value: "/" },
     methods: [],
     headers: [],

@@ -36,7 +36,12 @@ export const MODULES: Record<string, Module> = {
       "data-plane/src/cluster/state.ts",
       "data-plane/src/cluster/traffic.ts",
     ],
-    tests: ["data-plane/src/cluster/cluster.test.ts", "data-plane/src/cluster/health-check.test.ts"],
+    tests: [
+      "data-plane/src/cluster/cluster.test.ts",
+      "data-plane/src/cluster/load-balancer.test.ts",
+      "data-plane/src/cluster/traffic.test.ts",
+      "data-plane/src/cluster/probe.test.ts",
+    ],
   },
   // The ACK/NACK decisions: what the store accepts, rejects or keeps warming. (xds-client.ts turns a
   // rejection into a NACK on the wire; test/xds-protocol.test.ts covers that end to end, too slow here.)
@@ -71,13 +76,28 @@ for (const name of names) {
         coverageAnalysis: "perTest",
         // 2 cores shared with other work: one test process at a time unless told (STRYKER_CONCURRENCY).
         concurrency: Number(process.env.STRYKER_CONCURRENCY ?? 1),
-        timeoutMS: 20000,
+        // A mutant that loops forever is stopped at 2x the dry run's time + 5 s (it counts as killed):
+        // the tests of one module take about a second, so 20 s per such mutant only wasted the machine.
+        timeoutFactor: 2,
+        timeoutMS: Number(process.env.STRYKER_TIMEOUT_MS ?? 5000),
         reporters: ["clear-text", "progress-append-only", "html", "json"],
         htmlReporter: { fileName: `reports/mutation/${name}.html` },
         jsonReporter: { fileName: `reports/mutation/${name}.json` },
-        tempDirName: ".stryker-tmp",
+        // One sandbox root per module, so two modules may run at once without cleaning up each other.
+        tempDirName: `.stryker-tmp/${name}`,
         cleanTempDir: "always",
-        ignorePatterns: ["bench", "deploy", "examples", "docs", "ebpf-agent", "plugins", "reports", ".cache"],
+        // Anchored (gitignore syntax): an unanchored "plugins" also dropped data-plane/src/plugins from
+        // the sandbox, and every test that starts the gateway failed to import it.
+        ignorePatterns: [
+          "/bench",
+          "/deploy",
+          "/examples",
+          "/docs",
+          "/ebpf-agent",
+          "/plugins",
+          "/reports",
+          "/.cache",
+        ],
         thresholds: { high: 90, low: 80, break: null },
       },
       null,

@@ -8,9 +8,9 @@
 import assert from "node:assert/strict";
 import http from "node:http";
 import https from "node:https";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { type ControlPlane, startControlPlane } from "@agw/control-plane";
-import { KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
+import type { KubeClient } from "@agw/control-plane/providers/kubernetes/client";
 import {
   CONTROLLER_NAME,
   type Gateway,
@@ -19,13 +19,13 @@ import {
 } from "@agw/control-plane/providers/kubernetes/types";
 import { TYPE_URL } from "@agw/core/xds/types";
 import { type DataPlane, startDataPlane } from "@agw/data-plane";
-import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
+import type { TestApiServer } from "../scripts/kube/apiserver.ts";
 import { applyCrds, gatewayApiCrds } from "../scripts/kube/crds.ts";
-import { createPodNetwork, netnsUnavailableReason, type PodNetwork } from "../scripts/kube/netns.ts";
+import type { PodNetwork } from "../scripts/kube/netns.ts";
 import { freePort, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
+import { useKubeApiServer } from "./kube-support.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
-const unavailable = kubeUnavailableReason() ?? netnsUnavailableReason();
 const GW = "/apis/gateway.networking.k8s.io/v1";
 const V1 = "gateway.networking.k8s.io/v1";
 /** The Gateways' addresses: loopback, and apart from the other tests' 127.0.1.x. */
@@ -33,42 +33,19 @@ const POOL = "127.0.22.0/24";
 let api: TestApiServer | undefined;
 let client: KubeClient;
 let pods: PodNetwork | undefined;
-let startError: unknown;
 
 const quiet = { info() {}, warn() {}, error() {}, debug() {}, child: () => quiet } as never;
 
-before(
-  async () => {
-    if (unavailable) return;
-    try {
-      pods = createPodNetwork(1);
-      api = await startTestApiServer();
-    } catch (e) {
-      startError = e;
-      return;
-    }
-    client = new KubeClient(loadKubeConfig(api.kubeconfig));
-    await applyCrds(client, gatewayApiCrds(["gatewayclasses", "gateways", "httproutes", "referencegrants"]));
-    for (const [name, labels] of [
-      ["infra", {}],
-      ["team-a", { shared: "yes" }],
-      ["team-b", {}],
-    ] as const)
-      await client.request("POST", "/api/v1/namespaces", { metadata: { name, labels } });
-  },
-  { timeout: 180_000 },
-);
-
-after(async () => {
-  pods?.close();
-  await api?.close();
+const ready = useKubeApiServer({ pods: 1, timeoutMs: 180_000 }, async (kube) => {
+  ({ api, client, pods } = kube);
+  await applyCrds(client, gatewayApiCrds(["gatewayclasses", "gateways", "httproutes", "referencegrants"]));
+  for (const [name, labels] of [
+    ["infra", {}],
+    ["team-a", { shared: "yes" }],
+    ["team-b", {}],
+  ] as const)
+    await client.request("POST", "/api/v1/namespaces", { metadata: { name, labels } });
 });
-
-function ready(t: import("node:test").TestContext): boolean {
-  if (!requireOrSkip(t, !unavailable, `kube-apiserver unavailable: ${unavailable}`)) return false;
-  if (startError) throw new Error(`kube-apiserver could not start: ${(startError as Error).message}`);
-  return true;
-}
 
 /** A GET that sets its own Host header (fetch cannot), never following redirects. */
 function request(

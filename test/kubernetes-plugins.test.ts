@@ -9,40 +9,25 @@
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
-import { KubeClient, loadKubeConfig } from "@agw/control-plane/providers/kubernetes/client";
+import { test } from "node:test";
+import type { KubeClient } from "@agw/control-plane/providers/kubernetes/client";
 import { componentDigest } from "@agw/core/xds/plugin-component";
 import { buildWat } from "../plugins/sdk/build.ts";
 import { WAT_GUESTS } from "../plugins/testdata/wat-guests.ts";
-import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
-import { agw, freePort, get, requireOrSkip, tempDir, waitFor } from "./helpers.ts";
-import { installGatewayRouteCrd } from "./kube-support.ts";
+import type { TestApiServer } from "../scripts/kube/apiserver.ts";
+import { agw, freePort, get, tempDir, waitFor } from "./helpers.ts";
+import { installGatewayRouteCrd, useKubeApiServer } from "./kube-support.ts";
 
 /** Several real processes each: up to 115 s seen at load 29 on 2 cores, past the suite's 120 s default. */
 const SLOW = { timeout: 300_000 };
 const NS = "agw-plugins";
-const unavailable = kubeUnavailableReason();
 let api: TestApiServer | undefined;
 let client: KubeClient;
-let startError: unknown;
 
-before(
-  async () => {
-    if (unavailable) return;
-    api = await startTestApiServer().catch((e: unknown) => {
-      startError = e;
-      return undefined;
-    });
-    if (!api) return;
-    client = new KubeClient(loadKubeConfig(api.kubeconfig));
-    await installGatewayRouteCrd(client);
-    await client.request("POST", "/api/v1/namespaces", { metadata: { name: NS } });
-  },
-  { timeout: 150_000 },
-);
-
-after(async () => {
-  await api?.close();
+const ready = useKubeApiServer({ timeoutMs: 150_000 }, async (kube) => {
+  ({ api, client } = kube);
+  await installGatewayRouteCrd(client);
+  await client.request("POST", "/api/v1/namespaces", { metadata: { name: NS } });
 });
 
 const ns = (plural: string, group = "/api/v1") => `${group}/namespaces/${NS}/${plural}`;
@@ -62,8 +47,7 @@ test(
   "a GatewayRoute runs a plugin whose component is a ConfigMap's binaryData; a new component in the ConfigMap is loaded; an unlabelled ConfigMap is not read",
   SLOW,
   async (t) => {
-    if (!requireOrSkip(t, !unavailable, `kube-apiserver unavailable: ${unavailable}`) || !api) return;
-    if (startError) throw new Error(`kube-apiserver could not start: ${(startError as Error).message}`);
+    if (!ready(t) || !api) return;
     const deny = await buildWat(WAT_GUESTS.deny as string);
     const pass = await buildWat(WAT_GUESTS.pass as string);
     await client.request("POST", ns("configmaps"), configMap("gate", deny));

@@ -11,7 +11,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { type TLSSocket, connect as tlsConnect } from "node:tls";
 import { promisify } from "node:util";
 import { type ControlPlane, startControlPlane } from "@agw/control-plane";
@@ -20,8 +20,8 @@ import type { GatewayRoute } from "@agw/control-plane/providers/kubernetes/types
 import { TYPE_URL } from "@agw/core/xds/types";
 import { type DataPlane, startDataPlane } from "@agw/data-plane";
 import { parse, parseAllDocuments } from "yaml";
-import { kubeUnavailableReason, startTestApiServer, type TestApiServer } from "../scripts/kube/apiserver.ts";
-import { createPodNetwork, netnsUnavailableReason, type PodNetwork } from "../scripts/kube/netns.ts";
+import type { TestApiServer } from "../scripts/kube/apiserver.ts";
+import type { PodNetwork } from "../scripts/kube/netns.ts";
 import {
   agw,
   CHROMIUM,
@@ -33,47 +33,23 @@ import {
   tracked,
   waitFor,
 } from "./helpers.ts";
-import { installGatewayRouteCrd } from "./kube-support.ts";
+import { installGatewayRouteCrd, useKubeApiServer } from "./kube-support.ts";
 import { hasOpenssl, makeCa, makeLeaf } from "./tls-certs.ts";
 
 const NS = "agw-test";
 const run = promisify(execFile);
-const unavailable = kubeUnavailableReason() ?? netnsUnavailableReason();
 let api: TestApiServer | undefined;
 let client: KubeClient;
-let startError: unknown;
 /** Upstream "Pods": EndpointSlices refuse loopback addresses. */
 let pods: PodNetwork | undefined;
 
 const quiet = { info() {}, warn() {}, error() {}, debug() {}, child: () => quiet } as never;
 
-before(
-  async () => {
-    if (unavailable) return;
-    try {
-      pods = createPodNetwork(6);
-      api = await startTestApiServer();
-    } catch (e) {
-      startError = e;
-      return;
-    }
-    client = new KubeClient(loadKubeConfig(api.kubeconfig));
-    await installGatewayRouteCrd(client);
-    await client.request("POST", "/api/v1/namespaces", { metadata: { name: NS } });
-  },
-  { timeout: 150_000 },
-);
-
-after(async () => {
-  pods?.close();
-  await api?.close();
+const ready = useKubeApiServer({ pods: 6, timeoutMs: 150_000 }, async (kube) => {
+  ({ api, client, pods } = kube);
+  await installGatewayRouteCrd(client);
+  await client.request("POST", "/api/v1/namespaces", { metadata: { name: NS } });
 });
-
-function ready(t: import("node:test").TestContext): boolean {
-  if (!requireOrSkip(t, !unavailable, `kube-apiserver unavailable: ${unavailable}`)) return false;
-  if (startError) throw new Error(`kube-apiserver could not start: ${(startError as Error).message}`);
-  return true;
-}
 
 const ns = (plural: string, group = "/api/v1") => `${group}/namespaces/${NS}/${plural}`;
 const SLICES = "/apis/discovery.k8s.io/v1";

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, rmdirSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { join } from "node:path";
 import { after, type TestContext, test } from "node:test";
 import { promisify } from "node:util";
@@ -139,8 +140,13 @@ async function startGatewayAndApp(t: TestContext, cgroup: string, appHost: strin
   return { url: `http://${clientHost}:${listenerPort}`, appPort, gateway, app };
 }
 
-/** tcpdump on lo for one port: TCP payload bytes seen, counted once the capture is stopped. */
-async function captureLo(port: number) {
+/**
+ * tcpdump on lo for one port: TCP payload bytes seen, counted once the capture is stopped. Before
+ * stopping, a sentinel connection from this process (outside the cgroup: never redirected) sends a
+ * few bytes to the port: once tcpdump has printed them, it has printed every earlier segment on lo.
+ * The sentinel's own segments are not counted.
+ */
+async function captureLo(port: number, host: string) {
   const dump = spawn("tcpdump", ["-i", "lo", "-nn", "-l", "-q", "-U", `tcp port ${port}`], {
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -155,15 +161,24 @@ async function captureLo(port: number) {
   await waitFor(`tcpdump to start\n${err}`, () => (err.includes("listening on") ? true : undefined));
   return {
     async payloadBytes(): Promise<number> {
-      // let the last segments reach the capture before stopping it
-      await new Promise((r) => setTimeout(r, 300));
+      const sentinel = net.connect(port, host);
+      sentinel.on("error", () => {});
+      await new Promise((r) => sentinel.once("connect", r));
+      const tag = `.${sentinel.localPort}`;
+      const isSentinel = (line: string) => line.includes(`${tag} >`) || line.includes(`${tag}:`);
+      const payload = (line: string) => Number(/tcp (\d+)$/.exec(line.trim())?.[1] ?? 0);
+      sentinel.write("sentinel\r\n\r\n");
+      await waitFor(`tcpdump to print the sentinel's segment\n${out}`, () =>
+        out.split("\n").some((line) => isSentinel(line) && payload(line) > 0) ? true : undefined,
+      );
+      sentinel.destroy();
       const exited = new Promise((r) => dump.once("exit", r));
       dump.kill("SIGINT");
       await exited;
       return out
         .split("\n")
-        .map((line) => /tcp (\d+)$/.exec(line.trim())?.[1])
-        .reduce((sum, n) => sum + Number(n ?? 0), 0);
+        .filter((line) => !isSentinel(line))
+        .reduce((sum, line) => sum + payload(line), 0);
     },
   };
 }
@@ -225,7 +240,8 @@ for (const [family, appHost, gatewayHost] of [
     const cgroup = makeCgroup();
 
     const off = await startGatewayAndApp(t, cgroup, appHost, gatewayHost);
-    const offCapture = await captureLo(off.appPort);
+    const appAddress = appHost === "::1" ? "::1" : "127.0.0.1";
+    const offCapture = await captureLo(off.appPort, appAddress);
     const plain = await exercise(off.url);
     const plainOnLo = await offCapture.payloadBytes();
     await off.gateway.stop();
@@ -234,7 +250,7 @@ for (const [family, appHost, gatewayHost] of [
 
     const agent = await startAgentProcess(t, cgroup);
     const on = await startGatewayAndApp(t, cgroup, appHost, gatewayHost);
-    const onCapture = await captureLo(on.appPort);
+    const onCapture = await captureLo(on.appPort, appAddress);
     const redirected = await exercise(on.url);
     const redirectedOnLo = await onCapture.payloadBytes();
     assert.equal(redirected.digest, plain.digest, "clients see the same bytes with and without the agent");
@@ -256,7 +272,7 @@ for (const [family, appHost, gatewayHost] of [
         ? true
         : undefined,
     );
-    const afterCapture = await captureLo(on.appPort);
+    const afterCapture = await captureLo(on.appPort, appAddress);
     const after = await exercise(on.url);
     const afterOnLo = await afterCapture.payloadBytes();
     assert.equal(after.digest, plain.digest);

@@ -417,15 +417,28 @@ interface Observed {
 async function observe(port: number, origin: Seen, c: Case, prefix: string): Promise<Observed> {
   const o = await exchange(port, c.parts, c.delayMs ?? 0, prefix);
   const { responses, rest } = parseResponses(o.data);
-  // The origin may still be finishing a request the proxy gave up on; its record settles quickly.
-  await new Promise((r) => setTimeout(r, 100));
+  // A request the proxy forwarded was written upstream before the exchange ended; a sentinel sent
+  // through the proxy now reaches the origin after it, so once the origin has the sentinel, it has
+  // everything the case made the proxy forward.
+  const sentinel = `${prefix}/sentinel`;
+  const s = net.connect(port, "127.0.0.1", () =>
+    s.write(`GET ${sentinel} HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n`),
+  );
+  s.on("error", () => {});
+  s.resume();
+  await waitFor(`the origin to see ${sentinel}`, () =>
+    origin.complete.includes(sentinel) ? true : undefined,
+  );
+  s.destroy();
   return {
     statuses: responses.map((r) => r.status),
     closed: o.closed,
     followUp: o.followUp,
     rest,
     bodies: responses.map((r) => r.body.toString("latin1")),
-    upstream: origin.complete.filter((u) => u.startsWith(`${prefix}/`)).map((u) => u.slice(prefix.length)),
+    upstream: origin.complete
+      .filter((u) => u.startsWith(`${prefix}/`) && u !== sentinel)
+      .map((u) => u.slice(prefix.length)),
   };
 }
 

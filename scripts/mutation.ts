@@ -9,7 +9,7 @@
  * Reports: reports/mutation/<module>.html and .json (git-ignored); the score is printed at the end.
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 
 interface Module {
@@ -79,7 +79,11 @@ for (const name of names) {
         testRunner: "tap",
         plugins: ["@stryker-mutator/tap-runner"],
         tap: { testFiles: m.tests, nodeArgs: ["--test-reporter=tap"] },
-        mutate: m.mutate,
+        // STRYKER_MUTATE_FROM=<file>: only the mutants in these ranges ("path:line:col-line:col", one a
+        // line), e.g. the survivors of the last run, to check that new tests kill them.
+        mutate: process.env.STRYKER_MUTATE_FROM
+          ? readFileSync(process.env.STRYKER_MUTATE_FROM, "utf8").split("\n").filter(Boolean)
+          : m.mutate,
         coverageAnalysis: "perTest",
         // 2 cores shared with other work: one test process at a time unless told (STRYKER_CONCURRENCY).
         concurrency: Number(process.env.STRYKER_CONCURRENCY ?? 1),

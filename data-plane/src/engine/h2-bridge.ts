@@ -7,6 +7,17 @@
  *
  * Response framing: a content-length response keeps it; any other body is chunked, and the upstream's
  * trailers go into the last chunk (HTTP/1.1 trailers), so nothing the upstream sent is lost.
+ *
+ * Why the exchange does not talk to HTTP/2 upstreams directly for HTTP/1.1 clients yet (issue 15
+ * asks; looked at 2026-12-03, not done, not measured): the HTTP/2 upstream sink (onH2Response/Data/
+ * End/Failure, trailers, the gRPC deadline's trailers) lives in h2.ts and answers through
+ * node:http2's stream (respond, waitForTrailers); the HTTP/1.1 request body path (http1-body.ts
+ * onBody, writeRequest, resend) writes HTTP/1.1 framing to `up.socket`. Dropping the bridge means
+ * moving that sink into the exchange behind a Downstream trailers hook (HTTP/1.1: a trailer section
+ * in the last chunk), a second body sink in http1-body.ts (de-framed pieces to H2Call.write/end),
+ * and resend/replay through H2Call (which already resends refused streams itself) instead of
+ * pool.connect; exchange.ts (~700 lines) has no room for the sink, so it needs a layer of its own.
+ * The response filter is already shared (response-filter.ts), so on-response and bodies work here too.
  */
 import type http2 from "node:http2";
 import type { ClusterRuntime, Endpoint } from "../runtime/types.ts";

@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { buildJs, buildWat } from "../plugins/sdk/build.ts";
@@ -331,4 +331,29 @@ test("plugins: request and response bodies, the same over HTTP/1.1, h2c and h2 (
       assert.ok(slow.body.equals(upstreamBody), `${what}: the client got the upstream body`);
     }
   }
+});
+
+test("a body read for a plugin keeps the HTTP/1.1 connection: pipelined requests behind it (chunked, then sized) are answered in order", async (t) => {
+  if (!requireOrSkip(t, ports !== undefined, "the openssl command is needed to make certificates")) return;
+  const p = ports as { plain: number; tls: number; ca: string };
+  const a = "first body, chunked";
+  const b = "second body";
+  const wire =
+    `POST /pass/1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n${a.length.toString(16)}\r\n${a}\r\n0\r\n\r\n` +
+    `POST /pass/2 HTTP/1.1\r\nhost: x\r\ncontent-length: ${b.length}\r\n\r\n${b}` +
+    "GET /old HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+  const got = await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(p.plain, "127.0.0.1", () => socket.end(wire));
+    const chunks: Buffer[] = [];
+    socket.setTimeout(15_000, () => socket.destroy(new Error("timed out")));
+    socket.on("data", (c: Buffer) => chunks.push(c));
+    socket.on("end", () => resolve(Buffer.concat(chunks).toString("latin1")));
+    socket.on("error", reject);
+  });
+  const statuses = [...got.matchAll(/HTTP\/1\.1 (\d+) /g)].map((m) => m[1]);
+  assert.deepEqual(statuses, ["200", "200", "200"], got);
+  const fnvs = [...got.matchAll(/^x-origin-body-fnv: (\w+)/gim)].map((m) => m[1]);
+  assert.deepEqual(fnvs.slice(0, 2), [fnv(Buffer.from(a)), fnv(Buffer.from(b))], got);
+  const lengths = [...got.matchAll(/^x-origin-content-length: (\d*)/gim)].map((m) => m[1]);
+  assert.deepEqual(lengths.slice(0, 2), [String(a.length), String(b.length)], got);
 });

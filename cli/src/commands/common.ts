@@ -35,6 +35,21 @@ export const ADMIN_OPTIONS = {
   "admin-allow-host": { type: "string", multiple: true },
 } as const satisfies ParseArgsOptionsConfig;
 
+/** The admin access flags' help, as every command with an admin prints it. */
+export const ADMIN_USAGE = `  --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
+                           ?token=); without it the admin answers loopback clients only
+                           (also AGW_ADMIN_TOKEN)
+  --admin-allow-host NAME  also answer admin requests whose Host is NAME (repeatable); IP addresses
+                           and localhost always are, other names are refused (DNS rebinding)`;
+
+export const OBSERVABILITY_USAGE = `  --access-log FILE        JSON access log lines to FILE (or stdout)
+  --access-log-fields LIST comma-separated fields (default all; docs/operability.md)
+  --access-log-sample R    fraction of requests logged, 0..1 (default 1)
+  --access-log-off ROUTES  comma-separated route names never logged
+  --no-request-metrics     keep no per-request metrics (counts, latencies); to measure what they cost
+  --otlp-endpoint URL      export traces over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces
+  --trace-sample R         fraction of new traces sampled, 0..1 (default 1)`;
+
 export const OBSERVABILITY_OPTIONS = {
   "access-log": { type: "string" },
   "access-log-fields": { type: "string" },

@@ -2,6 +2,7 @@
 import { parseArgs } from "node:util";
 import {
   ADMIN_OPTIONS,
+  ADMIN_USAGE,
   adminAccess,
   type Command,
   configOrKube,
@@ -54,11 +55,7 @@ export const controlPlane: Command = {
                            block (e.g. 127.0.20.0/24), shown in its status.addresses
   --stats-interval MS      how often data planes report fleet stats (default 5000): the resolution of
                            the dashboard's charts and agw top
-  --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
-                           ?token=); without it the admin answers loopback clients only
-                           (also AGW_ADMIN_TOKEN)
-  --admin-allow-host NAME  also answer admin requests whose Host is NAME (repeatable); IP addresses
-                           and localhost always are, other names are refused (DNS rebinding)`,
+${ADMIN_USAGE}`,
   options,
   async run(argv) {
     const { values } = parseArgs({ args: argv, options, strict: true });

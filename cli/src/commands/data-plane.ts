@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { certificateCommonName } from "@agw/control-plane/xds/transport-security";
 import {
   ADMIN_OPTIONS,
+  ADMIN_USAGE,
   adminAccess,
   type Command,
   defaultNodeId,
@@ -10,6 +11,7 @@ import {
   HELP_OPTION,
   hostPort,
   OBSERVABILITY_OPTIONS,
+  OBSERVABILITY_USAGE,
   observabilityOptions,
   onShutdown,
   statsReportOption,
@@ -55,18 +57,8 @@ export const dataPlane: Command = {
   --drain-timeout S        on SIGTERM/SIGINT, seconds in-flight requests get to finish (default 30)
                            (several data planes on one host, e.g. 127.0.0.2 and 127.0.0.3)
   --no-stats-report        send the control plane no fleet stats (dashboard rates and health)
-  --admin-token TOKEN      let remote admin clients in with Authorization: Bearer TOKEN (or
-                           ?token=); without it the admin answers loopback clients only
-                           (also AGW_ADMIN_TOKEN)
-  --admin-allow-host NAME  also answer admin requests whose Host is NAME (repeatable); IP addresses
-                           and localhost always are, other names are refused (DNS rebinding)
-  --access-log FILE        JSON access log lines to FILE (or stdout)
-  --access-log-fields LIST comma-separated fields (default all; docs/operability.md)
-  --access-log-sample R    fraction of requests logged, 0..1 (default 1)
-  --access-log-off ROUTES  comma-separated route names never logged
-  --no-request-metrics     keep no per-request metrics (counts, latencies); to measure what they cost
-  --otlp-endpoint URL      export traces over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces
-  --trace-sample R         fraction of new traces sampled, 0..1 (default 1)`,
+${ADMIN_USAGE}
+${OBSERVABILITY_USAGE}`,
   options,
   async run(argv) {
     const { values } = parseArgs({ args: argv, options, strict: true });

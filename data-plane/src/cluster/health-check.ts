@@ -7,23 +7,11 @@
  */
 import http from "node:http";
 import net from "node:net";
-import type { Endpoint } from "../runtime/types.ts";
-import type { ClusterStates, EndpointState } from "./state.ts";
+import type { Endpoint, HealthCheckSpec } from "../runtime/types.ts";
 
-export interface HealthCheckSpec {
-  readonly kind: "http" | "tcp";
-  readonly intervalMs: number;
-  /** Up to this much is added to each interval at random. */
-  readonly jitterMs: number;
-  readonly timeoutMs: number;
-  readonly healthyThreshold: number;
-  readonly unhealthyThreshold: number;
-  /** HTTP: request path and Host header ("" sends the endpoint address). */
-  readonly path: string;
-  readonly host: string;
-  /** HTTP: accepted statuses as [from, to) ranges. */
-  readonly expectedStatuses: ReadonlyArray<readonly [number, number]>;
-}
+export type { HealthCheckSpec };
+
+import type { ClusterStates, EndpointState } from "./state.ts";
 
 /** One probe: resolves true when the endpoint answered as expected within the timeout. */
 export function probe(ep: Endpoint, spec: HealthCheckSpec): Promise<boolean> {

@@ -3,7 +3,10 @@
  * endpoint states, and picks per request. Unavailable endpoints (failing active checks, ejected by
  * outlier detection) are skipped unless too few are available (the panic threshold), as in Envoy.
  */
-import type { Endpoint, RequestView } from "../runtime/types.ts";
+import type { AffinitySpec, Endpoint, RequestView } from "../runtime/types.ts";
+
+export type { AffinitySpec };
+
 import { hash32 } from "./hash.ts";
 import type { EndpointState } from "./state.ts";
 
@@ -251,14 +254,6 @@ export function makePick(b: Balanced): Pick {
       };
     }
   }
-}
-
-/** Cookie-based session affinity (as Envoy's stateful_session cookie): the cookie names the endpoint. */
-export interface AffinitySpec {
-  readonly cookie: string;
-  /** Max-Age of the cookie; 0 makes it a session cookie. */
-  readonly ttlSeconds: number;
-  readonly path: string;
 }
 
 /** Opaque per-endpoint token stored in the affinity cookie (does not reveal the address). */

@@ -4,7 +4,6 @@
  * rebuilds the policies but looks the state up by cluster name and endpoint key, so an endpoint that
  * stays in the config keeps its health, its ejection and its counters.
  */
-import type { Endpoint } from "../runtime/types.ts";
 
 /** Passive outlier detection; Envoy's `outlier_detection` semantics (see docs/traffic/health.md). */
 export interface OutlierSpec {
@@ -96,7 +95,7 @@ export class ClusterState {
   }
 
   /** The states of `endpoints`, reusing those already known (state survives config pushes). */
-  sync(endpoints: readonly Endpoint[]): EndpointState[] {
+  sync<E extends { readonly key: string }>(endpoints: readonly E[]): EndpointState[] {
     return endpoints.map((e) => {
       let s = this.endpoints.get(e.key);
       if (s === undefined) {
@@ -203,7 +202,7 @@ export class ClusterStates {
   }
 
   /** Keeps only the clusters (and their endpoints) of the active config. */
-  retain(clusters: ReadonlyMap<string, { readonly endpoints: readonly Endpoint[] }>): void {
+  retain(clusters: ReadonlyMap<string, { readonly endpoints: readonly { readonly key: string }[] }>): void {
     for (const name of this.clusters.keys()) if (!clusters.has(name)) this.clusters.delete(name);
     for (const [name, c] of clusters) this.clusters.get(name)?.retain(new Set(c.endpoints.map((e) => e.key)));
   }

@@ -4,17 +4,11 @@
  * that reference until the request ends, so a swap can never tear a request between two configs.
  */
 
-import type { HealthCheckSpec } from "../cluster/health-check.ts";
-import type { AffinitySpec } from "../cluster/load-balancer.ts";
 import type { RetrySpec } from "../cluster/retry.ts";
 import type { ClusterState } from "../cluster/state.ts";
 import type { PluginChain } from "../plugins/chain.ts";
-import type { RouteRateLimit } from "../shaping/rate-limit.ts";
 import type { ListenerTlsRuntime, UpstreamTlsRuntime } from "../tls/manager.ts";
 import type { ServerNameTable } from "../tls/sni.ts";
-import type { LocalAnswers } from "../traffic/local.ts";
-import type { Mirror } from "../traffic/mirror.ts";
-import type { RequestRewrite } from "../traffic/rewrite.ts";
 
 /** What the router needs to know about a request; built by the engine from the parsed head. */
 export interface RequestView {
@@ -52,11 +46,11 @@ export interface CompiledRoute {
   /** Retry policy (data-plane/src/cluster/retry.ts); null or absent: no retries. */
   readonly retry?: RetrySpec | null;
   /** Redirect, direct response, CORS (data-plane/src/traffic/local.ts); asked right after routing. */
-  readonly local?: LocalAnswers | null;
+  readonly local?: LocalResponder | null;
   /** Path and Host rewriting of the upstream request; null keeps them. */
   readonly rewrite?: RequestRewrite | null;
   /** Copies of the request to a shadow cluster. */
-  readonly mirror?: Mirror | null;
+  readonly mirror?: RequestMirror | null;
   /** The route's requests are left out of the access log. */
   readonly accessLogOff?: boolean;
   /** Overrides the listener's maxRequestBodyBytes (0: unlimited); absent keeps the listener's. */
@@ -64,7 +58,7 @@ export interface CompiledRoute {
   /** CONNECT requests are tunnelled to the cluster's endpoint; without it they get 405. */
   readonly connect?: boolean;
   /** Local rate limits (data-plane/src/shaping); null or absent: none, and nothing is paid. */
-  readonly rateLimit?: RouteRateLimit | null;
+  readonly rateLimit?: RateLimiter | null;
 }
 
 export interface Router {
@@ -169,4 +163,110 @@ export interface RuntimeConfig {
   readonly version: string;
   readonly listeners: ReadonlyMap<string, ListenerRuntime>;
   readonly clusters: ReadonlyMap<string, ClusterRuntime>;
+}
+
+/* Contracts of the route and cluster policies: the runtime holds them, cluster/ and traffic/
+   implement them (and import them from here, never the reverse). */
+
+/** Active health checking of a cluster's endpoints (cluster/health-check.ts). */
+export interface HealthCheckSpec {
+  readonly kind: "http" | "tcp";
+  readonly intervalMs: number;
+  /** Up to this much is added to each interval at random. */
+  readonly jitterMs: number;
+  readonly timeoutMs: number;
+  readonly healthyThreshold: number;
+  readonly unhealthyThreshold: number;
+  /** HTTP: request path and Host header ("" sends the endpoint address). */
+  readonly path: string;
+  readonly host: string;
+  /** HTTP: accepted statuses as [from, to) ranges. */
+  readonly expectedStatuses: ReadonlyArray<readonly [number, number]>;
+}
+
+/** Cookie-based session affinity (as Envoy's stateful_session cookie): the cookie names the endpoint. */
+export interface AffinitySpec {
+  readonly cookie: string;
+  /** Max-Age of the cookie; 0 makes it a session cookie. */
+  readonly ttlSeconds: number;
+  readonly path: string;
+}
+
+/** What a rewrite reads of the request; RequestHead (HTTP/1.1 and HTTP/2) has it. */
+export interface RewriteInput {
+  readonly path: string;
+  readonly query: string;
+  readonly originForm: string;
+  /** Host as received, with its port. */
+  readonly rawHost: string;
+}
+
+/** Path and Host rewriting of the upstream request (traffic/rewrite.ts compiles it). */
+export interface RequestRewrite {
+  /** The origin-form target sent upstream. */
+  target(req: RewriteInput): string;
+  /** The Host sent upstream. */
+  host(req: RewriteInput, ep: Endpoint): string;
+}
+
+/** A redirect, direct response or CORS preflight answer (traffic/local.ts). */
+export interface LocalReply {
+  readonly status: number;
+  readonly headers: ReadonlyArray<readonly [string, string]>;
+  readonly body: Uint8Array;
+}
+
+export interface LocalRequest extends RequestView {
+  /** Host as received, with its port. */
+  readonly rawHost: string;
+}
+
+/** Receives the CORS fields for a response that is proxied (RequestTraffic does). */
+export interface ResponseHeaderSink {
+  responseFields: ReadonlyArray<readonly [string, string]>;
+}
+
+/** The answers a route gives without an upstream (traffic/local.ts LocalAnswers). */
+export interface LocalResponder {
+  /**
+   * The local answer to `req`, or undefined to proxy it; `sink` (the request's traffic state, on
+   * HTTP/1.1 and HTTP/2 alike) gets the CORS fields of a proxied response to a cross-origin request.
+   */
+  reply(req: LocalRequest, secure: boolean, sink: ResponseHeaderSink): LocalReply | undefined;
+}
+
+/** What the mirror reads of the request; the engine's RequestHead has it. */
+export interface MirrorInput extends RequestView {
+  readonly originForm: string;
+  readonly rawHost: string;
+  readonly names: readonly string[];
+  readonly values: readonly string[];
+  readonly contentLength: number;
+  readonly chunked: boolean;
+}
+
+/** Copies of a route's requests to a shadow cluster (traffic/mirror.ts Mirror). */
+export interface RequestMirror {
+  readonly cluster: string;
+  /**
+   * Maybe sends a copy of `req`; `received` holds the bytes that followed the head (the body start).
+   * Returns at once; nothing it does can fail or delay the caller.
+   */
+  copy(
+    req: MirrorInput,
+    received: Buffer | null,
+    clientIp: string,
+    clusters: ReadonlyMap<string, ClusterRuntime>,
+  ): void;
+}
+
+/** What the exchange needs to answer: the fields the route adds, and whether the request passes. */
+export interface ShapingTarget {
+  shapingFields: string[] | null;
+}
+
+/** A route's local rate limits (shaping/rate-limit.ts RouteRateLimit). */
+export interface RateLimiter {
+  /** Whether the request passes; sets `x.shapingFields` to the RateLimit fields the route adds. */
+  admit(x: ShapingTarget, head: RequestView, clientIp: string): boolean;
 }

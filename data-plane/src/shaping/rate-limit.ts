@@ -6,7 +6,10 @@
  * redirects are not counted), before the request filter: a refused request costs no plugin call.
  */
 import type { LocalRateLimit } from "@agw/core/gen/agw/v1/shaping_pb.js";
-import type { RequestView } from "../runtime/types.ts";
+import type { RateLimiter, RequestView, ShapingTarget } from "../runtime/types.ts";
+
+export type { ShapingTarget };
+
 import type { BucketTable } from "./bucket-table.ts";
 
 const K_ADDRESS = 0;
@@ -30,12 +33,7 @@ interface Limit {
   readonly quotedName: string;
 }
 
-/** What the exchange needs to answer: the fields the route adds, and whether the request passes. */
-export interface ShapingTarget {
-  shapingFields: string[] | null;
-}
-
-export class RouteRateLimit {
+export class RouteRateLimit implements RateLimiter {
   private readonly limits: readonly Limit[];
   private readonly table: BucketTable;
   private readonly headers: boolean;

@@ -5,7 +5,17 @@
  */
 import type net from "node:net";
 import tls from "node:tls";
-import { type ListenerTlsRuntime, peerCommonName } from "./manager.ts";
+
+/** What an acceptor asks of its listener's TLS settings (tls/manager.ts ListenerTlsRuntime has it). */
+export interface ClientCertificateCheck {
+  /** Why a verified client certificate is refused, or undefined to accept. */
+  checkClient(cert: tls.PeerCertificate): string | undefined;
+}
+
+export function peerCommonName(cert: tls.PeerCertificate): string {
+  const cn = cert.subject?.CN;
+  return Array.isArray(cn) ? cn.join("+") : (cn ?? "");
+}
 
 /** What the engine and plugins may know about a downstream TLS connection. */
 export interface DownstreamTlsInfo {
@@ -63,15 +73,15 @@ function identity(cert: tls.PeerCertificate): ClientIdentity {
   };
 }
 
-export class TlsAcceptor {
+export class TlsAcceptor<R extends ClientCertificateCheck = ClientCertificateCheck> {
   readonly server: tls.Server;
-  readonly runtime: ListenerTlsRuntime;
+  readonly runtime: R;
   /** Set by the listener currently using this acceptor. */
   onSecure: SecureConnectionHandler | null = null;
   /** Handshakes that failed (bad client hello, untrusted client certificate, timeout...). */
   failedHandshakes = 0;
 
-  constructor(options: tls.TlsOptions, runtime: ListenerTlsRuntime) {
+  constructor(options: tls.TlsOptions, runtime: R) {
     this.runtime = runtime;
     this.server = tls.createServer({ ...options, handshakeTimeout: HANDSHAKE_TIMEOUT_MS });
     this.server.on("secureConnection", (socket: tls.TLSSocket) => this.secure(socket));

@@ -9,7 +9,7 @@ import tls, { type PeerCertificate, type SecureContext } from "node:tls";
 import type { UpstreamTls } from "@agw/core/gen/agw/v1/cluster_pb.js";
 import type { ListenerTls } from "@agw/core/gen/agw/v1/listener_pb.js";
 import type { Secret } from "@agw/core/gen/agw/v1/secret_pb.js";
-import { TlsAcceptor } from "./acceptor.ts";
+import { peerCommonName, TlsAcceptor } from "./acceptor.ts";
 import {
   type CaMaterial,
   type CertificateMaterial,
@@ -36,7 +36,7 @@ const DEFAULT_TICKET_ROTATION_MS = 60 * 60 * 1000;
 
 export interface ListenerTlsRuntime {
   /** Runs the handshakes of this TLS version of the listener. */
-  readonly acceptor: TlsAcceptor;
+  readonly acceptor: TlsAcceptor<ListenerTlsRuntime>;
   readonly exact: ReadonlyMap<string, SecureContext>;
   /** "example.com" → the context of "*.example.com". */
   readonly wildcard: ReadonlyMap<string, SecureContext>;
@@ -79,11 +79,6 @@ function nameMatches(rule: string, name: string): boolean {
   return rule.toLowerCase() === name.toLowerCase();
 }
 
-export function peerCommonName(cert: PeerCertificate): string {
-  const cn = cert.subject?.CN;
-  return Array.isArray(cn) ? cn.join("+") : (cn ?? "");
-}
-
 /** SAN values of a peer certificate ("DNS:a, URI:spiffe://x, IP Address:1.2.3.4"). */
 export function peerSans(cert: PeerCertificate): string[] {
   const raw = cert.subjectaltname;
@@ -104,7 +99,7 @@ function tlsError(message: string): SecretError {
 }
 
 interface CacheEntry {
-  readonly value: SecureContext | TlsAcceptor;
+  readonly value: SecureContext | TlsAcceptor<ListenerTlsRuntime>;
   /** Listener whose ticket keys an acceptor carries; "" for client contexts. */
   readonly listener: string;
 }
@@ -119,7 +114,11 @@ export class TlsBuild {
     this.manager = manager;
   }
 
-  private reuse<T extends SecureContext | TlsAcceptor>(key: string, listener: string, make: () => T): T {
+  private reuse<T extends SecureContext | TlsAcceptor<ListenerTlsRuntime>>(
+    key: string,
+    listener: string,
+    make: () => T,
+  ): T {
     const hit = this.used.get(key) ?? this.manager.cached(key);
     const entry = hit ?? { value: make(), listener };
     this.used.set(key, entry);
@@ -130,7 +129,11 @@ export class TlsBuild {
     return this.reuse(key, listener, make);
   }
 
-  private acceptor(key: string, listener: string, make: () => TlsAcceptor): TlsAcceptor {
+  private acceptor(
+    key: string,
+    listener: string,
+    make: () => TlsAcceptor<ListenerTlsRuntime>,
+  ): TlsAcceptor<ListenerTlsRuntime> {
     return this.reuse(key, listener, make);
   }
 
@@ -193,7 +196,7 @@ export class TlsBuild {
     const caRules = ca?.matchSubjectAltNames ?? [];
     const commonNames = new Set(spec.matchClientCommonNames);
     const runtime: ListenerTlsRuntime = {
-      acceptor: undefined as unknown as TlsAcceptor,
+      acceptor: undefined as unknown as TlsAcceptor<ListenerTlsRuntime>,
       exact,
       wildcard,
       defaultContext: defaultContext as SecureContext,
@@ -227,7 +230,7 @@ export class TlsBuild {
       };
       return new TlsAcceptor(serverOptions, runtime);
     });
-    (runtime as { acceptor: TlsAcceptor }).acceptor = acceptor;
+    (runtime as { acceptor: TlsAcceptor<ListenerTlsRuntime> }).acceptor = acceptor;
     return acceptor.runtime;
   }
 

@@ -4,30 +4,22 @@
  */
 import type { CorsPolicy, DirectResponse, Redirect } from "@agw/core/gen/agw/v1/route_pb.js";
 import { durationMs } from "@bufbuild/protobuf/wkt";
-import type { RequestView } from "../runtime/types.ts";
+import type {
+  LocalReply,
+  LocalRequest,
+  LocalResponder,
+  RequestView,
+  ResponseHeaderSink,
+} from "../runtime/types.ts";
 
-export interface LocalReply {
-  readonly status: number;
-  readonly headers: ReadonlyArray<readonly [string, string]>;
-  readonly body: Uint8Array;
-}
-
-export interface LocalRequest extends RequestView {
-  /** Host as received, with its port. */
-  readonly rawHost: string;
-}
-
-/** Receives the CORS fields for a response that is proxied (RequestTraffic does). */
-export interface ResponseHeaderSink {
-  responseFields: ReadonlyArray<readonly [string, string]>;
-}
+export type { LocalReply, LocalRequest, ResponseHeaderSink };
 
 const EMPTY = new Uint8Array(0);
 const VISIBLE = /^[\x21-\x7e]*$/;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const HOST = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$/;
 
-export class LocalAnswers {
+export class LocalAnswers implements LocalResponder {
   private readonly cors: Cors | null;
   private readonly fixed: ((req: LocalRequest, secure: boolean) => LocalReply) | null;
 

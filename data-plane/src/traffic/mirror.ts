@@ -10,7 +10,10 @@ import http from "node:http";
 import https from "node:https";
 import type { MirrorPolicy } from "@agw/core/gen/agw/v1/route_pb.js";
 import { HOP_BY_HOP } from "../engine/hop-by-hop.ts";
-import type { ClusterRuntime, HeaderOps, RequestView } from "../runtime/types.ts";
+import type { ClusterRuntime, HeaderOps, MirrorInput, RequestMirror } from "../runtime/types.ts";
+
+export type { MirrorInput };
+
 import type { RequestRewrite } from "./rewrite.ts";
 
 /** Outstanding mirror requests per thread serving traffic (module state: one per worker). */
@@ -35,17 +38,7 @@ let inFlight = 0;
 const httpAgent = new http.Agent({ keepAlive: true, maxSockets: MAX_IN_FLIGHT });
 const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: MAX_IN_FLIGHT });
 
-/** What the mirror reads of the request; the engine's RequestHead has it. */
-export interface MirrorInput extends RequestView {
-  readonly originForm: string;
-  readonly rawHost: string;
-  readonly names: readonly string[];
-  readonly values: readonly string[];
-  readonly contentLength: number;
-  readonly chunked: boolean;
-}
-
-export class Mirror {
+export class Mirror implements RequestMirror {
   readonly cluster: string;
   private readonly fraction: number;
   private readonly maxBodyBytes: number;

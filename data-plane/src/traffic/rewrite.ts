@@ -4,27 +4,13 @@
  */
 import type { RegexRewrite, RewritePolicy } from "@agw/core/gen/agw/v1/route_pb.js";
 import { compileLinearRegex } from "@agw/core/regex";
-import type { Endpoint } from "../runtime/types.ts";
+import type { RequestRewrite, RewriteInput } from "../runtime/types.ts";
 
-/** What a rewrite reads of the request; RequestHead (HTTP/1.1 and HTTP/2) has it. */
-export interface RewriteInput {
-  readonly path: string;
-  readonly query: string;
-  readonly originForm: string;
-  /** Host as received, with its port. */
-  readonly rawHost: string;
-}
+export type { RequestRewrite, RewriteInput };
 
 /** Visible ASCII: what a request-target or Host may hold without breaking the request line. */
 const VISIBLE = /^[\x21-\x7e]*$/;
 const HOST_VALUE = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?$/;
-
-export interface RequestRewrite {
-  /** The origin-form target sent upstream. */
-  target(req: RewriteInput): string;
-  /** The Host sent upstream. */
-  host(req: RewriteInput, ep: Endpoint): string;
-}
 
 /**
  * `matchedPrefix` is the route's path prefix ("" when it does not match by prefix). Throws with a

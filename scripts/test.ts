@@ -3,6 +3,8 @@
  * unit test (*.test.ts beside the code, in every workspace, ebpf-agent/ and plugins/ included) and
  * end-to-end test (test/*.test.ts) with node:test (node_modules is skipped).
  * Under AGW_TEST_STRICT=1 (CI) any skipped test fails the run, however it was skipped.
+ * `npm test -- FILE…` runs only those files (no gen, tsc or biome step); flags alone, such as
+ * `npm test -- --test-name-pattern=POST`, apply to the whole suite.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
@@ -11,32 +13,41 @@ import { join } from "node:path";
 
 const tap = join(mkdtempSync(join(tmpdir(), "agw-test-report-")), "report.tap");
 
-const steps: Array<[string, string[]]> = [
-  ["node", ["scripts/gen.ts", "--check"]],
-  ["tsc", ["--noEmit", "-p", "."]],
-  ["biome", ["check", "."]],
+const args = process.argv.slice(2);
+/** Files named on the command line replace the suite's globs (appending them ran the whole suite). */
+const files = args.filter((arg) => !arg.startsWith("-"));
+const suite = [
+  "packages/*/src/**/*.test.ts",
+  "control-plane/src/**/*.test.ts",
+  "data-plane/src/**/*.test.ts",
+  "cli/src/**/*.test.ts",
+  "ebpf-agent/**/*.test.ts",
+  "plugins/**/*.test.ts",
+  "test/**/*.test.ts",
+  "bench/**/*.test.ts",
+];
+const testRun: [string, string[]] = [
+  "node",
   [
-    "node",
-    [
-      "--test",
-      "--test-concurrency=2",
-      "--test-timeout=120000",
-      "--test-reporter=spec",
-      "--test-reporter-destination=stdout",
-      "--test-reporter=tap",
-      `--test-reporter-destination=${tap}`,
-      "packages/*/src/**/*.test.ts",
-      "control-plane/src/**/*.test.ts",
-      "data-plane/src/**/*.test.ts",
-      "cli/src/**/*.test.ts",
-      "ebpf-agent/**/*.test.ts",
-      "plugins/**/*.test.ts",
-      "test/**/*.test.ts",
-      "bench/**/*.test.ts",
-      ...process.argv.slice(2),
-    ],
+    "--test",
+    "--test-concurrency=2",
+    "--test-timeout=120000",
+    "--test-reporter=spec",
+    "--test-reporter-destination=stdout",
+    "--test-reporter=tap",
+    `--test-reporter-destination=${tap}`,
+    ...(files.length > 0 ? args : [...suite, ...args]),
   ],
 ];
+const steps: Array<[string, string[]]> =
+  files.length > 0
+    ? [testRun]
+    : [
+        ["node", ["scripts/gen.ts", "--check"]],
+        ["tsc", ["--noEmit", "-p", "."]],
+        ["biome", ["check", "."]],
+        testRun,
+      ];
 
 /** The tests that skipped (TAP `# SKIP` lines, with their reasons). */
 function skippedTests(): string[] {

@@ -91,7 +91,7 @@ function route(r: RouteConfigEntry, order: number): IrRoute {
 /** The route-level policies, as config.yaml and a GatewayRoute rule both spell them. */
 export type RoutePolicyInput = Pick<
   RouteConfigEntry,
-  "retry" | "rewrite" | "redirect" | "directResponse" | "cors" | "mirror" | "rateLimit"
+  "retry" | "rewrite" | "redirect" | "directResponse" | "cors" | "mirror" | "rateLimit" | "compression"
 >;
 
 /**
@@ -154,6 +154,15 @@ export function routePolicies(r: RoutePolicyInput): Partial<IrRoute> {
         burst: l.burst ?? l.requests,
         ipv6Prefix: l.ipv6Prefix ?? 64,
       })),
+    };
+  const cz = r.compression;
+  if (cz)
+    out.compression = {
+      codings: cz.codings ?? ["br", "zstd", "gzip"],
+      minBytes: cz.minBytes ?? 1024,
+      contentTypes: cz.contentTypes ?? [],
+      eventStream: cz.eventStream ?? false,
+      levels: { gzip: cz.levels?.gzip ?? 0, br: cz.levels?.br ?? 0, zstd: cz.levels?.zstd ?? 0 },
     };
   return out;
 }

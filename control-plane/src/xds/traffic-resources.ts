@@ -114,7 +114,7 @@ export function routeTarget(r: IrRoute): NonNullable<ActionInit["target"]> {
 /** Rewrite, CORS and mirror fields of a RouteAction. */
 export function routeTrafficFields(
   r: IrRoute,
-): Pick<ActionInit, "rewrite" | "cors" | "mirror" | "localRateLimit"> {
+): Pick<ActionInit, "rewrite" | "cors" | "mirror" | "localRateLimit" | "compression"> {
   const rw = r.rewrite;
   return {
     ...(rw && {
@@ -160,6 +160,17 @@ export function routeTrafficFields(
           burst: l.burst,
           ipv6Prefix: l.ipv6Prefix,
         })),
+      },
+    }),
+    ...(r.compression && {
+      compression: {
+        codings: r.compression.codings,
+        minBytes: BigInt(r.compression.minBytes),
+        contentTypes: r.compression.contentTypes,
+        eventStream: r.compression.eventStream,
+        gzipLevel: r.compression.levels.gzip,
+        brotliLevel: r.compression.levels.br,
+        zstdLevel: r.compression.levels.zstd,
       },
     }),
   };

@@ -19,12 +19,14 @@ import { RequestTraffic } from "../cluster/traffic.ts";
 import type { ExchangeView } from "../observability/exchange.ts";
 import type { BufferedBody, PluginChain, PluginReply } from "../plugins/chain.ts";
 import type {
+  BodyEncoder,
   ClusterRuntime,
   CompiledRoute,
   Endpoint,
   HeaderOps,
   ListenerLimits,
   ListenerRuntime,
+  ResponseCompressor,
   RuntimeConfig,
 } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
@@ -123,6 +125,8 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
   shapingFields: string[] | null = null;
   /** The response body read for on-response plugins that asked for it (non-null only then). */
   resCollect: BodyBuffer | null = null;
+  /** The response body goes through this compressor (shaping/compression.ts); null: as received. */
+  encoder: BodyEncoder | null = null;
   resReason = "";
 
   constructor(proxy: ProxyContext, clientIp: string, tls: DownstreamTlsInfo | null) {
@@ -498,9 +502,26 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
 
   /** The response head goes to the client with the gateway's fields; `buf[headLen..]` starts its body. */
   sendResponseHead(f: FieldList, ops: HeaderOps, reason: string, buf: Buffer, headLen: number): void {
+    const compression = (this.route as CompiledRoute).compression;
+    if (compression) this.beginEncoding(compression, f);
     this.gatewayFields(f, ops);
     this.resHeadSent = true;
     this.respond(f, reason, buf, headLen);
+  }
+
+  /**
+   * The response is compressed when its route asks and the client accepts it: after the response
+   * filter, so plugins see the upstream's head and body; the body is then read decoded (chunked
+   * framing is the client side's again) and goes to the client through the encoder (bodyOut).
+   */
+  beginEncoding(compression: ResponseCompressor, f: FieldList): void {
+    const s = f.status;
+    const bodyless = this.resMode === M_NONE || s === 204 || s === 304;
+    const enc = compression.begin(this, this.head as RequestHead, f, bodyless, this.grpc);
+    if (enc === null) return;
+    this.encoder = enc;
+    if (this.passChunked && this.resMode === M_CHUNKED) this.resDecoder.reset(true);
+    this.passChunked = false;
   }
 
   /** The upstream's response fields that reach the client: not hop-by-hop, not replaced by the route. */
@@ -551,10 +572,13 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     this.upstream?.socket.resume();
   }
 
-  /** Response body bytes: to the client, or to the plugins that asked for the body. */
+  /** Response body bytes: to the client (through the encoder, if any), or to the plugins that asked for the body. */
   bodyOut(chunk: Buffer): boolean {
     const c = this.resCollect;
-    if (c === null) return this.toClient(chunk);
+    if (c === null) {
+      const enc = this.encoder;
+      return enc === null ? this.toClient(chunk) : enc.write(chunk);
+    }
     c.add(chunk);
     return true;
   }
@@ -622,7 +646,10 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
       responseCollected(this, c);
       return;
     }
-    this.responseComplete();
+    const enc = this.encoder;
+    if (enc !== null)
+      enc.finish(); // it completes the response once its last bytes are out
+    else this.responseComplete();
   }
 
   // ---- local answers: the one failure path
@@ -692,6 +719,11 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     if (up !== null) {
       this.upstream = null;
       up.destroy();
+    }
+    const enc = this.encoder;
+    if (enc !== null) {
+      this.encoder = null;
+      enc.destroy();
     }
   }
 }

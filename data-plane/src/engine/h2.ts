@@ -474,7 +474,9 @@ export class H2Exchange extends Exchange implements H2CallSink {
   respond(f: FieldList, _reason: string, buf: Buffer, headLen: number): void {
     const stream = this.stream;
     if (stream.destroyed) return;
-    const endStream = this.resMode === M_NONE || (this.resMode === M_LENGTH && this.resRemaining === 0);
+    const endStream =
+      this.encoder === null &&
+      (this.resMode === M_NONE || (this.resMode === M_LENGTH && this.resRemaining === 0));
     const out = h2Fields({ ":status": f.status }, f);
     if (this.h2Filtered && !(endStream && this.upTrailers === null)) this.respondWithTrailers(out);
     else stream.respond(out, { endStream });

@@ -83,7 +83,8 @@ export abstract class Http1Exchange extends Exchange {
 
   respond(f: FieldList, reason: string, buf: Buffer, headLen: number): void {
     const client11 = (this.head as RequestHead).minor === 1;
-    const mode = this.resMode;
+    // A compressed body's length is known only at its end: framed as a close-delimited one.
+    const mode = this.encoder === null ? this.resMode : M_CLOSE;
     // An HTTP/1.0 client learns where an unsized body ends by the close.
     const close =
       !this.keepAlive || this.proxy.draining || (!client11 && mode !== M_NONE && mode !== M_LENGTH);

@@ -45,6 +45,7 @@ export interface FilteredExchange {
   sendReply(r: PluginReply): void;
   onResponseBody(chunk: Buffer, off: number): void;
   toClient(chunk: Buffer): boolean;
+  bodyOut(chunk: Buffer): boolean;
   completeResponse(): void;
   abortResponse(): void;
   dropUpstream(): void;
@@ -152,7 +153,7 @@ function afterResponseFilter(
   else {
     // Past the plugins' limit: what was read (de-framed), then the rest as it comes.
     x.sendResponseHead(f, ops, reason, EMPTY, 0);
-    for (const piece of c.pieces) x.toClient(piece);
+    for (const piece of c.pieces) x.bodyOut(piece); // through the encoder when the route compresses
     if (headLen < rest.length) x.onResponseBody(rest, headLen);
   }
   if (ended === 0)

@@ -8,6 +8,7 @@ import { CODE_CLASSES, LATENCY_BOUNDS } from "@agw/core";
 import { Counter, Gauge, Histogram, type MetricValueWithName, Registry } from "prom-client";
 import { PLUGIN_CALL_BUCKETS, type PluginStats } from "../plugins/host.ts";
 import type { ClusterRuntime, CompiledRoute, Endpoint } from "../runtime/types.ts";
+import { compressionCounts } from "../shaping/compression.ts";
 import { type BucketCounts, newBucketCounts, observeSeconds } from "./bucket-counts.ts";
 import type { L4ConnectionView } from "./connection.ts";
 import type { ExchangeView } from "./exchange.ts";
@@ -433,6 +434,32 @@ export class DataPlaneMetrics {
           }
         },
       );
+    countedElsewhere(
+      this.registry,
+      "agw_compression_bytes_total",
+      "Response body bytes through the gateway's compression, per route and coding: in (from the upstream) and out (to the client); out/in is the ratio",
+      ["route", "coding", "direction"],
+      function* () {
+        for (const [key, c] of compressionCounts) {
+          const at = key.indexOf("\n");
+          const labels = { route: key.slice(0, at), coding: key.slice(at + 1) };
+          yield [{ ...labels, direction: "in" }, c.bytesIn];
+          yield [{ ...labels, direction: "out" }, c.bytesOut];
+        }
+      },
+    );
+    countedElsewhere(
+      this.registry,
+      "agw_compression_responses_total",
+      "Responses compressed, per route and coding",
+      ["route", "coding"],
+      function* () {
+        for (const [key, c] of compressionCounts) {
+          const at = key.indexOf("\n");
+          yield [{ route: key.slice(0, at), coding: key.slice(at + 1) }, c.responses];
+        }
+      },
+    );
     const plugins = sources.plugins;
     if (plugins === undefined) return;
     const registry = this.registry;

@@ -59,6 +59,8 @@ export interface CompiledRoute {
   readonly connect?: boolean;
   /** Local rate limits (data-plane/src/shaping); null or absent: none, and nothing is paid. */
   readonly rateLimit?: RateLimiter | null;
+  /** Response compression (data-plane/src/shaping/compression.ts); null or absent: none. */
+  readonly compression?: ResponseCompressor | null;
 }
 
 export interface Router {
@@ -269,4 +271,47 @@ export interface ShapingTarget {
 export interface RateLimiter {
   /** Whether the request passes; sets `x.shapingFields` to the RateLimit fields the route adds. */
   admit(x: ShapingTarget, head: RequestView, clientIp: string): boolean;
+}
+
+/** Where a response body encoder sends what it makes (the Exchange). */
+export interface EncodingTarget {
+  head: unknown;
+  readonly active: boolean;
+  encoder: BodyEncoder | null;
+  toClient(chunk: Buffer): boolean;
+  responseComplete(): void;
+  abortResponse(): void;
+  /** zlib took what it held: the upstream may send more. */
+  resumeUpstream(): void;
+}
+
+/** One response body being compressed (shaping/compression.ts ResponseEncoder). */
+export interface BodyEncoder {
+  /** Body bytes in; false when the upstream should pause. */
+  write(chunk: Buffer): boolean;
+  /** The body is complete; the encoder completes the response once its last bytes are out. */
+  finish(): void;
+  /** The response was cut short or the client left. */
+  destroy(): void;
+}
+
+/** A response head being sent (the engine's FieldList). */
+export interface ResponseFields {
+  status: number;
+  readonly rawNames: string[];
+  readonly names: string[];
+  readonly values: string[];
+  add(name: string, value: string): void;
+}
+
+/** A route's response compression (shaping/compression.ts RouteCompression). */
+export interface ResponseCompressor {
+  /** When `f` is to be compressed: edits it and returns the encoder the body goes through; else null. */
+  begin(
+    x: EncodingTarget,
+    req: RequestView,
+    f: ResponseFields,
+    bodyless: boolean,
+    grpc: boolean,
+  ): BodyEncoder | null;
 }

@@ -41,6 +41,14 @@ export interface IrRoute {
   mirror?: { cluster: string; percent: number; maxBodyBytes: number };
   /** Local rate limits (docs/traffic/rate-limits.md). */
   rateLimit?: IrRateLimit;
+  /** Response compression (docs/traffic/compression.md); levels 0: the data plane's default. */
+  compression?: {
+    codings: string[];
+    minBytes: number;
+    contentTypes: string[];
+    eventStream: boolean;
+    levels: { gzip: number; br: number; zstd: number };
+  };
   /** The route's requests are left out of the access log. */
   accessLogOff?: boolean;
   /** Overrides the listener's body limit; 0 is unlimited. */

@@ -339,6 +339,7 @@ const policyRule = {
   retry: { retries: 2, retryOn: ["5xx" as const, "reset" as const], perTryTimeout: "300ms" },
   rewrite: { pathPrefix: "/v2/", host: "internal.shop" },
   cors: { allowOrigins: ["https://app.example"], allowHeaders: ["X-Token"], maxAge: "10m" },
+  compression: { codings: ["gzip" as const], levels: { gzip: 9 } },
   rateLimit: {
     limits: [
       { name: "per-key", key: ["clientAddress" as const, { header: "X-Api-Key" }], requests: 5, per: "1s" },
@@ -384,9 +385,10 @@ test("retry, rewrite, CORS and mirror on a rule become the very IR fields config
     ],
     clusters: [],
   }).listeners[0]?.routes[0];
-  for (const field of ["retry", "rewrite", "cors", "mirror", "rateLimit"] as const)
+  for (const field of ["retry", "rewrite", "cors", "mirror", "rateLimit", "compression"] as const)
     assert.deepEqual(fromKube?.[field], fromFile?.[field], field);
   assert.ok(fromKube?.retry && fromKube.rewrite && fromKube.cors && fromKube.mirror);
+  assert.deepEqual(fromKube?.compression?.levels, { gzip: 9, br: 0, zstd: 0 });
   assert.deepEqual(fromKube?.rateLimit, {
     headers: true,
     limits: [

@@ -183,6 +183,7 @@ const rulePolicySchema = routeSchema.pick({
   directResponse: true,
   cors: true,
   rateLimit: true,
+  compression: true,
 });
 const backendPolicySchema = clusterSchema.omit({ name: true, endpoints: true, tls: true });
 
@@ -373,10 +374,10 @@ export function translateKube(objects: KubeObjects, options: KubeTranslateOption
 
     (spec?.rules ?? []).forEach((rule, ruleIndex) => {
       const where = `rules[${ruleIndex}]`;
-      const { retry, rewrite, redirect, directResponse, cors, rateLimit } = rule;
+      const { retry, rewrite, redirect, directResponse, cors, rateLimit, compression } = rule;
       checkSchema(
         rulePolicySchema,
-        { retry, rewrite, redirect, directResponse, cors, rateLimit },
+        { retry, rewrite, redirect, directResponse, cors, rateLimit, compression },
         where,
         problems,
       );

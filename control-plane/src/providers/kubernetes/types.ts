@@ -57,6 +57,7 @@ export interface GatewayRouteRule {
   directResponse?: RoutePolicyInput["directResponse"];
   cors?: RoutePolicyInput["cors"];
   rateLimit?: RoutePolicyInput["rateLimit"];
+  compression?: RoutePolicyInput["compression"];
   /** config.yaml's mirror with a Service port in place of a cluster name. */
   mirror?: {
     backendRef: { name: string; port: number | string; namespace?: string };

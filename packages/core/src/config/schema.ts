@@ -308,6 +308,46 @@ const rateLimitSchema = z
     "Local rate limits: token buckets shared by the data plane's workers (docs/traffic/rate-limits.md).",
   );
 
+const MEDIA_TYPE = /^[a-z0-9!#$&^_.+-]+\/([a-z0-9!#$&^_.+-]+|\*)$/;
+
+const compressionSchema = z
+  .strictObject({
+    codings: z
+      .array(z.enum(["br", "zstd", "gzip"]))
+      .min(1)
+      .refine((c) => new Set(c).size === c.length, "a coding is listed twice")
+      .optional()
+      .describe(
+        "Codings in preference order (ties of Accept-Encoding q-values go to the first); default [br, zstd, gzip].",
+      ),
+    minBytes: byteCount
+      .optional()
+      .describe("Responses with a smaller Content-Length go as they are; default 1024."),
+    contentTypes: z
+      .array(
+        z
+          .string()
+          .regex(MEDIA_TYPE, 'expected a lower-case media type such as "application/json" or "text/*"'),
+      )
+      .min(1)
+      .optional()
+      .describe(
+        "Media types compressed; default Envoy's (text/html, text/plain, text/css, text/xml, application/json, application/javascript, application/xhtml+xml, image/svg+xml).",
+      ),
+    eventStream: z
+      .boolean()
+      .optional()
+      .describe("Compress text/event-stream too, flushed after each upstream chunk; default false."),
+    levels: z
+      .strictObject({
+        gzip: z.number().int().min(1).max(9).optional().describe("Default 6."),
+        br: z.number().int().min(1).max(11).optional().describe("Default 4."),
+        zstd: z.number().int().min(1).max(22).optional().describe("Default 3."),
+      })
+      .optional(),
+  })
+  .describe("Response compression negotiated from Accept-Encoding (docs/traffic/compression.md).");
+
 export const routeSchema = z
   .strictObject({
     name: resourceName,
@@ -333,6 +373,7 @@ export const routeSchema = z
     cors: corsSchema.optional(),
     mirror: mirrorSchema.optional(),
     rateLimit: rateLimitSchema.optional(),
+    compression: compressionSchema.optional(),
     accessLog: z
       .boolean()
       .optional()

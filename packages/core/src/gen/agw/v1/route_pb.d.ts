@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 import type { Duration } from "@bufbuild/protobuf/wkt";
-import type { LocalRateLimit } from "./shaping_pb.js";
+import type { CompressionPolicy, LocalRateLimit } from "./shaping_pb.js";
 
 /**
  * Describes the file agw/v1/route.proto.
@@ -327,6 +327,13 @@ export declare type RouteAction = Message<"agw.v1.RouteAction"> & {
    * @generated from field: agw.v1.LocalRateLimit local_rate_limit = 20;
    */
   localRateLimit?: LocalRateLimit | undefined;
+
+  /**
+   * Response compression (docs/traffic/compression.md).
+   *
+   * @generated from field: agw.v1.CompressionPolicy compression = 21;
+   */
+  compression?: CompressionPolicy | undefined;
 };
 
 /**

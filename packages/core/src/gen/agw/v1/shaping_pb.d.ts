@@ -129,3 +129,62 @@ export declare type RateLimitKey = Message<"agw.v1.RateLimitKey"> & {
  */
 export declare const RateLimitKeySchema: GenMessage<RateLimitKey>;
 
+/**
+ * docs/traffic/compression.md: responses compressed by the gateway, negotiated from Accept-Encoding.
+ *
+ * @generated from message agw.v1.CompressionPolicy
+ */
+export declare type CompressionPolicy = Message<"agw.v1.CompressionPolicy"> & {
+  /**
+   * "br", "zstd", "gzip" in preference order (ties of Accept-Encoding q-values go to the first);
+   * empty: br, zstd, gzip.
+   *
+   * @generated from field: repeated string codings = 1;
+   */
+  codings: string[];
+
+  /**
+   * Responses whose Content-Length is below this go as they are; absent: 1024.
+   *
+   * @generated from field: optional uint64 min_bytes = 2;
+   */
+  minBytes?: bigint | undefined;
+
+  /**
+   * Media types, or "type/*"; empty: Envoy's compressor defaults.
+   *
+   * @generated from field: repeated string content_types = 3;
+   */
+  contentTypes: string[];
+
+  /**
+   * Compress text/event-stream too, flushing after each upstream chunk; off by default.
+   *
+   * @generated from field: bool event_stream = 4;
+   */
+  eventStream: boolean;
+
+  /**
+   * 0: the default (gzip 6, brotli 4, zstd 3).
+   *
+   * @generated from field: uint32 gzip_level = 5;
+   */
+  gzipLevel: number;
+
+  /**
+   * @generated from field: uint32 brotli_level = 6;
+   */
+  brotliLevel: number;
+
+  /**
+   * @generated from field: uint32 zstd_level = 7;
+   */
+  zstdLevel: number;
+};
+
+/**
+ * Describes the message agw.v1.CompressionPolicy.
+ * Use `create(CompressionPolicySchema)` to create a new message.
+ */
+export declare const CompressionPolicySchema: GenMessage<CompressionPolicy>;
+

@@ -9,7 +9,7 @@ import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
  * Describes the file agw/v1/shaping.proto.
  */
 export const file_agw_v1_shaping = /*@__PURE__*/
-  fileDesc("ChRhZ3cvdjEvc2hhcGluZy5wcm90bxIGYWd3LnYxIkoKDkxvY2FsUmF0ZUxpbWl0EiMKBmxpbWl0cxgBIAMoCzITLmFndy52MS5Ub2tlbkJ1Y2tldBITCgtoZWFkZXJzX29mZhgCIAEoCCKcAQoLVG9rZW5CdWNrZXQSDAoEbmFtZRgBIAEoCRIhCgNrZXkYAiADKAsyFC5hZ3cudjEuUmF0ZUxpbWl0S2V5EhAKCHJlcXVlc3RzGAMgASgNEiYKA3BlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVidXJzdBgFIAEoDRITCgtpcHY2X3ByZWZpeBgGIAEoDSJVCgxSYXRlTGltaXRLZXkSGAoOY2xpZW50X2FkZHJlc3MYASABKAhIABIPCgVyb3V0ZRgCIAEoCEgAEhAKBmhlYWRlchgDIAEoCUgAQggKBnNvdXJjZWIGcHJvdG8z", [file_google_protobuf_duration]);
+  fileDesc("ChRhZ3cvdjEvc2hhcGluZy5wcm90bxIGYWd3LnYxIkoKDkxvY2FsUmF0ZUxpbWl0EiMKBmxpbWl0cxgBIAMoCzITLmFndy52MS5Ub2tlbkJ1Y2tldBITCgtoZWFkZXJzX29mZhgCIAEoCCKcAQoLVG9rZW5CdWNrZXQSDAoEbmFtZRgBIAEoCRIhCgNrZXkYAiADKAsyFC5hZ3cudjEuUmF0ZUxpbWl0S2V5EhAKCHJlcXVlc3RzGAMgASgNEiYKA3BlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVidXJzdBgFIAEoDRITCgtpcHY2X3ByZWZpeBgGIAEoDSJVCgxSYXRlTGltaXRLZXkSGAoOY2xpZW50X2FkZHJlc3MYASABKAhIABIPCgVyb3V0ZRgCIAEoCEgAEhAKBmhlYWRlchgDIAEoCUgAQggKBnNvdXJjZSK1AQoRQ29tcHJlc3Npb25Qb2xpY3kSDwoHY29kaW5ncxgBIAMoCRIWCgltaW5fYnl0ZXMYAiABKARIAIgBARIVCg1jb250ZW50X3R5cGVzGAMgAygJEhQKDGV2ZW50X3N0cmVhbRgEIAEoCBISCgpnemlwX2xldmVsGAUgASgNEhQKDGJyb3RsaV9sZXZlbBgGIAEoDRISCgp6c3RkX2xldmVsGAcgASgNQgwKCl9taW5fYnl0ZXNiBnByb3RvMw", [file_google_protobuf_duration]);
 
 /**
  * Describes the message agw.v1.LocalRateLimit.
@@ -31,4 +31,11 @@ export const TokenBucketSchema = /*@__PURE__*/
  */
 export const RateLimitKeySchema = /*@__PURE__*/
   messageDesc(file_agw_v1_shaping, 2);
+
+/**
+ * Describes the message agw.v1.CompressionPolicy.
+ * Use `create(CompressionPolicySchema)` to create a new message.
+ */
+export const CompressionPolicySchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_shaping, 3);
 

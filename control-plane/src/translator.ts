@@ -18,7 +18,9 @@ import {
   type Ir,
   type IrCluster,
   type IrClusterPolicies,
+  type IrIpRules,
   type IrL4,
+  type IrListener,
   type IrListenerLimits,
   type IrListenerTls,
   type IrPathPolicy,
@@ -91,7 +93,15 @@ function route(r: RouteConfigEntry, order: number): IrRoute {
 /** The route-level policies, as config.yaml and a GatewayRoute rule both spell them. */
 export type RoutePolicyInput = Pick<
   RouteConfigEntry,
-  "retry" | "rewrite" | "redirect" | "directResponse" | "cors" | "mirror" | "rateLimit" | "compression"
+  | "retry"
+  | "rewrite"
+  | "redirect"
+  | "directResponse"
+  | "cors"
+  | "mirror"
+  | "rateLimit"
+  | "compression"
+  | "ipRules"
 >;
 
 /**
@@ -100,6 +110,7 @@ export type RoutePolicyInput = Pick<
  */
 export function routePolicies(r: RoutePolicyInput): Partial<IrRoute> {
   const out: Partial<IrRoute> = {};
+  if (r.ipRules) out.ipRules = ipRules(r.ipRules);
   if (r.retry) out.retry = retry(r.retry);
   const rw = r.rewrite;
   if (rw)
@@ -299,6 +310,22 @@ function listenerPaths(p: ListenerConfig["paths"]): IrPathPolicy | undefined {
   };
 }
 
+/** IP rules as config.yaml spells them (also a GatewayRoute rule's, validated by the same schema). */
+export function ipRules(r: { allow?: string[] | undefined; deny?: string[] | undefined }): IrIpRules {
+  return { allow: r.allow ?? [], deny: r.deny ?? [] };
+}
+
+function listenerAccess(l: ListenerConfig): Pick<IrListener, "proxyProtocol" | "clientAddress" | "ipRules"> {
+  const c = l.clientAddress;
+  return {
+    ...(l.proxyProtocol && { proxyProtocol: { timeoutMs: durationMs(l.proxyProtocol.timeout, 0) } }),
+    ...(c && {
+      clientAddress: { xffNumTrustedHops: c.xffNumTrustedHops ?? 0, trustedProxies: c.trustedProxies ?? [] },
+    }),
+    ...(l.ipRules && { ipRules: ipRules(l.ipRules) }),
+  };
+}
+
 function listenerL4(l: ListenerConfig): IrL4 | undefined {
   if (l.protocol !== "tcp" && l.protocol !== "tls-passthrough") return undefined;
   const o = l.l4;
@@ -382,6 +409,7 @@ export function translateConfig(config: GatewayConfig): Ir {
         ...(limits && { limits }),
         ...(paths && { paths }),
         ...(l4 && { l4 }),
+        ...listenerAccess(l),
         routes: (l.routes ?? []).map(route),
       };
     }),

@@ -7,6 +7,9 @@
  */
 import net from "node:net";
 import type { Logger } from "@agw/core";
+import { AGW_ERRORS } from "./engine/errors.ts";
+import { setProxiedSource } from "./policies/client-address.ts";
+import { readProxyHeader } from "./policies/proxy-protocol.ts";
 import { ResourceError } from "./runtime/build.ts";
 import type { ListenerRuntime, RuntimeConfig } from "./runtime/types.ts";
 import type { DownstreamTlsInfo } from "./tls/acceptor.ts";
@@ -39,6 +42,8 @@ interface OpenListener {
   readonly handler: ListenerHandler;
   /** The TLS version new connections handshake with; replaced on commit, never rebinding. */
   tls: ListenerTlsRuntime | undefined;
+  /** New connections start with a PROXY protocol header; replaced on commit, never rebinding. */
+  proxyProtocol: ListenerRuntime["proxyProtocol"];
 }
 
 /** What serves one port's connections: the HTTP engine (HttpProxy) or an L4 proxy (l4/proxy.ts). */
@@ -49,6 +54,46 @@ export interface PortProxy {
   /** Stop keep-alive: idle connections close now, busy ones when done. */
   shutdown(): void;
   destroyAll(): void;
+}
+
+/**
+ * A connection of a listener with proxyProtocol: its header first (policies/proxy-protocol.ts), then
+ * the listener's usual path with the source recorded as the peer. A bad or missing header closes the
+ * connection; a plain HTTP listener first answers 400 invalid_proxy_protocol, which an operator can
+ * read with curl.
+ */
+function acceptProxied(
+  socket: net.Socket,
+  timeoutMs: number,
+  kind: string,
+  next: (socket: net.Socket) => void,
+): void {
+  const onError = () => socket.destroy();
+  socket.on("error", onError);
+  readProxyHeader(
+    socket,
+    timeoutMs,
+    (source) => {
+      socket.off("error", onError);
+      if (source !== null) setProxiedSource(socket, source);
+      next(socket);
+      // The reader paused it; a TLS handshake takes the paused bytes itself (node:tls reads them).
+      if (kind !== "https" && !socket.destroyed) socket.resume();
+    },
+    (reason) => {
+      if (kind !== "http" || socket.destroyed) {
+        socket.destroy();
+        return;
+      }
+      const body = JSON.stringify({ error: AGW_ERRORS.AGW_ERR_INVALID_PROXY_PROTOCOL, message: reason });
+      socket.end(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n" +
+          `x-agw-error: ${AGW_ERRORS.AGW_ERR_INVALID_PROXY_PROTOCOL}\r\nconnection: close\r\n` +
+          `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+      socket.setTimeout(5_000, () => socket.destroy());
+    },
+  );
 }
 
 /** Proxies whose port has closed: they stay in their set only while they still have connections. */
@@ -141,6 +186,7 @@ export class ListenerManager {
   commit(current: RuntimeConfig): void {
     for (const [name, l] of this.open) {
       const next = current.listeners.get(name);
+      if (next !== undefined) l.proxyProtocol = next.proxyProtocol;
       if (next?.tls !== undefined && next.tls !== l.tls) {
         next.tls.acceptor.onSecure = l.handler.handle;
         l.tls = next.tls;
@@ -182,20 +228,27 @@ export class ListenerManager {
     const handler = this.handlerFor(l.name, l);
     const handle = handler.handle;
     // L4 listeners pass half-closes on: the client's FIN reaches the upstream, which may still answer.
-    const server = net.createServer({ noDelay: true, allowHalfOpen: l.l4 !== undefined }, (socket) => {
-      this.accepted++;
+    const kind = listenerKind(l);
+    const onConnection = (socket: net.Socket) => {
       const tls = open.tls;
       if (tls === undefined) handle(socket);
       else tls.acceptor.accept(socket);
+    };
+    const server = net.createServer({ noDelay: true, allowHalfOpen: l.l4 !== undefined }, (socket) => {
+      this.accepted++;
+      const pp = open.proxyProtocol;
+      if (pp === undefined) onConnection(socket);
+      else acceptProxied(socket, pp.timeoutMs, kind, onConnection);
     });
     const open: OpenListener = {
       name: l.name,
-      kind: listenerKind(l),
+      kind,
       address: l.address,
       port: l.port,
       server,
       handler,
       tls: l.tls,
+      proxyProtocol: l.proxyProtocol,
     };
     if (l.tls) l.tls.acceptor.onSecure = handle;
     await listen(server, l.address, l.port, this.reusePort);

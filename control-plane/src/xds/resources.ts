@@ -320,6 +320,7 @@ export function routeMessage(routeConfig: string, r: IrRoute): Route {
         maxRequestBodyBytes: BigInt(r.maxRequestBodyBytes),
       }),
       ...(r.connect && { connect: true }),
+      ...(r.ipRules && { ipRules: { ...r.ipRules } }),
     },
   });
 }
@@ -594,6 +595,15 @@ export class SnapshotBuilder {
               }),
               ...(l.limits && { limits: listenerLimits(l.limits) }),
               ...(l.paths && { paths: pathNormalization(l.paths) }),
+              ...(l.proxyProtocol && {
+                proxyProtocol: {
+                  ...(l.proxyProtocol.timeoutMs > 0 && {
+                    timeout: durationFromMs(l.proxyProtocol.timeoutMs),
+                  }),
+                },
+              }),
+              ...(l.clientAddress && { clientAddress: { ...l.clientAddress } }),
+              ...(l.ipRules && { ipRules: { ...l.ipRules } }),
             }),
             listenerSecrets(l),
           ),

@@ -30,6 +30,12 @@ export const AGW_ERRORS = {
   AGW_ERR_CONNECT_NOT_ALLOWED: "connect_not_allowed",
   /** The client certificate failed the listener's subjectAltNames/commonNames rules (docs/tls.md). */
   AGW_ERR_CLIENT_CERTIFICATE_REJECTED: "client_certificate_rejected",
+  /** The listener's or route's IP rules refuse the client address (docs/access-control.md). */
+  AGW_ERR_CLIENT_ADDRESS_DENIED: "client_address_denied",
+  /** The X-Forwarded-For entry a trusted proxy vouches for is not an IP address. */
+  AGW_ERR_INVALID_FORWARDED_FOR: "invalid_forwarded_for",
+  /** A listener with proxyProtocol got a malformed or no PROXY header (plain HTTP listeners say so). */
+  AGW_ERR_INVALID_PROXY_PROTOCOL: "invalid_proxy_protocol",
 } as const;
 
 export type AgwErrorCode = (typeof AGW_ERRORS)[keyof typeof AGW_ERRORS];

@@ -18,6 +18,7 @@
 import { RequestTraffic } from "../cluster/traffic.ts";
 import type { ExchangeView } from "../observability/exchange.ts";
 import type { BufferedBody, PluginChain, PluginReply } from "../plugins/chain.ts";
+import { listenerAccess } from "../policies/access.ts";
 import type {
   BodyEncoder,
   ClusterRuntime,
@@ -75,7 +76,10 @@ function retryAttempt(x: Exchange, head: RequestHead | null): void {
 
 export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstream, Forwarding {
   readonly proxy: ProxyContext;
-  readonly clientIp: string;
+  /** The connection's peer: its remote address, or the source its PROXY protocol header named. */
+  readonly peerIp: string;
+  /** The request's client address (policies/client-address.ts): the peer until the request is routed. */
+  clientIp: string;
   /** The connection's TLS facts (SNI, ALPN, verified client certificate); null on plain HTTP. */
   readonly tls: DownstreamTlsInfo | null;
   head: RequestHead | null = null;
@@ -129,9 +133,10 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
   encoder: BodyEncoder | null = null;
   resReason = "";
 
-  constructor(proxy: ProxyContext, clientIp: string, tls: DownstreamTlsInfo | null) {
+  constructor(proxy: ProxyContext, peerIp: string, tls: DownstreamTlsInfo | null) {
     this.proxy = proxy;
-    this.clientIp = clientIp;
+    this.peerIp = peerIp;
+    this.clientIp = peerIp;
     this.tls = tls;
   }
 
@@ -185,6 +190,12 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
    * the only read of `config` for this request, everything after uses these references.
    */
   routeRequest(head: RequestHead, config: RuntimeConfig, listener: ListenerRuntime | undefined): void {
+    // access: the client address the listener trusts, then its IP rules (policies/access.ts).
+    const denied = listenerAccess(this, head, listener);
+    if (denied !== null) {
+      this.fail(denied.status, denied.code, denied.message);
+      return;
+    }
     const refusal = admit(head, this.tls, listener?.paths);
     if (refusal !== null) {
       if (refusal.closeConnection) this.closeAfterAnswer();
@@ -198,6 +209,11 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
       return;
     }
     this.route = route;
+    const ipRules = route.ipRules;
+    if (ipRules != null && !ipRules.permits(this.clientIp)) {
+      this.fail(403, AGW_ERRORS.AGW_ERR_CLIENT_ADDRESS_DENIED, "the route does not admit the client address");
+      return;
+    }
     if (this.bodyMode !== BODY_NONE && !this.limitBody(route, listener?.limits ?? this.proxy.defaultLimits))
       return;
     if (head.method === "CONNECT" && route.connect !== true) {

@@ -5,6 +5,7 @@
  */
 import http2 from "node:http2";
 import type net from "node:net";
+import { peerAddress } from "../policies/client-address.ts";
 import type { ListenerLimits } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import type { ProxyContext } from "./exchange.ts";
@@ -37,6 +38,8 @@ export class H2Downstream {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   /** The TLS facts of the socket being handed to the server right now (accept()). */
   private acceptingTls: DownstreamTlsInfo | null = null;
+  /** The peer address of that socket (policies/client-address.ts: PROXY protocol aware). */
+  private acceptingPeer = "";
 
   constructor(proxy: ProxyContext) {
     this.proxy = proxy;
@@ -59,6 +62,7 @@ export class H2Downstream {
       // node:http2 creates the session inside emit("connection") (accept() below) and hands out a
       // proxy of the socket afterwards, never the socket itself: the TLS facts are keyed by session.
       if (this.acceptingTls !== null) tlsOf.set(session, this.acceptingTls);
+      peerOf.set(session, this.acceptingPeer);
       session.on("error", noop);
       session.once("close", () => this.sessions.delete(session));
       // An idle session (no frames either way) is closed gracefully, like an idle keep-alive connection.
@@ -84,7 +88,13 @@ export class H2Downstream {
         const session = stream.session;
         const socket = session?.socket as net.Socket | undefined;
         if (session === undefined || socket === undefined) return;
-        const x = new H2Exchange(proxy, stream, socket, tlsOf.get(session) ?? null);
+        const x = new H2Exchange(
+          proxy,
+          stream,
+          socket,
+          tlsOf.get(session) ?? null,
+          peerOf.get(session) ?? "",
+        );
         x.start(raw, flags);
       },
     );
@@ -92,7 +102,12 @@ export class H2Downstream {
   }
 
   /** Takes an accepted socket speaking HTTP/2; `early` is what was already read from it. */
-  accept(socket: net.Socket, tls: DownstreamTlsInfo | null, early: Buffer | null): void {
+  accept(
+    socket: net.Socket,
+    tls: DownstreamTlsInfo | null,
+    early: Buffer | null,
+    peer: string = peerAddress(socket),
+  ): void {
     const limits = this.proxy.limits();
     if (!sameSessionLimits(limits, this.serverLimits)) {
       this.server = this.createServer(limits);
@@ -103,10 +118,12 @@ export class H2Downstream {
       socket.unshift(early);
     }
     this.acceptingTls = tls;
+    this.acceptingPeer = peer;
     try {
       this.server.emit("connection", socket);
     } finally {
       this.acceptingTls = null;
+      this.acceptingPeer = "";
     }
   }
 
@@ -114,7 +131,7 @@ export class H2Downstream {
   acceptUpgrade(socket: net.Socket, head: RequestHead): void {
     socket.pause();
     const upgraded = new UpgradedSocket(socket, stream1Headers(head));
-    this.accept(upgraded as unknown as net.Socket, null, null);
+    this.accept(upgraded as unknown as net.Socket, null, null, peerAddress(socket));
   }
 
   get sessionCount(): number {
@@ -133,5 +150,7 @@ export class H2Downstream {
 
 /** Each HTTP/2 session's TLS facts (SNI, ALPN, client certificate); none for h2c. */
 const tlsOf = new WeakMap<http2.Http2Session, DownstreamTlsInfo>();
+/** Each HTTP/2 session's peer address (node:http2 hands out a proxy of the socket, not the socket). */
+const peerOf = new WeakMap<http2.Http2Session, string>();
 
 function noop(): void {}

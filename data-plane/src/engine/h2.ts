@@ -17,7 +17,7 @@ import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, frameChunk, LAST_CHUNK } from "./
 import { AGW_ERRORS, type AgwErrorCode } from "./errors.ts";
 import { Exchange, type FieldList, M_CLOSE, M_LENGTH, M_NONE, type ProxyContext } from "./exchange.ts";
 import { H2Call, type H2CallSink, type H2FailureKind, MAX_REPLAY_BYTES } from "./h2-upstream.ts";
-import { clientAddress, h2Fields, h2ResponseFieldAllowed, h2UpstreamHeaders, opsDrop } from "./headers.ts";
+import { h2Fields, h2ResponseFieldAllowed, h2UpstreamHeaders, opsDrop } from "./headers.ts";
 import { H2_CONNECTION_FIELDS as H2_FORBIDDEN } from "./hop-by-hop.ts";
 import { connectTarget, h2Target, RequestHead } from "./http1-parser.ts";
 import { collectResponse, responsePhase } from "./response-filter.ts";
@@ -75,8 +75,9 @@ export class H2Exchange extends Exchange implements H2CallSink {
     stream: http2.ServerHttp2Stream,
     socket: net.Socket,
     tls: DownstreamTlsInfo | null,
+    peer: string,
   ) {
-    super(proxy, clientAddress(socket), tls);
+    super(proxy, peer, tls);
     this.startedAt = performance.now();
     this.stream = stream;
     this.socket = socket;

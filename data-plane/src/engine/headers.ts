@@ -1,6 +1,5 @@
 /** Header helpers shared by the HTTP/1.1 and HTTP/2 sides of the engine. */
 import type http2 from "node:http2";
-import type net from "node:net";
 import type { Endpoint, HeaderOps } from "../runtime/types.ts";
 import type { RequestRewrite } from "../traffic/rewrite.ts";
 import type { FieldList } from "./fields.ts";
@@ -28,14 +27,10 @@ export function opsAppend(ops: HeaderOps): string {
   return s;
 }
 
-export function clientAddress(socket: net.Socket): string {
-  const a = socket.remoteAddress ?? "";
-  return a.startsWith("::ffff:") ? a.slice(7) : a;
-}
-
 /** What an upstream request says of where it came from (an Exchange provides it). */
 export interface Forwarding {
-  readonly clientIp: string;
+  /** Appended to X-Forwarded-For: the address the gateway saw (Envoy's use_remote_address). */
+  readonly peerIp: string;
   readonly requestId: string;
   /** The X-Forwarded-Proto value. */
   readonly forwardedProto: string;
@@ -88,7 +83,7 @@ export function upstreamHead(
 ): string {
   const ops = route.requestHeaders;
   const rw = route.rewrite ?? null;
-  const { clientIp, forwardedProto, clientCert, requestId } = x;
+  const { peerIp, forwardedProto, clientCert, requestId } = x;
   const host = rw === null ? h.rawHost : rw.host(h, ep);
   let s = `${h.method} ${rw === null ? h.originForm : rw.target(h)} HTTP/1.1\r\n`;
   let xff = "";
@@ -114,7 +109,7 @@ export function upstreamHead(
   }
   if (!sawHost && !opsDrop(ops, "host")) s += `host: ${host !== "" ? host : ep.key}\r\n`;
   if (!opsDrop(ops, "x-forwarded-for"))
-    s += `x-forwarded-for: ${xff === "" ? clientIp : `${xff}, ${clientIp}`}\r\n`;
+    s += `x-forwarded-for: ${xff === "" ? peerIp : `${xff}, ${peerIp}`}\r\n`;
   if (!opsDrop(ops, "x-forwarded-proto")) s += `x-forwarded-proto: ${forwardedProto}\r\n`;
   if (h.rawHost !== "" && !opsDrop(ops, "x-forwarded-host")) s += `x-forwarded-host: ${h.rawHost}\r\n`;
   if (clientCert !== "" && !opsDrop(ops, "x-forwarded-client-cert"))
@@ -184,7 +179,7 @@ export function h2UpstreamHeaders(
 ): http2.OutgoingHttpHeaders {
   const ops = route.requestHeaders;
   const rw = route.rewrite ?? null;
-  const { clientIp, forwardedProto, clientCert, requestId } = x;
+  const { peerIp, forwardedProto, clientCert, requestId } = x;
   const host = rw === null ? h.rawHost : rw.host(h, ep);
   const out: http2.OutgoingHttpHeaders = {
     ":method": h.method,
@@ -202,8 +197,7 @@ export function h2UpstreamHeaders(
     else if (role === FIELD_PASS && !opsDrop(ops, name)) addH2Field(out, name, h.values[i] as string);
   }
   if (teTrailers) out.te = "trailers";
-  if (!opsDrop(ops, "x-forwarded-for"))
-    out["x-forwarded-for"] = xff === "" ? clientIp : `${xff}, ${clientIp}`;
+  if (!opsDrop(ops, "x-forwarded-for")) out["x-forwarded-for"] = xff === "" ? peerIp : `${xff}, ${peerIp}`;
   if (!opsDrop(ops, "x-forwarded-proto")) out["x-forwarded-proto"] = forwardedProto;
   if (h.rawHost !== "" && !opsDrop(ops, "x-forwarded-host")) out["x-forwarded-host"] = h.rawHost;
   if (clientCert !== "" && !opsDrop(ops, "x-forwarded-client-cert"))

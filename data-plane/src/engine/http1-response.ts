@@ -4,12 +4,13 @@
  * an Upgrade. The connection's life (parsing, keep-alive, pipelining, timeouts) is http1.ts's.
  */
 import type net from "node:net";
+import { peerAddress } from "../policies/client-address.ts";
 import type { CompiledRoute } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { CRLF, LAST_CHUNK } from "./body-framing.ts";
 import { reasonPhrase } from "./errors.ts";
 import { Exchange, type FieldList, M_CLOSE, M_LENGTH, M_NONE, type ProxyContext } from "./exchange.ts";
-import { clientAddress, opsDrop } from "./headers.ts";
+import { opsDrop } from "./headers.ts";
 import type { RequestHead, ResponseHead } from "./http1-parser.ts";
 import type { UpstreamConn } from "./upstream-conn.ts";
 
@@ -37,7 +38,7 @@ export abstract class Http1Exchange extends Exchange {
   rechunk = false;
 
   constructor(proxy: Http1Context, socket: net.Socket, tls: DownstreamTlsInfo | null) {
-    super(proxy, clientAddress(socket), tls);
+    super(proxy, peerAddress(socket), tls);
     this.socket = socket;
   }
 

@@ -452,6 +452,7 @@ export class ClientConn extends Http1Body {
     this.traffic.end();
     this.reportExchange(false);
     this.head = null;
+    this.clientIp = this.peerIp;
     this.route = null;
     this.cluster = null;
     this.endpoint = null;

@@ -18,6 +18,7 @@
 import net from "node:net";
 import { RequestTraffic } from "../cluster/traffic.ts";
 import type { L4ConnectionObserver, L4ConnectionView } from "../observability/connection.ts";
+import { peerAddress } from "../policies/client-address.ts";
 import type { ClusterRuntime, L4ListenerRuntime, RuntimeConfig } from "../runtime/types.ts";
 import { lookupServerName } from "../tls/sni.ts";
 import { ALERT_DECODE_ERROR, ALERT_UNRECOGNIZED_NAME, ClientHelloReader, tlsAlert } from "./client-hello.ts";
@@ -104,7 +105,7 @@ class L4Connection implements L4ConnectionView {
     this.settings = settings;
     this.protocol = settings.kind;
     this.socket = socket;
-    this.clientIp = socket.remoteAddress ?? "";
+    this.clientIp = peerAddress(socket);
   }
 
   get bytesReceived(): number {

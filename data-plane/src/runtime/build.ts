@@ -4,6 +4,7 @@
  */
 import { DEFAULTS, LISTENER_LIMITS } from "@agw/core";
 import { SERVER_NAME_RULE } from "@agw/core/dns-name";
+import type { IpRules as IpRulesSpec } from "@agw/core/gen/agw/v1/access_pb.js";
 import {
   type Cluster,
   type ClusterLoadAssignment,
@@ -26,6 +27,9 @@ import { clusterPolicies, retrySpec } from "../cluster/build.ts";
 import { ClusterStates } from "../cluster/state.ts";
 import { PluginChain } from "../plugins/chain.ts";
 import type { PluginRuntime } from "../plugins/host.ts";
+import { IpRules } from "../policies/ip-rules.ts";
+import { IpSet } from "../policies/ip-set.ts";
+import { PROXY_PROTOCOL_TIMEOUT_MS } from "../policies/proxy-protocol.ts";
 import { BucketTable, bucketMemory } from "../shaping/bucket-table.ts";
 import { routeShaping } from "../shaping/build.ts";
 import { type ListenerTlsRuntime, type TlsBuild, TlsManager } from "../tls/manager.ts";
@@ -145,6 +149,7 @@ function compileRoute(
     ...(action?.maxRequestBodyBytes !== undefined && {
       maxRequestBodyBytes: Number(action.maxRequestBodyBytes),
     }),
+    ...(action?.ipRules && { ipRules: ipRules(where, "ip_rules", action.ipRules) }),
     ...(action?.connect === true && { connect: true }),
   };
 }
@@ -326,6 +331,38 @@ export function pathPolicy(where: string, p: PathNormalization | undefined): Pat
   return { normalize: p?.normalize ?? true, mergeSlashes: p?.mergeSlashes ?? true, escapedSlashes };
 }
 
+function ipRules(where: string, field: string, r: IpRulesSpec): IpRules {
+  try {
+    return new IpRules(r.allow, r.deny);
+  } catch (e) {
+    throw new ResourceError(where, `${field}: ${(e as Error).message}`);
+  }
+}
+
+/** PROXY protocol, trusted proxies and IP rules of an HTTP listener (docs/access-control.md). */
+function listenerAccess(
+  where: string,
+  l: Listener,
+): Pick<ListenerRuntime, "proxyProtocol" | "clientAddress" | "ipRules"> {
+  const c = l.clientAddress;
+  if (c !== undefined && c.xffNumTrustedHops > 0 && c.trustedProxies.length > 0)
+    throw new ResourceError(where, "client_address: xff_num_trusted_hops and trusted_proxies are exclusive");
+  let trustedProxies: IpSet | null = null;
+  if (c !== undefined && c.trustedProxies.length > 0)
+    try {
+      trustedProxies = new IpSet(c.trustedProxies);
+    } catch (e) {
+      throw new ResourceError(where, `client_address.trusted_proxies: ${(e as Error).message}`);
+    }
+  return {
+    ...(l.proxyProtocol && {
+      proxyProtocol: { timeoutMs: ms(l.proxyProtocol.timeout, 0) || PROXY_PROTOCOL_TIMEOUT_MS },
+    }),
+    ...(c && { clientAddress: { xffNumTrustedHops: c.xffNumTrustedHops, trustedProxies } }),
+    ...(l.ipRules && { ipRules: ipRules(where, "ip_rules", l.ipRules) }),
+  };
+}
+
 /** `bindAddress`, when given, replaces every listener's address (a data plane bootstrap option). */
 export function buildRuntimeConfig(
   set: ResourceSet,
@@ -404,12 +441,18 @@ function* buildSteps(
       if (l.routeConfig !== "") throw new ResourceError(where, `a ${l4Kind} listener has no route_config`);
       if (l.tls !== undefined)
         throw new ResourceError(where, `a ${l4Kind} listener terminates no TLS: tls needs protocol HTTPS`);
+      if (l.clientAddress !== undefined || l.ipRules !== undefined)
+        throw new ResourceError(
+          where,
+          `a ${l4Kind} listener has no client_address or ip_rules: it reads no request`,
+        );
       listeners.set(name, {
         name,
         address,
         port: l.port,
         router: undefined,
         l4: l4Listener(where, l4Kind, l.l4, clusters),
+        ...listenerAccess(where, l),
       });
       continue;
     }
@@ -433,6 +476,7 @@ function* buildSteps(
       ...(listenerTls && { tls: listenerTls }),
       limits: listenerLimits(l.limits),
       paths: pathPolicy(where, l.paths),
+      ...listenerAccess(where, l),
     });
   }
   contexts?.build.finish();

@@ -7,6 +7,8 @@
 import type { RetrySpec } from "../cluster/retry.ts";
 import type { ClusterState } from "../cluster/state.ts";
 import type { PluginChain } from "../plugins/chain.ts";
+import type { ClientAddressPolicy } from "../policies/client-address.ts";
+import type { IpRules } from "../policies/ip-rules.ts";
 import type { ListenerTlsRuntime, UpstreamTlsRuntime } from "../tls/manager.ts";
 import type { ServerNameTable } from "../tls/sni.ts";
 
@@ -61,6 +63,8 @@ export interface CompiledRoute {
   readonly rateLimit?: RateLimiter | null;
   /** Response compression (data-plane/src/shaping/compression.ts); null or absent: none. */
   readonly compression?: ResponseCompressor | null;
+  /** IP allow/deny rules on the client address, judged right after routing; null: none. */
+  readonly ipRules?: IpRules | null;
 }
 
 export interface Router {
@@ -132,6 +136,12 @@ export interface ListenerRuntime {
   readonly paths?: PathPolicy;
   /** Present on TCP and TLS passthrough listeners (data-plane/src/l4), which have no router. */
   readonly l4?: L4ListenerRuntime;
+  /** Connections start with a PROXY protocol header, read within this time (policies/proxy-protocol.ts). */
+  readonly proxyProtocol?: { readonly timeoutMs: number };
+  /** Proxies in front whose X-Forwarded-For entries are trusted; absent: the peer is the client. */
+  readonly clientAddress?: ClientAddressPolicy;
+  /** IP allow/deny rules on every request's client address, before routing. */
+  readonly ipRules?: IpRules;
 }
 
 /** A TCP or TLS passthrough listener's targets and limits (docs/l4.md); 0 disables a timeout or limit. */

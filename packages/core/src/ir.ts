@@ -55,6 +55,19 @@ export interface IrRoute {
   maxRequestBodyBytes?: number;
   /** CONNECT requests are tunnelled to the cluster's endpoint. */
   connect?: boolean;
+  ipRules?: IrIpRules;
+}
+
+/** IP allow and deny lists (CIDR prefixes) on the client address (docs/access-control.md). */
+export interface IrIpRules {
+  allow: string[];
+  deny: string[];
+}
+
+/** Proxies trusted to name the client in X-Forwarded-For: hops (0: none) or prefixes. */
+export interface IrClientAddress {
+  xffNumTrustedHops: number;
+  trustedProxies: string[];
 }
 
 export interface IrRewrite {
@@ -161,6 +174,10 @@ export interface IrListener {
   limits?: IrListenerLimits;
   /** Absent: every normalisation step on, escaped slashes refused (docs/routing.md). */
   paths?: IrPathPolicy;
+  /** Connections start with a PROXY protocol header read within timeoutMs (0: the default). */
+  proxyProtocol?: { timeoutMs: number };
+  clientAddress?: IrClientAddress;
+  ipRules?: IrIpRules;
   routes: IrRoute[];
 }
 

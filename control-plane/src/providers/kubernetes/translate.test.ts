@@ -345,9 +345,10 @@ const policyRule = {
       { name: "per-key", key: ["clientAddress" as const, { header: "X-Api-Key" }], requests: 5, per: "1s" },
     ],
   },
+  ipRules: { allow: ["10.0.0.0/8", "2001:db8::/32"], deny: ["10.9.0.0/16"] },
 };
 
-test("retry, rewrite, CORS and mirror on a rule become the very IR fields config.yaml gives", () => {
+test("retry, rewrite, CORS, IP rules and mirror on a rule become the very IR fields config.yaml gives", () => {
   const out = translateKube(
     objects({
       gatewayRoutes: [
@@ -385,9 +386,9 @@ test("retry, rewrite, CORS and mirror on a rule become the very IR fields config
     ],
     clusters: [],
   }).listeners[0]?.routes[0];
-  for (const field of ["retry", "rewrite", "cors", "mirror", "rateLimit", "compression"] as const)
+  for (const field of ["retry", "rewrite", "cors", "mirror", "rateLimit", "compression", "ipRules"] as const)
     assert.deepEqual(fromKube?.[field], fromFile?.[field], field);
-  assert.ok(fromKube?.retry && fromKube.rewrite && fromKube.cors && fromKube.mirror);
+  assert.ok(fromKube?.retry && fromKube.rewrite && fromKube.cors && fromKube.mirror && fromKube.ipRules);
   assert.deepEqual(fromKube?.compression?.levels, { gzip: 9, br: 0, zstd: 0 });
   assert.deepEqual(fromKube?.rateLimit, {
     headers: true,
@@ -404,6 +405,22 @@ test("retry, rewrite, CORS and mirror on a rule become the very IR fields config
   });
   // The mirror's Service port is a cluster of its own, resolved like any backendRef.
   assert.ok(out.clusters.some((c) => c.name === clusterName("shop", "web", 9000)));
+});
+
+test("a rule's IP rules with a prefix that is not one are refused on the GatewayRoute", () => {
+  const out = translateKube(
+    objects({
+      gatewayRoutes: [
+        route("bad-ip", {
+          listener: { name: "http", port: 8080 },
+          rules: [{ backendRefs: [{ name: "web", port: "http" }], ipRules: { allow: ["10.0.0.1/8"] } }],
+        }),
+      ],
+    }),
+  );
+  const accepted = out.routes[0]?.conditions.find((c) => c.type === "Accepted");
+  assert.equal(accepted?.status, "False");
+  assert.match(String(accepted?.message), /ipRules\.allow\.0: "10\.0\.0\.1\/8" has bits set/);
 });
 
 test("a rule may answer with a redirect or a direct response instead of backendRefs", () => {

@@ -184,6 +184,7 @@ const rulePolicySchema = routeSchema.pick({
   cors: true,
   rateLimit: true,
   compression: true,
+  ipRules: true,
 });
 const backendPolicySchema = clusterSchema.omit({ name: true, endpoints: true, tls: true });
 
@@ -374,10 +375,10 @@ export function translateKube(objects: KubeObjects, options: KubeTranslateOption
 
     (spec?.rules ?? []).forEach((rule, ruleIndex) => {
       const where = `rules[${ruleIndex}]`;
-      const { retry, rewrite, redirect, directResponse, cors, rateLimit, compression } = rule;
+      const { retry, rewrite, redirect, directResponse, cors, rateLimit, compression, ipRules } = rule;
       checkSchema(
         rulePolicySchema,
-        { retry, rewrite, redirect, directResponse, cors, rateLimit, compression },
+        { retry, rewrite, redirect, directResponse, cors, rateLimit, compression, ipRules },
         where,
         problems,
       );

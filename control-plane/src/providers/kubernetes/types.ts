@@ -58,6 +58,8 @@ export interface GatewayRouteRule {
   cors?: RoutePolicyInput["cors"];
   rateLimit?: RoutePolicyInput["rateLimit"];
   compression?: RoutePolicyInput["compression"];
+  /** IP allow and deny lists on the client address (docs/access-control.md). */
+  ipRules?: RoutePolicyInput["ipRules"];
   /** config.yaml's mirror with a Service port in place of a cluster name. */
   mirror?: {
     backendRef: { name: string; port: number | string; namespace?: string };

@@ -4,6 +4,7 @@
  * (references, uniqueness) live in semantic.ts.
  */
 import { z } from "zod";
+import { parseCidr } from "../cidr.ts";
 import { SERVER_NAME_RULE } from "../dns-name.ts";
 import { PLUGIN_BODY_LIMITS } from "../ir.ts";
 import { linearRegexError } from "../regex.ts";
@@ -348,6 +349,29 @@ const compressionSchema = z
   })
   .describe("Response compression negotiated from Accept-Encoding (docs/traffic/compression.md).");
 
+const cidr = z
+  .string()
+  .superRefine((text, ctx) => {
+    const c = parseCidr(text);
+    if (typeof c === "string") ctx.addIssue({ code: "custom", message: c });
+  })
+  .describe('CIDR prefix ("10.0.0.0/8", "2001:db8::/32") or a bare address; host bits must be zero.');
+
+export const ipRulesSchema = z
+  .strictObject({
+    allow: z
+      .array(cidr)
+      .optional()
+      .describe("When given, only client addresses in these prefixes get through."),
+    deny: z
+      .array(cidr)
+      .optional()
+      .describe("Client addresses in these prefixes are refused, even if allowed."),
+  })
+  .describe(
+    "IP rules on the request's client address (docs/access-control.md): 403 client_address_denied. IPv4 prefixes match IPv4-mapped IPv6 clients too.",
+  );
+
 export const routeSchema = z
   .strictObject({
     name: resourceName,
@@ -387,6 +411,7 @@ export const routeSchema = z
       .describe(
         "true: CONNECT requests matched by this route (by host) open a TCP tunnel to the cluster's endpoint; otherwise CONNECT gets 405.",
       ),
+    ipRules: ipRulesSchema.optional(),
   })
   .describe("A route. Exactly one of cluster, clusters, redirect or directResponse.");
 
@@ -584,6 +609,40 @@ export const l4Schema = z
   })
   .describe("Timeouts and limits of a tcp or tls-passthrough listener (docs/l4.md).");
 
+export const clientAddressSchema = z
+  .strictObject({
+    xffNumTrustedHops: z
+      .number()
+      .int()
+      .min(1)
+      .max(64)
+      .optional()
+      .describe(
+        "Proxies in front of the listener, each appending to X-Forwarded-For: the client is the Nth address from the right of X-Forwarded-For plus the peer (Envoy's xff_num_trusted_hops).",
+      ),
+    trustedProxies: z
+      .array(cidr)
+      .min(1)
+      .optional()
+      .describe(
+        "When the peer is in these prefixes, the client is the rightmost X-Forwarded-For entry that is not (Envoy's xff_trusted_cidrs).",
+      ),
+  })
+  .superRefine(exactlyOne(["xffNumTrustedHops", "trustedProxies"]))
+  .describe(
+    "Which proxies in front are trusted to name the client in X-Forwarded-For (docs/access-control.md); without it the connection's peer is the client.",
+  );
+
+export const proxyProtocolSchema = z
+  .strictObject({
+    timeout: duration
+      .optional()
+      .describe("Time for the whole header to arrive, from the accept. Default 10s."),
+  })
+  .describe(
+    "Every connection must start with a PROXY protocol v1 or v2 header, whose source becomes the peer address (docs/access-control.md).",
+  );
+
 export const listenerSchema = z.strictObject({
   name: resourceName,
   address: z.string().min(1).optional().describe('Address to bind; default "0.0.0.0".'),
@@ -610,6 +669,9 @@ export const listenerSchema = z.strictObject({
     .optional()
     .describe("tls-passthrough: routes by server name, first match wins."),
   l4: l4Schema.optional(),
+  proxyProtocol: proxyProtocolSchema.optional(),
+  clientAddress: clientAddressSchema.optional(),
+  ipRules: ipRulesSchema.optional(),
 });
 
 export const upstreamTlsSchema = z

@@ -164,7 +164,7 @@ export function semanticErrors(config: GatewayConfig, invalid: InvalidNames = {}
 }
 
 const L4_ONLY = ["cluster", "sni", "l4"] as const;
-const HTTP_ONLY = ["routes", "tls", "limits", "paths"] as const;
+const HTTP_ONLY = ["routes", "tls", "limits", "paths", "clientAddress", "ipRules"] as const;
 
 /** What a tcp or tls-passthrough listener may and must have, and what an HTTP listener may not. */
 function l4Errors(

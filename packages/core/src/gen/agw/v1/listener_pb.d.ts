@@ -4,6 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
+import type { ClientAddress, IpRules, ProxyProtocol } from "./access_pb.js";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 
 /**
@@ -74,6 +75,27 @@ export declare type Listener = Message<"agw.v1.Listener"> & {
    * @generated from field: agw.v1.L4Listener l4 = 9;
    */
   l4?: L4Listener | undefined;
+
+  /**
+   * Connections start with a PROXY protocol header (docs/access-control.md).
+   *
+   * @generated from field: agw.v1.ProxyProtocol proxy_protocol = 10;
+   */
+  proxyProtocol?: ProxyProtocol | undefined;
+
+  /**
+   * Proxies trusted to name the client in X-Forwarded-For; absent: the peer is the client.
+   *
+   * @generated from field: agw.v1.ClientAddress client_address = 11;
+   */
+  clientAddress?: ClientAddress | undefined;
+
+  /**
+   * IP rules on every request's client address, before routing.
+   *
+   * @generated from field: agw.v1.IpRules ip_rules = 12;
+   */
+  ipRules?: IpRules | undefined;
 };
 
 /**

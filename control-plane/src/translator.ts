@@ -12,6 +12,7 @@ import {
   type SecretConfig,
 } from "@agw/core/config/schema";
 import { parseHostPort } from "@agw/core/config/semantic";
+import { parseHtpasswd } from "@agw/core/htpasswd";
 import {
   DEFAULTS,
   type HeaderOps,
@@ -87,6 +88,7 @@ function route(r: RouteConfigEntry, order: number): IrRoute {
     ...(r.accessLog === false && { accessLogOff: true }),
     ...(r.maxRequestBodyBytes !== undefined && { maxRequestBodyBytes: r.maxRequestBodyBytes }),
     ...(r.connect === true && { connect: true }),
+    ...(r.basicAuth && { basicAuth: { users: r.basicAuth.users, realm: r.basicAuth.realm ?? "" } }),
   };
 }
 
@@ -272,6 +274,11 @@ function pemOf(source: PemSource | undefined, what: string): string {
 }
 
 function secret(s: SecretConfig): IrSecret {
+  if (s.htpasswd !== undefined) {
+    const text = s.htpasswd.text;
+    if (text === undefined) throw new Error(`${s.name} passed validation but its htpasswd was not read`);
+    return { name: s.name, certificateChainPem: "", privateKeyPem: "", htpasswd: parseHtpasswd(text) };
+  }
   if (s.ca !== undefined)
     return { name: s.name, certificateChainPem: "", privateKeyPem: "", caPem: pemOf(s.ca, s.name) };
   return {

@@ -282,9 +282,11 @@ export function versioned<D extends DescMessage>(
 
 /** The Secret names a listener references: its certificates and its client CA. */
 export function listenerSecrets(l: IrListener): string[] {
-  if (!l.tls) return [];
+  // A route's basic auth users go where its listener goes: routes are received with their listener.
+  const users = [...new Set(l.routes.flatMap((r) => (r.basicAuth ? [r.basicAuth.users] : [])))];
+  if (!l.tls) return users;
   const ca = l.tls.clientCertificate?.ca;
-  return [...l.tls.certificates, ...(ca ? [ca] : [])];
+  return [...l.tls.certificates, ...(ca ? [ca] : []), ...users];
 }
 
 /** The Secret names a cluster references: the upstream CA and the client certificate. */
@@ -321,6 +323,7 @@ export function routeMessage(routeConfig: string, r: IrRoute): Route {
       }),
       ...(r.connect && { connect: true }),
       ...(r.ipRules && { ipRules: { ...r.ipRules } }),
+      ...(r.basicAuth && { basicAuth: { usersSecret: r.basicAuth.users, realm: r.basicAuth.realm } }),
     },
   });
 }
@@ -549,12 +552,17 @@ export class SnapshotBuilder {
             create(SecretSchema, {
               name: s.name,
               kind:
-                s.caPem !== undefined
-                  ? { case: "validationContext", value: { trustedCaPem: s.caPem } }
-                  : {
-                      case: "tlsCertificate",
-                      value: { certificateChainPem: s.certificateChainPem, privateKeyPem: s.privateKeyPem },
-                    },
+                s.htpasswd !== undefined
+                  ? {
+                      case: "basicAuthUsers",
+                      value: { users: s.htpasswd.map((u) => ({ name: u.user, bcryptHash: u.hash })) },
+                    }
+                  : s.caPem !== undefined
+                    ? { case: "validationContext", value: { trustedCaPem: s.caPem } }
+                    : {
+                        case: "tlsCertificate",
+                        value: { certificateChainPem: s.certificateChainPem, privateKeyPem: s.privateKeyPem },
+                      },
             }),
           ),
         counts,
@@ -568,7 +576,8 @@ export class SnapshotBuilder {
         undefined,
         () => {
           const { routes: _, ...listener } = l;
-          return listener;
+          // The Secrets its routes name are the listener resource's too (listenerSecrets).
+          return { ...listener, secrets: listenerSecrets(l) };
         },
         () =>
           versioned(

@@ -36,6 +36,10 @@ export const AGW_ERRORS = {
   AGW_ERR_INVALID_FORWARDED_FOR: "invalid_forwarded_for",
   /** A listener with proxyProtocol got a malformed or no PROXY header (plain HTTP listeners say so). */
   AGW_ERR_INVALID_PROXY_PROTOCOL: "invalid_proxy_protocol",
+  /** Basic auth: credentials missing or not valid (401 with a challenge). */
+  AGW_ERR_UNAUTHORIZED: "unauthorized",
+  /** Basic auth: too many credential checks in flight; try again. */
+  AGW_ERR_AUTH_BUSY: "auth_busy",
 } as const;
 
 export type AgwErrorCode = (typeof AGW_ERRORS)[keyof typeof AGW_ERRORS];

@@ -19,6 +19,7 @@ import { RequestTraffic } from "../cluster/traffic.ts";
 import type { ExchangeView } from "../observability/exchange.ts";
 import type { BufferedBody, PluginChain, PluginReply } from "../plugins/chain.ts";
 import { listenerAccess } from "../policies/access.ts";
+import type { AuthRefusal } from "../policies/basic-auth.ts";
 import type {
   BodyEncoder,
   ClusterRuntime,
@@ -60,6 +61,17 @@ import { connFailure, PROTOCOL_ERROR, UPSTREAM_TIMED_OUT, type UpstreamFailure }
 const IDEMPOTENT: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 
 export { M_CHUNKED, M_CLOSE, M_LENGTH, M_NONE } from "./body-framing.ts";
+
+/** A credential check's promise rejects only through a host bug: the request fails closed. */
+const AUTH_CRASHED: AuthRefusal = {
+  status: 500,
+  code: AGW_ERRORS.AGW_ERR_AUTH_BUSY,
+  message: "credential check failed",
+  fields: [],
+};
+
+const NO_FIELDS: ReadonlyArray<readonly [string, string]> = [];
+
 export type { Downstream, ProxyContext } from "./downstream.ts";
 export { FieldList } from "./fields.ts";
 export { PLUGIN_CRASHED } from "./response-filter.ts";
@@ -220,6 +232,52 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
       this.fail(405, AGW_ERRORS.AGW_ERR_CONNECT_NOT_ALLOWED, "the route does not allow CONNECT");
       return;
     }
+    // access after routing: the route's basic auth (policies/basic-auth.ts).
+    const auth = route.basicAuth;
+    if (auth != null && !route.local?.isPreflight(head)) {
+      const verdict = auth.check(head);
+      if (verdict instanceof Promise) {
+        this.pauseRequest();
+        verdict.then(
+          (r) => this.afterAuth(head, r, route, config),
+          () => this.afterAuth(head, AUTH_CRASHED, route, config),
+        );
+        return;
+      }
+      if (verdict !== null) {
+        this.refuse(verdict);
+        return;
+      }
+    }
+    this.afterAccess(head, route, config);
+  }
+
+  /** A credential check that waited has decided; the client may have gone meanwhile. */
+  afterAuth(
+    head: RequestHead,
+    verdict: AuthRefusal | null,
+    route: CompiledRoute,
+    config: RuntimeConfig,
+  ): void {
+    if (this.head !== head || !this.active) return;
+    if (verdict !== null) {
+      this.refuse(verdict);
+      return;
+    }
+    // Resumed first: bytes flow only from the next tick, by when what follows has paused the
+    // request again (plugins deciding) or is ready for its body (upstream, a plugin reading it).
+    this.resumeRequest();
+    this.afterAccess(head, route, config);
+  }
+
+  /** A policy's refusal, with the fields it carries (a 401's challenge). */
+  refuse(r: AuthRefusal): void {
+    this.routeTimer.disarm();
+    this.sendError(r.status, r.code, r.message, r.fields);
+  }
+
+  /** local response → rate limit → request filter → upstream peer, once access is granted. */
+  afterAccess(head: RequestHead, route: CompiledRoute, config: RuntimeConfig): void {
     // local response: redirects, direct responses and CORS preflights, before plugins. The traffic
     // state receives the CORS fields of a proxied response.
     const local = route.local?.reply(head, this.tls !== null, this.traffic);
@@ -681,7 +739,12 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
   }
 
   /** A gateway error: JSON for HTTP clients, a trailers-only response with grpc-status for gRPC ones. */
-  sendError(status: number, code: AgwErrorCode, message: string): void {
+  sendError(
+    status: number,
+    code: AgwErrorCode,
+    message: string,
+    extra: ReadonlyArray<readonly [string, string]> = NO_FIELDS,
+  ): void {
     this.errorCode = code;
     const f = this.fields;
     if (this.grpc) {
@@ -698,6 +761,7 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
     f.add("content-type", "application/json");
     f.add("content-length", String(body.length));
     this.errorFields(f, code);
+    for (const [n, v] of extra) f.add(n, v);
     this.writeLocal(status, f, this.head?.method === "HEAD" ? null : body);
   }
 

@@ -20,6 +20,7 @@ import {
 } from "@agw/core/gen/agw/v1/listener_pb.js";
 import type { HeaderOperations, Route, RouteConfig } from "@agw/core/gen/agw/v1/route_pb.js";
 import type { Secret } from "@agw/core/gen/agw/v1/secret_pb.js";
+import { hashProblem } from "@agw/core/htpasswd";
 import { runSliced, runToEnd, type Steps } from "@agw/core/slices";
 import { routeProblems } from "@agw/core/xds/route-check";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
@@ -27,6 +28,7 @@ import { clusterPolicies, retrySpec } from "../cluster/build.ts";
 import { ClusterStates } from "../cluster/state.ts";
 import { PluginChain } from "../plugins/chain.ts";
 import type { PluginRuntime } from "../plugins/host.ts";
+import { BasicAuth, BasicAuthUsers } from "../policies/basic-auth.ts";
 import { IpRules } from "../policies/ip-rules.ts";
 import { IpSet } from "../policies/ip-set.ts";
 import { PROXY_PROTOCOL_TIMEOUT_MS } from "../policies/proxy-protocol.ts";
@@ -109,6 +111,7 @@ function compileRoute(
   name: string,
   plugins: ReadonlyMap<string, PluginRuntime> | undefined,
   buckets: () => BucketTable,
+  users: ReadonlyMap<string, BasicAuthUsers>,
 ): CompiledRoute {
   const where = `agw.v1.Route ${name}`;
   // The check the control plane also runs on Kubernetes routes before they reach a snapshot.
@@ -134,7 +137,18 @@ function compileRoute(
   } else {
     pickCluster = () => "";
   }
-  const requestHeaders = headerOps(action?.requestHeaders);
+  const basic = action?.basicAuth;
+  let basicAuth: BasicAuth | null = null;
+  let requestHeaders = headerOps(action?.requestHeaders);
+  if (basic !== undefined) {
+    const u = users?.get(basic.usersSecret);
+    if (u === undefined)
+      throw new ResourceError(where, `basic auth users secret "${basic.usersSecret}" does not exist`);
+    basicAuth = new BasicAuth(u, basic.realm || "agw");
+    // The client's credentials are the gateway's to check, never the upstream's to read.
+    if (!requestHeaders.remove.includes("authorization"))
+      requestHeaders = { ...requestHeaders, remove: [...requestHeaders.remove, "authorization"] };
+  }
   return {
     name: route.name,
     pickCluster,
@@ -150,6 +164,7 @@ function compileRoute(
       maxRequestBodyBytes: Number(action.maxRequestBodyBytes),
     }),
     ...(action?.ipRules && { ipRules: ipRules(where, "ip_rules", action.ipRules) }),
+    basicAuth,
     ...(action?.connect === true && { connect: true }),
   };
 }
@@ -216,10 +231,11 @@ function tlsContexts(set: ResourceSet): TlsContexts {
   const build = (set.tls ?? (sharedTlsManager as TlsManager)).build();
   const secrets = new Map<string, SecretMaterial>();
   for (const [name, secret] of set.secrets ?? [])
-    secrets.set(
-      name,
-      tlsStep(`agw.v1.Secret ${name}`, () => build.secret(secret)),
-    );
+    if (secret.kind.case !== "basicAuthUsers")
+      secrets.set(
+        name,
+        tlsStep(`agw.v1.Secret ${name}`, () => build.secret(secret)),
+      );
   return { build, secrets };
 }
 
@@ -331,6 +347,24 @@ export function pathPolicy(where: string, p: PathNormalization | undefined): Pat
   return { normalize: p?.normalize ?? true, mergeSlashes: p?.mergeSlashes ?? true, escapedSlashes };
 }
 
+/** The basic auth users of each BasicAuthUsers Secret; every hash checked (packages/core/src/htpasswd.ts). */
+function basicAuthUsers(set: ResourceSet): Map<string, BasicAuthUsers> {
+  const out = new Map<string, BasicAuthUsers>();
+  for (const [name, secret] of set.secrets ?? []) {
+    if (secret.kind.case !== "basicAuthUsers") continue;
+    const users = secret.kind.value.users;
+    if (users.length === 0)
+      throw new ResourceError(`agw.v1.Secret ${name}`, "basic_auth_users lists no user");
+    for (const u of users) {
+      const problem = hashProblem(u.bcryptHash);
+      // The message names the user, never the hash.
+      if (problem !== "") throw new ResourceError(`agw.v1.Secret ${name}`, `user ${u.name}: ${problem}`);
+    }
+    out.set(name, new BasicAuthUsers(users.map((u) => ({ name: u.name, hash: u.bcryptHash }))));
+  }
+  return out;
+}
+
 function ipRules(where: string, field: string, r: IpRulesSpec): IpRules {
   try {
     return new IpRules(r.allow, r.deny);
@@ -405,13 +439,14 @@ function* buildSteps(
     privateBuckets ??= new BucketTable(bucketMemory(1 << 12));
     return privateBuckets;
   };
+  const users = basicAuthUsers(set);
   const routesByConfig = new Map<string, Candidate[]>();
   for (const [name, route] of set.routes) {
     yield;
     const where = `agw.v1.Route ${name}`;
     let candidate: Candidate;
     try {
-      candidate = compileCandidate(route, compileRoute(route, name, set.plugins, buckets));
+      candidate = compileCandidate(route, compileRoute(route, name, set.plugins, buckets, users));
     } catch (e) {
       if (e instanceof ResourceError) throw e;
       throw new ResourceError(where, (e as Error).message);

@@ -7,6 +7,7 @@
 import type { RetrySpec } from "../cluster/retry.ts";
 import type { ClusterState } from "../cluster/state.ts";
 import type { PluginChain } from "../plugins/chain.ts";
+import type { BasicAuth } from "../policies/basic-auth.ts";
 import type { ClientAddressPolicy } from "../policies/client-address.ts";
 import type { IpRules } from "../policies/ip-rules.ts";
 import type { ListenerTlsRuntime, UpstreamTlsRuntime } from "../tls/manager.ts";
@@ -65,6 +66,8 @@ export interface CompiledRoute {
   readonly compression?: ResponseCompressor | null;
   /** IP allow/deny rules on the client address, judged right after routing; null: none. */
   readonly ipRules?: IpRules | null;
+  /** Basic auth, judged after the IP rules (CORS preflights pass); null: none. */
+  readonly basicAuth?: BasicAuth | null;
 }
 
 export interface Router {
@@ -245,6 +248,8 @@ export interface LocalResponder {
    * HTTP/1.1 and HTTP/2 alike) gets the CORS fields of a proxied response to a cross-origin request.
    */
   reply(req: LocalRequest, secure: boolean, sink: ResponseHeaderSink): LocalReply | undefined;
+  /** A CORS preflight this route answers: authentication lets it through (browsers send no credentials). */
+  isPreflight(req: RequestView): boolean;
 }
 
 /** What the mirror reads of the request; the engine's RequestHead has it. */

@@ -29,6 +29,19 @@ export class LocalAnswers implements LocalResponder {
   }
 
   /**
+   * A CORS preflight the route answers itself: browsers send no credentials with one, so the route's
+   * authentication lets it through (Envoy runs its CORS filter before authentication too).
+   */
+  isPreflight(req: RequestView): boolean {
+    return (
+      this.cors !== null &&
+      req.method === "OPTIONS" &&
+      req.header("origin") !== undefined &&
+      req.header("access-control-request-method") !== undefined
+    );
+  }
+
+  /**
    * The local answer to `req`, or undefined to proxy it; `sink` (the request's traffic state, on
    * HTTP/1.1 and HTTP/2 alike) gets the CORS fields of a proxied response to a cross-origin request.
    */

@@ -56,6 +56,8 @@ export interface IrRoute {
   /** CONNECT requests are tunnelled to the cluster's endpoint. */
   connect?: boolean;
   ipRules?: IrIpRules;
+  /** Basic auth against the htpasswd Secret `users` (docs/access-control.md). */
+  basicAuth?: { users: string; realm: string };
 }
 
 /** IP allow and deny lists (CIDR prefixes) on the client address (docs/access-control.md). */
@@ -261,6 +263,8 @@ export interface IrSecret {
   privateKeyPem: string;
   /** Set instead of the certificate and key (left "") when the secret is a CA bundle for verifying peers. */
   caPem?: string;
+  /** Set instead of the certificate and key (left "") when the secret holds basic auth users. */
+  htpasswd?: Array<{ user: string; hash: string }>;
 }
 
 /** A WebAssembly component plugin (docs/plugins.md); durations in ms, 0 = the data plane's default. */

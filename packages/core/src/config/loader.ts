@@ -8,6 +8,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Document, LineCounter } from "yaml";
 import { isNode } from "yaml";
+import { parseHtpasswd } from "../htpasswd.ts";
 import { checkKeyPair, PemError, parseCertificates } from "../pem.ts";
 import { componentDigest, isConfigMapSource } from "../xds/plugin-component.ts";
 import { configSchema, type GatewayConfig } from "./schema.ts";
@@ -260,7 +261,27 @@ function parseChecked(text: string, file: string, readPem?: PemReader): LoadResu
           errors.push(new ConfigError(file, at(where), where, (e as Error).message));
         }
       }
+      const htpasswd = secret.htpasswd;
+      if (htpasswd?.file !== undefined) {
+        const path = resolve(dirname(file), htpasswd.file);
+        try {
+          htpasswd.text = readPem(path);
+          secretFiles.push(path);
+        } catch (e) {
+          readable = false;
+          const where = ["secrets", si, "htpasswd", "file"];
+          errors.push(new ConfigError(file, at(where), where, (e as Error).message));
+        }
+      }
       if (!readable) return;
+      if (htpasswd?.text !== undefined)
+        try {
+          parseHtpasswd(htpasswd.text);
+        } catch (e) {
+          // The message names the line and the user, never a hash.
+          const where = ["secrets", si, "htpasswd"];
+          errors.push(new ConfigError(file, at(where), where, (e as Error).message));
+        }
       try {
         if (secret.certificate?.pem !== undefined && secret.key?.pem !== undefined)
           checkKeyPair(secret.certificate.pem, secret.key.pem);

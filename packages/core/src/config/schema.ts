@@ -106,6 +106,7 @@ const pluginRef = z.strictObject({
 });
 
 const NAME = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/;
+const resourceNameRef = z.string().min(1);
 const resourceName = z
   .string()
   .regex(NAME, "names are 1-63 characters of a-z, 0-9, '.', '_' and '-', starting and ending alphanumeric");
@@ -372,6 +373,20 @@ export const ipRulesSchema = z
     "IP rules on the request's client address (docs/access-control.md): 403 client_address_denied. IPv4 prefixes match IPv4-mapped IPv6 clients too.",
   );
 
+export const basicAuthSchema = z
+  .strictObject({
+    users: resourceNameRef.describe("The secret whose htpasswd lists the users."),
+    realm: z
+      .string()
+      .regex(/^[\x20-\x7e]{1,128}$/, "printable ASCII without quotes")
+      .refine((r) => !r.includes('"') && !r.includes("\\"), "printable ASCII without quotes")
+      .optional()
+      .describe('The realm of the 401 challenge; default "agw".'),
+  })
+  .describe(
+    "HTTP basic auth (RFC 7617, docs/access-control.md): 401 without valid credentials; the Authorization header is not sent upstream.",
+  );
+
 export const routeSchema = z
   .strictObject({
     name: resourceName,
@@ -412,6 +427,7 @@ export const routeSchema = z
         "true: CONNECT requests matched by this route (by host) open a TCP tunnel to the cluster's endpoint; otherwise CONNECT gets 405.",
       ),
     ipRules: ipRulesSchema.optional(),
+    basicAuth: basicAuthSchema.optional(),
   })
   .describe("A route. Exactly one of cluster, clusters, redirect or directResponse.");
 
@@ -429,8 +445,18 @@ export const secretSchema = z
     certificate: pemSource.optional().describe("Certificate chain, leaf first (with key)."),
     key: pemSource.optional().describe("Private key of the certificate (RSA or ECDSA)."),
     ca: pemSource.optional().describe("CA bundle used to verify peers."),
+    htpasswd: z
+      .strictObject({
+        file: z.string().min(1).optional().describe("htpasswd file, relative to config.yaml's directory."),
+        text: z.string().min(1).optional().describe("Inline htpasswd lines."),
+      })
+      .superRefine(exactlyOne(["file", "text"]))
+      .optional()
+      .describe(
+        "Basic auth users as htpasswd lines, bcrypt hashes only (htpasswd -B); sent only to authenticated data planes whose routes name it.",
+      ),
   })
-  .describe("Either certificate and key, or ca.");
+  .describe("Either certificate and key, ca, or htpasswd.");
 
 const alpnList = z
   .array(z.enum(["h2", "http/1.1"]))

@@ -232,7 +232,7 @@ const KUBERNETES_SECRET = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\/[a-z0-9]([-.a-z0
 /** Secrets are well-formed and every reference names one of the right kind. */
 function secretErrors(config: GatewayConfig, invalid: InvalidNames): SemanticError[] {
   const secrets = config.secrets ?? [];
-  const kinds = new Map<string, "certificate" | "ca">();
+  const kinds = new Map<string, "certificate" | "ca" | "htpasswd">();
   const errors: SemanticError[] = duplicates(
     secrets,
     (s) => s.name,
@@ -241,23 +241,30 @@ function secretErrors(config: GatewayConfig, invalid: InvalidNames): SemanticErr
   );
   secrets.forEach((s, i) => {
     const hasPair = s.certificate !== undefined || s.key !== undefined;
+    if (s.htpasswd !== undefined) {
+      if (hasPair || s.ca !== undefined)
+        errors.push({ path: ["secrets", i], message: "a secret with htpasswd holds nothing else" });
+      kinds.set(s.name, "htpasswd");
+      return;
+    }
     if (hasPair && s.ca !== undefined) {
       errors.push({ path: ["secrets", i], message: "a secret holds either certificate and key, or ca" });
     } else if (hasPair && (s.certificate === undefined || s.key === undefined)) {
       errors.push({ path: ["secrets", i], message: "certificate and key go together" });
     } else if (!hasPair && s.ca === undefined) {
-      errors.push({ path: ["secrets", i], message: "a secret needs certificate and key, or ca" });
+      errors.push({ path: ["secrets", i], message: "a secret needs certificate and key, ca, or htpasswd" });
     }
     kinds.set(s.name, s.ca !== undefined ? "ca" : "certificate");
   });
-  const ref = (name: string, kind: "certificate" | "ca", path: ConfigPath) => {
+  const what = { ca: "a CA bundle", certificate: "a certificate and key", htpasswd: "htpasswd users" };
+  const ref = (name: string, kind: "certificate" | "ca" | "htpasswd", path: ConfigPath) => {
     const actual = kinds.get(name);
     if (actual === undefined) {
       if (!among(invalid.secrets, name)) errors.push({ path, message: `unknown secret "${name}"` });
     } else if (actual !== kind)
       errors.push({
         path,
-        message: `secret "${name}" holds ${actual === "ca" ? "a CA bundle" : "a certificate"}, expected ${kind === "ca" ? "a CA bundle" : "a certificate and key"}`,
+        message: `secret "${name}" holds ${what[actual]}, expected ${what[kind]}`,
       });
   };
   (config.listeners ?? []).forEach((l, li) => {
@@ -274,6 +281,10 @@ function secretErrors(config: GatewayConfig, invalid: InvalidNames): SemanticErr
     });
     const client = l.tls?.clientCertificate;
     if (client) ref(client.ca, "ca", [...at, "tls", "clientCertificate", "ca"]);
+    (l.routes ?? []).forEach((r, ri) => {
+      if (r.basicAuth !== undefined)
+        ref(r.basicAuth.users, "htpasswd", [...at, "routes", ri, "basicAuth", "users"]);
+    });
   });
   (config.clusters ?? []).forEach((c, ci) => {
     const at: ConfigPath = ["clusters", ci, "tls"];

@@ -86,3 +86,31 @@ export declare type ProxyProtocol = Message<"agw.v1.ProxyProtocol"> & {
  */
 export declare const ProxyProtocolSchema: GenMessage<ProxyProtocol>;
 
+/**
+ * HTTP basic auth (RFC 7617) on a route: credentials checked against a Secret's bcrypt hashes; 401
+ * with a Basic challenge without valid ones. The Authorization header is not sent upstream.
+ *
+ * @generated from message agw.v1.BasicAuth
+ */
+export declare type BasicAuth = Message<"agw.v1.BasicAuth"> & {
+  /**
+   * The Secret (BasicAuthUsers) holding the users.
+   *
+   * @generated from field: string users_secret = 1;
+   */
+  usersSecret: string;
+
+  /**
+   * The challenge's realm; empty: "agw".
+   *
+   * @generated from field: string realm = 2;
+   */
+  realm: string;
+};
+
+/**
+ * Describes the message agw.v1.BasicAuth.
+ * Use `create(BasicAuthSchema)` to create a new message.
+ */
+export declare const BasicAuthSchema: GenMessage<BasicAuth>;
+

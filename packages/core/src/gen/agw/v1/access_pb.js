@@ -9,7 +9,7 @@ import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
  * Describes the file agw/v1/access.proto.
  */
 export const file_agw_v1_access = /*@__PURE__*/
-  fileDesc("ChNhZ3cvdjEvYWNjZXNzLnByb3RvEgZhZ3cudjEiJgoHSXBSdWxlcxINCgVhbGxvdxgBIAMoCRIMCgRkZW55GAIgAygJIkYKDUNsaWVudEFkZHJlc3MSHAoUeGZmX251bV90cnVzdGVkX2hvcHMYASABKA0SFwoPdHJ1c3RlZF9wcm94aWVzGAIgAygJIjsKDVByb3h5UHJvdG9jb2wSKgoHdGltZW91dBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbmIGcHJvdG8z", [file_google_protobuf_duration]);
+  fileDesc("ChNhZ3cvdjEvYWNjZXNzLnByb3RvEgZhZ3cudjEiJgoHSXBSdWxlcxINCgVhbGxvdxgBIAMoCRIMCgRkZW55GAIgAygJIkYKDUNsaWVudEFkZHJlc3MSHAoUeGZmX251bV90cnVzdGVkX2hvcHMYASABKA0SFwoPdHJ1c3RlZF9wcm94aWVzGAIgAygJIjsKDVByb3h5UHJvdG9jb2wSKgoHdGltZW91dBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiIwCglCYXNpY0F1dGgSFAoMdXNlcnNfc2VjcmV0GAEgASgJEg0KBXJlYWxtGAIgASgJYgZwcm90bzM", [file_google_protobuf_duration]);
 
 /**
  * Describes the message agw.v1.IpRules.
@@ -31,4 +31,11 @@ export const ClientAddressSchema = /*@__PURE__*/
  */
 export const ProxyProtocolSchema = /*@__PURE__*/
   messageDesc(file_agw_v1_access, 2);
+
+/**
+ * Describes the message agw.v1.BasicAuth.
+ * Use `create(BasicAuthSchema)` to create a new message.
+ */
+export const BasicAuthSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_access, 3);
 

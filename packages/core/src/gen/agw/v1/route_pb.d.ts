@@ -6,7 +6,7 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import type { CompressionPolicy, LocalRateLimit } from "./shaping_pb.js";
-import type { IpRules } from "./access_pb.js";
+import type { BasicAuth, IpRules } from "./access_pb.js";
 
 /**
  * Describes the file agw/v1/route.proto.
@@ -342,6 +342,13 @@ export declare type RouteAction = Message<"agw.v1.RouteAction"> & {
    * @generated from field: agw.v1.IpRules ip_rules = 16;
    */
   ipRules?: IpRules | undefined;
+
+  /**
+   * Basic auth, judged after the IP rules (docs/access-control.md).
+   *
+   * @generated from field: agw.v1.BasicAuth basic_auth = 17;
+   */
+  basicAuth?: BasicAuth | undefined;
 };
 
 /**

@@ -36,6 +36,12 @@ export declare type Secret = Message<"agw.v1.Secret"> & {
      */
     value: ValidationContext;
     case: "validationContext";
+  } | {
+    /**
+     * @generated from field: agw.v1.BasicAuthUsers basic_auth_users = 4;
+     */
+    value: BasicAuthUsers;
+    case: "basicAuthUsers";
   } | { case: undefined; value?: undefined };
 };
 
@@ -44,6 +50,45 @@ export declare type Secret = Message<"agw.v1.Secret"> & {
  * Use `create(SecretSchema)` to create a new message.
  */
 export declare const SecretSchema: GenMessage<Secret>;
+
+/**
+ * Basic auth users (docs/access-control.md): bcrypt hashes only ($2a$, $2b$, $2y$).
+ *
+ * @generated from message agw.v1.BasicAuthUsers
+ */
+export declare type BasicAuthUsers = Message<"agw.v1.BasicAuthUsers"> & {
+  /**
+   * @generated from field: repeated agw.v1.BasicAuthUser users = 1;
+   */
+  users: BasicAuthUser[];
+};
+
+/**
+ * Describes the message agw.v1.BasicAuthUsers.
+ * Use `create(BasicAuthUsersSchema)` to create a new message.
+ */
+export declare const BasicAuthUsersSchema: GenMessage<BasicAuthUsers>;
+
+/**
+ * @generated from message agw.v1.BasicAuthUser
+ */
+export declare type BasicAuthUser = Message<"agw.v1.BasicAuthUser"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string bcrypt_hash = 2;
+   */
+  bcryptHash: string;
+};
+
+/**
+ * Describes the message agw.v1.BasicAuthUser.
+ * Use `create(BasicAuthUserSchema)` to create a new message.
+ */
+export declare const BasicAuthUserSchema: GenMessage<BasicAuthUser>;
 
 /**
  * @generated from message agw.v1.TlsCertificate

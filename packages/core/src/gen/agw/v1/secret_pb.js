@@ -8,7 +8,7 @@ import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
  * Describes the file agw/v1/secret.proto.
  */
 export const file_agw_v1_secret = /*@__PURE__*/
-  fileDesc("ChNhZ3cvdjEvc2VjcmV0LnByb3RvEgZhZ3cudjEiigEKBlNlY3JldBIMCgRuYW1lGAEgASgJEjEKD3Rsc19jZXJ0aWZpY2F0ZRgCIAEoCzIWLmFndy52MS5UbHNDZXJ0aWZpY2F0ZUgAEjcKEnZhbGlkYXRpb25fY29udGV4dBgDIAEoCzIZLmFndy52MS5WYWxpZGF0aW9uQ29udGV4dEgAQgYKBGtpbmQiSAoOVGxzQ2VydGlmaWNhdGUSHQoVY2VydGlmaWNhdGVfY2hhaW5fcGVtGAEgASgJEhcKD3ByaXZhdGVfa2V5X3BlbRgCIAEoCSJMChFWYWxpZGF0aW9uQ29udGV4dBIWCg50cnVzdGVkX2NhX3BlbRgBIAEoCRIfChdtYXRjaF9zdWJqZWN0X2FsdF9uYW1lcxgCIAMoCWIGcHJvdG8z");
+  fileDesc("ChNhZ3cvdjEvc2VjcmV0LnByb3RvEgZhZ3cudjEivgEKBlNlY3JldBIMCgRuYW1lGAEgASgJEjEKD3Rsc19jZXJ0aWZpY2F0ZRgCIAEoCzIWLmFndy52MS5UbHNDZXJ0aWZpY2F0ZUgAEjcKEnZhbGlkYXRpb25fY29udGV4dBgDIAEoCzIZLmFndy52MS5WYWxpZGF0aW9uQ29udGV4dEgAEjIKEGJhc2ljX2F1dGhfdXNlcnMYBCABKAsyFi5hZ3cudjEuQmFzaWNBdXRoVXNlcnNIAEIGCgRraW5kIjYKDkJhc2ljQXV0aFVzZXJzEiQKBXVzZXJzGAEgAygLMhUuYWd3LnYxLkJhc2ljQXV0aFVzZXIiMgoNQmFzaWNBdXRoVXNlchIMCgRuYW1lGAEgASgJEhMKC2JjcnlwdF9oYXNoGAIgASgJIkgKDlRsc0NlcnRpZmljYXRlEh0KFWNlcnRpZmljYXRlX2NoYWluX3BlbRgBIAEoCRIXCg9wcml2YXRlX2tleV9wZW0YAiABKAkiTAoRVmFsaWRhdGlvbkNvbnRleHQSFgoOdHJ1c3RlZF9jYV9wZW0YASABKAkSHwoXbWF0Y2hfc3ViamVjdF9hbHRfbmFtZXMYAiADKAliBnByb3RvMw");
 
 /**
  * Describes the message agw.v1.Secret.
@@ -18,16 +18,30 @@ export const SecretSchema = /*@__PURE__*/
   messageDesc(file_agw_v1_secret, 0);
 
 /**
+ * Describes the message agw.v1.BasicAuthUsers.
+ * Use `create(BasicAuthUsersSchema)` to create a new message.
+ */
+export const BasicAuthUsersSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_secret, 1);
+
+/**
+ * Describes the message agw.v1.BasicAuthUser.
+ * Use `create(BasicAuthUserSchema)` to create a new message.
+ */
+export const BasicAuthUserSchema = /*@__PURE__*/
+  messageDesc(file_agw_v1_secret, 2);
+
+/**
  * Describes the message agw.v1.TlsCertificate.
  * Use `create(TlsCertificateSchema)` to create a new message.
  */
 export const TlsCertificateSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_secret, 1);
+  messageDesc(file_agw_v1_secret, 3);
 
 /**
  * Describes the message agw.v1.ValidationContext.
  * Use `create(ValidationContextSchema)` to create a new message.
  */
 export const ValidationContextSchema = /*@__PURE__*/
-  messageDesc(file_agw_v1_secret, 2);
+  messageDesc(file_agw_v1_secret, 4);
 

@@ -116,6 +116,38 @@ export function explainXdsFailure(e: unknown, tls: boolean): string {
 const INVALID_ARGUMENT = 3;
 const READ_MAX_BYTES = 256 * 1024 * 1024;
 
+/**
+ * connect-node's session manager, with every HTTP/2 session that carries a stream holding an 'error'
+ * listener for its whole life. When the keep-alive PING times out (a stopped or starved control plane),
+ * connect-node destroys the session with an error; the stream fails first, our loop aborts the manager,
+ * which removes its own listeners from the already destroyed session, and the 'error' event then
+ * arrives with no listener: an uncaught exception that killed the data plane
+ * (test/xds-stalled.test.ts; connect-node 2.2.0, cf. connectrpc/connect-es#1795). The stream's
+ * failure is what we act on; the session's error is only logged.
+ */
+class GuardedSessionManager extends Http2SessionManager {
+  readonly #guarded = new WeakSet<object>();
+  readonly #log: Logger;
+  constructor(
+    url: ConstructorParameters<typeof Http2SessionManager>[0],
+    ping: ConstructorParameters<typeof Http2SessionManager>[1],
+    options: ConstructorParameters<typeof Http2SessionManager>[2],
+    log: Logger,
+  ) {
+    super(url, ping, options);
+    this.#log = log;
+  }
+  override async request(...args: Parameters<Http2SessionManager["request"]>) {
+    const stream = await super.request(...args);
+    const session = stream.session;
+    if (session && !this.#guarded.has(session)) {
+      this.#guarded.add(session);
+      session.on("error", (e: Error) => this.#log.debug({ err: e.message }, "xDS HTTP/2 session error"));
+    }
+    return stream;
+  }
+}
+
 type AdsClient = Client<typeof AggregatedDiscoveryService>;
 
 export class XdsClient {
@@ -197,7 +229,7 @@ export class XdsClient {
           : `${target.host === target.address ? target.address : `${target.host}/${target.address}`}:${target.port}`;
         const hostForUrl = target.address.includes(":") ? `[${target.address}]` : target.address;
         const tls = socketPath ? undefined : this.options.tls;
-        const sessions = new Http2SessionManager(
+        const sessions = new GuardedSessionManager(
           socketPath ? "http://localhost" : `${tls ? "https" : "http"}://${hostForUrl}:${target.port}`,
           { pingIntervalMs: 15_000, pingTimeoutMs: 10_000 },
           socketPath
@@ -214,6 +246,7 @@ export class XdsClient {
                       : { servername: target.host }),
                 }
               : {},
+          log,
         );
         const transport = createGrpcTransport({
           baseUrl: sessions.authority,

@@ -17,6 +17,16 @@ test("data-plane/src has no import circle (type-only imports and re-exports incl
   assert.deepEqual(circles, []);
 });
 
+test("runtime/types.ts imports nothing from cluster/, traffic/, plugins/ or tls/ (the contracts they implement)", () => {
+  const src = join(ROOT, "data-plane/src");
+  const imports = (importGraph(src).get(join(src, "runtime/types.ts")) ?? []).map((f) => relative(src, f));
+  assert.ok(imports.length > 0, "the graph must see runtime/types.ts and its imports");
+  assert.deepEqual(
+    imports.filter((f) => /^(cluster|traffic|plugins|tls)\//.test(f)),
+    [],
+  );
+});
+
 test("the check finds a circle through a type-only import and a re-export", () => {
   const dir = tempDir("agw-circles-");
   mkdirSync(join(dir, "runtime"));

@@ -2,30 +2,11 @@
  * Route retry policy (Envoy's `retry_policy` semantics): which failures are retried, how often, how
  * long each try may take and how long to wait between tries.
  */
+
+import type { RetrySpec } from "../runtime/types.ts";
 import type { AttemptOutcome } from "./state.ts";
 
-export const RETRY_CONDITIONS = [
-  "connect-failure",
-  "refused-stream",
-  "reset",
-  "5xx",
-  "gateway-error",
-  "retriable-status-codes",
-] as const;
-export type RetryCondition = (typeof RETRY_CONDITIONS)[number];
-
-export interface RetrySpec {
-  /** Retries after the first attempt. */
-  readonly retries: number;
-  readonly retryOn: ReadonlySet<RetryCondition>;
-  readonly retriableStatusCodes: ReadonlySet<number>;
-  /** Each attempt's time to the response head; 0: only the route timeout applies. */
-  readonly perTryTimeoutMs: number;
-  readonly backoffBaseMs: number;
-  readonly backoffMaxMs: number;
-  /** POST, PATCH, CONNECT and unknown methods are retried only with this set. */
-  readonly retryNonIdempotent: boolean;
-}
+export { RETRY_CONDITIONS, type RetryCondition, type RetrySpec } from "../runtime/types.ts";
 
 /** RFC 9110 §9.2.2 idempotent methods. */
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);

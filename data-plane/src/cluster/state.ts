@@ -4,42 +4,29 @@
  * rebuilds the policies but looks the state up by cluster name and endpoint key, so an endpoint that
  * stays in the config keeps its health, its ejection and its counters.
  */
+import type {
+  AttemptOutcome,
+  CircuitSpec,
+  ClusterCounters,
+  ClusterTrafficState,
+  EndpointTrafficState,
+  OutlierSpec,
+  RetryBudgetSpec,
+} from "../runtime/types.ts";
 
-/** Passive outlier detection; Envoy's `outlier_detection` semantics (see docs/traffic/health.md). */
-export interface OutlierSpec {
-  /** Consecutive 5xx answers (gateway errors included) that eject an endpoint; 0 disables. */
-  readonly consecutive5xx: number;
-  /** Consecutive gateway errors (502/503/504, connect failures, resets, timeouts) that eject; 0 disables. */
-  readonly consecutiveGatewayErrors: number;
-  readonly baseEjectionMs: number;
-  readonly maxEjectionMs: number;
-  /** At most this share of the cluster is ejected at once (at least one endpoint always may be). */
-  readonly maxEjectionPercent: number;
-}
-
-/** Limits per cluster; 0 means unlimited. Overflow is answered 503 `overflow`. */
-export interface CircuitSpec {
-  readonly maxConnections: number;
-  readonly maxRequests: number;
-  readonly maxRetries: number;
-}
-
-/** Retries in flight may be at most `percent` of the requests in flight, but always `minConcurrency`. */
-export interface RetryBudgetSpec {
-  readonly percent: number;
-  readonly minConcurrency: number;
-}
-
-/** How an attempt ended, as the outlier detector and the retry policy see it. */
-export type AttemptOutcome =
-  | { readonly kind: "status"; readonly status: number }
-  | { readonly kind: "connect_failure" | "reset" | "timeout" };
+export type {
+  AttemptOutcome,
+  CircuitSpec,
+  ClusterCounters,
+  OutlierSpec,
+  RetryBudgetSpec,
+} from "../runtime/types.ts";
 
 export function isGatewayError(o: AttemptOutcome): boolean {
   return o.kind !== "status" || o.status === 502 || o.status === 503 || o.status === 504;
 }
 
-export class EndpointState {
+export class EndpointState implements EndpointTrafficState {
   readonly key: string;
   /** Attempts in flight to this endpoint (least request). */
   active = 0;
@@ -68,16 +55,7 @@ export class EndpointState {
   }
 }
 
-export interface ClusterCounters {
-  /** Requests answered 503 `overflow` by the circuit breaker. */
-  overflows: number;
-  /** Retries refused by the budget or the max-retries limit. */
-  retriesRefused: number;
-  retries: number;
-  ejections: number;
-}
-
-export class ClusterState {
+export class ClusterState implements ClusterTrafficState {
   readonly name: string;
   readonly endpoints = new Map<string, EndpointState>();
   outlier: OutlierSpec | null = null;

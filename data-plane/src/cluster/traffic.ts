@@ -3,21 +3,27 @@
  * connection: circuit-breaker admission, attempt accounting (least request, outlier detection), the
  * retry decision and per-try timeout, and the headers those policies add to the response.
  */
-import type { ClusterRuntime, Endpoint, RequestView } from "../runtime/types.ts";
+import type {
+  AttemptOutcome,
+  ClusterRuntime,
+  ClusterTrafficState,
+  Endpoint,
+  EndpointTrafficState,
+  RequestView,
+} from "../runtime/types.ts";
 import { affinityCookie, affinityToken, cookieValue } from "./load-balancer.ts";
 import { backoffMs, methodRetriable, outcomeRetriable, type RetrySpec } from "./retry.ts";
-import type { AttemptOutcome, ClusterState, EndpointState } from "./state.ts";
 
 const NO_FIELDS: ReadonlyArray<readonly [string, string]> = [];
 
 export class RequestTraffic {
   private readonly onPerTryTimeout: () => void;
-  private state: ClusterState | null = null;
+  private state: ClusterTrafficState | null = null;
   private cluster: ClusterRuntime | null = null;
   private retry: RetrySpec | null = null;
   private req: RequestView | null = null;
   private endpoint: Endpoint | null = null;
-  private epState: EndpointState | null = null;
+  private epState: EndpointTrafficState | null = null;
   private admitted = false;
   private retrying = false;
   private timer: NodeJS.Timeout | null = null;

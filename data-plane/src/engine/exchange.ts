@@ -17,18 +17,20 @@
  */
 import { RequestTraffic } from "../cluster/traffic.ts";
 import type { ExchangeView } from "../observability/exchange.ts";
-import type { BufferedBody, PluginChain, PluginReply } from "../plugins/chain.ts";
 import { listenerAccess } from "../policies/access.ts";
 import type { AuthRefusal } from "../policies/basic-auth.ts";
 import type {
   BodyEncoder,
+  BufferedBody,
   ClusterRuntime,
   CompiledRoute,
   Endpoint,
   HeaderOps,
   ListenerLimits,
   ListenerRuntime,
+  PluginReply,
   ResponseCompressor,
+  RoutePlugins,
   RuntimeConfig,
 } from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
@@ -304,7 +306,7 @@ export abstract class Exchange implements UpstreamHandler, ExchangeView, Downstr
   }
 
   filterRequest(
-    plugins: PluginChain,
+    plugins: RoutePlugins,
     head: RequestHead,
     route: CompiledRoute,
     config: RuntimeConfig,

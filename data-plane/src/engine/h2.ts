@@ -9,8 +9,14 @@
 import { randomUUID } from "node:crypto";
 import http2 from "node:http2";
 import type net from "node:net";
-import type { BufferedBody, PluginChain } from "../plugins/chain.ts";
-import type { ClusterRuntime, CompiledRoute, Endpoint, ListenerLimits } from "../runtime/types.ts";
+import type {
+  BufferedBody,
+  ClusterRuntime,
+  CompiledRoute,
+  Endpoint,
+  ListenerLimits,
+  RoutePlugins,
+} from "../runtime/types.ts";
 import type { DownstreamTlsInfo } from "../tls/acceptor.ts";
 import { BodyBuffer } from "./body-buffer.ts";
 import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, frameChunk, LAST_CHUNK } from "./body-framing.ts";
@@ -596,7 +602,7 @@ export class H2Exchange extends Exchange implements H2CallSink {
    * field list the plugins edit, its DATA as a body that ends at END_STREAM (then its trailers).
    */
   filterH2Response(
-    plugins: PluginChain,
+    plugins: RoutePlugins,
     route: CompiledRoute,
     headers: http2.IncomingHttpHeaders,
     endStream: boolean,

@@ -4,8 +4,7 @@
  * and de-framed) before anything reaches the client, edit it or replace the response. Body bytes that
  * arrive while they decide are held, then go on. Only routes with on-response plugins come here.
  */
-import type { BufferedBody, PluginChain, PluginReply } from "../plugins/chain.ts";
-import type { CompiledRoute, HeaderOps } from "../runtime/types.ts";
+import type { BufferedBody, CompiledRoute, HeaderOps, PluginReply, RoutePlugins } from "../runtime/types.ts";
 import { BodyBuffer } from "./body-buffer.ts";
 import { M_CHUNKED, M_CLOSE, M_LENGTH, M_NONE } from "./body-framing.ts";
 import { AGW_ERRORS } from "./errors.ts";
@@ -59,7 +58,7 @@ export interface FilteredExchange {
  */
 export function responsePhase(
   x: FilteredExchange,
-  plugins: PluginChain,
+  plugins: RoutePlugins,
   reason: string,
   buf: Buffer,
   headLen: number,
@@ -88,12 +87,12 @@ export function collectResponse(x: FilteredExchange, chunk: Buffer, off: number)
 /** The body the plugins asked for has ended (completeResponse), or went past their limit. */
 export function responseCollected(x: FilteredExchange, c: BodyBuffer): void {
   const route = x.route as CompiledRoute;
-  filterResponse(x, route.plugins as PluginChain, route, x.resReason, EMPTY, 0, c.forPlugins());
+  filterResponse(x, route.plugins as RoutePlugins, route, x.resReason, EMPTY, 0, c.forPlugins());
 }
 
 function filterResponse(
   x: FilteredExchange,
-  plugins: PluginChain,
+  plugins: RoutePlugins,
   route: CompiledRoute,
   reason: string,
   buf: Buffer,

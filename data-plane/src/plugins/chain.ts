@@ -13,50 +13,27 @@
  * async import (Redis, http-request) makes the phase return a promise.
  */
 import { AGW_ERRORS, type AgwErrorCode } from "../engine/errors.ts";
+import {
+  type BodyNeed,
+  type BufferedBody,
+  type FilterableRequest,
+  type FilterableResponse,
+  type FilterResult,
+  OVER_LIMIT,
+  type PluginReply,
+  type RoutePlugins,
+} from "../runtime/types.ts";
 import { countCall, type PluginInstance, type PluginRuntime } from "./host.ts";
 
-/** The request as the engine has parsed it; the chain edits it in place. */
-export interface FilterableRequest {
-  readonly method: string;
-  readonly host: string;
-  readonly path: string;
-  readonly query: string;
-  readonly rawNames: string[];
-  readonly names: string[];
-  readonly values: string[];
-  /** The target sent upstream (path and query). */
-  originForm: string;
-}
-
-/** The upstream response head (framing fields included); the chain edits it in place. */
-export interface FilterableResponse {
-  status: number;
-  readonly rawNames: string[];
-  readonly names: string[];
-  readonly values: string[];
-}
-
-/** A response the engine sends instead of proxying (or instead of the upstream's response). */
-export interface PluginReply {
-  readonly status: number;
-  readonly headers: ReadonlyArray<readonly [string, string]>;
-  readonly body: Uint8Array;
-  /** Set when the gateway, not the guest, wrote the body: the `x-agw-error` code. */
-  readonly error?: AgwErrorCode;
-  readonly message?: string;
-}
-
-export type FilterResult = PluginReply | undefined;
-
-/** What the chain needs from the engine; null = not needed. Computed once when the config is built. */
-export interface BodyNeed {
-  /** Buffer at most this many bytes (the largest limit among the chain's plugins that want a body). */
-  readonly limit: number;
-}
-
-/** Passed instead of the bytes when the body exceeded the chain's `BodyNeed.limit`. */
-export const OVER_LIMIT: unique symbol = Symbol("over limit");
-export type BufferedBody = Uint8Array | typeof OVER_LIMIT;
+export {
+  type BodyNeed,
+  type BufferedBody,
+  type FilterableRequest,
+  type FilterableResponse,
+  type FilterResult,
+  OVER_LIMIT,
+  type PluginReply,
+} from "../runtime/types.ts";
 
 interface ChainEntry {
   readonly plugin: PluginRuntime;
@@ -278,7 +255,7 @@ function applyAction<T>(phase: Phase<T>, plugin: PluginRuntime, action: Action, 
   throw new GuestError("invalid action from guest");
 }
 
-export class PluginChain {
+export class PluginChain implements RoutePlugins {
   readonly entries: readonly ChainEntry[];
   /** Some plugin's on-request wants the request body. */
   readonly requestBody: BodyNeed | null;

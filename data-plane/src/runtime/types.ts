@@ -4,14 +4,12 @@
  * that reference until the request ends, so a swap can never tear a request between two configs.
  */
 
-import type { RetrySpec } from "../cluster/retry.ts";
-import type { ClusterState } from "../cluster/state.ts";
-import type { PluginChain } from "../plugins/chain.ts";
+import type { Socket } from "node:net";
+import type { PeerCertificate, SecureContext, TLSSocket } from "node:tls";
+import type { AgwErrorCode } from "../engine/errors.ts";
 import type { BasicAuth } from "../policies/basic-auth.ts";
 import type { ClientAddressPolicy } from "../policies/client-address.ts";
 import type { IpRules } from "../policies/ip-rules.ts";
-import type { ListenerTlsRuntime, UpstreamTlsRuntime } from "../tls/manager.ts";
-import type { ServerNameTable } from "../tls/sni.ts";
 
 /** What the router needs to know about a request; built by the engine from the parsed head. */
 export interface RequestView {
@@ -45,7 +43,7 @@ export interface CompiledRoute {
   readonly requestHeaders: HeaderOps;
   readonly responseHeaders: HeaderOps;
   /** The route's plugins in order (request_filter phase); null when it has none, so the engine skips the phase. */
-  readonly plugins?: PluginChain | null;
+  readonly plugins?: RoutePlugins | null;
   /** Retry policy (data-plane/src/cluster/retry.ts); null or absent: no retries. */
   readonly retry?: RetrySpec | null;
   /** Redirect, direct response, CORS (data-plane/src/traffic/local.ts); asked right after routing. */
@@ -91,7 +89,7 @@ export interface ClusterRuntime {
    */
   pickEndpoint(req?: RequestView, clientIp?: string, avoid?: Endpoint | null): Endpoint | undefined;
   /** Health, outlier, circuit-breaker and retry state, kept across configs (data-plane/src/cluster). */
-  readonly state?: ClusterState;
+  readonly state?: ClusterTrafficState;
   readonly healthCheck?: HealthCheckSpec;
   readonly affinity?: AffinitySpec;
   readonly connectTimeoutMs: number;
@@ -329,4 +327,253 @@ export interface ResponseCompressor {
     bodyless: boolean,
     grpc: boolean,
   ): BodyEncoder | null;
+}
+
+/* Contracts of the cluster state, plugin chain and TLS runtimes: cluster/, plugins/ and tls/
+   implement them and re-export them from here (test/import-circles.test.ts keeps this file free of
+   imports from cluster/, traffic/, plugins/ and tls/). */
+
+export const RETRY_CONDITIONS = [
+  "connect-failure",
+  "refused-stream",
+  "reset",
+  "5xx",
+  "gateway-error",
+  "retriable-status-codes",
+] as const;
+export type RetryCondition = (typeof RETRY_CONDITIONS)[number];
+
+export interface RetrySpec {
+  /** Retries after the first attempt. */
+  readonly retries: number;
+  readonly retryOn: ReadonlySet<RetryCondition>;
+  readonly retriableStatusCodes: ReadonlySet<number>;
+  /** Each attempt's time to the response head; 0: only the route timeout applies. */
+  readonly perTryTimeoutMs: number;
+  readonly backoffBaseMs: number;
+  readonly backoffMaxMs: number;
+  /** POST, PATCH, CONNECT and unknown methods are retried only with this set. */
+  readonly retryNonIdempotent: boolean;
+}
+
+/** Passive outlier detection; Envoy's `outlier_detection` semantics (see docs/traffic/health.md). */
+export interface OutlierSpec {
+  /** Consecutive 5xx answers (gateway errors included) that eject an endpoint; 0 disables. */
+  readonly consecutive5xx: number;
+  /** Consecutive gateway errors (502/503/504, connect failures, resets, timeouts) that eject; 0 disables. */
+  readonly consecutiveGatewayErrors: number;
+  readonly baseEjectionMs: number;
+  readonly maxEjectionMs: number;
+  /** At most this share of the cluster is ejected at once (at least one endpoint always may be). */
+  readonly maxEjectionPercent: number;
+}
+
+/** Limits per cluster; 0 means unlimited. Overflow is answered 503 `overflow`. */
+export interface CircuitSpec {
+  readonly maxConnections: number;
+  readonly maxRequests: number;
+  readonly maxRetries: number;
+}
+
+/** Retries in flight may be at most `percent` of the requests in flight, but always `minConcurrency`. */
+export interface RetryBudgetSpec {
+  readonly percent: number;
+  readonly minConcurrency: number;
+}
+
+/** How an attempt ended, as the outlier detector and the retry policy see it. */
+export type AttemptOutcome =
+  | { readonly kind: "status"; readonly status: number }
+  | { readonly kind: "connect_failure" | "reset" | "timeout" };
+
+export interface ClusterCounters {
+  /** Requests answered 503 `overflow` by the circuit breaker. */
+  overflows: number;
+  /** Retries refused by the budget or the max-retries limit. */
+  retriesRefused: number;
+  retries: number;
+  ejections: number;
+}
+
+/** The request as the engine has parsed it; the chain edits it in place. */
+export interface FilterableRequest {
+  readonly method: string;
+  readonly host: string;
+  readonly path: string;
+  readonly query: string;
+  readonly rawNames: string[];
+  readonly names: string[];
+  readonly values: string[];
+  /** The target sent upstream (path and query). */
+  originForm: string;
+}
+
+/** The upstream response head (framing fields included); the chain edits it in place. */
+export interface FilterableResponse {
+  status: number;
+  readonly rawNames: string[];
+  readonly names: string[];
+  readonly values: string[];
+}
+
+/** A response the engine sends instead of proxying (or instead of the upstream's response). */
+export interface PluginReply {
+  readonly status: number;
+  readonly headers: ReadonlyArray<readonly [string, string]>;
+  readonly body: Uint8Array;
+  /** Set when the gateway, not the guest, wrote the body: the `x-agw-error` code. */
+  readonly error?: AgwErrorCode;
+  readonly message?: string;
+}
+
+export type FilterResult = PluginReply | undefined;
+
+/** What the chain needs from the engine; null = not needed. Computed once when the config is built. */
+export interface BodyNeed {
+  /** Buffer at most this many bytes (the largest limit among the chain's plugins that want a body). */
+  readonly limit: number;
+}
+
+/** Passed instead of the bytes when the body exceeded the chain's `BodyNeed.limit`. */
+export const OVER_LIMIT: unique symbol = Symbol("over limit");
+export type BufferedBody = Uint8Array | typeof OVER_LIMIT;
+
+export interface ListenerTlsRuntime {
+  /** Runs the handshakes of this TLS version of the listener. */
+  readonly acceptor: DownstreamTlsAcceptor;
+  readonly exact: ReadonlyMap<string, SecureContext>;
+  /** "example.com" → the context of "*.example.com". */
+  readonly wildcard: ReadonlyMap<string, SecureContext>;
+  /** Serves SNI names no certificate carries (clients without SNI get the acceptor's own context). */
+  readonly defaultContext: SecureContext;
+  /** Why a verified client certificate is refused by the SAN / CN rules, or undefined to accept. */
+  checkClient(cert: PeerCertificate): string | undefined;
+  /** Certificate secret names and digests, for logs and dumps. */
+  readonly certificates: ReadonlyArray<{ name: string; digest: string; serverNames: readonly string[] }>;
+}
+
+export interface UpstreamTlsRuntime {
+  readonly secureContext: SecureContext;
+  /** "" derives the server name from the endpoint host. */
+  readonly sni: string;
+  readonly alpn: readonly string[];
+  /** Extra SAN rule from the CA secret; empty accepts any name the host check accepts. */
+  readonly matchSubjectAltNames: readonly string[];
+  /** Distinguishes pooled connections made with different TLS settings. */
+  readonly digest: string;
+}
+
+/**
+ * The one server name lookup of the data plane: an exact name, then a "*.example.com" wildcard that
+ * matches exactly one label (as Envoy's filter_chain_match server_names and the HTTPS listener's
+ * certificate choice). Wildcards are kept under the name after "*.", so a lookup is two Map reads.
+ */
+export interface ServerNameTable<T> {
+  readonly exact: ReadonlyMap<string, T>;
+  /** "example.com" → the value of "*.example.com". */
+  readonly wildcard: ReadonlyMap<string, T>;
+}
+
+/** What an acceptor asks of its listener's TLS settings (tls/manager.ts ListenerTlsRuntime has it). */
+export interface ClientCertificateCheck {
+  /** Why a verified client certificate is refused, or undefined to accept. */
+  checkClient(cert: PeerCertificate): string | undefined;
+}
+
+/** What the engine and plugins may know about a downstream TLS connection. */
+export interface DownstreamTlsInfo {
+  /** Server name the client sent (SNI), "" when none. */
+  readonly serverName: string;
+  /** Negotiated application protocol; "http/1.1" when the client offered none. */
+  readonly alpn: string;
+  /** "TLSv1.3", "TLSv1.2". */
+  readonly version: string;
+  readonly cipher: string;
+  /** The verified client certificate (downstream mTLS), undefined when none was presented or it was refused. */
+  readonly client: ClientIdentity | undefined;
+  /**
+   * Why the listener's client certificate rules refuse this connection, "" when they do not. The engine
+   * answers every request on such a connection 403 client_certificate_rejected in its own protocol
+   * (HTTP/1.1 or HTTP/2) and closes it (engine/admission.ts).
+   */
+  readonly clientRejected: string;
+}
+
+export interface ClientIdentity {
+  /** Subject as "CN=...,O=...". */
+  readonly subject: string;
+  readonly commonName: string;
+  /** Subject alternative names as "DNS:x", "URI:y", "email:z", "IP Address:w". */
+  readonly subjectAltNames: readonly string[];
+  /** SHA-256 fingerprint of the certificate, lower-case hex without colons. */
+  readonly sha256: string;
+  /** The X-Forwarded-Client-Cert value sent upstream (Envoy's format). */
+  readonly forwardedHeader: string;
+}
+
+export type SecureConnectionHandler = (socket: TLSSocket, info: DownstreamTlsInfo) => void;
+
+/** A listener's TLS handshakes (tls/acceptor.ts TlsAcceptor): the listener hands it raw sockets. */
+export interface DownstreamTlsAcceptor {
+  /** Receives each connection whose handshake completed. */
+  onSecure: SecureConnectionHandler | null;
+  accept(raw: Socket): void;
+}
+
+/** One endpoint's health, ejection and in-flight state (cluster/state.ts EndpointState). */
+export interface EndpointTrafficState {
+  readonly key: string;
+  active: number;
+  checkHealthy: boolean;
+  checkSuccesses: number;
+  checkFailures: number;
+  consecutive5xx: number;
+  consecutiveGateway: number;
+  ejectedUntil: number;
+  ejections: number;
+  lastEjectedAt: number;
+  ejected(now: number): boolean;
+  available(now: number): boolean;
+}
+
+/** A cluster's circuit breaker, outlier and retry state, kept across configs (cluster/state.ts ClusterState). */
+export interface ClusterTrafficState {
+  readonly name: string;
+  readonly endpoints: ReadonlyMap<string, EndpointTrafficState>;
+  readonly outlier: OutlierSpec | null;
+  /** Requests admitted and not finished. */
+  activeRequests: number;
+  activeAttempts: number;
+  activeRetries: number;
+  readonly counters: ClusterCounters;
+  /** Circuit breaker admission of a new request. */
+  admit(): boolean;
+  /** Whether one more retry may start now. */
+  admitRetry(): boolean;
+  /** Records an attempt's outcome; may eject the endpoint (outlier detection). */
+  record(ep: EndpointTrafficState, outcome: AttemptOutcome, now: number): void;
+}
+
+/** A route's plugins in order, run in two phases (plugins/chain.ts PluginChain). */
+export interface RoutePlugins {
+  /** Some plugin's on-request wants the request body. */
+  readonly requestBody: BodyNeed | null;
+  /** Some plugin has on-response enabled. */
+  readonly responsePhase: boolean;
+  /** Some plugin's on-response wants the response body. */
+  readonly responseBody: BodyNeed | null;
+  requestFilter(
+    req: FilterableRequest,
+    clientIp: string,
+    route: string,
+    requestId: string,
+    body?: BufferedBody,
+  ): FilterResult | Promise<FilterResult>;
+  responseFilter(
+    resp: FilterableResponse,
+    clientIp: string,
+    route: string,
+    requestId: string,
+    body?: BufferedBody,
+  ): FilterResult | Promise<FilterResult>;
 }

@@ -5,50 +5,24 @@
  */
 import type net from "node:net";
 import tls from "node:tls";
+import type {
+  ClientCertificateCheck,
+  ClientIdentity,
+  DownstreamTlsAcceptor,
+  SecureConnectionHandler,
+} from "../runtime/types.ts";
 
-/** What an acceptor asks of its listener's TLS settings (tls/manager.ts ListenerTlsRuntime has it). */
-export interface ClientCertificateCheck {
-  /** Why a verified client certificate is refused, or undefined to accept. */
-  checkClient(cert: tls.PeerCertificate): string | undefined;
-}
+export type {
+  ClientCertificateCheck,
+  ClientIdentity,
+  DownstreamTlsInfo,
+  SecureConnectionHandler,
+} from "../runtime/types.ts";
 
 export function peerCommonName(cert: tls.PeerCertificate): string {
   const cn = cert.subject?.CN;
   return Array.isArray(cn) ? cn.join("+") : (cn ?? "");
 }
-
-/** What the engine and plugins may know about a downstream TLS connection. */
-export interface DownstreamTlsInfo {
-  /** Server name the client sent (SNI), "" when none. */
-  readonly serverName: string;
-  /** Negotiated application protocol; "http/1.1" when the client offered none. */
-  readonly alpn: string;
-  /** "TLSv1.3", "TLSv1.2". */
-  readonly version: string;
-  readonly cipher: string;
-  /** The verified client certificate (downstream mTLS), undefined when none was presented or it was refused. */
-  readonly client: ClientIdentity | undefined;
-  /**
-   * Why the listener's client certificate rules refuse this connection, "" when they do not. The engine
-   * answers every request on such a connection 403 client_certificate_rejected in its own protocol
-   * (HTTP/1.1 or HTTP/2) and closes it (engine/admission.ts).
-   */
-  readonly clientRejected: string;
-}
-
-export interface ClientIdentity {
-  /** Subject as "CN=...,O=...". */
-  readonly subject: string;
-  readonly commonName: string;
-  /** Subject alternative names as "DNS:x", "URI:y", "email:z", "IP Address:w". */
-  readonly subjectAltNames: readonly string[];
-  /** SHA-256 fingerprint of the certificate, lower-case hex without colons. */
-  readonly sha256: string;
-  /** The X-Forwarded-Client-Cert value sent upstream (Envoy's format). */
-  readonly forwardedHeader: string;
-}
-
-export type SecureConnectionHandler = (socket: tls.TLSSocket, info: DownstreamTlsInfo) => void;
 
 const REFUSAL_TIMEOUT_MS = 5_000;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -73,7 +47,9 @@ function identity(cert: tls.PeerCertificate): ClientIdentity {
   };
 }
 
-export class TlsAcceptor<R extends ClientCertificateCheck = ClientCertificateCheck> {
+export class TlsAcceptor<R extends ClientCertificateCheck = ClientCertificateCheck>
+  implements DownstreamTlsAcceptor
+{
   readonly server: tls.Server;
   readonly runtime: R;
   /** Set by the listener currently using this acceptor. */

@@ -9,6 +9,7 @@ import tls, { type PeerCertificate, type SecureContext } from "node:tls";
 import type { UpstreamTls } from "@agw/core/gen/agw/v1/cluster_pb.js";
 import type { ListenerTls } from "@agw/core/gen/agw/v1/listener_pb.js";
 import type { Secret } from "@agw/core/gen/agw/v1/secret_pb.js";
+import type { DownstreamTlsAcceptor, ListenerTlsRuntime, UpstreamTlsRuntime } from "../runtime/types.ts";
 import { peerCommonName, TlsAcceptor } from "./acceptor.ts";
 import {
   type CaMaterial,
@@ -18,6 +19,8 @@ import {
   type SecretMaterial,
 } from "./secrets.ts";
 import { addServerName, lookupServerName } from "./sni.ts";
+
+export type { ListenerTlsRuntime, UpstreamTlsRuntime } from "../runtime/types.ts";
 
 /**
  * Application protocols the engine speaks downstream. ALPN only ever selects from these; the engine
@@ -33,31 +36,6 @@ export const UPSTREAM_ALPN: readonly string[] = ["http/1.1"];
 export const UPSTREAM_H2_ALPN: readonly string[] = ["h2"];
 
 const DEFAULT_TICKET_ROTATION_MS = 60 * 60 * 1000;
-
-export interface ListenerTlsRuntime {
-  /** Runs the handshakes of this TLS version of the listener. */
-  readonly acceptor: TlsAcceptor<ListenerTlsRuntime>;
-  readonly exact: ReadonlyMap<string, SecureContext>;
-  /** "example.com" → the context of "*.example.com". */
-  readonly wildcard: ReadonlyMap<string, SecureContext>;
-  /** Serves SNI names no certificate carries (clients without SNI get the acceptor's own context). */
-  readonly defaultContext: SecureContext;
-  /** Why a verified client certificate is refused by the SAN / CN rules, or undefined to accept. */
-  checkClient(cert: PeerCertificate): string | undefined;
-  /** Certificate secret names and digests, for logs and dumps. */
-  readonly certificates: ReadonlyArray<{ name: string; digest: string; serverNames: readonly string[] }>;
-}
-
-export interface UpstreamTlsRuntime {
-  readonly secureContext: SecureContext;
-  /** "" derives the server name from the endpoint host. */
-  readonly sni: string;
-  readonly alpn: readonly string[];
-  /** Extra SAN rule from the CA secret; empty accepts any name the host check accepts. */
-  readonly matchSubjectAltNames: readonly string[];
-  /** Distinguishes pooled connections made with different TLS settings. */
-  readonly digest: string;
-}
 
 /** The SNI lookup: exact name, then a one-label wildcard, then the default. */
 export function selectContext(rt: ListenerTlsRuntime, servername: string): SecureContext {
@@ -230,7 +208,7 @@ export class TlsBuild {
       };
       return new TlsAcceptor(serverOptions, runtime);
     });
-    (runtime as { acceptor: TlsAcceptor<ListenerTlsRuntime> }).acceptor = acceptor;
+    (runtime as { acceptor: DownstreamTlsAcceptor }).acceptor = acceptor;
     return acceptor.runtime;
   }
 

@@ -1,13 +1,6 @@
-/**
- * The one server name lookup of the data plane: an exact name, then a "*.example.com" wildcard that
- * matches exactly one label (as Envoy's filter_chain_match server_names and the HTTPS listener's
- * certificate choice). Wildcards are kept under the name after "*.", so a lookup is two Map reads.
- */
-export interface ServerNameTable<T> {
-  readonly exact: ReadonlyMap<string, T>;
-  /** "example.com" → the value of "*.example.com". */
-  readonly wildcard: ReadonlyMap<string, T>;
-}
+import type { ServerNameTable } from "../runtime/types.ts";
+
+export type { ServerNameTable } from "../runtime/types.ts";
 
 /** `name` must be lower-case. */
 export function lookupServerName<T>(table: ServerNameTable<T>, name: string): T | undefined {

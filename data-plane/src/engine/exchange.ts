@@ -18,8 +18,8 @@
 import { RequestTraffic } from "../cluster/traffic.ts";
 import type { ExchangeView } from "../observability/exchange.ts";
 import { listenerAccess } from "../policies/access.ts";
-import type { AuthRefusal } from "../policies/basic-auth.ts";
 import type {
+  AuthRefusal,
   BodyEncoder,
   BufferedBody,
   ClusterRuntime,

@@ -13,9 +13,8 @@
  */
 import { createHmac, randomBytes } from "node:crypto";
 import { verify } from "@node-rs/bcrypt";
-import type { AgwErrorCode } from "../engine/errors.ts";
 import { AGW_ERRORS } from "../engine/errors.ts";
-import type { RequestView } from "../runtime/types.ts";
+import type { AuthRefusal, RequestView, RouteAuth } from "../runtime/types.ts";
 
 const CACHE_TTL_MS = 5 * 60_000;
 const CACHE_MAX = 10_000;
@@ -25,13 +24,7 @@ let verifying = 0;
 
 const HMAC_KEY = randomBytes(32);
 
-export interface AuthRefusal {
-  readonly status: number;
-  readonly code: AgwErrorCode;
-  readonly message: string;
-  /** Fields the refusal carries: the 401's challenge. */
-  readonly fields: ReadonlyArray<readonly [string, string]>;
-}
+export type { AuthRefusal } from "../runtime/types.ts";
 
 /** One Secret's users, built once per config; its cache lives as long as the config. */
 export class BasicAuthUsers {
@@ -87,7 +80,7 @@ const BUSY: AuthRefusal = {
 };
 
 /** A route's basic auth: its users and the challenge it answers with. */
-export class BasicAuth {
+export class BasicAuth implements RouteAuth {
   readonly users: BasicAuthUsers;
   private readonly missing: AuthRefusal;
   private readonly wrong: AuthRefusal;

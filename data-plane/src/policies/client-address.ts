@@ -15,7 +15,6 @@
  */
 import type net from "node:net";
 import { ipText } from "@agw/core/cidr";
-import type { RequestHead } from "../engine/http1-parser.ts";
 import type { IpSet } from "./ip-set.ts";
 
 export interface ClientAddressPolicy {
@@ -46,8 +45,14 @@ export function peerAddress(socket: net.Socket): string {
   return a.startsWith("::ffff:") ? a.slice(7) : a;
 }
 
+/** The fields of a request head, as the HTTP/1.1 parser and the HTTP/2 stream keep them. */
+interface Fields {
+  readonly names: readonly string[];
+  readonly values: readonly string[];
+}
+
 /** What X-Forwarded-For says, entries in order; the fields of a request joined. */
-function forwardedFor(head: RequestHead): string[] {
+function forwardedFor(head: Fields): string[] {
   const out: string[] = [];
   const names = head.names;
   for (let i = 0; i < names.length; i++)
@@ -63,7 +68,7 @@ function forwardedFor(head: RequestHead): string[] {
 export function resolveClientAddress(
   policy: ClientAddressPolicy | undefined,
   peer: string,
-  head: RequestHead,
+  head: Fields,
 ): string | undefined {
   if (policy === undefined) return peer;
   const hops = policy.xffNumTrustedHops;

@@ -7,11 +7,24 @@
 import type { Socket } from "node:net";
 import type { PeerCertificate, SecureContext, TLSSocket } from "node:tls";
 import type { AgwErrorCode } from "../engine/errors.ts";
-import type { BasicAuth } from "../policies/basic-auth.ts";
 import type { ClientAddressPolicy } from "../policies/client-address.ts";
 import type { IpRules } from "../policies/ip-rules.ts";
 
 /** What the router needs to know about a request; built by the engine from the parsed head. */
+/** A route's refusal by an access policy (basic auth): status, error code, message, extra fields. */
+export interface AuthRefusal {
+  readonly status: number;
+  readonly code: AgwErrorCode;
+  readonly message: string;
+  /** Fields the refusal carries: the 401's challenge. */
+  readonly fields: ReadonlyArray<readonly [string, string]>;
+}
+
+/** A route's credential check (policies/basic-auth.ts): null lets the request through. */
+export interface RouteAuth {
+  check(req: RequestView): AuthRefusal | null | Promise<AuthRefusal | null>;
+}
+
 export interface RequestView {
   /** Upper-case method token as received. */
   readonly method: string;
@@ -65,7 +78,7 @@ export interface CompiledRoute {
   /** IP allow/deny rules on the client address, judged right after routing; null: none. */
   readonly ipRules?: IpRules | null;
   /** Basic auth, judged after the IP rules (CORS preflights pass); null: none. */
-  readonly basicAuth?: BasicAuth | null;
+  readonly basicAuth?: RouteAuth | null;
 }
 
 export interface Router {

@@ -467,3 +467,121 @@ describe("RequestTraffic", () => {
     assert.equal(plain.attemptsValue, "", "no retry policy");
   });
 });
+
+describe("RequestTraffic: what it must not do", () => {
+  const eps: Endpoint[] = [
+    { host: "h", port: 1, key: "h:1" },
+    { host: "h", port: 2, key: "h:2" },
+  ];
+  /** Resolves after a per-try timer of `ms` started now fires: earlier timers have had their chance. */
+  const laterTimer = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const u = new RequestTraffic(resolve);
+      u.begin(runtime(undefined, eps).cluster, retrySpec({ perTryTimeoutMs: ms }), req("GET"));
+      u.attemptStarted(eps[0] as Endpoint);
+    });
+
+  it("no per-try timer without a per-try timeout, and none left running once an attempt ends", async () => {
+    let fired = 0;
+    const onTimeout = () => {
+      fired++;
+    };
+    const { cluster } = runtime(new ClusterState("c"), eps);
+    const none = new RequestTraffic(onTimeout);
+    none.begin(cluster, retrySpec({ perTryTimeoutMs: 0 }), req("GET"));
+    none.attemptStarted(eps[0] as Endpoint);
+    const ends: Array<(t: RequestTraffic) => void> = [
+      (t) => t.attemptFailed("reset", true),
+      (t) => t.connected(),
+      (t) => t.attemptStarted(eps[1] as Endpoint),
+      (t) => t.end(),
+    ];
+    const started = ends.map((finish) => {
+      const t = new RequestTraffic(onTimeout);
+      t.begin(cluster, retrySpec({ perTryTimeoutMs: 20 }), req("GET"));
+      t.attemptStarted(eps[0] as Endpoint);
+      finish(t);
+      return t;
+    });
+    await laterTimer(60);
+    // The third one started a second attempt: its own timer is the only one that may fire.
+    assert.equal(fired, 1);
+    for (const t of started) t.end();
+  });
+
+  it("one retry slot per request, however many retries; released once; the object is reused cleanly", () => {
+    const state = new ClusterState("c");
+    state.sync(eps);
+    const { cluster } = runtime(state, eps);
+    const t = new RequestTraffic(() => {});
+    for (let round = 0; round < 2; round++) {
+      t.begin(cluster, retrySpec({ retries: 3 }), req("GET"));
+      t.attemptStarted(eps[0] as Endpoint);
+      assert.equal(t.responseStarted(503, true), true);
+      t.attemptStarted(eps[1] as Endpoint);
+      assert.equal(t.responseStarted(503, true), true);
+      assert.equal(state.activeRetries, 1, `round ${round}`);
+      t.end();
+      assert.equal(state.activeRetries, 0, `round ${round}`);
+      assert.deepEqual(t.responseFields, []);
+    }
+    t.begin(cluster, null, req("GET"));
+    t.attemptStarted(eps[0] as Endpoint);
+    t.responseStarted(200, true);
+    t.end();
+    assert.deepEqual([state.activeRetries, state.activeRequests, state.activeAttempts], [0, 0, 0]);
+  });
+
+  it("without cluster state, or with an endpoint the state does not know: nothing is counted, nothing breaks", () => {
+    const { cluster, picks } = runtime(undefined, eps);
+    const fresh = new RequestTraffic(() => {});
+    assert.deepEqual(fresh.responseFields, []);
+    assert.equal(fresh.nextEndpoint("1.2.3.4"), undefined, "no request yet");
+    assert.equal(fresh.affinitySetCookie(), "");
+    fresh.end();
+    const t = new RequestTraffic(() => {});
+    const r = req("GET");
+    t.begin(cluster, retrySpec(), r);
+    t.attemptStarted(eps[0] as Endpoint);
+    assert.equal(t.responseStarted(503, true), true, "retried, with no state to count it in");
+    assert.equal(t.nextEndpoint("1.2.3.4"), eps[1]);
+    t.end();
+    assert.equal(picks.length, 1);
+    const state = new ClusterState("c");
+    const u = new RequestTraffic(() => {});
+    u.begin(runtime(state, eps).cluster, retrySpec(), r);
+    u.attemptStarted({ host: "h", port: 9, key: "h:9" });
+    assert.equal(u.responseStarted(503, true), true);
+    u.end();
+    assert.deepEqual([state.activeAttempts, state.activeRequests], [0, 0]);
+    // An L4 connection with affinity configured has no request, so no cookie.
+    const l4 = new RequestTraffic(() => {});
+    l4.begin(runtime(undefined, eps, { cookie: "s", ttlSeconds: 0, path: "/" }).cluster, null, null);
+    l4.attemptStarted(eps[0] as Endpoint);
+    assert.equal(l4.affinitySetCookie(), `s=${affinityToken(eps[0] as Endpoint)}; Path=/; HttpOnly`);
+  });
+
+  it("the next endpoint is picked for this request", () => {
+    const seen: Array<RequestView | undefined> = [];
+    const cluster: ClusterRuntime = {
+      ...runtime(undefined, eps).cluster,
+      pickEndpoint: (r) => {
+        seen.push(r);
+        return eps[0];
+      },
+    };
+    const t = new RequestTraffic(() => {});
+    const r = req("GET");
+    t.begin(cluster, null, r);
+    t.nextEndpoint("");
+    assert.equal(seen[0], r);
+  });
+
+  it("names and keys are kept; retain skips a cluster it never had", () => {
+    assert.equal(new EndpointState("a:1").key, "a:1");
+    assert.equal(new ClusterState("c").name, "c");
+    const states = new ClusterStates();
+    states.retain(new Map([["never", { endpoints: [] }]]));
+    assert.equal(states.find("never"), undefined);
+  });
+});

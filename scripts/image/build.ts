@@ -223,7 +223,15 @@ function appFiles(): string[] {
  */
 function dropExclusiveDependencies(app: string, cut: Array<[from: string, name: string]>): void {
   const lock = JSON.parse(readFileSync(join(app, "package-lock.json"), "utf8")) as {
-    packages: Record<string, { dependencies?: Record<string, string>; link?: boolean; resolved?: string }>;
+    packages: Record<
+      string,
+      {
+        dependencies?: Record<string, string>;
+        optionalDependencies?: Record<string, string>;
+        link?: boolean;
+        resolved?: string;
+      }
+    >;
   };
   const locate = (from: string, name: string): string | undefined => {
     for (
@@ -243,7 +251,8 @@ function dropExclusiveDependencies(app: string, cut: Array<[from: string, name: 
     const entry = lock.packages[location];
     if (!entry) return;
     if (entry.link && entry.resolved) return visit(entry.resolved);
-    for (const name of Object.keys(entry.dependencies ?? {})) {
+    // Optional dependencies too: a native addon's binary for this platform is one (@node-rs/bcrypt).
+    for (const name of Object.keys({ ...entry.dependencies, ...entry.optionalDependencies })) {
       if (cut.some(([from, n]) => from === location && n === name)) continue;
       const target = locate(location, name);
       if (target) visit(target);

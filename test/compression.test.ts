@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import zlib from "node:zlib";
 import { curl, hasCurl, type Ports, PROTOCOLS, tlsFiles } from "./curl.ts";
-import { freePort, requireOrSkip, startGateway, tempDir } from "./helpers.ts";
+import { freePort, plainAndTlsConfig, requireOrSkip, startGateway, tempDir } from "./helpers.ts";
 
 /** 20 KB of JSON that compresses well, but not trivially. */
 const JSON_BODY = Buffer.from(
@@ -86,27 +86,7 @@ before(async () => {
         match: { path: { prefix: / } }
         cluster: origin
         compression: { levels: { gzip: 9, br: 5, zstd: 3 } }`;
-  const file = join(dir, "config.yaml");
-  writeFileSync(
-    file,
-    `secrets:
-  - { name: site, certificate: { file: site.crt }, key: { file: site.key } }
-listeners:
-  - name: plain
-    address: 127.0.0.1
-    port: ${plain}
-    routes:${routes}
-  - name: secure
-    address: 127.0.0.1
-    port: ${tls}
-    protocol: https
-    tls: { certificates: [site], alpn: [h2, http/1.1] }
-    routes:${routes}
-clusters:
-  - name: origin
-    endpoints: ["127.0.0.1:${(origin.address() as AddressInfo).port}"]
-`,
-  );
+  const file = plainAndTlsConfig(dir, { plain, tls, origin: (origin.address() as AddressInfo).port }, routes);
   const gw = await startGateway(file);
   cleanup.push(() => gw.proc.stop());
   adminPort = gw.adminPort;

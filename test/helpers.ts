@@ -252,3 +252,37 @@ export async function openChromium(
   t.after(() => browser.close());
   return { browser, page: browser.pages()[0] ?? (await browser.newPage()) };
 }
+
+/**
+ * A config.yaml in `dir` with the same `routes` (YAML list items, indented 6) on a plain listener and
+ * on an HTTPS listener (the `site` certificate in `dir`, ALPN h2 and http/1.1), one cluster `origin`.
+ * Returns its path: the three protocols of one behaviour, in one gateway.
+ */
+export function plainAndTlsConfig(
+  dir: string,
+  ports: { plain: number; tls: number; origin: number },
+  routes: string,
+): string {
+  const file = join(dir, "config.yaml");
+  writeFileSync(
+    file,
+    `secrets:
+  - { name: site, certificate: { file: site.crt }, key: { file: site.key } }
+listeners:
+  - name: plain
+    address: 127.0.0.1
+    port: ${ports.plain}
+    routes:${routes}
+  - name: secure
+    address: 127.0.0.1
+    port: ${ports.tls}
+    protocol: https
+    tls: { certificates: [site], alpn: [h2, http/1.1] }
+    routes:${routes}
+clusters:
+  - name: origin
+    endpoints: ["127.0.0.1:${ports.origin}"]
+`,
+  );
+  return file;
+}

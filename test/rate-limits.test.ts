@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { curl, hasCurl, type Ports, PROTOCOLS, tlsFiles } from "./curl.ts";
-import { CLI, freePort, requireOrSkip, startGateway, tempDir } from "./helpers.ts";
+import { CLI, freePort, plainAndTlsConfig, requireOrSkip, startGateway, tempDir } from "./helpers.ts";
 
 const run = promisify(execFile);
 
@@ -51,27 +51,7 @@ before(async () => {
       - name: open
         match: { path: { prefix: / } }
         cluster: origin`;
-  const file = join(dir, "config.yaml");
-  writeFileSync(
-    file,
-    `secrets:
-  - { name: site, certificate: { file: site.crt }, key: { file: site.key } }
-listeners:
-  - name: plain
-    address: 127.0.0.1
-    port: ${plain}
-    routes:${routes}
-  - name: secure
-    address: 127.0.0.1
-    port: ${tls}
-    protocol: https
-    tls: { certificates: [site], alpn: [h2, http/1.1] }
-    routes:${routes}
-clusters:
-  - name: origin
-    endpoints: ["127.0.0.1:${(origin.address() as AddressInfo).port}"]
-`,
-  );
+  const file = plainAndTlsConfig(dir, { plain, tls, origin: (origin.address() as AddressInfo).port }, routes);
   const gw = await startGateway(file, ["--workers", "2"]);
   cleanup.push(() => gw.proc.stop());
   adminPort = gw.adminPort;
